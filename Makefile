@@ -1,0 +1,48 @@
+# Tapline — see README.md. Every target works on a fresh machine with Go.
+GO      ?= go
+BIN     ?= bin
+STAGES  := decap reassemble replay archive
+PKGS    := work
+
+.PHONY: all build test test-short bench run demo lint fuzz clean
+
+all: build
+
+## build: the four stage binaries and the all-in-one into ./bin (static, CGO off)
+build:
+	@mkdir -p $(BIN)
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ $(foreach s,$(STAGES),./$(s)/cmd/$(s)) ./allinone/cmd/tapline
+
+## test: every module's tests (real JetStream, versitygw, kernel VXLAN lab as root)
+test:
+	$(GO) vet $(PKGS)
+	$(GO) test -count=1 -timeout 80m $(PKGS)
+
+## test-short: the tests that need neither root nor external tools
+test-short:
+	$(GO) test -short -count=1 $(PKGS)
+
+## bench: every benchmark and the whole-binary comparison script (docs/BENCHMARKS.md)
+bench:
+	scripts/bench.sh
+
+## run: the all-in-one on the local default (embedded JetStream, ./archive-data)
+run:
+	$(GO) run ./allinone/cmd/tapline run
+
+## demo: the whole flow on a bundled capture, within a minute
+demo:
+	$(GO) run ./allinone/cmd/tapline demo
+
+## lint: formatting and vet
+lint:
+	@out=$$(gofmt -l $(STAGES) proto allinone); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+## fuzz: run every fuzz target for FUZZTIME each (default 20s)
+FUZZTIME ?= 20s
+fuzz:
+	scripts/fuzz.sh $(FUZZTIME)
+
+clean:
+	rm -rf $(BIN)

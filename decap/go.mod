@@ -1,0 +1,3 @@
+module github.com/tapline/tapline/decap
+
+go 1.26.8

@@ -1,0 +1,118 @@
+// Package natstest runs an embedded NATS server with JetStream: the local
+// default of the all-in-one binary and the real server every test starts.
+package natstest
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// Options configure an embedded server.
+type Options struct {
+	// Host and Port to listen on; Port -1 picks a free port. Defaults:
+	// 127.0.0.1 and -1.
+	Host string
+	Port int
+	// StoreDir holds JetStream files. Empty: a new temporary directory.
+	StoreDir string
+	// MaxStore bounds JetStream file storage in bytes (0: 16 GiB).
+	MaxStore int64
+	// MaxPayload raises the per-message limit (0: 8 MiB, which fits a full
+	// chunk and a large frame batch).
+	MaxPayload int32
+}
+
+// Start runs an embedded JetStream server and waits until it accepts
+// connections.
+func Start(o Options) (*server.Server, error) {
+	if o.Host == "" {
+		o.Host = "127.0.0.1"
+	}
+	if o.Port == 0 {
+		o.Port = -1
+	}
+	if o.StoreDir == "" {
+		dir, err := os.MkdirTemp("", "tapline-nats-*")
+		if err != nil {
+			return nil, err
+		}
+		o.StoreDir = dir
+	}
+	if o.MaxStore == 0 {
+		o.MaxStore = 16 << 30
+	}
+	if o.MaxPayload == 0 {
+		o.MaxPayload = 8 << 20
+	}
+	srv, err := server.NewServer(&server.Options{
+		Host:               o.Host,
+		Port:               o.Port,
+		JetStream:          true,
+		StoreDir:           o.StoreDir,
+		JetStreamMaxStore:  o.MaxStore,
+		JetStreamMaxMemory: 1 << 30,
+		MaxPayload:         o.MaxPayload,
+		NoSigs:             true,
+		NoLog:              true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("natstest: %w", err)
+	}
+	srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		srv.Shutdown()
+		return nil, fmt.Errorf("natstest: server not ready after 10s")
+	}
+	return srv, nil
+}
+
+// Run starts a server for one test in t.TempDir() and shuts it down when the
+// test ends. It returns the client URL.
+func Run(t testing.TB) (*server.Server, string) {
+	t.Helper()
+	srv, err := Start(Options{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+	})
+	return srv, srv.ClientURL()
+}
+
+// Restart shuts srv down and starts a new server on the same port with the
+// same JetStream store, as an operator restarting NATS would. The new server
+// is shut down when the test ends.
+func Restart(t testing.TB, srv *server.Server) *server.Server {
+	t.Helper()
+	port := srv.Addr().(*net.TCPAddr).Port
+	dir := srv.JetStreamConfig().StoreDir
+	srv.Shutdown()
+	srv.WaitForShutdown()
+	// The store directory of JetStreamConfig ends in "jetstream"; the
+	// server adds that itself.
+	dir = filepath.Dir(dir)
+	var next *server.Server
+	var err error
+	for range 50 {
+		if next, err = Start(Options{Port: port, StoreDir: dir}); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		next.Shutdown()
+		next.WaitForShutdown()
+	})
+	return next
+}

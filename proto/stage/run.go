@@ -1,0 +1,86 @@
+package stage
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Deps are what a stage's engine receives from its main: a logger, the
+// registry its metrics go into, and the health checks /healthz runs. The
+// all-in-one binary hands the same Deps (one registry, one /healthz) to
+// every stage it runs.
+type Deps struct {
+	Log     *slog.Logger
+	Metrics prometheus.Registerer
+	Health  *Health
+}
+
+// RunFunc is a stage engine started by Main.
+type RunFunc func(ctx context.Context, d Deps) error
+
+// Main is the body of every stage's main function. It parses args (the
+// caller has registered the common flags and the stage's own on fs), calls
+// validate, serves /healthz and /metrics, then calls run with a context
+// cancelled on SIGINT or SIGTERM. It exits 0 on success and --help, 2 with
+// one line on a configuration error, and 1 with one line when run fails.
+func Main(fs *flag.FlagSet, c *Common, args []string, validate func() error, run RunFunc) {
+	os.Exit(MainCode(fs, c, args, validate, run))
+}
+
+// MainCode is Main without os.Exit, for tests and multi-command binaries.
+func MainCode(fs *flag.FlagSet, c *Common, args []string, validate func() error, run RunFunc) int {
+	if err := Parse(fs, args, Aliases); err != nil {
+		if errors.Is(err, ErrHelp) {
+			return 0
+		}
+		fmt.Fprintf(os.Stderr, "%s: %v\n", fs.Name(), err)
+		return 2
+	}
+	if err := c.Validate(); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", fs.Name(), err)
+		return 2
+	}
+	if validate != nil {
+		if err := validate(); err != nil {
+			fmt.Fprintf(os.Stderr, "%s: %v\n", fs.Name(), err)
+			return 2
+		}
+	}
+	ctx, stop := SignalContext()
+	defer stop()
+	reg := NewRegistry()
+	d := Deps{Log: c.Logger(fs.Name()), Metrics: reg, Health: &Health{}}
+	if err := ServeHTTP(ctx, c.HTTPAddr, Mux(d.Health, reg), d.Log); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: --http %s: %v\n", fs.Name(), c.HTTPAddr, err)
+		return 2
+	}
+	if err := run(ctx, d); err != nil && !errors.Is(err, context.Canceled) {
+		d.Log.Error("stopped", "err", err)
+		fmt.Fprintf(os.Stderr, "%s: %v\n", fs.Name(), err)
+		return 1
+	}
+	d.Log.Info("stopped cleanly")
+	return 0
+}
+
+// SignalContext returns a context cancelled on SIGINT or SIGTERM, so stages
+// drain and exit cleanly.
+func SignalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+// TestDeps returns Deps for tests: a discarding logger unless verbose, a
+// fresh registry, and empty health checks.
+func TestDeps(name string) (Deps, *prometheus.Registry) {
+	reg := prometheus.NewRegistry()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("stage", name)
+	return Deps{Log: log, Metrics: reg, Health: &Health{}}, reg
+}

@@ -1,0 +1,3 @@
+module github.com/tapline/tapline/replay
+
+go 1.26.8
