@@ -15,11 +15,14 @@ import (
 )
 
 // EnvName is the environment variable that sets a flag when the command line
-// does not: TAPLINE_<FLAG>, upper case, dashes as underscores. The NATS
-// server URL also reads NATS_URL (see Common).
+// does not: TAPLINE_<FLAG>, upper case, dashes and dots as underscores (the
+// all-in-one's prefixed flag decap.listen reads TAPLINE_DECAP_LISTEN). The
+// NATS server URL also reads NATS_URL (see Common).
 func EnvName(flagName string) string {
-	return "TAPLINE_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+	return "TAPLINE_" + strings.ToUpper(envReplacer.Replace(flagName))
 }
+
+var envReplacer = strings.NewReplacer("-", "_", ".", "_")
 
 // ErrHelp is returned by Parse when --help was asked for; the usage has
 // been printed and the program should exit 0.

@@ -36,7 +36,14 @@ func Main(fs *flag.FlagSet, c *Common, args []string, validate func() error, run
 }
 
 // MainCode is Main without os.Exit, for tests and multi-command binaries.
+//
+// `<stage> healthcheck [flags]` (HealthcheckCommand) does not run the stage:
+// it probes the /healthz of the one running with the same --http and exits
+// 0 when healthy, 1 otherwise.
 func MainCode(fs *flag.FlagSet, c *Common, args []string, validate func() error, run RunFunc) int {
+	if len(args) > 0 && args[0] == HealthcheckCommand {
+		return healthcheckCode(fs, c, args[1:], os.Stderr)
+	}
 	if err := Parse(fs, args, Aliases); err != nil {
 		if errors.Is(err, ErrHelp) {
 			return 0
