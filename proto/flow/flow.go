@@ -185,6 +185,9 @@ func parseIPv6(k Key, b []byte) (Key, error) {
 }
 
 func parsePorts(k Key, ip []byte, off int) (Key, error) {
+	if off > len(ip) {
+		return k, ErrShort
+	}
 	switch k.Proto {
 	case ProtoTCP, ProtoUDP, 132: // 132 = SCTP
 		if len(ip) < off+4 {

@@ -1,0 +1,53 @@
+// Package mirrorlab builds a Linux kernel imitation of an AWS VPC Traffic
+// Mirroring session in network namespaces, for tests and benchmarks.
+//
+// Three namespaces are created per lab, each with a unique name
+// ("tapline-<pid>-<random>") so tests in different packages can run at the
+// same time, and connected by veth pairs. Nothing is configured in the root
+// namespace: every address and route lives inside the lab's namespaces, and
+// all traffic stays between them.
+//
+//	  ns "ext" (external system)          ns "prod" (production host)                      ns "target" (Tapline)
+//	 ┌────────────────────────┐        ┌──────────────────────────────────────────┐      ┌─────────────────────────┐
+//	 │                        │        │  tc ingress  ─┐   (u32 match u32 0 0      │      │                         │
+//	 │ ext0 10.77.1.1/24 ─────┼─veth───┼─ prod0 10.77.1.2/24  action mirred        │      │                         │
+//	 │   (MTU ExtMTU, 1500)   │        │  tc root htb ─┘    egress mirror dev vx0) │      │                         │
+//	 └────────────────────────┘        │                   │                      │      │                         │
+//	                                   │                   ▼                      │      │                         │
+//	                                   │  vx0: vxlan id VNI remote 10.77.2.2     │      │                         │
+//	                                   │       dstport 4789 dev mir0              │      │                         │
+//	                                   │                   │                      │      │                         │
+//	                                   │  mir0 10.77.2.1/24 ──[optional tbf]──────┼─veth─┼─ tgt0 10.77.2.2/24      │
+//	                                   │   (MTU MirrorMTU, 9000)                  │      │   UDP :4789 (decap)     │
+//	                                   └──────────────────────────────────────────┘      └─────────────────────────┘
+//
+// Every frame prod0 receives from ext (tc ingress) and, unless InboundOnly,
+// every frame it sends to ext (tc egress, through a root htb qdisc whose
+// unclassified packets go out unshaped) is copied by the mirred action to the
+// kernel VXLAN device vx0, which encapsulates it (VNI, outer UDP source port
+// from the inner flow hash, UDP checksum 0) and sends it to the target
+// namespace, exactly as a mirror session sends to its target. Segmentation
+// offloads (TSO/GSO/GRO) are disabled on the ext link so each mirrored
+// frame is one wire-sized packet, as on a real network.
+//
+// The mirror link carries the 1500-byte frames plus 50 bytes of VXLAN
+// overhead; its MTU defaults to 9000 (jumbo). An optional token bucket (tbf)
+// on mir0's egress imitates congestion on the mirror path: it drops mirror
+// packets only, never the production traffic between ext and prod.
+//
+// Go code enters a namespace with Do: the function runs on a locked OS
+// thread switched into the namespace, so sockets it creates live there (a
+// socket stays in the namespace it was created in). Listen, ListenPacket,
+// Dial and DialContext are built on it; DialContext fits http.Transport and
+// WebSocket dialers. Exec runs a command in a namespace. Counters reads the
+// kernel's view: packets the VXLAN device sent, the mirred actions' counts,
+// tbf drops, and the target namespace's UDP statistics (/proc/net/snmp,
+// including RcvbufErrors) — the figures a loss test compares with what
+// Tapline received.
+//
+// New skips the test (t.Skip, with the reason) when not root, when ip or tc
+// is missing, or when the kernel cannot create a VXLAN device. Namespaces are
+// removed by t.Cleanup even when the test fails; namespaces left behind by a
+// process that no longer exists (a killed test binary) are removed when the
+// next lab starts.
+package mirrorlab
