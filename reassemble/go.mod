@@ -2,7 +2,10 @@ module github.com/tapline/tapline/reassemble
 
 go 1.26.8
 
-require github.com/tapline/tapline/proto v0.0.0
+require (
+	github.com/gopacket/gopacket v1.7.7
+	github.com/tapline/tapline/proto v0.0.0
+)
 
 require (
 	github.com/klauspost/compress v1.20.3 // indirect

@@ -1,0 +1,392 @@
+// Package tcp reassembles the TCP byte streams of mirrored connections.
+//
+// A Tracker follows every connection of one shard, keyed by VNI and
+// 5-tuple, and turns its packets into in-order stream bytes and explicit
+// gaps per direction. It is built for mirrored traffic: either or both
+// directions may be mirrored (inbound-only sessions show no SYN-ACK and no
+// ACKs), mirroring may start in the middle of a connection, packets may be
+// retransmitted, duplicated, overlapping, reordered (within a bounded
+// window) or lost, and the mirror may truncate them. Checksums are never
+// checked: mirrored packets often carry uncomputed ones.
+//
+// Memory is bounded: out-of-order data per direction by the reorder
+// window, all held data by MaxBuffered, connections by MaxConnections
+// (the least recently active is evicted). Whatever exceeds a bound becomes
+// a counted gap or close, never an error.
+package tcp
+
+import (
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/tapline/tapline/proto"
+	"github.com/tapline/tapline/proto/flow"
+	"github.com/tapline/tapline/proto/framebatch"
+)
+
+// Config bounds a Tracker.
+type Config struct {
+	MaxConnections int           // connections tracked at once; past it the least recently active is evicted
+	MaxBuffered    int64         // out-of-order bytes held over all connections
+	ReorderWindow  int           // bytes held ahead of a hole in one direction before the hole is declared lost
+	IdleTimeout    time.Duration // a connection without packets for this long (capture time) is closed
+}
+
+// Close reasons.
+const (
+	CloseFIN      = "fin"
+	CloseRST      = "rst"
+	CloseIdle     = "idle"
+	CloseEvicted  = "evicted"
+	CloseShutdown = "shutdown"
+	CloseReused   = "reused" // a new SYN on the 5-tuple of a connection with data
+)
+
+// Handler receives a connection's stream in order. Dir is relative to the
+// connection's current client/server assignment (see Conn.SwapDirections).
+type Handler interface {
+	Data(dir proto.Direction, b []byte, tsNs int64)
+	Gap(dir proto.Direction, offset, n int64, tsNs int64, reason string)
+	Close(reason string, tsNs int64, c2s, s2c Loss)
+}
+
+// Opener creates the Handler of a new connection.
+type Opener func(c *Conn) Handler
+
+// key names a connection independently of packet direction: endpoint a is
+// the lower one.
+type key struct {
+	vni    uint32
+	a, b   netip.Addr
+	ap, bp uint16
+}
+
+// Conn is one tracked connection.
+type Conn struct {
+	k        key
+	ID       string         // stable id: vni, first endpoint, second endpoint, first capture ns
+	VNI      uint32
+	First    netip.AddrPort // the sender of the first packet seen
+	Second   netip.AddrPort
+	FirstNs  int64
+	LastNs   int64
+	SYN      bool // the connection's opening (SYN) was seen, so client and server are known
+	Mid      bool // the start was not seen (first packet carried data without SYN)
+	clientIx int  // index into halves of the client's half
+	halves   [2]half
+	h        Handler
+	User     any // for the Handler's owner
+
+	prev, next *Conn // LRU list, most recent at head
+	closed     bool
+}
+
+// Client returns the client's address (known from the SYN, else guessed).
+func (c *Conn) Client() netip.AddrPort {
+	if c.clientIx == 0 {
+		return c.First
+	}
+	return c.Second
+}
+
+// Server returns the server's address.
+func (c *Conn) Server() netip.AddrPort {
+	if c.clientIx == 0 {
+		return c.Second
+	}
+	return c.First
+}
+
+// SwapDirections exchanges client and server for everything that follows.
+func (c *Conn) SwapDirections() { c.clientIx ^= 1 }
+
+func (c *Conn) dir(ix int) proto.Direction {
+	if ix == c.clientIx {
+		return proto.ClientToServer
+	}
+	return proto.ServerToClient
+}
+
+// Stats are a Tracker's counters since it was created.
+type Stats struct {
+	Packets, NotTCP, Fragments, Malformed int64
+	Opened, Closed, Evicted               int64
+	BufferCapHits                         int64
+	Ignored                               int64 // packets of no tracked connection without payload, or late after its close
+}
+
+// lateAfterClose is how long (capture time) after a FIN or RST close packets
+// of the same 5-tuple without SYN are taken as stragglers, not a new
+// connection.
+const lateAfterClose = 30 * time.Second
+
+// Tracker follows the connections of one shard. Not safe for concurrent
+// use.
+type Tracker struct {
+	cfg      Config
+	open     Opener
+	conns    map[key]*Conn
+	tomb     map[key]int64 // recently closed by FIN/RST: close time
+	head     *Conn // most recently active
+	tail     *Conn
+	buffered int64
+	nowNs    int64
+
+	Stats
+}
+
+// New returns a Tracker that calls open for each new connection.
+func New(cfg Config, open Opener) *Tracker {
+	if cfg.MaxConnections <= 0 {
+		cfg.MaxConnections = 100000
+	}
+	if cfg.MaxBuffered <= 0 {
+		cfg.MaxBuffered = 256 << 20
+	}
+	if cfg.ReorderWindow <= 0 {
+		cfg.ReorderWindow = 1 << 20
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 10 * time.Minute
+	}
+	return &Tracker{cfg: cfg, open: open, conns: make(map[key]*Conn), tomb: make(map[key]int64)}
+}
+
+// Conns returns the number of connections tracked.
+func (t *Tracker) Conns() int { return len(t.conns) }
+
+// Buffered returns the out-of-order bytes held.
+func (t *Tracker) Buffered() int64 { return t.buffered }
+
+// halfSink adapts a connection half to the Handler.
+type halfSink struct {
+	c  *Conn
+	ix int
+	ts int64
+}
+
+func (s *halfSink) data(b []byte) { s.c.h.Data(s.c.dir(s.ix), b, s.ts) }
+func (s *halfSink) gap(off, n int64, reason string) {
+	s.c.h.Gap(s.c.dir(s.ix), off, n, s.ts, reason)
+}
+
+// Packet processes one frame. It returns the connection the frame belongs
+// to (nil when the frame is not TCP or is malformed; such frames are
+// counted in Stats).
+func (t *Tracker) Packet(f *framebatch.Frame) *Conn {
+	t.Packets++
+	fk, err := flow.Parse(f.Link, f.Data)
+	if err != nil {
+		if err == flow.ErrNotIP {
+			t.NotTCP++
+		} else {
+			t.Malformed++
+		}
+		return nil
+	}
+	s, err := parseSegment(&fk, f.Data)
+	switch err {
+	case nil:
+	case errNotTCP:
+		t.NotTCP++
+		return nil
+	case errFragment:
+		t.Fragments++
+		return nil
+	default:
+		t.Malformed++
+		return nil
+	}
+	if f.TimeNs > t.nowNs {
+		t.nowNs = f.TimeNs
+	}
+	src := netip.AddrPortFrom(fk.Src, fk.SrcPort)
+	dst := netip.AddrPortFrom(fk.Dst, fk.DstPort)
+	k := key{vni: f.VNI, a: fk.Src, ap: fk.SrcPort, b: fk.Dst, bp: fk.DstPort}
+	if c := fk.Src.Compare(fk.Dst); c > 0 || (c == 0 && fk.SrcPort > fk.DstPort) {
+		k.a, k.ap, k.b, k.bp = k.b, k.bp, k.a, k.ap
+	}
+	c := t.conns[k]
+	syn := s.flags&flagSYN != 0 && s.flags&flagACK == 0
+	if c != nil && syn && c.hasData() && c.halves[c.ix(src)].next != s.seq+1 {
+		t.close(c, CloseReused, f.TimeNs)
+		c = nil
+	}
+	if c == nil && !syn && s.flags&flagSYN == 0 {
+		if len(s.data)+s.lost == 0 {
+			t.Ignored++ // a bare ACK, FIN or RST of a connection not tracked
+			return nil
+		}
+		if at, ok := t.tomb[k]; ok && f.TimeNs-at < int64(lateAfterClose) {
+			t.Ignored++ // a late retransmission of a connection that ended
+			return nil
+		}
+	}
+	if c == nil {
+		if len(t.conns) >= t.cfg.MaxConnections && t.tail != nil {
+			t.Evicted++
+			t.close(t.tail, CloseEvicted, f.TimeNs)
+		}
+		c = t.newConn(k, f, src, dst, &s)
+	} else {
+		t.touch(c)
+	}
+	c.LastNs = f.TimeNs
+	ix := c.ix(src)
+	h := &c.halves[ix]
+	h.seen = true
+	if s.flags&flagSYN != 0 {
+		h.syn = true
+	}
+	sk := halfSink{c: c, ix: ix, ts: f.TimeNs}
+	h.add(t, &s, &sk)
+	if s.flags&flagRST != 0 {
+		t.close(c, CloseRST, f.TimeNs)
+		return c
+	}
+	if c.finished() {
+		t.close(c, CloseFIN, f.TimeNs)
+	}
+	return c
+}
+
+func (c *Conn) ix(src netip.AddrPort) int {
+	if src == c.First {
+		return 0
+	}
+	return 1
+}
+
+func (c *Conn) hasData() bool {
+	return c.halves[0].offset > 0 || c.halves[1].offset > 0 || len(c.halves[0].bufs) > 0 || len(c.halves[1].bufs) > 0
+}
+
+// finished reports that every direction seen has reached its FIN.
+func (c *Conn) finished() bool {
+	any := false
+	for i := range c.halves {
+		h := &c.halves[i]
+		if !h.seen {
+			continue
+		}
+		if !h.done {
+			return false
+		}
+		any = true
+	}
+	return any
+}
+
+func (t *Tracker) newConn(k key, f *framebatch.Frame, src, dst netip.AddrPort, s *segment) *Conn {
+	c := &Conn{k: k, VNI: f.VNI, First: src, Second: dst, FirstNs: f.TimeNs, LastNs: f.TimeNs}
+	switch {
+	case s.flags&flagSYN != 0 && s.flags&flagACK == 0:
+		c.SYN, c.clientIx = true, 0
+	case s.flags&flagSYN != 0:
+		c.SYN, c.clientIx = true, 1 // SYN-ACK: the sender is the server
+	default:
+		c.Mid = true
+		// Guess: the lower port is the server's.
+		if src.Port() < dst.Port() {
+			c.clientIx = 1
+		}
+	}
+	c.ID = strconv.FormatUint(uint64(f.VNI), 10) + "_" + src.String() + "_" + dst.String() + "_" + strconv.FormatInt(f.TimeNs, 10)
+	t.conns[k] = c
+	t.Opened++
+	t.pushFront(c)
+	c.h = t.open(c)
+	return c
+}
+
+// close flushes both directions (declaring remaining holes lost), tells the
+// handler, and forgets the connection.
+func (t *Tracker) close(c *Conn, reason string, tsNs int64) {
+	if c.closed {
+		return
+	}
+	c.closed = true
+	for ix := range c.halves {
+		sk := halfSink{c: c, ix: ix, ts: tsNs}
+		c.halves[ix].flush(t, &sk)
+	}
+	delete(t.conns, c.k)
+	t.unlink(c)
+	if reason == CloseFIN || reason == CloseRST {
+		if len(t.tomb) >= t.cfg.MaxConnections {
+			clear(t.tomb)
+		}
+		t.tomb[c.k] = tsNs
+	}
+	t.Closed++
+	l0, l1 := c.halves[0].final(), c.halves[1].final()
+	if c.clientIx == 1 {
+		l0, l1 = l1, l0
+	}
+	c.h.Close(reason, tsNs, l0, l1)
+}
+
+// Expire closes connections idle for longer than the idle timeout, judged
+// by capture time: nowNs is the latest capture time known (the tracker also
+// advances its clock with every packet). It returns the number closed.
+func (t *Tracker) Expire(nowNs int64) int {
+	if nowNs > t.nowNs {
+		t.nowNs = nowNs
+	}
+	n := 0
+	limit := t.nowNs - int64(t.cfg.IdleTimeout)
+	for t.tail != nil && t.tail.LastNs < limit {
+		t.close(t.tail, CloseIdle, t.nowNs)
+		n++
+	}
+	for k, at := range t.tomb {
+		if t.nowNs-at > int64(lateAfterClose) {
+			delete(t.tomb, k)
+		}
+	}
+	return n
+}
+
+// Now returns the tracker's clock: the latest capture time it has seen.
+func (t *Tracker) Now() int64 { return t.nowNs }
+
+// CloseAll closes every connection with reason (e.g. CloseShutdown).
+func (t *Tracker) CloseAll(reason string) {
+	for t.tail != nil {
+		t.close(t.tail, reason, t.nowNs)
+	}
+}
+
+func (t *Tracker) pushFront(c *Conn) {
+	c.prev, c.next = nil, t.head
+	if t.head != nil {
+		t.head.prev = c
+	}
+	t.head = c
+	if t.tail == nil {
+		t.tail = c
+	}
+}
+
+func (t *Tracker) unlink(c *Conn) {
+	if c.prev != nil {
+		c.prev.next = c.next
+	} else if t.head == c {
+		t.head = c.next
+	}
+	if c.next != nil {
+		c.next.prev = c.prev
+	} else if t.tail == c {
+		t.tail = c.prev
+	}
+	c.prev, c.next = nil, nil
+}
+
+func (t *Tracker) touch(c *Conn) {
+	if t.head == c {
+		return
+	}
+	t.unlink(c)
+	t.pushFront(c)
+}

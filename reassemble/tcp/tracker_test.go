@@ -1,0 +1,314 @@
+package tcp
+
+import (
+	"bytes"
+	"math/rand"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+
+	"github.com/tapline/tapline/proto"
+	"github.com/tapline/tapline/proto/flow"
+	"github.com/tapline/tapline/proto/framebatch"
+)
+
+// rec records what a connection produced.
+type rec struct {
+	data   map[proto.Direction]*bytes.Buffer
+	gaps   map[proto.Direction]int64
+	events []string
+	closed string
+	c2s    Loss
+	s2c    Loss
+	conn   *Conn
+}
+
+func (r *rec) Data(d proto.Direction, b []byte, _ int64) { r.data[d].Write(b) }
+func (r *rec) Gap(d proto.Direction, off, n int64, _ int64, reason string) {
+	r.gaps[d] += n
+	r.data[d].Write(bytes.Repeat([]byte{'?'}, int(n)))
+	r.events = append(r.events, reason)
+}
+func (r *rec) Close(reason string, _ int64, c2s, s2c Loss) { r.closed, r.c2s, r.s2c = reason, c2s, s2c }
+
+type harness struct {
+	t     *testing.T
+	tr    *Tracker
+	recs  []*rec
+	nowNs int64
+}
+
+func newHarness(t *testing.T, cfg Config) *harness {
+	h := &harness{t: t, nowNs: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano()}
+	h.tr = New(cfg, func(c *Conn) Handler {
+		r := &rec{data: map[proto.Direction]*bytes.Buffer{proto.ClientToServer: {}, proto.ServerToClient: {}}, gaps: map[proto.Direction]int64{}, conn: c}
+		h.recs = append(h.recs, r)
+		return r
+	})
+	return h
+}
+
+var (
+	cliIP = net.IPv4(10, 0, 0, 1)
+	srvIP = net.IPv4(10, 0, 0, 2)
+)
+
+const (
+	cliPort = 40000
+	srvPort = 8080
+)
+
+// pkt builds an Ethernet/IPv4/TCP frame.
+func pkt(t testing.TB, fromClient bool, seq uint32, flags string, payload []byte) []byte {
+	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolTCP, SrcIP: cliIP, DstIP: srvIP}
+	tc := &layers.TCP{SrcPort: cliPort, DstPort: srvPort, Seq: seq, Window: 65535}
+	if !fromClient {
+		ip.SrcIP, ip.DstIP = srvIP, cliIP
+		tc.SrcPort, tc.DstPort = srvPort, cliPort
+	}
+	for _, f := range flags {
+		switch f {
+		case 'S':
+			tc.SYN = true
+		case 'A':
+			tc.ACK = true
+		case 'F':
+			tc.FIN = true
+		case 'R':
+			tc.RST = true
+		case 'P':
+			tc.PSH = true
+		}
+	}
+	_ = tc.SetNetworkLayerForChecksum(ip)
+	eth := &layers.Ethernet{SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, DstMAC: net.HardwareAddr{2, 0, 0, 0, 0, 2}, EthernetType: layers.EthernetTypeIPv4}
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, eth, ip, tc, gopacket.Payload(payload)); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func (h *harness) feed(b []byte) {
+	h.nowNs += int64(time.Millisecond)
+	h.tr.Packet(&framebatch.Frame{TimeNs: h.nowNs, VNI: 7, Link: flow.LinkEthernet, OrigLen: len(b), Data: b})
+}
+
+func pattern(n int, seed byte) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = seed + byte(i%251)
+	}
+	return b
+}
+
+// seg is a client data segment of stream s at offset off.
+type seg struct {
+	client bool
+	off    int
+	n      int
+}
+
+func TestHandshakeDataFin(t *testing.T) {
+	h := newHarness(t, Config{})
+	c2s, s2c := pattern(3000, 1), pattern(5000, 2)
+	h.feed(pkt(t, true, 100, "S", nil))
+	h.feed(pkt(t, false, 900, "SA", nil))
+	h.feed(pkt(t, true, 101, "A", nil))
+	h.feed(pkt(t, true, 101, "PA", c2s[:1000]))
+	h.feed(pkt(t, true, 1101, "PA", c2s[1000:]))
+	h.feed(pkt(t, false, 901, "PA", s2c[:2500]))
+	h.feed(pkt(t, false, 3401, "PA", s2c[2500:]))
+	h.feed(pkt(t, true, 3101, "FA", nil))
+	h.feed(pkt(t, false, 5901, "FA", nil))
+	h.feed(pkt(t, true, 3102, "A", nil)) // final ACK: no new connection
+	if len(h.recs) != 1 {
+		t.Fatalf("%d connections, want 1", len(h.recs))
+	}
+	r := h.recs[0]
+	if r.closed != CloseFIN {
+		t.Fatalf("closed %q", r.closed)
+	}
+	if !bytes.Equal(r.data[proto.ClientToServer].Bytes(), c2s) || !bytes.Equal(r.data[proto.ServerToClient].Bytes(), s2c) {
+		t.Fatal("stream bytes differ")
+	}
+	if !r.conn.SYN || r.conn.Client().Port() != cliPort {
+		t.Fatalf("client %v syn %v", r.conn.Client(), r.conn.SYN)
+	}
+	if r.c2s.BytesSeen != 3000 || r.c2s.BytesImplied != 3000 || r.s2c.BytesSeen != 5000 || r.c2s.Gaps != 0 {
+		t.Fatalf("loss %+v %+v", r.c2s, r.s2c)
+	}
+}
+
+// TestReorderDuplicatesOverlap sends a stream cut in segments, shuffled
+// within a small window, with duplicates and overlapping resends.
+func TestReorderDuplicatesOverlap(t *testing.T) {
+	h := newHarness(t, Config{ReorderWindow: 64 << 10})
+	data := pattern(40000, 3)
+	rng := rand.New(rand.NewSource(1))
+	var segs []seg
+	for off := 0; off < len(data); {
+		n := 1 + rng.Intn(1400)
+		n = min(n, len(data)-off)
+		segs = append(segs, seg{true, off, n})
+		if rng.Intn(5) == 0 { // overlapping resend
+			o := max(0, off-rng.Intn(300))
+			segs = append(segs, seg{true, o, min(len(data)-o, n+rng.Intn(500))})
+		}
+		if rng.Intn(6) == 0 { // duplicate
+			segs = append(segs, seg{true, off, n})
+		}
+		off += n
+	}
+	// Shuffle within windows of 8 segments.
+	for i := 0; i < len(segs); i += 8 {
+		w := segs[i:min(i+8, len(segs))]
+		rng.Shuffle(len(w), func(a, b int) { w[a], w[b] = w[b], w[a] })
+	}
+	h.feed(pkt(t, true, 999, "S", nil))
+	for _, s := range segs {
+		h.feed(pkt(t, true, uint32(1000+s.off), "PA", data[s.off:s.off+s.n]))
+	}
+	h.feed(pkt(t, true, uint32(1000+len(data)), "FA", nil))
+	r := h.recs[0]
+	if r.closed != CloseFIN {
+		t.Fatalf("closed %q", r.closed)
+	}
+	if got := r.data[proto.ClientToServer].Bytes(); !bytes.Equal(got, data) {
+		t.Fatalf("stream differs: %d bytes, gaps %v", len(got), r.events)
+	}
+	if r.c2s.Gaps != 0 || r.c2s.BytesSeen != int64(len(data)) || r.c2s.Retrans == 0 || r.c2s.OutOfOrder == 0 {
+		t.Fatalf("loss %+v", r.c2s)
+	}
+}
+
+// TestDroppedSegment: a lost segment becomes one gap of its exact size once
+// the reorder window is exceeded, and the bytes after it are delivered.
+func TestDroppedSegment(t *testing.T) {
+	h := newHarness(t, Config{ReorderWindow: 4000})
+	data := pattern(20000, 4)
+	for off := 0; off < len(data); off += 1000 {
+		if off == 5000 {
+			continue
+		}
+		h.feed(pkt(t, true, uint32(7000+off), "PA", data[off:off+1000]))
+	}
+	h.tr.CloseAll(CloseShutdown)
+	r := h.recs[0]
+	if !r.conn.Mid || r.conn.SYN {
+		t.Fatal("connection should be mid-stream")
+	}
+	want := append(append([]byte{}, data[:5000]...), bytes.Repeat([]byte{'?'}, 1000)...)
+	want = append(want, data[6000:]...)
+	if !bytes.Equal(r.data[proto.ClientToServer].Bytes(), want) {
+		t.Fatal("stream differs")
+	}
+	if r.c2s.Gaps != 1 || r.c2s.GapBytes != 1000 || r.c2s.BytesImplied != 20000 || r.c2s.BytesSeen != 19000 || r.events[0] != ReasonReorder {
+		t.Fatalf("loss %+v %v", r.c2s, r.events)
+	}
+	if h.tr.Buffered() != 0 {
+		t.Fatalf("buffered %d after close", h.tr.Buffered())
+	}
+}
+
+// TestOneDirectionMidStream: only server-to-client packets, no SYN, no
+// ACKs; the lower port is guessed to be the server.
+func TestOneDirectionMidStream(t *testing.T) {
+	h := newHarness(t, Config{})
+	data := pattern(9000, 5)
+	for off := 0; off < len(data); off += 1500 {
+		h.feed(pkt(t, false, uint32(0xfffff000+off), "PA", data[off:off+1500])) // wraps the sequence space
+	}
+	h.feed(pkt(t, false, uint32(0xfffff000+len(data)), "FA", nil))
+	r := h.recs[0]
+	if r.closed != CloseFIN {
+		t.Fatalf("closed %q", r.closed)
+	}
+	if !bytes.Equal(r.data[proto.ServerToClient].Bytes(), data) || r.data[proto.ClientToServer].Len() != 0 {
+		t.Fatal("stream differs")
+	}
+	if r.conn.Server().Port() != srvPort || r.conn.SYN {
+		t.Fatalf("server %v", r.conn.Server())
+	}
+}
+
+// TestTruncated: a packet whose IP length exceeds the capture contributes a
+// gap of the missing tail at once.
+func TestTruncated(t *testing.T) {
+	h := newHarness(t, Config{})
+	data := pattern(3000, 6)
+	h.feed(pkt(t, true, 1, "PA", data[:1000]))
+	p := pkt(t, true, 1001, "PA", data[1000:2000])
+	h.feed(p[:len(p)-300]) // mirror cut 300 bytes
+	h.feed(pkt(t, true, 2001, "PA", data[2000:]))
+	h.tr.CloseAll(CloseShutdown)
+	r := h.recs[0]
+	if r.c2s.GapBytes != 300 || r.c2s.Truncated != 1 || r.events[0] != ReasonTruncated || r.c2s.BytesImplied != 3000 {
+		t.Fatalf("loss %+v %v", r.c2s, r.events)
+	}
+	if r.data[proto.ClientToServer].Len() != 3000 {
+		t.Fatal("length")
+	}
+}
+
+// TestBounds: the connection cap evicts the least recently active
+// connection and the buffer cap declares holes instead of growing.
+func TestBounds(t *testing.T) {
+	h := newHarness(t, Config{MaxConnections: 2, MaxBuffered: 5000, ReorderWindow: 1 << 20})
+	// Three distinct connections by client port.
+	for port := uint16(1); port <= 3; port++ {
+		p := pkt(t, true, 1, "PA", []byte("hello"))
+		p[14+20+1] = byte(port) // low byte of the TCP source port
+		h.feed(p)
+	}
+	if h.tr.Conns() != 2 || h.tr.Evicted != 1 || h.recs[0].closed != CloseEvicted {
+		t.Fatalf("conns %d evicted %d", h.tr.Conns(), h.tr.Evicted)
+	}
+	data := pattern(20000, 7)
+	for off := 0; off < len(data); off += 1000 { // the second segment never arrives
+		if off == 1000 {
+			continue
+		}
+		h.feed(pkt(t, false, uint32(1+off), "PA", data[off:off+1000]))
+		if h.tr.Buffered() > 6000 {
+			t.Fatalf("buffered %d over cap", h.tr.Buffered())
+		}
+	}
+	if h.tr.BufferCapHits == 0 {
+		t.Fatal("buffer cap never hit")
+	}
+}
+
+// TestIdleTimeout closes by capture time.
+func TestIdleTimeout(t *testing.T) {
+	h := newHarness(t, Config{IdleTimeout: time.Second})
+	h.feed(pkt(t, true, 1, "PA", []byte("abc")))
+	h.tr.Expire(h.nowNs + int64(2*time.Second))
+	if h.recs[0].closed != CloseIdle || h.tr.Conns() != 0 {
+		t.Fatalf("closed %q", h.recs[0].closed)
+	}
+}
+
+// FuzzTracker feeds arbitrary frames: no panic, bounded buffers.
+func FuzzTracker(f *testing.F) {
+	f.Add(pkt(f, true, 1, "PA", []byte("hello")), uint16(0))
+	f.Add(pkt(f, false, 1, "S", nil), uint16(3))
+	f.Fuzz(func(t *testing.T, b []byte, cut uint16) {
+		tr := New(Config{MaxConnections: 4, MaxBuffered: 1 << 16, ReorderWindow: 1 << 12}, func(c *Conn) Handler {
+			return &rec{data: map[proto.Direction]*bytes.Buffer{proto.ClientToServer: {}, proto.ServerToClient: {}}, gaps: map[proto.Direction]int64{}}
+		})
+		for i := 0; i < 3; i++ {
+			tr.Packet(&framebatch.Frame{TimeNs: int64(i), Link: flow.LinkEthernet, Data: b})
+			if int(cut) < len(b) {
+				tr.Packet(&framebatch.Frame{TimeNs: int64(i), Link: flow.LinkRaw, Data: b[cut:]})
+			}
+		}
+		tr.CloseAll(CloseShutdown)
+		if tr.Buffered() != 0 {
+			t.Fatal("buffered after close")
+		}
+	})
+}
