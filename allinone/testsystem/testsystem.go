@@ -2,6 +2,8 @@
 // all-in-one's tests: a WebSocket server (github.com/coder/websocket) on
 // loopback that accepts any path and prints and records every message it
 // receives. Replay in dial mode sends the mirrored client messages to it.
+// A plain GET /healthz answers 200, so `tapline healthcheck --http ADDR`
+// probes it in containers.
 package testsystem
 
 import (
@@ -60,7 +62,16 @@ func Start(addr string, out io.Writer) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{ln: ln, out: out, wake: make(chan struct{})}
-	s.srv = &http.Server{Handler: http.HandlerFunc(s.serve), ReadHeaderTimeout: 10 * time.Second}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "" {
+			s.serve(w, r)
+			return
+		}
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("/", s.serve)
+	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = s.srv.Serve(ln) }()
 	return s, nil
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/tapline/tapline/proto/stage"
 )
 
 type syncBuf struct {
@@ -37,6 +39,9 @@ func TestReceivesAndPrints(t *testing.T) {
 	defer s.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	if err := stage.Probe(ctx, s.Addr(), 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
 	c, _, err := websocket.Dial(ctx, s.URL()+"/v1/messages?x=1", nil)
 	if err != nil {
 		t.Fatal(err)
