@@ -1,0 +1,235 @@
+// Package archive is Tapline's archive stage: it consumes the frames stream
+// (TAPLINE_FRAMES) with its own durable consumer and keeps a compressed,
+// queryable packet archive in S3 or a local directory.
+//
+// Frames are gathered per VNI into chunks: pcapng sections (one per
+// seekable zstd frame of about 1 MiB) in the zstd seekable format, each
+// with a JSON index object (time range, counts, flows, the stream
+// sequences it holds and the time-to-offset map of its frames). Frames are
+// acknowledged only once their chunk and index are durably stored; see
+// README.md for the object layout and the exactly-once argument. The query
+// side (ls, query) is in package archive/query.
+package archive
+
+import (
+	"flag"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/tapline/tapline/archive/store"
+	"github.com/tapline/tapline/proto/stage"
+)
+
+// Defaults of the archive's own flags.
+const (
+	DefaultStore      = "./archive-data"
+	DefaultChunkBytes = 64 << 20
+	DefaultChunkAge   = 5 * time.Minute
+	DefaultFrameBytes = 1 << 20
+	DefaultMaxPending = 512 << 20
+	DefaultConsumer   = "tapline-archive"
+)
+
+// StoreConfig says where the archive is: used by the stage and by the ls
+// and query commands.
+type StoreConfig struct {
+	// Location is "s3://bucket/prefix" or a local directory.
+	Location string
+	S3       store.S3Options
+}
+
+// Register adds the store flags.
+func (s *StoreConfig) Register(fs *flag.FlagSet) {
+	fs.StringVar(&s.Location, "store", DefaultStore, "archive location: s3://bucket/prefix or a local directory")
+	fs.StringVar(&s.S3.Endpoint, "s3-endpoint", "", "custom S3 endpoint URL (S3-compatible servers, e.g. http://127.0.0.1:7070)")
+	fs.StringVar(&s.S3.Region, "s3-region", "", "S3 region (default: from the AWS configuration chain, else us-east-1)")
+	fs.BoolVar(&s.S3.PathStyle, "s3-path-style", false, "address buckets by path (endpoint/bucket) instead of virtual host")
+	fs.Var((*sizeFlag)(&s.S3.PartSize), "s3-part-size", "multipart upload part size; larger objects are uploaded in parts (default 16MiB)")
+}
+
+// Validate checks the store flags.
+func (s *StoreConfig) Validate() error {
+	if s.Location == "" {
+		return fmt.Errorf("--store is required (s3://bucket/prefix or a directory)")
+	}
+	if strings.Contains(s.Location, "://") && !strings.HasPrefix(s.Location, "s3://") {
+		return fmt.Errorf("--store %q: only s3:// URLs and local directories are supported", s.Location)
+	}
+	if rest, ok := strings.CutPrefix(s.Location, "s3://"); ok && strings.Split(rest, "/")[0] == "" {
+		return fmt.Errorf("--store %q: no bucket name", s.Location)
+	}
+	if s.S3.PartSize != 0 && s.S3.PartSize < 5<<20 {
+		return fmt.Errorf("--s3-part-size must be at least 5MiB (an S3 limit)")
+	}
+	return nil
+}
+
+// Config configures the archive stage.
+type Config struct {
+	Common stage.Common
+	Store  StoreConfig
+
+	// ChunkBytes and ChunkAge rotate chunks: a chunk is stored when its
+	// uncompressed pcapng reaches ChunkBytes or ChunkAge after its first
+	// frame arrived, whichever comes first.
+	ChunkBytes int64
+	ChunkAge   time.Duration
+	// FrameBytes is the uncompressed size of one seekable zstd frame: the
+	// unit a query fetches.
+	FrameBytes int64
+	// Level is the zstd level: fastest, default, better or best.
+	Level string
+	// MaxPending bounds the bytes of frame batches received and not yet
+	// acknowledged (in open chunks and uploads); MaxPendingBatches bounds
+	// their number (the consumer's MaxAckPending).
+	MaxPending        int64
+	MaxPendingBatches int
+	// Consumer is the durable consumer name on TAPLINE_FRAMES.
+	Consumer string
+	// AckWait is the consumer's ack wait; unacknowledged batches are kept
+	// alive with progress acks meanwhile, and redelivered this long after a
+	// crash.
+	AckWait time.Duration
+	// Fetch is how many batches one pull request asks for.
+	Fetch int
+	// Uploaders is the number of chunks stored concurrently.
+	Uploaders int
+	// UploadTimeout bounds one attempt to store a chunk.
+	UploadTimeout time.Duration
+	// DrainTimeout bounds how long a stop waits to store open chunks; what
+	// is not stored then is redelivered later (never lost).
+	DrainTimeout time.Duration
+	// MaxFlows bounds the flows listed in one index.
+	MaxFlows int
+
+	// testDropAck, when set, is asked after a chunk is stored; true means
+	// "forget this chunk's batches without acknowledging them", as a crash
+	// between store and ack would (tests only).
+	testDropAck func(key string) bool
+}
+
+// Register adds the common flags and the archive's own to fs.
+func (c *Config) Register(fs *flag.FlagSet) {
+	c.Common.Register(fs, ":9104")
+	c.Store.Register(fs)
+	c.ChunkBytes, c.ChunkAge, c.FrameBytes = DefaultChunkBytes, DefaultChunkAge, DefaultFrameBytes
+	c.MaxPending = DefaultMaxPending
+	fs.Var((*sizeFlag)(&c.ChunkBytes), "chunk-bytes", "rotate a chunk when its uncompressed pcapng reaches this size (e.g. 64MiB)")
+	fs.DurationVar(&c.ChunkAge, "chunk-age", DefaultChunkAge, "rotate a chunk this long after its first frame arrived")
+	fs.Var((*sizeFlag)(&c.FrameBytes), "frame-bytes", "uncompressed size of one seekable zstd frame, the unit a query fetches")
+	fs.StringVar(&c.Level, "level", "fastest", "zstd level: fastest, default, better or best")
+	fs.Var((*sizeFlag)(&c.MaxPending), "max-pending", "max bytes of frame batches received but not yet stored and acknowledged")
+	fs.IntVar(&c.MaxPendingBatches, "max-pending-batches", 20000, "max frame batches received but not yet acknowledged (the consumer's MaxAckPending)")
+	fs.StringVar(&c.Consumer, "consumer", DefaultConsumer, "durable consumer name on TAPLINE_FRAMES")
+	fs.DurationVar(&c.AckWait, "ack-wait", time.Minute, "consumer ack wait: how soon batches of a crashed archive are redelivered")
+	fs.IntVar(&c.Fetch, "fetch", 256, "batches asked for per pull request")
+	fs.IntVar(&c.Uploaders, "uploaders", 2, "chunks stored concurrently")
+	fs.DurationVar(&c.UploadTimeout, "upload-timeout", 2*time.Minute, "timeout of one attempt to store a chunk")
+	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 30*time.Second, "on stop, how long to try to store open chunks")
+	fs.IntVar(&c.MaxFlows, "max-flows", 10000, "max flows listed in one chunk index")
+}
+
+// Validate checks the configuration and returns one clear error.
+func (c *Config) Validate() error {
+	if err := c.Store.Validate(); err != nil {
+		return err
+	}
+	switch {
+	case c.FrameBytes < 4<<10 || c.FrameBytes > 16<<20:
+		return fmt.Errorf("--frame-bytes must be between 4KiB and 16MiB, got %d", c.FrameBytes)
+	case c.ChunkBytes < c.FrameBytes:
+		return fmt.Errorf("--chunk-bytes (%d) must be at least --frame-bytes (%d)", c.ChunkBytes, c.FrameBytes)
+	case c.ChunkBytes > 4<<30:
+		return fmt.Errorf("--chunk-bytes must be at most 4GiB")
+	case c.ChunkAge < time.Second:
+		return fmt.Errorf("--chunk-age must be at least 1s, got %s", c.ChunkAge)
+	case c.MaxPending < 2*c.FrameBytes:
+		return fmt.Errorf("--max-pending must be at least twice --frame-bytes")
+	case c.MaxPendingBatches < 16:
+		return fmt.Errorf("--max-pending-batches must be at least 16")
+	case c.Consumer == "" || strings.ContainsAny(c.Consumer, ".*> \t"):
+		return fmt.Errorf("--consumer %q is not a valid consumer name", c.Consumer)
+	case c.AckWait < time.Second:
+		return fmt.Errorf("--ack-wait must be at least 1s")
+	case c.Fetch < 1 || c.Fetch > 10000:
+		return fmt.Errorf("--fetch must be between 1 and 10000")
+	case c.Uploaders < 1 || c.Uploaders > 64:
+		return fmt.Errorf("--uploaders must be between 1 and 64")
+	case c.UploadTimeout < time.Second:
+		return fmt.Errorf("--upload-timeout must be at least 1s")
+	case c.MaxFlows < 0:
+		return fmt.Errorf("--max-flows must not be negative")
+	}
+	if _, err := ParseLevel(c.Level); err != nil {
+		return err
+	}
+	return nil
+}
+
+// ParseLevel maps a level name to a zstd encoder level.
+func ParseLevel(s string) (zstd.EncoderLevel, error) {
+	switch s {
+	case "fastest", "":
+		return zstd.SpeedFastest, nil
+	case "default":
+		return zstd.SpeedDefault, nil
+	case "better":
+		return zstd.SpeedBetterCompression, nil
+	case "best":
+		return zstd.SpeedBestCompression, nil
+	}
+	return 0, fmt.Errorf("--level must be fastest, default, better or best, got %q", s)
+}
+
+// sizeFlag is a byte size flag: a number with an optional KiB, MiB, GiB
+// (or K, M, G, KB, MB, GB: also powers of 1024) suffix.
+type sizeFlag int64
+
+func (s *sizeFlag) String() string { return FormatSize(int64(*s)) }
+
+func (s *sizeFlag) Set(v string) error {
+	n, err := ParseSize(v)
+	if err != nil {
+		return err
+	}
+	*s = sizeFlag(n)
+	return nil
+}
+
+// ParseSize parses a byte size such as 1048576, 64MiB or 1G.
+func ParseSize(v string) (int64, error) {
+	t := strings.TrimSpace(v)
+	mult := int64(1)
+	up := strings.ToUpper(t)
+	for _, u := range []struct {
+		s string
+		m int64
+	}{{"KIB", 1 << 10}, {"MIB", 1 << 20}, {"GIB", 1 << 30}, {"KB", 1 << 10}, {"MB", 1 << 20}, {"GB", 1 << 30}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1}} {
+		if strings.HasSuffix(up, u.s) {
+			t, mult = strings.TrimSpace(t[:len(t)-len(u.s)]), u.m
+			break
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("bad size %q (want e.g. 1048576, 64MiB, 1GiB)", v)
+	}
+	return n * mult, nil
+}
+
+// FormatSize writes n with the largest exact binary unit.
+func FormatSize(n int64) string {
+	switch {
+	case n != 0 && n%(1<<30) == 0:
+		return strconv.FormatInt(n>>30, 10) + "GiB"
+	case n != 0 && n%(1<<20) == 0:
+		return strconv.FormatInt(n>>20, 10) + "MiB"
+	case n != 0 && n%(1<<10) == 0:
+		return strconv.FormatInt(n>>10, 10) + "KiB"
+	}
+	return strconv.FormatInt(n, 10)
+}

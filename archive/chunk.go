@@ -1,0 +1,196 @@
+package archive
+
+import (
+	"cmp"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/tapline/tapline/archive/index"
+	"github.com/tapline/tapline/archive/seekable"
+	"github.com/tapline/tapline/proto"
+	"github.com/tapline/tapline/proto/flow"
+	"github.com/tapline/tapline/proto/framebatch"
+)
+
+// hourSlack is how far outside its partition hour a chunk may hold
+// packets before a new chunk is started: it absorbs the small time skew
+// between shards near an hour boundary. Queries list one partition more on
+// each side to find such packets.
+const hourSlack = time.Minute
+
+// chunkParams are the builder's limits.
+type chunkParams struct {
+	frameBytes int // uncompressed bytes per seekable frame
+	maxFlows   int
+}
+
+// flowID is a flow in canonical (lower endpoint first) form.
+type flowID struct {
+	a, b   netip.Addr
+	ap, bp uint16
+	proto  uint8
+}
+
+// chunk accumulates the frames of one VNI: each seekable zstd frame is one
+// complete pcapng section written by framebatch.Writer, compressed as soon
+// as it reaches frameBytes, so a chunk holds only compressed data plus one
+// section in progress.
+type chunk struct {
+	p   chunkParams
+	enc *seekable.Encoder
+	w   framebatch.Writer
+
+	vni     uint32
+	opened  time.Time // wall time of the first message
+	hourLo  int64     // partition hour start - slack (ns)
+	hourHi  int64     // partition hour end + slack (ns)
+	obj     []byte
+	entries []seekable.Entry
+	idx     index.Index
+	cur     index.Frame // frame in progress
+	flows   map[flowID]*index.Flow
+	grp     *group
+}
+
+func newChunk(p chunkParams, enc *seekable.Encoder, vni uint32, now time.Time) *chunk {
+	c := &chunk{p: p, enc: enc, vni: vni, opened: now, flows: map[flowID]*index.Flow{}, grp: &group{}}
+	c.w.App = "tapline archive"
+	c.idx = index.Index{Version: index.Version, VNI: vni, Stream: proto.FramesStream}
+	return c
+}
+
+// empty reports whether the chunk holds no message.
+func (c *chunk) empty() bool { return len(c.idx.Msgs) == 0 }
+
+// usize is the uncompressed size so far.
+func (c *chunk) usize() int64 { return c.idx.UncompressedSize + int64(c.w.Len()) }
+
+// fits reports whether a message with packets between mn and mx ns belongs
+// in this chunk's partition hour.
+func (c *chunk) fits(mn, mx int64) bool {
+	if c.idx.Packets == 0 {
+		return true
+	}
+	return mn >= c.hourLo && mx < c.hourHi
+}
+
+// add appends the frames of message seq.
+func (c *chunk) add(seq uint64, frames []framebatch.Frame) {
+	if c.empty() {
+		c.idx.FirstSeq = seq
+	}
+	if seq < c.idx.FirstSeq {
+		c.idx.FirstSeq = seq
+	}
+	if seq > c.idx.LastSeq {
+		c.idx.LastSeq = seq
+	}
+	for i := range frames {
+		f := &frames[i]
+		if c.idx.Packets == 0 {
+			h := time.Unix(0, f.TimeNs).UTC().Truncate(time.Hour)
+			c.hourLo = h.Add(-hourSlack).UnixNano()
+			c.hourHi = h.Add(time.Hour + hourSlack).UnixNano()
+			c.idx.FirstNs, c.idx.LastNs = f.TimeNs, f.TimeNs
+		}
+		c.idx.FirstNs = min(c.idx.FirstNs, f.TimeNs)
+		c.idx.LastNs = max(c.idx.LastNs, f.TimeNs)
+		if c.cur.Packets == 0 {
+			c.cur.FirstNs, c.cur.LastNs = f.TimeNs, f.TimeNs
+		}
+		c.cur.FirstNs = min(c.cur.FirstNs, f.TimeNs)
+		c.cur.LastNs = max(c.cur.LastNs, f.TimeNs)
+		c.cur.Packets++
+		c.idx.Packets++
+		c.idx.CapturedBytes += int64(len(f.Data))
+		c.idx.WireBytes += int64(max(f.OrigLen, len(f.Data)))
+		c.flow(f)
+		c.w.Add(f)
+		if c.w.Len() >= c.p.frameBytes {
+			c.cutFrame()
+		}
+	}
+	// Messages must be listed in the order of their packets; they are,
+	// since add is called in arrival order.
+	c.idx.Msgs = append(c.idx.Msgs, [2]uint64{seq, uint64(len(frames))})
+}
+
+func (c *chunk) flow(f *framebatch.Frame) {
+	k, err := flow.Parse(f.Link, f.Data)
+	if err != nil {
+		c.idx.NonIPPackets++
+		return
+	}
+	id := flowID{a: k.Src, b: k.Dst, ap: k.SrcPort, bp: k.DstPort, proto: k.Proto}
+	if c := id.a.Compare(id.b); c > 0 || (c == 0 && id.ap > id.bp) {
+		id.a, id.b, id.ap, id.bp = id.b, id.a, id.bp, id.ap
+	}
+	fl := c.flows[id]
+	if fl == nil {
+		if len(c.flows) >= c.p.maxFlows {
+			c.idx.FlowsTruncated = true
+			return
+		}
+		fl = &index.Flow{Proto: k.Proto, Src: k.Src, SrcPort: k.SrcPort, Dst: k.Dst, DstPort: k.DstPort, FirstNs: f.TimeNs, LastNs: f.TimeNs}
+		c.flows[id] = fl
+	}
+	fl.FirstNs = min(fl.FirstNs, f.TimeNs)
+	fl.LastNs = max(fl.LastNs, f.TimeNs)
+	fl.Packets++
+	fl.Bytes += int64(max(f.OrigLen, len(f.Data)))
+}
+
+// cutFrame compresses the section in progress as one seekable frame.
+func (c *chunk) cutFrame() {
+	if c.w.Frames() == 0 {
+		return
+	}
+	sec := c.w.Bytes()
+	off := len(c.obj)
+	var e seekable.Entry
+	c.obj, e = c.enc.AppendFrame(c.obj, sec)
+	c.entries = append(c.entries, e)
+	c.cur.Offset = int64(off)
+	c.cur.Size = int64(e.CompressedSize)
+	c.cur.USize = int64(e.DecompressedSize)
+	c.idx.Frames = append(c.idx.Frames, c.cur)
+	c.idx.UncompressedSize += c.cur.USize
+	c.cur = index.Frame{FirstPacket: c.idx.Packets}
+	c.w.Reset()
+}
+
+// sealed is a finished chunk (or a rejected batch) waiting to be stored.
+type sealed struct {
+	key     string
+	data    []byte
+	idxKey  string
+	idxJSON []byte
+	idx     *index.Index
+	grp     *group
+}
+
+// seal finishes the chunk: the last frame, the seek table and the index.
+func (c *chunk) seal(now time.Time) (*sealed, error) {
+	c.cutFrame()
+	c.obj = seekable.AppendSeekTable(c.obj, c.entries)
+	c.idx.CompressedSize = int64(len(c.obj))
+	c.idx.Chunk = index.ChunkKey(c.vni, c.idx.FirstNs, c.idx.FirstSeq, c.idx.LastSeq)
+	c.idx.Flows = make([]index.Flow, 0, len(c.flows))
+	for _, f := range c.flows {
+		c.idx.Flows = append(c.idx.Flows, *f)
+	}
+	slices.SortFunc(c.idx.Flows, func(a, b index.Flow) int {
+		return cmp.Or(cmp.Compare(a.FirstNs, b.FirstNs), a.Src.Compare(b.Src), a.Dst.Compare(b.Dst),
+			cmp.Compare(a.SrcPort, b.SrcPort), cmp.Compare(a.DstPort, b.DstPort), cmp.Compare(a.Proto, b.Proto))
+	})
+	c.idx.Created = now.UTC()
+	if err := c.idx.Validate(); err != nil {
+		return nil, err
+	}
+	js, err := c.idx.Encode()
+	if err != nil {
+		return nil, err
+	}
+	return &sealed{key: c.idx.Chunk, data: c.obj, idxKey: index.IndexKey(c.idx.Chunk), idxJSON: js, idx: &c.idx, grp: c.grp}, nil
+}
