@@ -1,0 +1,361 @@
+package allinone
+
+// NATS security as every stage uses it (stage.Common.Connect): user and
+// password, NKey, TLS with a client certificate; wrong credentials fail
+// clearly; secrets never reach the logs.
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"log/slog"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nkeys"
+
+	"github.com/tapline/tapline/proto/stage"
+)
+
+// logBuf is a concurrency-safe log sink.
+type logBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func newLog() (*slog.Logger, *logBuf) {
+	var b logBuf
+	return slog.New(slog.NewTextHandler(&b, &slog.HandlerOptions{Level: slog.LevelDebug})), &b
+}
+
+func startServer(t *testing.T, o *server.Options) *server.Server {
+	t.Helper()
+	o.Host = "127.0.0.1"
+	o.Port = -1
+	o.JetStream = true
+	o.StoreDir = t.TempDir()
+	o.NoSigs = true
+	o.NoLog = true
+	srv, err := server.NewServer(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	if !srv.ReadyForConnections(30 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	return srv
+}
+
+// connect runs Common.Connect and waits (generously) for the outcome:
+// nil once JetStream answers, or the first error the client reports.
+func connect(t *testing.T, c stage.Common, log *slog.Logger) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	nc, js, err := c.Connect(ctx, "security-test", log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	for {
+		if nc.IsConnected() {
+			actx, acancel := context.WithTimeout(ctx, 5*time.Second)
+			_, err := js.AccountInfo(actx)
+			acancel()
+			if err == nil {
+				return nil
+			}
+		}
+		if err := nc.LastError(); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func TestNATSUserPassword(t *testing.T) {
+	const secret = "s3cr3t-Pa55word-xyz"
+	srv := startServer(t, &server.Options{Username: "tapline", Password: secret})
+	log, buf := newLog()
+	c := stage.Common{NATSURL: srv.ClientURL(), NATSUser: "tapline", NATSPassword: secret}
+	if err := connect(t, c, log); err != nil {
+		t.Fatalf("right password: %v", err)
+	}
+	c.NATSPassword = "wrong-" + secret
+	err := connect(t, c, log)
+	if err == nil || !strings.Contains(strings.ToLower(err.Error()), "authorization") {
+		t.Fatalf("wrong password: want an authorization error, got %v", err)
+	}
+	// The password in the URL form is redacted too.
+	c = stage.Common{NATSURL: strings.Replace(srv.ClientURL(), "nats://", "nats://tapline:"+secret+"@", 1)}
+	if err := connect(t, c, log); err != nil {
+		t.Fatalf("credentials in URL: %v", err)
+	}
+	if strings.Contains(buf.String(), secret) {
+		t.Fatalf("password logged:\n%s", buf.String())
+	}
+	if !strings.Contains(buf.String(), "REDACTED") {
+		t.Fatalf("URL with credentials not logged redacted:\n%s", buf.String())
+	}
+}
+
+func TestNATSToken(t *testing.T) {
+	const token = "tok-0123456789abcdef"
+	srv := startServer(t, &server.Options{Authorization: token})
+	log, buf := newLog()
+	if err := connect(t, stage.Common{NATSURL: srv.ClientURL(), NATSToken: token}, log); err != nil {
+		t.Fatalf("right token: %v", err)
+	}
+	if err := connect(t, stage.Common{NATSURL: srv.ClientURL(), NATSToken: "nope"}, log); err == nil {
+		t.Fatal("wrong token accepted")
+	}
+	if strings.Contains(buf.String(), token) {
+		t.Fatalf("token logged:\n%s", buf.String())
+	}
+}
+
+func TestNATSNKey(t *testing.T) {
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := kp.PublicKey()
+	seed, _ := kp.Seed()
+	srv := startServer(t, &server.Options{Nkeys: []*server.NkeyUser{{Nkey: pub}}})
+	dir := t.TempDir()
+	seedFile := filepath.Join(dir, "user.nk")
+	if err := os.WriteFile(seedFile, append(seed, '\n'), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	log, buf := newLog()
+	if err := connect(t, stage.Common{NATSURL: srv.ClientURL(), NATSNKey: seedFile}, log); err != nil {
+		t.Fatalf("right nkey: %v", err)
+	}
+	other, _ := nkeys.CreateUser()
+	otherSeed, _ := other.Seed()
+	otherFile := filepath.Join(dir, "other.nk")
+	if err := os.WriteFile(otherFile, otherSeed, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := connect(t, stage.Common{NATSURL: srv.ClientURL(), NATSNKey: otherFile}, log); err == nil {
+		t.Fatal("unknown nkey accepted")
+	}
+	if err := connect(t, stage.Common{NATSURL: srv.ClientURL(), NATSNKey: filepath.Join(dir, "missing.nk")}, log); err == nil || !strings.Contains(err.Error(), "--nats-nkey") {
+		t.Fatalf("missing seed file: %v", err)
+	}
+	if strings.Contains(buf.String(), string(seed)) {
+		t.Fatalf("seed logged:\n%s", buf.String())
+	}
+}
+
+// pki is a throwaway CA with a server certificate for 127.0.0.1 and a
+// client certificate, written as PEM files.
+type pki struct {
+	dir                      string
+	ca, srvCert, srvKey      string
+	cliCert, cliKey, otherCA string
+	caPool                   *x509.CertPool
+	serverTLS                tls.Certificate
+}
+
+func writePEM(t *testing.T, path, typ string, der []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func newCA(t *testing.T, cn string) (*x509.Certificate, *ecdsa.PrivateKey, []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: cn},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	return cert, key, der
+}
+
+func issue(t *testing.T, ca *x509.Certificate, caKey *ecdsa.PrivateKey, serial int64, cn string, usage x509.ExtKeyUsage, ips []net.IP) ([]byte, *ecdsa.PrivateKey) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(serial),
+		Subject:      pkix.Name{CommonName: cn},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
+		IPAddresses:  ips,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der, key
+}
+
+func newPKI(t *testing.T) *pki {
+	t.Helper()
+	p := &pki{dir: t.TempDir()}
+	ca, caKey, caDER := newCA(t, "tapline test CA")
+	p.ca = filepath.Join(p.dir, "ca.pem")
+	writePEM(t, p.ca, "CERTIFICATE", caDER)
+	_, _, otherDER := newCA(t, "some other CA")
+	p.otherCA = filepath.Join(p.dir, "other-ca.pem")
+	writePEM(t, p.otherCA, "CERTIFICATE", otherDER)
+	p.caPool = x509.NewCertPool()
+	p.caPool.AddCert(ca)
+
+	srvDER, srvKey := issue(t, ca, caKey, 2, "nats", x509.ExtKeyUsageServerAuth, []net.IP{net.ParseIP("127.0.0.1")})
+	srvKeyDER, _ := x509.MarshalECPrivateKey(srvKey)
+	p.srvCert, p.srvKey = filepath.Join(p.dir, "server.pem"), filepath.Join(p.dir, "server-key.pem")
+	writePEM(t, p.srvCert, "CERTIFICATE", srvDER)
+	writePEM(t, p.srvKey, "EC PRIVATE KEY", srvKeyDER)
+	var err error
+	if p.serverTLS, err = tls.LoadX509KeyPair(p.srvCert, p.srvKey); err != nil {
+		t.Fatal(err)
+	}
+
+	cliDER, cliKey := issue(t, ca, caKey, 3, "tapline-stage", x509.ExtKeyUsageClientAuth, nil)
+	cliKeyDER, _ := x509.MarshalECPrivateKey(cliKey)
+	p.cliCert, p.cliKey = filepath.Join(p.dir, "client.pem"), filepath.Join(p.dir, "client-key.pem")
+	writePEM(t, p.cliCert, "CERTIFICATE", cliDER)
+	writePEM(t, p.cliKey, "EC PRIVATE KEY", cliKeyDER)
+	return p
+}
+
+func TestNATSTLS(t *testing.T) {
+	p := newPKI(t)
+	srv := startServer(t, &server.Options{
+		TLS:       true,
+		TLSVerify: true, // client certificates required
+		TLSConfig: &tls.Config{
+			Certificates: []tls.Certificate{p.serverTLS},
+			ClientCAs:    p.caPool,
+			ClientAuth:   tls.RequireAndVerifyClientCert,
+			MinVersion:   tls.VersionTLS12,
+		},
+		TLSTimeout: 10,
+	})
+	url := strings.Replace(srv.ClientURL(), "nats://", "tls://", 1)
+	log, _ := newLog()
+
+	good := stage.Common{NATSURL: url, NATSTLSCA: p.ca, NATSTLSCert: p.cliCert, NATSTLSKey: p.cliKey}
+	if err := connect(t, good, log); err != nil {
+		t.Fatalf("mutual TLS with the right CA and client certificate: %v", err)
+	}
+
+	wrongCA := good
+	wrongCA.NATSTLSCA = p.otherCA
+	if err := connect(t, wrongCA, log); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("server certificate from an untrusted CA: want a certificate error, got %v", err)
+	}
+
+	noClient := good
+	noClient.NATSTLSCert, noClient.NATSTLSKey = "", ""
+	if err := connect(t, noClient, log); err == nil {
+		t.Fatal("connected without the required client certificate")
+	}
+
+	half := stage.Common{NATSURL: url, NATSTLSCert: p.cliCert, Shards: 1, LogLevel: "info", LogFormat: "text"}
+	if err := half.Validate(); err == nil || !strings.Contains(err.Error(), "--nats-tls-key") {
+		t.Fatalf("certificate without key: %v", err)
+	}
+}
+
+// TestAllInOneNeverLogsSecrets runs the all-in-one with NATS credentials
+// given as flags and environment and checks no log line carries them.
+func TestAllInOneNeverLogsSecrets(t *testing.T) {
+	const secret = "very-secret-passw0rd"
+	srv := startServer(t, &server.Options{Username: "tapline", Password: secret})
+	c, a, b, fs := newFake(t)
+	t.Setenv("TAPLINE_NATS_PASSWORD", secret)
+	args := []string{"--nats-embedded=false", "--nats-url", srv.ClientURL(), "--nats-user", "tapline", "--log-level", "debug"}
+	if err := stage.Parse(fs, args, stage.Aliases); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	log, buf := newLog()
+	d := stage.Deps{Log: log, Metrics: nil, Health: &stage.Health{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	// Route every stage's logger into buf as well.
+	for _, s := range c.Stages {
+		run := s.Run
+		s.Run = func(ctx context.Context, sd stage.Deps) error {
+			sd.Log = log.With("stage", "x")
+			return run(ctx, sd)
+		}
+	}
+	go func() { errc <- Run(ctx, c, d, nil) }()
+	deadline := time.Now().Add(60 * time.Second)
+	for !(a.ran.Load() && b.ran.Load()) || len(d.Health.Check()) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("stages not healthy: %v\n%s", d.Health.Check(), buf.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if a.Common.NATSPassword != secret {
+		t.Fatal("password from TAPLINE_NATS_PASSWORD did not reach the stage")
+	}
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	var usage bytes.Buffer
+	stage.PrintUsage(&usage, fs)
+	for what, out := range map[string]string{"logs": buf.String(), "--help": usage.String()} {
+		if strings.Contains(out, secret) {
+			t.Fatalf("secret in %s:\n%s", what, out)
+		}
+	}
+}
