@@ -1,0 +1,161 @@
+package decap
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/tapline/tapline/decap/batch"
+	"github.com/tapline/tapline/decap/publish"
+	"github.com/tapline/tapline/decap/shard"
+	"github.com/tapline/tapline/proto/stage"
+)
+
+// Config is decap's configuration: the common stage flags and decap's own.
+// Build one with DefaultConfig (or Register and stage.Parse); Validate
+// checks it, and Run validates it again.
+type Config struct {
+	Common stage.Common
+
+	// Network intake.
+	VXLANPort   int            // --vxlan-port
+	GENEVEPort  int            // --geneve-port
+	ListenAddr  stage.ListFlag // --listen-addr: IP addresses to listen on (empty: all, IPv4 and IPv6)
+	Sockets     int            // --sockets: SO_REUSEPORT sockets per address and port
+	RcvBuf      int            // --rcvbuf: socket receive buffer in bytes
+	ReadBatch   int            // --read-batch: datagrams per recvmmsg
+	MaxDatagram int            // --max-datagram: largest datagram read whole
+
+	// Read is a pcap/pcapng file to read instead of the network (--read).
+	Read string
+
+	// Filters.
+	VNI      stage.ListFlag // --vni: allow list of VNIs (empty: all)
+	AllowSrc stage.ListFlag // --allow-src: allow list of outer source CIDRs (empty: all)
+
+	// Batching and publishing.
+	BatchBytes      int           // --batch-bytes
+	BatchDelay      time.Duration // --batch-delay
+	MaxInflight     int           // --max-inflight
+	BufferBytes     int64         // --buffer-bytes
+	AckTimeout      time.Duration // --ack-timeout
+	DrainTimeout    time.Duration // --drain-timeout
+	EventsInterval  time.Duration // --events-interval
+	VerifyChecksums bool          // --verify-checksums
+	FragTable       int           // --frag-table
+
+	// Intake, when not nil, is an already opened intake decap reads from
+	// instead of opening sockets (tests open sockets inside a network
+	// namespace). Not a flag. Run does not close it.
+	Intake Intake
+
+	vnis     []uint32
+	prefixes []netip.Prefix
+}
+
+// DefaultConfig returns a Config with every flag at its default, as if the
+// command line were empty (NATS at nats.DefaultURL).
+func DefaultConfig() Config {
+	var c Config
+	fs := flag.NewFlagSet("decap", flag.ContinueOnError)
+	c.Register(fs)
+	return c
+}
+
+// Register adds the common flags (HTTP default :9101) and decap's own.
+func (c *Config) Register(fs *flag.FlagSet) {
+	c.Common.Register(fs, ":9101")
+	fs.IntVar(&c.VXLANPort, "vxlan-port", 4789, "UDP port receiving VXLAN (0: off)")
+	fs.IntVar(&c.GENEVEPort, "geneve-port", 6081, "UDP port receiving GENEVE (0: off)")
+	fs.Var(&c.ListenAddr, "listen-addr", "IP addresses to listen on, comma-separated (default: all IPv4 and IPv6 addresses)")
+	fs.IntVar(&c.Sockets, "sockets", 0, "SO_REUSEPORT sockets (reader goroutines) per address and port (0: one per CPU)")
+	fs.IntVar(&c.RcvBuf, "rcvbuf", 64<<20, "socket receive buffer in bytes (SO_RCVBUFFORCE when permitted)")
+	fs.IntVar(&c.ReadBatch, "read-batch", 64, "datagrams read per recvmmsg call")
+	fs.IntVar(&c.MaxDatagram, "max-datagram", 65535, "largest datagram read whole, in bytes")
+	fs.StringVar(&c.Read, "read", "", "read this pcap/pcapng file (encapsulated or plain) instead of the network, publish it, drain and exit")
+	fs.Var(&c.VNI, "vni", "allow list of VNIs, comma-separated (default: all)")
+	fs.Var(&c.AllowSrc, "allow-src", "allow list of outer source CIDRs, comma-separated (default: any source)")
+	fs.IntVar(&c.BatchBytes, "batch-bytes", batch.DefaultMaxBytes, "frame batch size at which a batch is published")
+	fs.DurationVar(&c.BatchDelay, "batch-delay", batch.DefaultDelay, "longest a frame waits in a batch")
+	fs.IntVar(&c.MaxInflight, "max-inflight", publish.DefaultMaxInflight, "batches awaiting a JetStream ack at most")
+	fs.Int64Var(&c.BufferBytes, "buffer-bytes", publish.DefaultBufferBytes, "bytes of batches buffered while JetStream is slow or down; past it batches are dropped and counted")
+	fs.DurationVar(&c.AckTimeout, "ack-timeout", publish.DefaultAckTimeout, "wait for a JetStream ack before retrying a batch")
+	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 10*time.Second, "at shutdown, how long to keep publishing buffered batches")
+	fs.DurationVar(&c.EventsInterval, "events-interval", 10*time.Second, "how often drop reports are published on tapline.events.decap.drops (when drops grew)")
+	fs.BoolVar(&c.VerifyChecksums, "verify-checksums", true, "verify inner IPv4/TCP/UDP checksums and count bad ones (never drops)")
+	fs.IntVar(&c.FragTable, "frag-table", shard.DefaultFragTable, "fragmented datagrams remembered to keep their fragments on one shard")
+}
+
+// Validate checks the configuration and returns one clear error.
+func (c *Config) Validate() error {
+	if err := c.Common.Validate(); err != nil {
+		return err
+	}
+	for _, p := range []struct {
+		name string
+		v    int
+	}{{"--vxlan-port", c.VXLANPort}, {"--geneve-port", c.GENEVEPort}} {
+		if p.v < 0 || p.v > 65535 {
+			return fmt.Errorf("%s must be a UDP port (0-65535), got %d", p.name, p.v)
+		}
+	}
+	if c.VXLANPort != 0 && c.VXLANPort == c.GENEVEPort {
+		return errors.New("--vxlan-port and --geneve-port must differ")
+	}
+	if c.Read == "" && c.Intake == nil && c.VXLANPort == 0 && c.GENEVEPort == 0 {
+		return errors.New("nothing to read: both --vxlan-port and --geneve-port are 0 and no --read file")
+	}
+	for _, a := range c.ListenAddr {
+		if _, err := netip.ParseAddr(a); err != nil {
+			return fmt.Errorf("--listen-addr %q is not an IP address", a)
+		}
+	}
+	c.vnis = c.vnis[:0]
+	for _, v := range c.VNI {
+		n, err := strconv.ParseUint(v, 0, 32)
+		if err != nil || n > 0xffffff {
+			return fmt.Errorf("--vni %q is not a VNI (0-16777215)", v)
+		}
+		c.vnis = append(c.vnis, uint32(n))
+	}
+	c.prefixes = c.prefixes[:0]
+	for _, s := range c.AllowSrc {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				return fmt.Errorf("--allow-src %q is not a CIDR prefix or address", s)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		c.prefixes = append(c.prefixes, p.Masked())
+	}
+	if c.Sockets < 0 || c.Sockets > 256 {
+		return fmt.Errorf("--sockets must be between 0 and 256, got %d", c.Sockets)
+	}
+	if c.MaxDatagram < 9216 || c.MaxDatagram > 65535 {
+		return fmt.Errorf("--max-datagram must be between 9216 and 65535, got %d", c.MaxDatagram)
+	}
+	if c.ReadBatch < 1 || c.ReadBatch > 1024 {
+		return fmt.Errorf("--read-batch must be between 1 and 1024, got %d", c.ReadBatch)
+	}
+	if c.BatchBytes < 1024 || c.BatchBytes > 4<<20 {
+		return fmt.Errorf("--batch-bytes must be between 1024 and 4194304, got %d", c.BatchBytes)
+	}
+	if c.BatchDelay <= 0 {
+		return errors.New("--batch-delay must be positive")
+	}
+	if c.MaxInflight < 1 {
+		return errors.New("--max-inflight must be at least 1")
+	}
+	if c.BufferBytes < int64(c.BatchBytes) {
+		return fmt.Errorf("--buffer-bytes (%d) must hold at least one batch (--batch-bytes %d)", c.BufferBytes, c.BatchBytes)
+	}
+	if c.AckTimeout <= 0 || c.DrainTimeout < 0 || c.EventsInterval <= 0 {
+		return errors.New("--ack-timeout and --events-interval must be positive, --drain-timeout not negative")
+	}
+	return nil
+}

@@ -1,0 +1,385 @@
+// Package publish sends frame batches to JetStream: asynchronous publishes
+// with a bounded number in flight, a bounded buffer in front of them for
+// when JetStream is slow or down, and counted drops past it. Failed
+// publishes (timeouts, disconnections) are retried with the same
+// Nats-Msg-Id, so JetStream stores a batch once even when an ack was lost.
+// The NATS connection reconnects by itself; the publisher just keeps
+// retrying until the buffer fills.
+package publish
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tapline/tapline/decap/batch"
+)
+
+// Defaults of Config.
+const (
+	DefaultMaxInflight = 256
+	DefaultBufferBytes = 256 << 20
+	DefaultAckTimeout  = 5 * time.Second
+	DefaultRetryWait   = 250 * time.Millisecond
+)
+
+// Drop reasons.
+const (
+	ReasonBufferFull = "buffer_full" // the buffer was full (JetStream slow or down)
+	ReasonRejected   = "rejected"    // JetStream or the client refused the batch for good (e.g. too large)
+	ReasonShutdown   = "shutdown"    // still unpublished when the drain timed out
+)
+
+// Config bounds the publisher.
+type Config struct {
+	// MaxInflight is the most batches awaiting a JetStream ack.
+	MaxInflight int
+	// BufferBytes bounds the bytes of batches queued or in flight.
+	BufferBytes int64
+	// AckTimeout is how long to wait for one ack before retrying.
+	AckTimeout time.Duration
+	// RetryWait is the pause after a failed publish.
+	RetryWait time.Duration
+}
+
+// DropCount is what was dropped for one reason.
+type DropCount struct {
+	Batches int64 `json:"batches"`
+	Frames  int64 `json:"frames"`
+	Bytes   int64 `json:"bytes"`
+}
+
+type item struct {
+	b     *batch.Batch
+	id    string
+	size  int64
+	tries int
+	fut   jetstream.PubAckFuture
+}
+
+// Publisher publishes batches. Create with New, start with Start, end with
+// Drain.
+type Publisher struct {
+	cfg     Config
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	log     *slog.Logger
+	release func(*batch.Batch)
+	prefix  string
+
+	mu       sync.Mutex
+	cond     *sync.Cond
+	queue    []*item
+	bytes    int64 // queued + in flight
+	inflight int
+	seq      uint64
+	stopping bool
+	lastAck  time.Time
+	lastErr  error
+	drops    map[string]*DropCount
+
+	sem  chan struct{}
+	acks chan *item
+	done chan struct{}
+	wg   sync.WaitGroup
+
+	mBatches, mBytes, mFrames, mRetries prometheus.Counter
+	mDrops, mDropFrames                 *prometheus.CounterVec
+	mBuffer, mInflight                  prometheus.GaugeFunc
+}
+
+// New returns a publisher on nc. release is called with every batch once
+// it is published or dropped. Metrics are registered on reg (nil: none).
+func New(nc *nats.Conn, cfg Config, reg prometheus.Registerer, log *slog.Logger, release func(*batch.Batch)) (*Publisher, error) {
+	if cfg.MaxInflight <= 0 {
+		cfg.MaxInflight = DefaultMaxInflight
+	}
+	if cfg.BufferBytes <= 0 {
+		cfg.BufferBytes = DefaultBufferBytes
+	}
+	if cfg.AckTimeout <= 0 {
+		cfg.AckTimeout = DefaultAckTimeout
+	}
+	if cfg.RetryWait <= 0 {
+		cfg.RetryWait = DefaultRetryWait
+	}
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(cfg.MaxInflight+16), jetstream.WithPublishAsyncTimeout(cfg.AckTimeout))
+	if err != nil {
+		return nil, err
+	}
+	p := &Publisher{
+		cfg: cfg, nc: nc, js: js, log: log, release: release,
+		prefix:  nuid.Next() + "-",
+		drops:   map[string]*DropCount{},
+		sem:     make(chan struct{}, cfg.MaxInflight),
+		acks:    make(chan *item, cfg.MaxInflight),
+		done:    make(chan struct{}),
+		lastAck: time.Now(),
+	}
+	p.cond = sync.NewCond(&p.mu)
+	p.mBatches = prometheus.NewCounter(prometheus.CounterOpts{Name: "tapline_decap_published_batches_total", Help: "Frame batches stored by JetStream."})
+	p.mBytes = prometheus.NewCounter(prometheus.CounterOpts{Name: "tapline_decap_published_bytes_total", Help: "Bytes of frame batches stored by JetStream."})
+	p.mFrames = prometheus.NewCounter(prometheus.CounterOpts{Name: "tapline_decap_published_frames_total", Help: "Frames in batches stored by JetStream."})
+	p.mRetries = prometheus.NewCounter(prometheus.CounterOpts{Name: "tapline_decap_publish_retries_total", Help: "Batch publishes retried after a timeout or disconnection."})
+	p.mDrops = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tapline_decap_publish_drops_total", Help: "Frame batches dropped before JetStream stored them, by reason (buffer_full, rejected, shutdown)."}, []string{"reason"})
+	p.mDropFrames = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tapline_decap_publish_dropped_frames_total", Help: "Frames in dropped batches, by reason."}, []string{"reason"})
+	p.mBuffer = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tapline_decap_publish_buffer_bytes", Help: "Bytes of batches queued or awaiting an ack."}, func() float64 {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return float64(p.bytes)
+	})
+	p.mInflight = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tapline_decap_publish_inflight", Help: "Batches awaiting a JetStream ack."}, func() float64 {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return float64(p.inflight)
+	})
+	if reg != nil {
+		for _, c := range []prometheus.Collector{p.mBatches, p.mBytes, p.mFrames, p.mRetries, p.mDrops, p.mDropFrames, p.mBuffer, p.mInflight} {
+			if err := reg.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return p, nil
+}
+
+// Start runs the sending and acknowledging loops.
+func (p *Publisher) Start() {
+	p.wg.Add(2)
+	go p.sendLoop()
+	go p.ackLoop()
+}
+
+// Submit queues b. When the buffer is full it waits if block is true
+// (reading a file: back-pressure), else drops b, counts it and returns
+// false.
+func (p *Publisher) Submit(b *batch.Batch, block bool) bool {
+	size := int64(len(b.W.Bytes()))
+	p.mu.Lock()
+	for p.bytes > 0 && p.bytes+size > p.cfg.BufferBytes {
+		if !block || p.stopping {
+			p.dropLocked(b, ReasonBufferFull)
+			p.mu.Unlock()
+			return false
+		}
+		p.cond.Wait()
+	}
+	p.seq++
+	p.queue = append(p.queue, &item{b: b, id: p.prefix + strconv.FormatUint(p.seq, 10), size: size})
+	p.bytes += size
+	p.cond.Broadcast()
+	p.mu.Unlock()
+	return true
+}
+
+// dropLocked counts and releases a dropped batch; p.mu is held.
+func (p *Publisher) dropLocked(b *batch.Batch, reason string) {
+	d := p.drops[reason]
+	if d == nil {
+		d = &DropCount{}
+		p.drops[reason] = d
+	}
+	n := int64(b.W.Frames())
+	d.Batches++
+	d.Frames += n
+	d.Bytes += int64(len(b.W.Bytes()))
+	p.mDrops.WithLabelValues(reason).Inc()
+	p.mDropFrames.WithLabelValues(reason).Add(float64(n))
+	p.release(b)
+}
+
+// Drops returns the drop counts by reason so far.
+func (p *Publisher) Drops() map[string]DropCount {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make(map[string]DropCount, len(p.drops))
+	for k, v := range p.drops {
+		out[k] = *v
+	}
+	return out
+}
+
+// Pending is the number of bytes queued or awaiting an ack.
+func (p *Publisher) Pending() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.bytes
+}
+
+// Healthy returns nil when the publisher can publish: NATS is connected and
+// JetStream acknowledged something recently whenever there is work.
+func (p *Publisher) Healthy() error {
+	if !p.nc.IsConnected() {
+		return errors.New("not connected to NATS (" + p.nc.Status().String() + ")")
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.bytes > 0 && time.Since(p.lastAck) > 2*p.cfg.AckTimeout {
+		msg := "JetStream has not acknowledged a batch for " + time.Since(p.lastAck).Round(time.Second).String()
+		if p.lastErr != nil {
+			msg += ": " + p.lastErr.Error()
+		}
+		return errors.New(msg)
+	}
+	return nil
+}
+
+func (p *Publisher) sendLoop() {
+	defer p.wg.Done()
+	defer close(p.acks)
+	for {
+		p.mu.Lock()
+		for len(p.queue) == 0 && !p.stopping {
+			p.cond.Wait()
+		}
+		if len(p.queue) == 0 {
+			p.mu.Unlock()
+			return
+		}
+		it := p.queue[0]
+		p.queue[0] = nil
+		p.queue = p.queue[1:]
+		p.mu.Unlock()
+
+		select {
+		case p.sem <- struct{}{}:
+		case <-p.done:
+			p.requeue(it, false)
+			return
+		}
+		msg := &nats.Msg{Subject: it.b.Subject, Data: it.b.W.Bytes(), Header: nats.Header{jetstream.MsgIDHeader: []string{it.id}}}
+		fut, err := p.js.PublishMsgAsync(msg)
+		if err != nil {
+			<-p.sem
+			if errors.Is(err, nats.ErrMaxPayload) {
+				p.mu.Lock()
+				p.bytes -= it.size
+				p.lastErr = err
+				p.dropLocked(it.b, ReasonRejected)
+				p.cond.Broadcast()
+				p.mu.Unlock()
+				p.log.Warn("batch rejected", "subject", it.b.Subject, "bytes", it.size, "err", err)
+				continue
+			}
+			p.fail(it, err)
+			continue
+		}
+		it.fut = fut
+		p.mu.Lock()
+		p.inflight++
+		p.mu.Unlock()
+		p.acks <- it
+	}
+}
+
+func (p *Publisher) ackLoop() {
+	defer p.wg.Done()
+	for it := range p.acks {
+		var err error
+		select {
+		case <-it.fut.Ok():
+		case err = <-it.fut.Err():
+		}
+		<-p.sem
+		p.mu.Lock()
+		p.inflight--
+		p.mu.Unlock()
+		if err != nil {
+			var apiErr *jetstream.APIError
+			if errors.As(err, &apiErr) {
+				p.mu.Lock()
+				p.bytes -= it.size
+				p.lastErr = err
+				p.dropLocked(it.b, ReasonRejected)
+				p.cond.Broadcast()
+				p.mu.Unlock()
+				p.log.Warn("batch rejected by JetStream", "subject", it.b.Subject, "err", err)
+				continue
+			}
+			p.fail(it, err)
+			continue
+		}
+		frames := it.b.W.Frames()
+		p.mBatches.Inc()
+		p.mBytes.Add(float64(it.size))
+		p.mFrames.Add(float64(frames))
+		p.mu.Lock()
+		p.bytes -= it.size
+		p.lastAck = time.Now()
+		p.lastErr = nil
+		p.cond.Broadcast()
+		p.mu.Unlock()
+		p.release(it.b)
+	}
+}
+
+// fail puts a batch back at the front of the queue after a transient error.
+func (p *Publisher) fail(it *item, err error) {
+	p.mRetries.Inc()
+	it.tries++
+	if it.tries == 1 || it.tries%20 == 0 {
+		p.log.Warn("publish failed, retrying", "subject", it.b.Subject, "tries", it.tries, "err", err)
+	}
+	p.mu.Lock()
+	p.lastErr = err
+	p.mu.Unlock()
+	select {
+	case <-time.After(p.cfg.RetryWait):
+	case <-p.done:
+	}
+	p.requeue(it, true)
+}
+
+func (p *Publisher) requeue(it *item, front bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	it.fut = nil
+	if front {
+		p.queue = append([]*item{it}, p.queue...)
+	} else {
+		p.queue = append(p.queue, it)
+	}
+	p.cond.Broadcast()
+}
+
+// Drain waits until everything submitted is published or ctx ends, then
+// stops the loops. What is still unpublished at the end is dropped and
+// counted (reason shutdown). Submit must not be called after Drain.
+func (p *Publisher) Drain(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() {
+		p.mu.Lock()
+		p.cond.Broadcast()
+		p.mu.Unlock()
+	})
+	defer stop()
+	p.mu.Lock()
+	for p.bytes > 0 && ctx.Err() == nil {
+		p.cond.Wait()
+	}
+	p.stopping = true
+	p.cond.Broadcast()
+	p.mu.Unlock()
+	close(p.done)
+	p.wg.Wait()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var left int
+	for _, it := range p.queue {
+		p.bytes -= it.size
+		p.dropLocked(it.b, ReasonShutdown)
+		left++
+	}
+	p.queue = nil
+	if left > 0 {
+		return errors.New("publish: " + strconv.Itoa(left) + " batches unpublished at shutdown")
+	}
+	return nil
+}

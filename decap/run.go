@@ -1,0 +1,254 @@
+package decap
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tapline/tapline/decap/batch"
+	"github.com/tapline/tapline/decap/capture"
+	"github.com/tapline/tapline/decap/decode"
+	"github.com/tapline/tapline/decap/publish"
+	"github.com/tapline/tapline/decap/shard"
+	"github.com/tapline/tapline/proto"
+	"github.com/tapline/tapline/proto/stage"
+)
+
+// engine is one running decap: decoders feeding the sharder and batcher,
+// the batcher feeding the publisher.
+type engine struct {
+	cfg     Config
+	d       stage.Deps
+	stats   *decode.Stats
+	sharder *shard.Sharder
+	batcher *batch.Batcher
+	pub     *publish.Publisher
+	nc      *nats.Conn
+	workers sync.Pool // *worker, for the network intake
+
+	dropsMu   sync.Mutex
+	lastDrops int64
+}
+
+// Run is the decap engine. It connects to NATS, provisions TAPLINE_FRAMES
+// and TAPLINE_EVENTS, then either reads cfg.Read (a pcap/pcapng file) as
+// fast as JetStream takes it, drains and returns nil, or receives VXLAN and
+// GENEVE datagrams (from cfg.Intake, or sockets it opens) until ctx ends,
+// drains for up to --drain-timeout and returns nil. Metrics go to
+// d.Metrics, the "nats" health check to d.Health.
+//
+// To publish a capture file into a JetStream server in code:
+//
+//	cfg := decap.DefaultConfig()
+//	cfg.Common.NATSURL = url
+//	cfg.Read = "capture.pcap"
+//	err := decap.Run(ctx, cfg, d) // d from stage.TestDeps("decap")
+func Run(ctx context.Context, cfg Config, d stage.Deps) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if len(cfg.prefixes) > 0 {
+		d.Log.Info("outer source allow list on: datagrams from other sources are dropped and counted", "allow_src", cfg.AllowSrc.String())
+	} else {
+		d.Log.Info("outer source allow list off: any source may send VXLAN/GENEVE (set --allow-src to restrict)")
+	}
+	if len(cfg.vnis) > 0 {
+		d.Log.Info("VNI allow list on", "vni", cfg.VNI.String())
+	}
+	var file *os.File
+	if cfg.Read != "" {
+		var err error
+		if file, err = os.Open(cfg.Read); err != nil {
+			return fmt.Errorf("--read: %w", err)
+		}
+		defer file.Close()
+	}
+
+	nc, js, err := cfg.Common.Connect(ctx, "tapline-decap", d.Log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	if err := ensureStreams(ctx, js, cfg, d); err != nil {
+		return err
+	}
+
+	e := &engine{cfg: cfg, d: d, stats: decode.NewStats(), sharder: shard.New(cfg.Common.Shards, cfg.FragTable), nc: nc}
+	if err := d.Metrics.Register(e.stats); err != nil {
+		return err
+	}
+	early := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tapline_decap_fragments_early_total", Help: "Non-first IP fragments seen before their first fragment (sharded by the port-less hash)."}, func() float64 { return float64(e.sharder.Early.Load()) })
+	frags := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tapline_decap_fragments_total", Help: "Inner IP fragments seen."}, func() float64 { return float64(e.sharder.Fragments.Load()) })
+	if err := registerAll(d.Metrics, early, frags); err != nil {
+		return err
+	}
+	block := cfg.Read != ""
+	e.batcher = batch.New(batch.Config{MaxBytes: cfg.BatchBytes, Delay: cfg.BatchDelay}, func(b *batch.Batch) {
+		e.pub.Submit(b, block)
+	})
+	e.pub, err = publish.New(nc, publish.Config{MaxInflight: cfg.MaxInflight, BufferBytes: cfg.BufferBytes, AckTimeout: cfg.AckTimeout}, d.Metrics, d.Log, e.batcher.Release)
+	if err != nil {
+		return err
+	}
+	d.Health.Add("nats", e.pub.Healthy)
+	e.pub.Start()
+
+	bctx, stopBatcher := context.WithCancel(context.Background())
+	var bg sync.WaitGroup
+	bg.Add(2)
+	go func() { defer bg.Done(); e.batcher.Run(bctx) }()
+	go func() { defer bg.Done(); e.reportDrops(bctx) }()
+
+	var runErr error
+	if file != nil {
+		runErr = e.readFile(ctx, file)
+	} else {
+		runErr = e.listen(ctx)
+	}
+
+	// Drain: hand on every pending batch, publish what is buffered.
+	e.batcher.Flush()
+	dctx := context.Background()
+	var cancel context.CancelFunc = func() {}
+	if file == nil || ctx.Err() != nil {
+		dctx, cancel = context.WithTimeout(dctx, cfg.DrainTimeout)
+	}
+	derr := e.pub.Drain(dctx)
+	cancel()
+	stopBatcher()
+	bg.Wait()
+	e.publishDrops(true)
+	t := e.stats.Totals()
+	d.Log.Info("decap done", "packets", t.Packets, "bytes", t.Bytes, "truncated", t.Truncated, "bad_checksum", t.BadChecksum,
+		"reserved_bits", t.Reserved, "malformed", t.Malformed, "inner_malformed", t.InnerMalformed, "filtered", t.Filtered)
+	if derr != nil {
+		d.Log.Warn("drain incomplete", "err", derr)
+	}
+	nc.Flush()
+	if runErr != nil && !errors.Is(runErr, context.Canceled) {
+		return runErr
+	}
+	return nil
+}
+
+func registerAll(reg prometheus.Registerer, cs ...prometheus.Collector) error {
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ensureStreams provisions the streams, retrying while NATS is not there
+// yet (the first JetStream request after a server start can be lost).
+func ensureStreams(ctx context.Context, js jetstream.JetStream, cfg Config, d stage.Deps) error {
+	for attempt := 1; ; attempt++ {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := proto.EnsureStreams(cctx, js, cfg.Common.Streams, proto.FramesStream, proto.EventsStream)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if attempt == 1 || attempt%10 == 0 {
+			d.Log.Warn("provisioning streams failed, retrying", "attempt", attempt, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("provision streams: %w", err)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// readFile publishes every frame of a capture file, as fast as JetStream
+// takes them (the publisher blocks when its buffer is full).
+func (e *engine) readFile(ctx context.Context, f *os.File) error {
+	dec := decode.New(e.decodeConfig(), e.stats)
+	cr, err := capture.NewReader(f)
+	if err != nil {
+		return fmt.Errorf("--read %s: %w", e.cfg.Read, err)
+	}
+	var cp capture.Packet
+	var p decode.Packet
+	for n := 0; ; n++ {
+		if n&1023 == 0 && ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err := cr.Next(&cp); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return fmt.Errorf("--read %s: %w", e.cfg.Read, err)
+		}
+		if dec.Frame(&p, cp.LinkType, cp.Data, cp.TimeNs) {
+			e.batcher.Add(&p.Frame, e.sharder.Shard(&p.Key, p.HasFlow))
+		}
+	}
+}
+
+func (e *engine) decodeConfig() decode.Config {
+	return decode.Config{
+		VXLANPort:     uint16(e.cfg.VXLANPort),
+		GENEVEPort:    uint16(e.cfg.GENEVEPort),
+		VNIs:          e.cfg.vnis,
+		AllowSrc:      e.cfg.prefixes,
+		SkipChecksums: !e.cfg.VerifyChecksums,
+	}
+}
+
+// DropsEvent is the JSON body published on tapline.events.decap.drops when
+// batches were dropped: the totals since start, by reason.
+type DropsEvent struct {
+	Stage  string                       `json:"stage"`
+	AtNs   int64                        `json:"at_ns"`
+	Drops  map[string]publish.DropCount `json:"drops"`
+	Decode map[string]map[string]uint64 `json:"decode,omitempty"`
+}
+
+func (e *engine) reportDrops(ctx context.Context) {
+	t := time.NewTicker(e.cfg.EventsInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			e.publishDrops(false)
+		}
+	}
+}
+
+// publishDrops publishes a DropsEvent when the drop counts changed since
+// the last one (or always when final and there were drops).
+func (e *engine) publishDrops(final bool) {
+	drops := e.pub.Drops()
+	var n int64
+	for _, c := range drops {
+		n += c.Batches
+	}
+	e.dropsMu.Lock()
+	defer e.dropsMu.Unlock()
+	if n == 0 || n == e.lastDrops {
+		return
+	}
+	e.lastDrops = n
+	ev := DropsEvent{Stage: "decap", AtNs: time.Now().UnixNano(), Drops: drops}
+	body, _ := json.Marshal(ev)
+	m := nats.NewMsg(proto.EventsSubject("decap", "drops"))
+	m.Header.Set(proto.HdrVersion, proto.Version)
+	m.Data = body
+	if err := e.nc.PublishMsg(m); err != nil {
+		e.d.Log.Warn("publishing drop report failed", "err", err)
+	}
+	e.d.Log.Warn("batches dropped", "drops", string(body), "final", final)
+}
