@@ -7,19 +7,19 @@
 // namespace: every address and route lives inside the lab's namespaces, and
 // all traffic stays between them.
 //
-//	  ns "ext" (external system)          ns "prod" (production host)                      ns "target" (Tapline)
-//	 ┌────────────────────────┐        ┌──────────────────────────────────────────┐      ┌─────────────────────────┐
-//	 │                        │        │  tc ingress  ─┐   (u32 match u32 0 0      │      │                         │
-//	 │ ext0 10.77.1.1/24 ─────┼─veth───┼─ prod0 10.77.1.2/24  action mirred        │      │                         │
-//	 │   (MTU ExtMTU, 1500)   │        │  tc root htb ─┘    egress mirror dev vx0) │      │                         │
-//	 └────────────────────────┘        │                   │                      │      │                         │
-//	                                   │                   ▼                      │      │                         │
-//	                                   │  vx0: vxlan id VNI remote 10.77.2.2     │      │                         │
-//	                                   │       dstport 4789 dev mir0              │      │                         │
-//	                                   │                   │                      │      │                         │
-//	                                   │  mir0 10.77.2.1/24 ──[optional tbf]──────┼─veth─┼─ tgt0 10.77.2.2/24      │
-//	                                   │   (MTU MirrorMTU, 9000)                  │      │   UDP :4789 (decap)     │
-//	                                   └──────────────────────────────────────────┘      └─────────────────────────┘
+//	 ns ext (external system)     ns prod (production host)                  ns target (Tapline)
+//	+----------------------+     +---------------------------------------+   +----------------------+
+//	| ext0 10.77.1.1/24    |veth | prod0 10.77.1.2/24   (mirrored iface) |   |                      |
+//	|  MTU ExtMTU (1500)   |-----|  tc ingress qdisc  + u32 filter ----+ |   |                      |
+//	|  TSO/GSO/GRO off     |     |  tc root htb qdisc + u32 filter ----+ |   |                      |
+//	+----------------------+     |   action mirred egress mirror dev vx0 |   |                      |
+//	                             |                                     | |   |                      |
+//	                             | vx0: vxlan id VNI remote 10.77.2.2  <-+   |                      |
+//	                             |      local 10.77.2.1 dstport 4789     |   |                      |
+//	                             |                 |                     |   |                      |
+//	                             | mir0 10.77.2.1/24 [optional tbf]      |---| tgt0 10.77.2.2/24    |
+//	                             |  MTU MirrorMTU (9000)           veth  |   |  UDP :4789 <- decap  |
+//	                             +---------------------------------------+   +----------------------+
 //
 // Every frame prod0 receives from ext (tc ingress) and, unless InboundOnly,
 // every frame it sends to ext (tc egress, through a root htb qdisc whose
