@@ -1,0 +1,27 @@
+// Command decap receives AWS VPC Traffic Mirroring (VXLAN) and Gateway Load
+// Balancer (GENEVE) traffic, or reads a capture file, and publishes the
+// inner frames to JetStream. `decap send FILE --to HOST:PORT` sends a
+// capture to a target the way AWS would. See decap/README.md.
+package main
+
+import (
+	"context"
+	"flag"
+	"os"
+
+	"github.com/tapline/tapline/decap"
+	"github.com/tapline/tapline/decap/send"
+	"github.com/tapline/tapline/proto/stage"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "send" {
+		os.Exit(send.Main(os.Args[2:]))
+	}
+	var cfg decap.Config
+	fs := flag.NewFlagSet("decap", flag.ContinueOnError)
+	cfg.Register(fs)
+	stage.Main(fs, &cfg.Common, os.Args[1:], cfg.Validate, func(ctx context.Context, d stage.Deps) error {
+		return decap.Run(ctx, cfg, d)
+	})
+}
