@@ -154,6 +154,7 @@ func (c *chunk) cutFrame() {
 	c.cur.Offset = int64(off)
 	c.cur.Size = int64(e.CompressedSize)
 	c.cur.USize = int64(e.DecompressedSize)
+	c.cur.XXH = e.Checksum
 	c.idx.Frames = append(c.idx.Frames, c.cur)
 	c.idx.UncompressedSize += c.cur.USize
 	c.cur = index.Frame{FirstPacket: c.idx.Packets}

@@ -81,8 +81,10 @@ type Frame struct {
 	// Offset and Size locate the compressed frame in the chunk object.
 	Offset int64 `json:"offset"`
 	Size   int64 `json:"size"`
-	// USize is the decompressed size.
-	USize int64 `json:"usize"`
+	// USize is the decompressed size; XXH the low 32 bits of the XXH64 of
+	// the decompressed frame (as in the seek table).
+	USize int64  `json:"usize"`
+	XXH   uint32 `json:"xxh"`
 	// FirstNs and LastNs bound the capture times of the frame's packets.
 	FirstNs int64 `json:"first_ns"`
 	LastNs  int64 `json:"last_ns"`

@@ -1,0 +1,37 @@
+// Command archive is Tapline's archive stage and its query tools:
+//
+//	archive [flags]          consume TAPLINE_FRAMES into the archive
+//	archive ls [flags]       list the chunks of a time range
+//	archive query [flags]    write the packets of a time range as pcapng
+//
+// Run any of them with --help for the flags (each has a TAPLINE_<FLAG>
+// environment equivalent).
+package main
+
+import (
+	"context"
+	"flag"
+	"os"
+
+	"github.com/tapline/tapline/archive"
+	"github.com/tapline/tapline/proto/stage"
+)
+
+func main() {
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "ls":
+			os.Exit(lsMain(os.Args[2:]))
+		case "query":
+			os.Exit(queryMain(os.Args[2:]))
+		case "run":
+			os.Args = append(os.Args[:1], os.Args[2:]...)
+		}
+	}
+	var cfg archive.Config
+	fs := flag.NewFlagSet("archive", flag.ContinueOnError)
+	cfg.Register(fs)
+	stage.Main(fs, &cfg.Common, os.Args[1:], cfg.Validate, func(ctx context.Context, d stage.Deps) error {
+		return archive.Run(ctx, cfg, d)
+	})
+}
