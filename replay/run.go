@@ -1,0 +1,349 @@
+package replay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tapline/tapline/proto"
+	"github.com/tapline/tapline/proto/stage"
+	"github.com/tapline/tapline/replay/pace"
+)
+
+// runner is one running replay engine.
+type runner struct {
+	cfg    *Config
+	log    *slog.Logger
+	m      *metrics
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	acks   *ackTracker
+	budget *budget
+	pacer  *pace.Pacer
+	res    *resultsPub
+	client *http.Client
+	listen []*hub
+
+	slots chan struct{}
+	wctx  context.Context // workers' context: ends after the consumer stopped
+
+	mu      sync.Mutex
+	workers map[string]*worker
+	wg      sync.WaitGroup
+}
+
+// Run consumes the messages stream and replays it until ctx ends, then
+// stops cleanly (unacknowledged messages stay in JetStream) and returns nil.
+func Run(ctx context.Context, cfg Config, d stage.Deps) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	r := &runner{cfg: &cfg, log: d.Log, workers: map[string]*worker{}}
+	r.slots = make(chan struct{}, cfg.MaxConns)
+	nc, js, err := cfg.Common.Connect(ctx, "tapline-replay", d.Log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	r.nc = nc
+	r.acks = newAckTracker(nc)
+	m, err := newMetrics(d.Metrics, func() float64 { return float64(r.acks.count()) })
+	if err != nil {
+		return fmt.Errorf("register metrics: %w", err)
+	}
+	r.m = m
+	d.Health.Add("nats", func() error {
+		if !nc.IsConnected() {
+			return fmt.Errorf("not connected to NATS (%s)", nc.Status())
+		}
+		return nil
+	})
+	// Results are published asynchronously on a JetStream context of our own.
+	rjs, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096),
+		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, msg *nats.Msg, err error) {
+			m.errors.WithLabelValues("results").Inc()
+			d.Log.Warn("result not stored", "subject", msg.Subject, "err", err)
+		}))
+	if err != nil {
+		return err
+	}
+	r.js = js
+	subj := cfg.ResultsSubjFn
+	if subj == nil {
+		subj = proto.ResultsSubject
+	}
+	r.res = &resultsPub{js: rjs, level: cfg.ResultsLevel, subj: subj, log: d.Log, m: m}
+	r.budget = newBudget(cfg.MaxInflight)
+	r.pacer = pace.New(cfg.pace)
+	r.client = cfg.httpClient()
+
+	for _, spec := range cfg.listens {
+		h, err := newHub(spec, r.cfg, d.Log, m)
+		if err != nil {
+			r.closeHubs()
+			return fmt.Errorf("--listen %s: %w", spec.Addr, err)
+		}
+		d.Log.Info("listening for the test system", "addr", h.Addr(), "upstream", spec.Upstream)
+		if cfg.onListen != nil {
+			cfg.onListen(spec.Upstream, h.Addr())
+		}
+		r.listen = append(r.listen, h)
+	}
+	defer r.closeHubs()
+
+	cons, err := r.setup(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	d.Health.Add("consumer", func() error { return nil })
+
+	wctx, stopWorkers := context.WithCancel(context.Background())
+	r.wctx = wctx
+	go r.acks.keepAlive(wctx, cfg.AckWait/3)
+	err = r.consume(ctx, wctx, cons)
+	stopWorkers()
+	r.wg.Wait()
+	flush, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	select {
+	case <-rjs.PublishAsyncComplete():
+	case <-flush.Done():
+	}
+	cancel()
+	_ = nc.Flush()
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func (r *runner) closeHubs() {
+	for _, h := range r.listen {
+		h.close()
+	}
+}
+
+// setup provisions the streams and the durable consumer, retrying while
+// NATS is unreachable (the first request after a restart can be lost).
+func (r *runner) setup(ctx context.Context) (jetstream.Consumer, error) {
+	cfg := r.cfg
+	var filters []string
+	switch {
+	case len(cfg.vnis) == 0 && len(cfg.shards) == 0:
+		filters = []string{proto.MsgsPrefix + ".>"}
+	case len(cfg.shards) == 0:
+		for _, v := range cfg.vnis {
+			filters = append(filters, fmt.Sprintf("%s.%d.*", proto.MsgsPrefix, v))
+		}
+	case len(cfg.vnis) == 0:
+		for _, s := range cfg.shards {
+			filters = append(filters, fmt.Sprintf("%s.*.%d", proto.MsgsPrefix, s))
+		}
+	default:
+		for _, v := range cfg.vnis {
+			for _, s := range cfg.shards {
+				filters = append(filters, proto.MsgsSubject(v, s))
+			}
+		}
+	}
+	deliver := jetstream.DeliverAllPolicy
+	if cfg.Deliver == "new" {
+		deliver = jetstream.DeliverNewPolicy
+	}
+	cc := jetstream.ConsumerConfig{
+		Durable:        cfg.Durable,
+		Description:    "tapline replay",
+		DeliverPolicy:  deliver,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        cfg.AckWait,
+		MaxDeliver:     -1,
+		MaxAckPending:  100000,
+		FilterSubjects: filters,
+	}
+	if len(filters) == 1 {
+		cc.FilterSubject, cc.FilterSubjects = filters[0], nil
+	}
+	var lastErr error
+	for attempt := 0; ; attempt++ {
+		if attempt > 0 {
+			if err := sleepCtx(ctx, min(time.Duration(attempt)*250*time.Millisecond, 2*time.Second)); err != nil {
+				return nil, fmt.Errorf("set up JetStream: %w (last error: %v)", err, lastErr)
+			}
+		}
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := proto.EnsureStreams(actx, r.js, cfg.Common.Streams, proto.MsgsStream, proto.ResultsStream)
+		var cons jetstream.Consumer
+		if err == nil {
+			r.stream, err = r.js.Stream(actx, proto.MsgsStream)
+		}
+		if err == nil {
+			cons, err = r.stream.CreateOrUpdateConsumer(actx, cc)
+		}
+		cancel()
+		if err == nil {
+			return cons, nil
+		}
+		lastErr = err
+		r.log.Warn("JetStream setup failed, retrying", "err", err)
+	}
+}
+
+// consume pulls entries and hands them to the connection workers until
+// ctx ends.
+func (r *runner) consume(ctx, wctx context.Context, cons jetstream.Consumer) error {
+	it, err := cons.Messages(jetstream.PullMaxBytes(r.cfg.PullMaxBytes), jetstream.PullHeartbeat(2*time.Second))
+	if err != nil {
+		return err
+	}
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	defer it.Stop()
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return nil
+			}
+			r.log.Debug("pull", "err", err)
+			continue
+		}
+		r.dispatch(wctx, msg)
+	}
+}
+
+func (r *runner) dispatch(wctx context.Context, msg jetstream.Msg) {
+	meta, err := msg.Metadata()
+	if err != nil {
+		_ = msg.Term()
+		return
+	}
+	seq := meta.Sequence.Stream
+	if !r.acks.track(seq, msg.Reply()) {
+		return // a redelivery of an entry still being replayed
+	}
+	e, err := parseEntry(msg.Subject(), msg.Headers(), msg.Data())
+	if err != nil {
+		r.m.errors.WithLabelValues("parse").Inc()
+		r.log.Warn("malformed entry on the messages stream", "subject", msg.Subject(), "seq", seq, "err", err)
+		r.publish(Result{Kind: "message", Conn: msg.Headers().Get(proto.HdrConn), Result: "failed", Reason: "malformed entry: " + err.Error()})
+		r.acks.ack(seq)
+		return
+	}
+	e.streamSeq, e.reply, e.arrived = seq, msg.Reply(), meta.Timestamp
+	if len(e.data) > 0 {
+		// Wait a little for room (the usual flow control), then queue the
+		// entry without its payload rather than block every connection
+		// behind a slow one.
+		if n, ok := r.budget.acquireWithin(int64(len(e.data)), 250*time.Millisecond); ok {
+			e.held = n
+		} else {
+			e.data, e.held = nil, -1 // fetched again when its turn comes
+		}
+	}
+	r.mu.Lock()
+	w := r.workers[e.conn]
+	if w == nil {
+		w = &worker{r: r, id: e.conn, vni: e.vni, shard: e.shard, q: newQueue()}
+		r.workers[e.conn] = w
+		r.m.conns.Inc()
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			w.run(wctx)
+		}()
+	}
+	w.q.push(e)
+	r.mu.Unlock()
+}
+
+// retire removes an idle worker if nothing was queued meanwhile.
+func (r *runner) retire(w *worker) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if w.q.len() > 0 {
+		return false
+	}
+	if r.workers[w.id] == w {
+		delete(r.workers, w.id)
+	}
+	r.m.conns.Dec()
+	return true
+}
+
+// retireNow removes a worker whose connection closed. Entries queued after
+// the close event (there should be none) go to a new worker.
+func (r *runner) retireNow(w *worker) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.workers[w.id] == w {
+		delete(r.workers, w.id)
+	}
+	r.m.conns.Dec()
+	if rest := w.q.items; len(rest) > 0 {
+		nw := &worker{r: r, id: w.id, vni: w.vni, shard: w.shard, q: newQueue()}
+		for _, e := range rest {
+			nw.q.push(e)
+		}
+		w.q.items = nil
+		r.workers[w.id] = nw
+		r.m.conns.Inc()
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			nw.run(r.wctx)
+		}()
+	}
+}
+
+func (r *runner) acquireSlot(ctx context.Context) error {
+	select {
+	case r.slots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (r *runner) releaseSlot() { <-r.slots }
+
+// fetch reads a chunk's payload again from the stream.
+func (r *runner) fetch(ctx context.Context, seq uint64) ([]byte, error) {
+	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	m, err := r.stream.GetMsg(fctx, seq)
+	if err != nil {
+		return nil, err
+	}
+	return m.Data, nil
+}
+
+func (r *runner) ack(e *entry) { r.acks.ack(e.streamSeq) }
+
+func (r *runner) publish(res Result) { r.res.publish(res) }
+
+// report publishes the result of a message known by one entry.
+func (r *runner) report(w *worker, e *entry, result, reason string, lag float64) {
+	c := &e.chunk
+	complete := c.Complete
+	r.publish(Result{Kind: "message", Conn: w.id, VNI: w.vni, shard: w.shard, Dir: c.Dir, Seq: c.Seq,
+		Result: result, Reason: reason, Opcode: c.Opcode, Size: c.Size, Complete: &complete, Missing: c.Missing,
+		Target: w.target(), LagMs: lag * 1000})
+}
+
+// reportMsg publishes the result of a sent (or failed) message.
+func (r *runner) reportMsg(w *worker, m *outMsg, result, reason string, lag float64) {
+	complete := m.last.Complete
+	r.publish(Result{Kind: "message", Conn: w.id, VNI: w.vni, shard: w.shard, Dir: m.first.Dir, Seq: m.first.Seq,
+		Result: result, Reason: reason, Opcode: m.first.Opcode, Size: m.size, Complete: &complete, Missing: m.last.Missing,
+		Target: w.target(), Attempts: m.tries + 1, LagMs: lag * 1000})
+}

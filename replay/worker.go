@@ -1,0 +1,901 @@
+package replay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/tapline/tapline/proto"
+	"github.com/tapline/tapline/replay/compare"
+)
+
+// Confirmation thresholds: a worker asks the test system to confirm what
+// it read (a ping) when its queue runs empty, or after this many messages
+// or bytes.
+const (
+	confirmEveryMsgs  = 256
+	confirmEveryBytes = 8 << 20
+)
+
+var errGaveUp = errors.New("gave up reconnecting to the test system")
+
+// queue is an unbounded FIFO of entries for one connection. Entries whose
+// payload did not fit the in-flight budget carry no data and are fetched
+// again from the stream when processed, so the dispatcher never blocks on
+// a slow connection.
+type queue struct {
+	mu     sync.Mutex
+	items  []*entry
+	signal chan struct{}
+}
+
+func newQueue() *queue { return &queue{signal: make(chan struct{}, 1)} }
+
+func (q *queue) push(e *entry) {
+	q.mu.Lock()
+	q.items = append(q.items, e)
+	q.mu.Unlock()
+	select {
+	case q.signal <- struct{}{}:
+	default:
+	}
+}
+
+func (q *queue) pop() (*entry, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.items) == 0 {
+		return nil, false
+	}
+	e := q.items[0]
+	q.items[0] = nil
+	q.items = q.items[1:]
+	return e, true
+}
+
+func (q *queue) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.items)
+}
+
+// outMsg is a message being sent, or sent and not yet confirmed.
+type outMsg struct {
+	first   proto.Chunk // metadata of chunk 0
+	last    proto.Chunk // metadata of the last chunk seen
+	parts   []uint64    // stream sequences of the chunks written
+	w       msgWriter   // open while streaming
+	size    int64
+	marked  bool
+	skip    bool   // the rest of the message is acknowledged without sending
+	reason  string // why skipped
+	arrived time.Time
+	tries   int
+}
+
+// worker replays one original connection.
+type worker struct {
+	r     *runner
+	id    string
+	vni   uint32
+	shard int
+	q     *queue
+
+	open     *proto.OpenEvent
+	client   string
+	server   string
+	protocol string // websocket or tcp
+	decided  bool
+	filtered string // non-empty: why the connection is not replayed
+	hub      *hub
+
+	sink        sink
+	slot        bool // holds a --max-conns slot
+	failingFrom time.Time
+	backoff     time.Duration
+	failed      bool // gave up: everything is reported failed
+
+	cur         *outMsg
+	unconfirmed []*outMsg
+	unconfBytes int64
+
+	cmp    *compare.Conn
+	expect *compare.Builder // production response being received (dial mode)
+	tcpExp *compare.Builder // production byte stream of a raw TCP connection
+	sum    ConnSummary
+}
+
+func (w *worker) sendDir() proto.Direction { return proto.Direction(w.r.cfg.Dir) }
+
+// run processes the connection's entries until its close event, the idle
+// timeout or shutdown.
+func (w *worker) run(ctx context.Context) {
+	idle := time.NewTimer(w.r.cfg.ConnIdle)
+	defer idle.Stop()
+	end := "shutdown"
+	defer func() { w.finish(end) }()
+	for {
+		e, ok := w.q.pop()
+		if !ok {
+			// Queue empty: make sure what was written is confirmed
+			// before waiting (acks go out now, not later).
+			if err := w.confirm(ctx); err != nil && ctx.Err() != nil {
+				return
+			}
+			select {
+			case <-w.q.signal:
+				if !idle.Stop() {
+					select {
+					case <-idle.C:
+					default:
+					}
+				}
+				idle.Reset(w.r.cfg.ConnIdle)
+				continue
+			case <-idle.C:
+				if w.r.retire(w) {
+					end = "idle"
+					return
+				}
+				idle.Reset(w.r.cfg.ConnIdle)
+				continue
+			case <-ctx.Done():
+				return
+			}
+		}
+		if e.data == nil && e.held < 0 {
+			if err := w.refetch(ctx, e); err != nil {
+				return
+			}
+		}
+		closed := w.handle(ctx, e)
+		if ctx.Err() != nil {
+			return
+		}
+		if w.q.len() == 0 || len(w.unconfirmed) >= confirmEveryMsgs || w.unconfBytes >= confirmEveryBytes {
+			if err := w.confirm(ctx); err != nil && ctx.Err() != nil {
+				return
+			}
+		}
+		if closed {
+			end = "close"
+			w.r.retireNow(w)
+			return
+		}
+	}
+}
+
+// refetch loads the payload of an entry queued without it.
+func (w *worker) refetch(ctx context.Context, e *entry) error {
+	for {
+		data, err := w.r.fetch(ctx, e.streamSeq)
+		if err == nil {
+			e.data, e.held = data, 0
+			return nil
+		}
+		w.r.m.errors.WithLabelValues("fetch").Inc()
+		w.r.log.Warn("fetch chunk from stream", "seq", e.streamSeq, "err", err)
+		if err := sleepCtx(ctx, time.Second); err != nil {
+			return err
+		}
+	}
+}
+
+// release frees an entry's payload from the in-flight budget.
+func (w *worker) release(e *entry) {
+	if e.held > 0 {
+		w.r.budget.release(e.held)
+		e.held = 0
+	}
+	e.data = nil
+}
+
+// handle processes one entry; it returns true when the connection ended.
+func (w *worker) handle(ctx context.Context, e *entry) bool {
+	defer w.release(e)
+	if !w.decided {
+		w.decide(e)
+	}
+	switch e.kind {
+	case proto.KindOpen:
+		w.r.ack(e)
+		if w.filtered == "" && !w.failed && w.r.listen == nil {
+			// Connect now, as production did, so the test system sees
+			// the connection even before the first message.
+			if err := w.ensure(ctx); err != nil {
+				w.giveUp(ctx, err)
+			}
+		}
+		return false
+	case proto.KindGap:
+		w.sum.Gaps++
+		w.r.ack(e)
+		return false
+	case proto.KindClose:
+		w.sum.Loss = e.close
+		w.r.ack(e)
+		return true
+	}
+	c := &e.chunk
+	switch {
+	case w.filtered != "":
+		w.r.ack(e)
+	case c.Dir == w.sendDir():
+		w.sendChunk(ctx, e)
+	case w.cmp != nil:
+		w.expectChunk(e)
+		w.r.ack(e)
+	default:
+		w.r.ack(e)
+	}
+	return false
+}
+
+// decide applies the filters when the connection's first entry is seen.
+func (w *worker) decide(e *entry) {
+	w.decided = true
+	cfg := w.r.cfg
+	path, host := "", ""
+	if e.open != nil {
+		w.open = e.open
+		w.client, w.server, w.protocol = e.open.Client, e.open.Server, e.open.Protocol
+		path, host = e.open.Path, e.open.Host
+	} else if e.kind == proto.KindData {
+		w.client, w.server = e.chunk.Client, e.chunk.Server
+		w.protocol = "websocket"
+		if e.chunk.Opcode == proto.OpTCP {
+			w.protocol = "tcp"
+		}
+	}
+	w.sum.Client, w.sum.Server, w.sum.Path, w.sum.Protocol = w.client, w.server, path, w.protocol
+	if e.kind == proto.KindClose || e.kind == proto.KindGap {
+		w.filtered = "connection started before replay (no open event or message seen)"
+		return
+	}
+	if len(cfg.Servers) > 0 {
+		ok := false
+		for _, s := range cfg.Servers {
+			ok = ok || serverMatch(s, w.server)
+		}
+		if !ok {
+			w.filtered = "server " + w.server + " not selected by --server"
+			return
+		}
+	}
+	if len(cfg.MatchPaths) > 0 {
+		ok := false
+		for _, p := range cfg.MatchPaths {
+			m, _ := pathMatch(p, path)
+			ok = ok || m
+		}
+		if !ok {
+			w.filtered = fmt.Sprintf("path %q not selected by --match-path", path)
+			return
+		}
+	}
+	if w.r.listen != nil {
+		for _, h := range w.r.listen {
+			if h.matches(w.server, path, host) {
+				w.hub = h
+				break
+			}
+		}
+		if w.hub == nil {
+			w.filtered = fmt.Sprintf("no --listen for upstream %s (path %q, host %q)", w.server, path, host)
+		}
+		return
+	}
+	if w.protocol == "tcp" && cfg.tcpTarget == "" {
+		w.filtered = "raw TCP connection and no tcp:// --target"
+		return
+	}
+	if w.protocol != "tcp" && cfg.wsTarget == nil {
+		w.filtered = "WebSocket connection and no ws:// or wss:// --target"
+		return
+	}
+	if cfg.Compare {
+		w.cmp = compare.NewConn(cfg.rules, w.reportComparison)
+	}
+}
+
+// ensure connects the sink if needed, retrying with backoff, and rewrites
+// everything written but not confirmed to the new connection.
+func (w *worker) ensure(ctx context.Context) error {
+	for w.sink == nil {
+		if err := w.connect(ctx); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if err := w.failure(ctx, err); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := w.rewrite(ctx); err != nil {
+			w.dropSink()
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if err := w.failure(ctx, err); err != nil {
+				return err
+			}
+			continue
+		}
+		w.failingFrom, w.backoff = time.Time{}, 0
+	}
+	return nil
+}
+
+// failure records a failed attempt and waits before the next; it returns
+// errGaveUp once the test system has refused the connection for --give-up.
+func (w *worker) failure(ctx context.Context, err error) error {
+	now := time.Now()
+	if w.failingFrom.IsZero() {
+		w.failingFrom = now
+		w.r.log.Warn("test system unavailable, retrying", "conn", w.id, "err", err)
+	}
+	w.r.m.errors.WithLabelValues("dial").Inc()
+	if g := w.r.cfg.GiveUp; g > 0 && w.r.listen == nil && now.Sub(w.failingFrom) >= g {
+		return fmt.Errorf("%w after %s: %v", errGaveUp, now.Sub(w.failingFrom).Round(time.Second), err)
+	}
+	if w.backoff == 0 {
+		w.backoff = w.r.cfg.RetryMin
+	} else {
+		w.backoff = min(2*w.backoff, w.r.cfg.RetryMax)
+	}
+	return sleepCtx(ctx, w.backoff)
+}
+
+func (w *worker) connect(ctx context.Context) error {
+	if w.hub != nil {
+		if err := w.hub.wait(ctx); err != nil {
+			return err
+		}
+		w.sink = &hubSink{h: w.hub, writeTimeout: w.r.cfg.WriteTimeout}
+		return nil
+	}
+	if !w.slot {
+		if err := w.r.acquireSlot(ctx); err != nil {
+			return err
+		}
+		w.slot = true
+	}
+	if w.protocol == "tcp" {
+		s, err := dialTCP(ctx, w.r.cfg, w.cmp != nil)
+		if err != nil {
+			return err
+		}
+		if w.sink != nil {
+			w.sum.Reconnects++
+		}
+		w.sink = s
+	} else {
+		var onResp func(compare.Message)
+		if w.cmp != nil {
+			onResp = w.cmp.Got
+		}
+		s, err := dialWS(ctx, w.r.cfg, w.r.client, w.open, onResp)
+		if err != nil {
+			return err
+		}
+		w.sink = s
+	}
+	return nil
+}
+
+// dropSink kills the current connection after a failure.
+func (w *worker) dropSink() {
+	if w.sink != nil {
+		w.sink.Kill()
+		w.sink = nil
+		w.sum.Reconnects++
+	}
+	if w.cur != nil {
+		w.cur.w = nil
+	}
+}
+
+// rewrite sends every unconfirmed message again on a new connection, and
+// the chunks written so far of the message in progress.
+func (w *worker) rewrite(ctx context.Context) error {
+	for _, m := range w.unconfirmed {
+		mw, err := w.beginMsg(ctx, m)
+		if err != nil {
+			return err
+		}
+		if err := w.writeParts(ctx, mw, m.parts); err != nil {
+			return err
+		}
+		if err := mw.Close(); err != nil {
+			return err
+		}
+		m.tries++
+	}
+	if m := w.cur; m != nil && !m.skip && len(m.parts) > 0 {
+		mw, err := w.beginMsg(ctx, m)
+		if err != nil {
+			return err
+		}
+		if err := w.writeParts(ctx, mw, m.parts); err != nil {
+			return err
+		}
+		m.w = mw
+		m.tries++
+	}
+	return nil
+}
+
+func (w *worker) beginMsg(ctx context.Context, m *outMsg) (msgWriter, error) {
+	mw, err := w.sink.Begin(ctx, m.first.Opcode)
+	if err != nil {
+		return nil, err
+	}
+	if m.marked {
+		if _, err := mw.Write([]byte(w.r.cfg.IncompleteMarker)); err != nil {
+			return nil, err
+		}
+	}
+	return mw, nil
+}
+
+func (w *worker) writeParts(ctx context.Context, mw msgWriter, parts []uint64) error {
+	for _, seq := range parts {
+		data, err := w.r.fetch(ctx, seq)
+		if err != nil {
+			w.r.m.errors.WithLabelValues("fetch").Inc()
+			return fmt.Errorf("fetch chunk %d from the stream: %w", seq, err)
+		}
+		if _, err := mw.Write(data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sendChunk delivers one chunk of the replayed direction.
+func (w *worker) sendChunk(ctx context.Context, e *entry) {
+	c := &e.chunk
+	cfg := w.r.cfg
+	if w.failed {
+		w.r.ack(e)
+		if c.Last {
+			w.r.report(w, e, "failed", "connection could not be recreated", 0)
+		}
+		return
+	}
+	if c.Index == 0 {
+		if w.cur != nil {
+			w.abortCur(ctx, "message ended without its last chunk")
+		}
+		w.cur = &outMsg{first: *c, arrived: e.arrived}
+		if c.Opcode != proto.OpPing && c.Opcode != proto.OpPong && c.Opcode != proto.OpClose {
+			if err := w.r.pacer.WaitMessage(ctx, c.FirstNs); err != nil {
+				return
+			}
+		}
+	} else if w.cur == nil || w.cur.first.Seq != c.Seq {
+		// The consumer started in the middle of this message.
+		w.r.ack(e)
+		if c.Last {
+			w.r.report(w, e, "skipped", "first chunks of the message were not seen by replay", 0)
+			w.sum.Skipped++
+		}
+		return
+	}
+	m := w.cur
+	m.last = *c
+	if m.skip {
+		w.r.ack(e)
+		if c.Last {
+			w.finishSkipped(e)
+		}
+		return
+	}
+	switch c.Opcode {
+	case proto.OpPing, proto.OpPong, proto.OpClose:
+		w.sendControl(ctx, e)
+		return
+	}
+	if !c.Complete {
+		if c.Index == 0 && cfg.Incomplete == IncompleteMark {
+			m.marked = true
+		}
+		if cfg.Incomplete == IncompleteSkip || (cfg.Incomplete == IncompleteMark && !m.marked) {
+			if len(m.parts) == 0 {
+				m.skip, m.reason = true, fmt.Sprintf("incomplete (%d bytes missing): skipped by --incomplete=%s", c.Missing, cfg.Incomplete)
+				w.r.m.incomplete.WithLabelValues("skipped").Inc()
+			} else {
+				// Confirm the messages before this one: closing the
+				// connection must not lose them.
+				if err := w.confirm(ctx); err != nil {
+					return
+				}
+				m.skip = true
+				m.reason = fmt.Sprintf("incomplete after %d bytes were streamed: message aborted (connection closed with status 1011) by --incomplete=%s", m.size, cfg.Incomplete)
+				w.r.m.incomplete.WithLabelValues("aborted").Inc()
+				if m.w != nil {
+					m.w.Abort("tapline: incomplete message aborted")
+				}
+				m.w = nil
+				w.sink = nil
+				w.sum.Reconnects++
+				for _, s := range m.parts {
+					w.r.acks.ack(s)
+				}
+			}
+			w.r.ack(e)
+			if c.Last {
+				w.finishSkipped(e)
+			}
+			return
+		}
+	}
+	if err := w.r.pacer.WaitBytes(ctx, len(e.data)); err != nil {
+		return
+	}
+	if err := w.writeChunk(ctx, e); err != nil {
+		w.giveUp(ctx, err)
+		return
+	}
+}
+
+// writeChunk writes e's payload as the next part of the current message,
+// reconnecting and rewriting as needed.
+func (w *worker) writeChunk(ctx context.Context, e *entry) error {
+	m := w.cur
+	c := &e.chunk
+	for {
+		if err := w.ensure(ctx); err != nil {
+			return err
+		}
+		var err error
+		if m.w == nil {
+			m.w, err = w.beginMsg(ctx, m)
+		}
+		if err == nil {
+			_, err = m.w.Write(e.data)
+		}
+		if err == nil && c.Last {
+			err = m.w.Close()
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			w.r.m.errors.WithLabelValues("write").Inc()
+			w.dropSink()
+			if err := w.failure(ctx, err); err != nil {
+				return err
+			}
+			continue
+		}
+		m.parts = append(m.parts, e.streamSeq)
+		m.size += int64(len(e.data))
+		if c.Last {
+			m.w = nil
+			w.cur = nil
+			w.unconfirmed = append(w.unconfirmed, m)
+			w.unconfBytes += m.size
+			if !c.Complete {
+				act := "sent"
+				if m.marked {
+					act = "marked"
+				}
+				w.r.m.incomplete.WithLabelValues(act).Inc()
+				w.sum.Incomplete++
+			}
+		}
+		return nil
+	}
+}
+
+// sendControl replays a ping (as a ping the test system answers), a close
+// (with its status code) or reports a pong as skipped.
+func (w *worker) sendControl(ctx context.Context, e *entry) {
+	c := &e.chunk
+	m := w.cur
+	if !c.Last {
+		// Control messages are one chunk; wait for the last.
+		m.parts = append(m.parts, e.streamSeq)
+		return
+	}
+	w.cur = nil
+	switch c.Opcode {
+	case proto.OpPong:
+		w.r.acks.ackAll(m.parts)
+		w.r.ack(e)
+		w.sum.Skipped++
+		w.r.report(w, e, "skipped", "pong: the WebSocket library answers pings itself", 0)
+		return
+	case proto.OpPing:
+		// A ping is confirmed by its pong: everything before it is too.
+		if err := w.confirm(ctx); err != nil {
+			w.giveUp(ctx, err)
+			w.r.ack(e)
+			return
+		}
+		w.r.acks.ackAll(m.parts)
+		w.r.ack(e)
+		w.sum.Sent++
+		w.r.m.messages.WithLabelValues("sent").Inc()
+		w.r.report(w, e, "sent", "ping sent (payload chosen by the WebSocket library)", 0)
+		return
+	case proto.OpClose:
+		if err := w.confirm(ctx); err != nil {
+			w.giveUp(ctx, err)
+			w.r.ack(e)
+			return
+		}
+		code, reason := c.CloseCode, ""
+		if len(e.data) > 2 {
+			reason = string(e.data[2:])
+		}
+		if w.sink != nil {
+			if err := w.sink.CloseMsg(code, reason); err != nil {
+				w.r.log.Debug("close handshake", "conn", w.id, "err", err)
+			}
+			if w.hub == nil {
+				w.sink = nil
+			}
+		}
+		w.r.acks.ackAll(m.parts)
+		w.r.ack(e)
+		w.sum.Sent++
+		w.r.m.messages.WithLabelValues("sent").Inc()
+		w.r.report(w, e, "sent", "", 0)
+	}
+}
+
+// confirm makes the test system confirm it read every message written, then
+// acknowledges them and publishes their results.
+func (w *worker) confirm(ctx context.Context) error {
+	for len(w.unconfirmed) > 0 {
+		if w.failed {
+			return nil
+		}
+		err := w.ensure(ctx)
+		if err == nil {
+			err = w.sink.Confirm(ctx)
+			if err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				w.dropSink()
+				if ferr := w.failure(ctx, err); ferr != nil {
+					err = ferr
+				} else {
+					continue
+				}
+			}
+		}
+		if err != nil {
+			w.giveUp(ctx, err)
+			return err
+		}
+		now := time.Now()
+		for _, m := range w.unconfirmed {
+			w.r.acks.ackAll(m.parts)
+			result, reason := "sent", ""
+			if !m.last.Complete {
+				reason = fmt.Sprintf("incomplete (%d bytes missing), sent by --incomplete=%s", m.last.Missing, w.r.cfg.Incomplete)
+			}
+			w.sum.Sent++
+			w.sum.SentBytes += m.size
+			w.r.m.messages.WithLabelValues(result).Inc()
+			w.r.m.bytes.WithLabelValues(result).Add(float64(m.size))
+			lag := 0.0
+			if m.last.LastNs > 0 {
+				lag = now.Sub(time.Unix(0, m.last.LastNs)).Seconds()
+				w.r.m.lag.Observe(lag)
+			}
+			if !m.arrived.IsZero() {
+				w.r.m.latency.Observe(now.Sub(m.arrived).Seconds())
+			}
+			w.r.reportMsg(w, m, result, reason, lag)
+		}
+		w.unconfirmed = w.unconfirmed[:0]
+		w.unconfBytes = 0
+	}
+	return nil
+}
+
+// abortCur gives up the message in progress (its last chunk never came).
+func (w *worker) abortCur(ctx context.Context, reason string) {
+	m := w.cur
+	if m.w != nil {
+		_ = w.confirm(ctx)
+	}
+	w.cur = nil
+	if m.w != nil {
+		m.w.Abort("tapline: " + reason)
+		w.sink = nil
+		w.sum.Reconnects++
+	}
+	w.r.acks.ackAll(m.parts)
+	w.sum.Skipped++
+	w.r.m.messages.WithLabelValues("skipped").Inc()
+	w.r.reportMsg(w, m, "skipped", reason, 0)
+}
+
+func (w *worker) finishSkipped(e *entry) {
+	m := w.cur
+	w.cur = nil
+	w.sum.Skipped++
+	w.sum.Incomplete++
+	w.r.m.messages.WithLabelValues("skipped").Inc()
+	w.r.m.bytes.WithLabelValues("skipped").Add(float64(e.chunk.Size))
+	w.r.report(w, e, "skipped", m.reason, 0)
+}
+
+// giveUp marks the connection failed: the test system could not be reached
+// for --give-up. Everything held is acknowledged and reported failed, and
+// so is every later message of the connection.
+func (w *worker) giveUp(ctx context.Context, err error) {
+	if ctx.Err() != nil || w.failed {
+		return
+	}
+	w.failed = true
+	w.r.m.errors.WithLabelValues("giveup").Inc()
+	w.r.m.connsTotal.WithLabelValues("failed").Inc()
+	w.r.log.Error("connection could not be recreated; its messages are reported failed", "conn", w.id, "err", err)
+	reason := err.Error()
+	for _, m := range w.unconfirmed {
+		w.r.acks.ackAll(m.parts)
+		w.sum.Failed++
+		w.r.m.messages.WithLabelValues("failed").Inc()
+		w.r.reportMsg(w, m, "failed", reason, 0)
+	}
+	w.unconfirmed = nil
+	if m := w.cur; m != nil {
+		w.r.acks.ackAll(m.parts)
+		m.skip, m.reason = true, reason
+	}
+	w.r.publish(Result{Kind: "message", Conn: w.id, VNI: w.vni, shard: w.shard, Result: "failed", Reason: "connection could not be recreated: " + reason, Target: w.target()})
+}
+
+func (w *worker) target() string {
+	if w.sink != nil {
+		return w.sink.Name()
+	}
+	if w.hub != nil {
+		return "listen " + w.hub.spec.Addr
+	}
+	if w.protocol == "tcp" {
+		return "tcp://" + w.r.cfg.tcpTarget
+	}
+	if w.r.cfg.wsTarget != nil {
+		return w.r.cfg.wsTarget.String()
+	}
+	return ""
+}
+
+// expectChunk records a production response for comparison.
+func (w *worker) expectChunk(e *entry) {
+	c := &e.chunk
+	switch c.Opcode {
+	case proto.OpTCP:
+		if w.tcpExp == nil {
+			w.tcpExp = compare.NewBuilder(0, proto.OpTCP, w.r.cfg.CompareMax)
+		}
+		w.tcpExp.Write(e.data)
+		if !c.Complete {
+			w.tcpExp.Incomplete()
+		}
+		return
+	case proto.OpText, proto.OpBinary:
+	default:
+		return // control frames are answered by the library, not compared
+	}
+	if c.Index == 0 {
+		w.expect = compare.NewBuilder(c.Seq, c.Opcode, w.r.cfg.CompareMax)
+	}
+	if w.expect == nil {
+		return
+	}
+	w.expect.Write(e.data)
+	if !c.Complete {
+		w.expect.Incomplete()
+	}
+	if c.Last {
+		w.cmp.Expect(w.expect.Done())
+		w.expect = nil
+	}
+}
+
+func (w *worker) reportComparison(o compare.Outcome) {
+	result := "mismatch"
+	switch {
+	case o.Skipped:
+		result = "skipped"
+	case o.Match:
+		result = "match"
+	}
+	w.r.m.messages.WithLabelValues(result).Inc()
+	if result == "mismatch" {
+		w.r.m.mismatches.Inc()
+	}
+	r := Result{Kind: "message", Conn: w.id, VNI: w.vni, shard: w.shard, Dir: proto.ServerToClient, Seq: o.Seq,
+		Result: result, Reason: o.Reason, Index: o.Index, Target: w.target()}
+	if o.Expected != nil {
+		r.Expected = &Digest{Opcode: o.Expected.Opcode, Size: o.Expected.Size, SHA256: o.Expected.Digest()}
+		r.Opcode, r.Size = o.Expected.Opcode, o.Expected.Size
+	}
+	if o.Got != nil {
+		r.Got = &Digest{Opcode: o.Got.Opcode, Size: o.Got.Size, SHA256: o.Got.Digest()}
+	}
+	w.r.publish(r)
+}
+
+// finish ends the connection: the test connection is closed gracefully,
+// the comparison is completed and the summary published.
+func (w *worker) finish(end string) {
+	if w.cur != nil && !w.cur.skip {
+		// The connection ended inside a message: never complete it.
+		w.abortCur(context.Background(), "connection ended inside the message")
+	}
+	if len(w.unconfirmed) > 0 && end != "shutdown" {
+		_ = w.confirm(context.Background())
+	}
+	if w.sink != nil {
+		if end == "shutdown" {
+			w.sink.Kill()
+		} else {
+			w.sink.End(w.r.cfg.CloseWait)
+		}
+		if ts, ok := w.sink.(*tcpSink); ok && w.cmp != nil {
+			if w.tcpExp != nil {
+				w.cmp.Expect(w.tcpExp.Done())
+			}
+			if got := ts.responses(); got != nil && (got.Size > 0 || w.tcpExp != nil) {
+				w.cmp.Got(*got)
+			}
+		}
+		w.sink = nil
+	}
+	if w.slot {
+		w.r.releaseSlot()
+		w.slot = false
+	}
+	if end == "shutdown" {
+		return // not finished: the rest is replayed after a restart
+	}
+	w.sum.End = end
+	if w.filtered != "" {
+		w.sum.End = "filtered"
+		w.r.m.connsTotal.WithLabelValues("filtered").Inc()
+		w.r.publish(Result{Kind: "summary", Conn: w.id, VNI: w.vni, shard: w.shard, Result: "skipped", Reason: w.filtered, Summary: &w.sum})
+		return
+	}
+	if w.failed {
+		w.sum.End = "failed"
+	}
+	result := "sent"
+	if w.cmp != nil {
+		s := w.cmp.Finish()
+		w.sum.Comparison = s
+		result = "match"
+		if s.Mismatched > 0 {
+			result = "mismatch"
+		}
+	}
+	if w.failed || w.sum.Failed > 0 {
+		result = "failed"
+	}
+	if !w.failed {
+		w.r.m.connsTotal.WithLabelValues(end).Inc()
+	}
+	w.r.publish(Result{Kind: "summary", Conn: w.id, VNI: w.vni, shard: w.shard, Result: result, Summary: &w.sum, Target: w.target()})
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
