@@ -1,0 +1,131 @@
+package message
+
+import (
+	"github.com/tapline/tapline/proto"
+)
+
+// emitter turns the payload of one direction's messages into ordered
+// chunks of at most proto.MaxChunk bytes. At most one data message is open
+// at a time; control messages (single chunk) may be emitted while it is.
+// A message's Seq is assigned when its first chunk is emitted, so a small
+// fragmented message gets its Seq after a control frame that arrived
+// between its fragments.
+type emitter struct {
+	s     *side
+	seq   uint64
+	open  bool
+	c     proto.Chunk // the open message's metadata
+	buf   []byte
+	sized int64 // payload bytes accepted into the open message
+	cut   bool  // the message exceeded Limits.MaxMessage
+	seqed bool
+}
+
+// begin opens a data message.
+func (e *emitter) begin(opcode string, compressed bool, ts int64) {
+	e.open = true
+	e.c = proto.Chunk{Opcode: opcode, Complete: true, Compressed: compressed, FirstNs: ts, LastNs: ts}
+	e.buf = e.buf[:0]
+	e.sized = 0
+	e.cut = false
+	e.seqed = false
+}
+
+// incomplete flags the open message as touched by loss of missing bytes.
+func (e *emitter) incomplete(missing int64) {
+	e.c.Complete = false
+	e.c.Missing += missing
+}
+
+// write adds payload bytes to the open message, emitting full chunks.
+// Bytes past Limits.MaxMessage are dropped and the message is flagged.
+func (e *emitter) write(p []byte, ts int64) {
+	if !e.open || e.cut {
+		return
+	}
+	e.c.LastNs = ts
+	max := e.s.d.lim.MaxMessage
+	if room := max - e.sized; int64(len(p)) > room {
+		p = p[:room]
+		e.cut = true
+		e.c.Complete = false
+	}
+	e.sized += int64(len(p))
+	for len(p) > 0 {
+		if len(e.buf) == proto.MaxChunk {
+			e.flush(false)
+		}
+		if len(e.buf) == 0 && cap(e.buf) < proto.MaxChunk && len(p) > cap(e.buf) {
+			// Grow once to what is needed (up to a chunk) rather than by doubling.
+			e.buf = make([]byte, 0, min(proto.MaxChunk, max64(int64(len(p)), 512)))
+		}
+		n := min(proto.MaxChunk-len(e.buf), len(p))
+		e.buf = append(e.buf, p[:n]...)
+		p = p[n:]
+	}
+}
+
+func max64(a, b int64) int { return int(max(a, b)) }
+
+// end emits the last chunk of the open message, with tail as its final
+// bytes. When nothing is buffered the tail is emitted without a copy.
+func (e *emitter) end(tail []byte, ts int64) {
+	if !e.open {
+		return
+	}
+	e.c.LastNs = ts
+	if len(e.buf) == 0 && len(tail) <= proto.MaxChunk && !e.cut &&
+		e.sized+int64(len(tail)) <= e.s.d.lim.MaxMessage {
+		e.sized += int64(len(tail))
+		e.emit(tail, true)
+	} else {
+		e.write(tail, ts)
+		e.flush(true)
+	}
+	e.open = false
+	if e.c.Complete {
+		e.s.stats.MessagesComplete++
+	} else {
+		e.s.stats.MessagesIncomplete++
+	}
+	if cap(e.buf) > 64<<10 {
+		e.buf = nil // do not keep a large buffer for an idle connection
+	}
+}
+
+func (e *emitter) flush(last bool) {
+	e.emit(e.buf, last)
+	e.buf = e.buf[:0]
+}
+
+func (e *emitter) emit(body []byte, last bool) {
+	if !e.seqed {
+		e.seq++
+		e.c.Seq = e.seq
+		e.c.Index = 0
+		e.seqed = true
+	}
+	e.c.Last = last
+	if last {
+		e.c.Size = e.sized
+	}
+	e.s.d.fill(&e.c, e.s.dir)
+	e.s.d.out.Chunk(&e.c, body)
+	e.c.Index++
+}
+
+// single emits a one-chunk message (a control frame).
+func (e *emitter) single(opcode string, body []byte, complete bool, missing int64, closeCode int, first, last int64) {
+	e.seq++
+	c := proto.Chunk{
+		Seq: e.seq, Last: true, Opcode: opcode, Complete: complete, Missing: missing,
+		CloseCode: closeCode, FirstNs: first, LastNs: last, Size: int64(len(body)),
+	}
+	e.s.d.fill(&c, e.s.dir)
+	e.s.d.out.Chunk(&c, body)
+	if complete {
+		e.s.stats.MessagesComplete++
+	} else {
+		e.s.stats.MessagesIncomplete++
+	}
+}

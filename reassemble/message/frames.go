@@ -1,0 +1,374 @@
+package message
+
+import (
+	"github.com/tapline/tapline/proto"
+	"github.com/tapline/tapline/reassemble/message/pmd"
+	"github.com/tapline/tapline/reassemble/message/wsframe"
+)
+
+// badControlCap is the largest oversized control frame payload still
+// delivered (flagged); larger ones are skipped.
+const badControlCap = 64 << 10
+
+// scratchSize is the unmasking buffer of a side.
+const scratchSize = 64 << 10
+
+// what the payload of the current frame is used for.
+const (
+	kindData    = iota // payload of the open data message
+	kindControl        // payload of a control frame, buffered
+	kindDrop           // payload of a data message that cannot be delivered (counted as missing)
+	kindSkip           // payload of a bad frame, ignored
+)
+
+// frameState is the WebSocket parsing state of one direction.
+type frameState struct {
+	fh      [wsframe.MaxHeader]byte // partial header
+	fhn     int
+	inFrame bool
+	h       wsframe.Header
+	rem     uint64 // payload bytes left in the current frame
+	mpos    uint64 // payload position in the current frame (for the mask)
+	kind    int
+	fast    bool // the message was ended by the zero-copy path
+
+	msgOpen    bool // a data message is open (its final frame not seen)
+	compressed bool
+	undecoded  bool // inflating the open message stopped (lost bytes, corrupt, too large)
+	lostSync   bool // bytes were lost since the last frame boundary we trust
+
+	ctl        []byte
+	ctlFirst   int64
+	ctlMissing int64
+	ctlBad     bool
+
+	infl    *pmd.Inflater
+	scratch []byte
+	emitFn  func([]byte)
+}
+
+// frames parses WebSocket frames from b.
+func (s *side) frames(b []byte, ts int64) {
+	for len(b) > 0 {
+		if s.mode != modeWS {
+			s.data(b, ts)
+			return
+		}
+		if !s.inFrame {
+			var h wsframe.Header
+			var n int
+			var err error
+			if s.fhn == 0 {
+				h, n, err = wsframe.Parse(b)
+				if err == wsframe.ErrShort {
+					s.fhn = copy(s.fh[:], b)
+					return
+				}
+				b = b[n:]
+			} else {
+				k := copy(s.fh[s.fhn:], b)
+				h, n, err = wsframe.Parse(s.fh[:s.fhn+k])
+				if err == wsframe.ErrShort {
+					s.fhn += k
+					return
+				}
+				b = b[n-s.fhn:]
+				s.fhn = 0
+			}
+			if err != nil {
+				// A 2^63 length: nothing after it can be trusted.
+				s.stats.BadFrames++
+				s.loseSync(0)
+				s.huntData(b, ts)
+				return
+			}
+			s.beginFrame(h, ts)
+			if s.rem == 0 {
+				s.endFrame(ts)
+			}
+			continue
+		}
+		n := uint64(len(b))
+		if n > s.rem {
+			n = s.rem
+		}
+		s.payload(b[:n], ts)
+		b = b[n:]
+		s.rem -= n
+		s.mpos += n
+		if s.rem == 0 {
+			s.endFrame(ts)
+		}
+	}
+}
+
+// beginFrame classifies a new frame and opens or continues its message.
+func (s *side) beginFrame(h wsframe.Header, ts int64) {
+	d := s.d
+	s.h = h
+	s.inFrame = true
+	s.rem = h.Length
+	s.mpos = 0
+	s.fast = false
+	op := h.Opcode
+	switch {
+	case !wsframe.Known(op):
+		s.stats.BadFrames++
+		s.kind = kindSkip
+		return
+	case wsframe.IsControl(op):
+		s.kind = kindControl
+		s.ctl = s.ctl[:0]
+		s.ctlFirst = ts
+		s.ctlMissing = 0
+		s.ctlBad = false
+		if !h.Fin || h.Rsv != 0 || h.Length > uint64(d.lim.MaxControl) {
+			s.stats.BadFrames++
+			s.ctlBad = true
+			if !h.Fin || h.Length > badControlCap {
+				s.kind = kindSkip
+			}
+		}
+		return
+	}
+	rsvOK := h.Rsv == 0 || (h.Rsv == wsframe.RSV1 && op != wsframe.OpContinuation && d.pmdPossible())
+	if op == wsframe.OpContinuation {
+		if !s.msgOpen {
+			// The start of this message was lost (or never sent).
+			if !s.lostSync {
+				s.stats.BadFrames++
+			}
+			s.em.begin(proto.OpBinary, false, ts)
+			s.em.incomplete(s.pendingMissing)
+			s.pendingMissing = 0
+			s.msgOpen = true
+			s.compressed = false
+			s.undecoded = d.pmdPossible() // it may be deflate data we cannot inflate: never publish it
+		}
+	} else {
+		if s.msgOpen {
+			// A new message while one is open: the open one lost its end.
+			if !s.lostSync && s.em.c.Complete {
+				s.stats.BadFrames++
+			}
+			s.em.incomplete(0)
+			s.endMessage(ts)
+		}
+		s.compressed = h.Rsv&wsframe.RSV1 != 0 && rsvOK
+		s.em.begin(opName(op), s.compressed, ts)
+		s.msgOpen = true
+		s.undecoded = false
+		s.pendingMissing = 0
+		if s.compressed {
+			if s.infl == nil {
+				s.infl = d.newInflater(s)
+			}
+			s.infl.Begin()
+		}
+	}
+	s.lostSync = false
+	s.kind = kindData
+	if !rsvOK {
+		s.stats.BadFrames++
+		s.drop(h.Length)
+		return
+	}
+	if s.undecoded {
+		s.kind = kindDrop
+		s.em.incomplete(int64(min(h.Length, 1<<62)))
+	}
+}
+
+// drop marks the rest of the open message undeliverable, n bytes missing.
+func (s *side) drop(n uint64) {
+	s.kind = kindDrop
+	s.em.incomplete(int64(min(n, 1<<62)))
+	if s.compressed && !s.undecoded {
+		s.infl.Abort()
+	}
+	s.undecoded = true
+}
+
+// payload handles bytes of the current frame's payload.
+func (s *side) payload(p []byte, ts int64) {
+	switch s.kind {
+	case kindControl:
+		if s.h.Masked {
+			n := len(s.ctl)
+			s.ctl = append(s.ctl, p...)
+			wsframe.MaskCopy(s.ctl[n:], s.ctl[n:], s.h.Key, s.mpos)
+		} else {
+			s.ctl = append(s.ctl, p...)
+		}
+		return
+	case kindData:
+	default:
+		return
+	}
+	if s.undecoded || s.em.cut {
+		return
+	}
+	if !s.h.Masked {
+		if !s.compressed && s.h.Fin && uint64(len(p)) == s.rem && len(s.em.buf) == 0 {
+			s.em.end(p, ts) // whole final payload here, nothing buffered: no copy
+			s.fast = true
+			return
+		}
+		s.deliver(p, ts)
+		return
+	}
+	if s.scratch == nil {
+		s.scratch = make([]byte, scratchSize)
+	}
+	pos := s.mpos
+	for len(p) > 0 {
+		n := min(len(p), len(s.scratch))
+		wsframe.MaskCopy(s.scratch[:n], p[:n], s.h.Key, pos)
+		s.deliver(s.scratch[:n], ts)
+		p = p[n:]
+		pos += uint64(n)
+	}
+}
+
+// deliver passes unmasked payload to the message (inflating it if needed).
+func (s *side) deliver(p []byte, ts int64) {
+	s.em.c.LastNs = ts
+	if !s.compressed {
+		s.em.write(p, ts)
+		return
+	}
+	if s.undecoded {
+		return
+	}
+	if err := s.infl.Write(p, s.emitFn); err != nil {
+		s.undecodable()
+		return
+	}
+	if s.em.cut {
+		s.infl.Abort()
+		s.undecoded = true
+	}
+}
+
+// undecodable flags the open compressed message as impossible to inflate.
+func (s *side) undecodable() {
+	if !s.undecoded {
+		s.undecoded = true
+		s.stats.Undecodable++
+		s.em.incomplete(0)
+	}
+}
+
+// endFrame finishes the current frame.
+func (s *side) endFrame(ts int64) {
+	s.inFrame = false
+	switch s.kind {
+	case kindControl:
+		complete := !s.ctlBad && s.ctlMissing == 0
+		code := 0
+		if s.h.Opcode == wsframe.OpClose && s.ctlMissing == 0 {
+			code = wsframe.CloseCode(s.ctl)
+		}
+		s.em.single(opName(s.h.Opcode), s.ctl, complete, s.ctlMissing, code, s.ctlFirst, ts)
+		if cap(s.ctl) > 4<<10 {
+			s.ctl = nil
+		}
+	case kindData, kindDrop:
+		if s.h.Fin {
+			s.endMessage(ts)
+		}
+	}
+}
+
+// endMessage emits the end of the open data message.
+func (s *side) endMessage(ts int64) {
+	if !s.msgOpen {
+		return
+	}
+	s.msgOpen = false
+	if s.fast {
+		s.fast = false
+		return
+	}
+	if s.compressed && !s.undecoded && !s.em.cut {
+		if err := s.infl.End(s.emitFn); err != nil {
+			s.undecodable()
+		}
+	}
+	s.em.end(nil, ts)
+}
+
+// lose accounts n bytes lost inside the current frame's payload.
+func (s *side) lose(n uint64) {
+	switch s.kind {
+	case kindControl:
+		s.ctlMissing += int64(n)
+	case kindData:
+		s.em.incomplete(int64(n))
+		if s.compressed && !s.undecoded {
+			s.infl.Abort() // the window is lost too
+		}
+		s.undecoded = s.undecoded || s.compressed
+	case kindDrop:
+		s.em.incomplete(int64(n))
+	}
+}
+
+// wsGap handles n bytes lost while parsing frames.
+func (s *side) wsGap(n int64, ts int64) {
+	if s.inFrame {
+		if uint64(n) < s.rem {
+			s.lose(uint64(n))
+			s.rem -= uint64(n)
+			s.mpos += uint64(n)
+			return
+		}
+		k := s.rem
+		s.lose(k)
+		s.rem = 0
+		s.mpos += k
+		s.endFrame(ts)
+		n -= int64(k)
+		if n == 0 {
+			// The gap ended exactly at the frame's end: the sequence numbers
+			// say the next byte is the next header, no hunting needed.
+			return
+		}
+	}
+	s.loseSync(n)
+}
+
+// loseSync starts hunting for a frame boundary after n lost bytes.
+func (s *side) loseSync(n int64) {
+	s.fhn = 0
+	s.inFrame = false
+	if s.msgOpen {
+		s.em.incomplete(n)
+		if s.compressed && !s.undecoded {
+			s.infl.Abort()
+			s.undecoded = true
+		}
+	} else {
+		s.pendingMissing += n
+	}
+	s.startHunt(true)
+}
+
+// wsClose ends the direction: a frame or message cut short is incomplete.
+func (s *side) wsClose(ts int64) {
+	if s.inFrame {
+		s.lose(s.rem)
+		s.rem = 0
+		if s.kind == kindControl {
+			s.endFrame(ts)
+		}
+	}
+	if s.msgOpen {
+		if s.compressed && !s.undecoded {
+			s.infl.Abort()
+			s.undecoded = true
+		}
+		s.em.incomplete(0)
+		s.endMessage(ts)
+	}
+}

@@ -1,0 +1,195 @@
+package pmd
+
+import (
+	"errors"
+	"io"
+
+	"github.com/klauspost/compress/flate"
+)
+
+// tail completes a permessage-deflate message: the 0x00 0x00 0xff 0xff the
+// sender stripped (RFC 7692 7.2.2) and a final empty stored block so the
+// inflater ends with io.EOF instead of waiting for more.
+var tail = []byte{0x00, 0x00, 0xff, 0xff, 0x01, 0x00, 0x00, 0xff, 0xff}
+
+// lowWater is how much compressed input is kept buffered ahead of the
+// inflater while a message is still arriving. One Read of the flate
+// decoder produces at most 32 KiB and consumes at most ~62 KiB for any
+// real encoder, so with this margin it never runs dry mid-message.
+const lowWater = 128 << 10
+
+// errNeedInput is what the input source returns when it is empty.
+var errNeedInput = errors.New("pmd: inflater ran out of input")
+
+// ErrUndecodable is returned when a message cannot be inflated exactly
+// (corrupt data, or a back-reference into history this Inflater does not
+// have: the window was lost to a gap or the handshake was not seen).
+var ErrUndecodable = errors.New("pmd: message cannot be inflated")
+
+// source is the flate input: a byte slice the caller appends to.
+type source struct {
+	buf []byte
+	pos int
+}
+
+func (s *source) Read(p []byte) (int, error) {
+	if s.pos >= len(s.buf) {
+		return 0, errNeedInput
+	}
+	n := copy(p, s.buf[s.pos:])
+	s.pos += n
+	return n, nil
+}
+
+func (s *source) ReadByte() (byte, error) {
+	if s.pos >= len(s.buf) {
+		return 0, errNeedInput
+	}
+	b := s.buf[s.pos]
+	s.pos++
+	return b, nil
+}
+
+func (s *source) avail() int { return len(s.buf) - s.pos }
+
+// Inflater inflates the messages of one direction, streaming: output is
+// handed to the emit function as it is produced, so memory does not depend
+// on the message size. It keeps the last window of output (when context
+// takeover is on or unknown) as the dictionary of the next message, and
+// that window is always an exact, contiguous suffix of the sender's
+// history: after a lost or failed message it is emptied, so a later
+// message either inflates exactly or fails with ErrUndecodable — never
+// garbage.
+type Inflater struct {
+	mode   Takeover
+	wsize  int
+	fr     io.ReadCloser
+	src    source
+	window []byte
+	out    []byte
+	active bool
+	failed bool
+}
+
+// NewInflater returns an Inflater for a compressor with the given takeover
+// mode and window bits (8..15; the window kept is 2^bits bytes, at least
+// 512 as zlib uses for 8).
+func NewInflater(mode Takeover, windowBits int) *Inflater {
+	if windowBits < 9 {
+		windowBits = 9
+	}
+	if windowBits > 15 {
+		windowBits = 15
+	}
+	return &Inflater{mode: mode, wsize: 1 << windowBits}
+}
+
+// Begin starts a message.
+func (f *Inflater) Begin() {
+	f.active = true
+	f.failed = false
+	f.src.buf = f.src.buf[:0]
+	f.src.pos = 0
+	var dict []byte
+	if f.mode != TakeoverOff {
+		dict = f.window
+		if len(dict) > f.wsize {
+			dict = dict[len(dict)-f.wsize:]
+		}
+	}
+	if f.fr == nil {
+		f.fr = flate.NewReader(&f.src)
+	}
+	_ = f.fr.(flate.Resetter).Reset(&f.src, dict)
+	if f.out == nil {
+		f.out = make([]byte, 32<<10)
+	}
+}
+
+// Failed reports whether the current message failed to inflate.
+func (f *Inflater) Failed() bool { return f.failed }
+
+// Write adds compressed bytes of the current message and emits what can be
+// inflated so far. After a failure it returns ErrUndecodable and ignores
+// further input of the message.
+func (f *Inflater) Write(p []byte, emit func([]byte)) error {
+	if f.failed || !f.active {
+		return ErrUndecodable
+	}
+	if f.src.pos > 0 && f.src.pos >= len(f.src.buf)/2 {
+		n := copy(f.src.buf, f.src.buf[f.src.pos:])
+		f.src.buf = f.src.buf[:n]
+		f.src.pos = 0
+	}
+	f.src.buf = append(f.src.buf, p...)
+	if f.src.avail() < 2*lowWater {
+		return nil
+	}
+	return f.pump(false, emit)
+}
+
+// End finishes the current message: it inflates the rest and returns
+// ErrUndecodable if the message was not a valid deflate stream.
+func (f *Inflater) End(emit func([]byte)) error {
+	if !f.active {
+		return ErrUndecodable
+	}
+	f.active = false
+	if f.failed {
+		return ErrUndecodable
+	}
+	f.src.buf = append(f.src.buf, tail...)
+	err := f.pump(true, emit)
+	if f.src.pos == 0 && cap(f.src.buf) > 4*lowWater {
+		f.src.buf = nil
+	}
+	return err
+}
+
+// Abort drops the current message (lost bytes): the window is no longer
+// an exact history, so it is emptied.
+func (f *Inflater) Abort() {
+	f.active = false
+	f.fail()
+}
+
+func (f *Inflater) fail() {
+	f.failed = true
+	f.window = f.window[:0]
+	f.src.buf = f.src.buf[:0]
+	f.src.pos = 0
+}
+
+func (f *Inflater) pump(final bool, emit func([]byte)) error {
+	for final || f.src.avail() >= lowWater {
+		n, err := f.fr.Read(f.out)
+		if n > 0 {
+			emit(f.out[:n])
+			f.remember(f.out[:n])
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			f.fail()
+			return ErrUndecodable
+		}
+	}
+	return nil
+}
+
+func (f *Inflater) remember(p []byte) {
+	if f.mode == TakeoverOff {
+		return
+	}
+	if len(p) >= f.wsize {
+		f.window = append(f.window[:0], p[len(p)-f.wsize:]...)
+		return
+	}
+	if len(f.window)+len(p) > 2*f.wsize {
+		keep := f.wsize - len(p)
+		n := copy(f.window, f.window[len(f.window)-keep:])
+		f.window = f.window[:n]
+	}
+	f.window = append(f.window, p...)
+}
