@@ -25,6 +25,8 @@ type half struct {
 	started bool   // next is valid
 	syn     bool   // the SYN of this direction was seen
 	next    uint32 // sequence number of the next in-order byte
+	start   uint32 // sequence number of stream offset 0
+	isn     uint32 // the SYN's sequence number, when syn
 	offset  int64  // stream offset of next (bytes delivered + bytes lost)
 
 	bufs     []pending // out of order, sorted by seq, all after next
@@ -66,9 +68,12 @@ func (h *half) add(t *Tracker, s *segment, out sink) {
 	if s.flags&flagSYN != 0 {
 		seq++ // the SYN takes one sequence number
 	}
+	if s.flags&flagSYN != 0 && !h.syn {
+		h.syn, h.isn = true, s.seq
+	}
 	if !h.started {
 		h.started = true
-		h.next = seq
+		h.next, h.start = seq, seq
 	}
 	n := len(s.data) + s.lost
 	if s.lost > 0 {

@@ -209,7 +209,7 @@ func (t *Tracker) Packet(f *framebatch.Frame) *Conn {
 	}
 	c := t.conns[k]
 	syn := s.flags&flagSYN != 0 && s.flags&flagACK == 0
-	if c != nil && syn && c.hasData() && c.halves[c.ix(src)].next != s.seq+1 {
+	if c != nil && syn && c.hasData() && c.halves[c.ix(src)].newSYN(s.seq) {
 		t.close(c, CloseReused, f.TimeNs)
 		c = nil
 	}
@@ -236,9 +236,6 @@ func (t *Tracker) Packet(f *framebatch.Frame) *Conn {
 	ix := c.ix(src)
 	h := &c.halves[ix]
 	h.seen = true
-	if s.flags&flagSYN != 0 {
-		h.syn = true
-	}
 	sk := halfSink{c: c, ix: ix, ts: f.TimeNs}
 	h.add(t, &s, &sk)
 	if s.flags&flagRST != 0 {
@@ -256,6 +253,18 @@ func (c *Conn) ix(src netip.AddrPort) int {
 		return 0
 	}
 	return 1
+}
+
+// newSYN reports whether a SYN with sequence number seq opens a new
+// connection on this 5-tuple rather than being a retransmission.
+func (h *half) newSYN(seq uint32) bool {
+	if !h.started {
+		return false
+	}
+	if h.syn {
+		return seq != h.isn
+	}
+	return seqDiff(seq+1, h.start) > 0
 }
 
 func (c *Conn) hasData() bool {
@@ -350,6 +359,19 @@ func (t *Tracker) Expire(nowNs int64) int {
 
 // Now returns the tracker's clock: the latest capture time it has seen.
 func (t *Tracker) Now() int64 { return t.nowNs }
+
+// CloseIf closes the connections for which match returns true, with reason.
+func (t *Tracker) CloseIf(match func(c *Conn) bool, reason string) {
+	var sel []*Conn
+	for c := t.head; c != nil; c = c.next {
+		if match(c) {
+			sel = append(sel, c)
+		}
+	}
+	for _, c := range sel {
+		t.close(c, reason, t.nowNs)
+	}
+}
 
 // CloseAll closes every connection with reason (e.g. CloseShutdown).
 func (t *Tracker) CloseAll(reason string) {

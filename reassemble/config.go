@@ -1,0 +1,131 @@
+package reassemble
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/tapline/tapline/proto/stage"
+	"github.com/tapline/tapline/reassemble/message"
+)
+
+// DecoderFunc creates the message decoder of one connection. The default
+// is message.New.
+type DecoderFunc func(meta message.Meta, out message.Output, limits message.Limits) message.Decoder
+
+// Config configures the reassembler. Register binds it to flags; every flag
+// also reads TAPLINE_<FLAG> from the environment.
+type Config struct {
+	Common stage.Common
+
+	// InstanceID names this instance: its consumers' client name and the
+	// key of its shard preferences. Default: host name and process id.
+	InstanceID string
+	// Shards lists the shards this instance consumes (empty: all of
+	// 0..Common.Shards-1).
+	ShardList stage.ListFlag
+
+	MaxConnections   int           // connections tracked per shard
+	MaxBufferedBytes int64         // out-of-order bytes held per shard
+	ReorderWindow    int           // bytes held ahead of a hole in one direction
+	IdleTimeout      time.Duration // capture-time idle timeout of a connection
+
+	MaxHeader  int   // decoder: largest HTTP upgrade header block
+	MaxMessage int64 // decoder: largest message emitted before it is cut
+
+	MaxInflight    int           // publishes awaiting their acknowledgement, per shard
+	AckWait        time.Duration // consumer ack wait (held batches are kept alive with in-progress acks)
+	MaxHeldBatches int           // frame batches held unacknowledged per shard so open connections can be rebuilt after a failover
+	PinnedTTL      time.Duration // how long the server keeps a silent owner pinned before another instance takes over
+	TakeoverSpread time.Duration // start delay spread by which instances prefer different shards
+	Consumer       string        // durable consumer name prefix
+
+	// NewDecoder overrides the message decoder (tests); nil means
+	// message.New.
+	NewDecoder DecoderFunc
+}
+
+// Register adds the common flags and the reassembler's own to fs.
+func (c *Config) Register(fs *flag.FlagSet) {
+	c.Common.Register(fs, ":9102")
+	host, _ := os.Hostname()
+	fs.StringVar(&c.InstanceID, "instance-id", host+"-"+strconv.Itoa(os.Getpid()), "name of this instance (consumer client name, shard preference key)")
+	fs.Var(&c.ShardList, "shard", "shards to consume, comma-separated or repeated (default: all)")
+	fs.IntVar(&c.MaxConnections, "max-connections", 100000, "connections tracked per shard; past it the least recently active is closed (reason evicted)")
+	fs.Int64Var(&c.MaxBufferedBytes, "max-buffered-bytes", 256<<20, "out-of-order bytes held per shard; past it the oldest hole is declared lost")
+	fs.IntVar(&c.ReorderWindow, "reorder-window", 1<<20, "bytes held ahead of a hole in one direction before the hole is declared lost")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 10*time.Minute, "close a connection after this long without packets (capture time)")
+	fs.IntVar(&c.MaxHeader, "max-header", 64<<10, "largest HTTP upgrade header block held by the decoder")
+	fs.Int64Var(&c.MaxMessage, "max-message", 1<<30, "largest message emitted; longer ones are cut and flagged incomplete")
+	fs.IntVar(&c.MaxInflight, "max-inflight", 256, "publishes awaiting acknowledgement per shard")
+	fs.DurationVar(&c.AckWait, "ack-wait", 30*time.Second, "frames consumer ack wait")
+	fs.IntVar(&c.MaxHeldBatches, "max-held-batches", 4096, "frame batches per shard kept unacknowledged so open connections can be rebuilt after a failover")
+	fs.DurationVar(&c.PinnedTTL, "pinned-ttl", 15*time.Second, "a shard owner silent for this long loses the shard to another instance")
+	fs.DurationVar(&c.TakeoverSpread, "takeover-spread", 2*time.Second, "start delay spread by which instances prefer different shards")
+	fs.StringVar(&c.Consumer, "consumer", "reassemble", "durable consumer name prefix (one consumer per shard: <prefix>-<shard>)")
+}
+
+// Validate checks the configuration and returns one clear error.
+func (c *Config) Validate() error {
+	if err := c.Common.Validate(); err != nil {
+		return err
+	}
+	if _, err := c.shards(); err != nil {
+		return err
+	}
+	switch {
+	case c.InstanceID == "":
+		return fmt.Errorf("--instance-id must not be empty")
+	case c.MaxConnections < 1:
+		return fmt.Errorf("--max-connections must be at least 1, got %d", c.MaxConnections)
+	case c.MaxBufferedBytes < 1<<16:
+		return fmt.Errorf("--max-buffered-bytes must be at least 65536, got %d", c.MaxBufferedBytes)
+	case c.ReorderWindow < 1<<12 || int64(c.ReorderWindow) > c.MaxBufferedBytes:
+		return fmt.Errorf("--reorder-window must be between 4096 and --max-buffered-bytes, got %d", c.ReorderWindow)
+	case c.IdleTimeout < time.Second:
+		return fmt.Errorf("--idle-timeout must be at least 1s, got %s", c.IdleTimeout)
+	case c.MaxHeader < 1024:
+		return fmt.Errorf("--max-header must be at least 1024, got %d", c.MaxHeader)
+	case c.MaxMessage < 1:
+		return fmt.Errorf("--max-message must be positive, got %d", c.MaxMessage)
+	case c.MaxInflight < 1:
+		return fmt.Errorf("--max-inflight must be at least 1, got %d", c.MaxInflight)
+	case c.AckWait < time.Second:
+		return fmt.Errorf("--ack-wait must be at least 1s, got %s", c.AckWait)
+	case c.MaxHeldBatches < 0:
+		return fmt.Errorf("--max-held-batches must not be negative, got %d", c.MaxHeldBatches)
+	case c.PinnedTTL < time.Second:
+		return fmt.Errorf("--pinned-ttl must be at least 1s, got %s", c.PinnedTTL)
+	case c.TakeoverSpread < 0:
+		return fmt.Errorf("--takeover-spread must not be negative, got %s", c.TakeoverSpread)
+	case c.Consumer == "":
+		return fmt.Errorf("--consumer must not be empty")
+	}
+	return nil
+}
+
+// shards returns the shards to consume.
+func (c *Config) shards() ([]int, error) {
+	if len(c.ShardList) == 0 {
+		all := make([]int, c.Common.Shards)
+		for i := range all {
+			all[i] = i
+		}
+		return all, nil
+	}
+	seen := map[int]bool{}
+	var out []int
+	for _, s := range c.ShardList {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 || n >= c.Common.Shards {
+			return nil, fmt.Errorf("--shard %q: want a number between 0 and %d", s, c.Common.Shards-1)
+		}
+		if !seen[n] {
+			seen[n] = true
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}

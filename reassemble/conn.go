@@ -1,0 +1,163 @@
+package reassemble
+
+import (
+	"strconv"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/tapline/tapline/proto"
+	"github.com/tapline/tapline/reassemble/message"
+	"github.com/tapline/tapline/reassemble/tcp"
+)
+
+// conn is the reassembler's state of one connection: its decoder, where
+// its entries go, and the frame batches held for it. It is the TCP
+// layer's Handler and the decoder's Output.
+type conn struct {
+	w       *worker
+	tc      *tcp.Conn
+	dec     message.Decoder
+	meta    message.Meta
+	subject string
+	vni     string
+
+	holds      []*batch // batches with frames of this connection, not yet released
+	replayable bool     // all its batches are held: a failover rebuilds it exactly
+	queued     bool     // in the worker's hold queue
+	closed     bool
+}
+
+func (w *worker) openConn(tc *tcp.Conn) tcp.Handler {
+	c := &conn{
+		w:          w,
+		tc:         tc,
+		subject:    proto.MsgsSubject(tc.VNI, w.shard),
+		vni:        strconv.FormatUint(uint64(tc.VNI), 10),
+		replayable: w.e.cfg.MaxHeldBatches > 0,
+	}
+	c.meta = message.Meta{
+		Conn:        tc.ID,
+		VNI:         tc.VNI,
+		Client:      tc.Client().String(),
+		Server:      tc.Server().String(),
+		ClientKnown: tc.SYN,
+		MidStream:   tc.Mid,
+	}
+	tc.User = c
+	c.dec = w.e.newDecoder(c.meta, c, w.e.limits)
+	w.e.m.connsOpened.Inc()
+	return c
+}
+
+// Open publishes the connection's open event.
+func (c *conn) Open(ev *proto.OpenEvent) {
+	if ev.Conn == "" {
+		ev.Conn = c.meta.Conn
+	}
+	ev.VNI = c.meta.VNI
+	if ev.Client == "" {
+		ev.Client, ev.Server = c.meta.Client, c.meta.Server
+	}
+	if ev.FirstNs == 0 {
+		ev.FirstNs = c.tc.FirstNs
+	}
+	c.event(proto.KindOpen, c.meta.Conn+"/open", ev)
+}
+
+// Chunk publishes one message chunk.
+func (c *conn) Chunk(ch *proto.Chunk, body []byte) {
+	ch.Conn, ch.VNI = c.meta.Conn, c.meta.VNI
+	ch.Client, ch.Server = c.meta.Client, c.meta.Server
+	m := &nats.Msg{Subject: c.subject, Header: ch.Header(), Data: append([]byte(nil), body...)}
+	dir := string(ch.Dir)
+	c.w.e.m.messageBytes.WithLabelValues(dir, ch.Opcode).Add(float64(len(body)))
+	if ch.Last {
+		c.w.e.m.messages.WithLabelValues(dir, ch.Opcode, strconv.FormatBool(ch.Complete)).Inc()
+		if !ch.Complete {
+			c.w.e.m.incomplete.WithLabelValues(dir).Inc()
+		}
+	}
+	c.w.publish(m)
+}
+
+// SwapDirections exchanges client and server from now on.
+func (c *conn) SwapDirections() {
+	c.tc.SwapDirections()
+	c.meta.Client, c.meta.Server = c.meta.Server, c.meta.Client
+	c.meta.ClientKnown = true
+}
+
+// Data passes in-order stream bytes to the decoder.
+func (c *conn) Data(dir proto.Direction, b []byte, tsNs int64) {
+	c.w.streamBytes[dirIndex(dir)] += int64(len(b))
+	c.dec.Data(dir, b, tsNs)
+}
+
+// Gap publishes a gap event and tells the decoder.
+func (c *conn) Gap(dir proto.Direction, offset, n int64, tsNs int64, reason string) {
+	c.w.e.m.gapBytes.WithLabelValues(c.vni).Add(float64(n))
+	c.w.e.m.gaps.WithLabelValues(c.vni, reason).Inc()
+	ev := &proto.GapEvent{Conn: c.meta.Conn, Dir: dir, Offset: offset, Bytes: n, AtNs: tsNs, Reason: reason}
+	c.event(proto.KindGap, c.meta.Conn+"/gap/"+string(dir)+"/"+strconv.FormatInt(offset, 10), ev)
+	c.dec.Gap(dir, n, tsNs)
+}
+
+// Close ends the decoder, publishes the loss summary and releases the
+// connection's batches.
+func (c *conn) Close(reason string, tsNs int64, c2s, s2c tcp.Loss) {
+	c.dec.Close(tsNs)
+	ev := &proto.CloseEvent{Conn: c.meta.Conn, Reason: reason, AtNs: tsNs,
+		C2S: c.dirLoss(proto.ClientToServer, c2s), S2C: c.dirLoss(proto.ServerToClient, s2c)}
+	c.event(proto.KindClose, c.meta.Conn+"/close", ev)
+	m := c.w.e.m
+	m.connsClosed.WithLabelValues(reason).Inc()
+	for i, l := range []tcp.Loss{c2s, s2c} {
+		d := string(proto.ClientToServer)
+		if i == 1 {
+			d = string(proto.ServerToClient)
+		}
+		m.retransBytes.WithLabelValues(d).Add(float64(l.Retrans))
+		m.truncated.Add(float64(l.Truncated))
+	}
+	c.closed = true
+	c.w.releaseHolds(c)
+}
+
+func (c *conn) dirLoss(dir proto.Direction, l tcp.Loss) proto.DirLoss {
+	st := c.dec.Stats(dir)
+	m := c.w.e.m
+	if st.BadFrames > 0 {
+		m.decodeFailures.WithLabelValues("bad_frame").Add(float64(st.BadFrames))
+	}
+	if st.Undecodable > 0 {
+		m.decodeFailures.WithLabelValues("undecodable").Add(float64(st.Undecodable))
+	}
+	if st.Resyncs > 0 {
+		m.decodeFailures.WithLabelValues("resync").Add(float64(st.Resyncs))
+	}
+	return proto.DirLoss{
+		BytesSeen:          l.BytesSeen,
+		BytesImplied:       l.BytesImplied,
+		BytesMissing:       l.BytesImplied - l.BytesSeen,
+		Gaps:               l.Gaps,
+		MessagesComplete:   st.MessagesComplete,
+		MessagesIncomplete: st.MessagesIncomplete,
+		Undecodable:        st.Undecodable,
+	}
+}
+
+func (c *conn) event(kind proto.Kind, id string, body any) {
+	m, err := proto.EventMsg(c.subject, kind, c.meta.Conn, c.meta.VNI, id, body)
+	if err != nil {
+		c.w.e.log.Error("encode event", "err", err)
+		return
+	}
+	c.w.publish(m)
+}
+
+func dirIndex(d proto.Direction) int {
+	if d == proto.ServerToClient {
+		return 1
+	}
+	return 0
+}

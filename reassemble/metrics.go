@@ -1,0 +1,74 @@
+package reassemble
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the reassembler's Prometheus series, registered on the
+// stage's registry (never the global one).
+type metrics struct {
+	batches        prometheus.Counter
+	batchErrors    prometheus.Counter
+	frames         prometheus.Counter
+	framesIgnored  *prometheus.CounterVec // reason
+	connsOpened    prometheus.Counter
+	connsClosed    *prometheus.CounterVec // reason
+	conns          *prometheus.GaugeVec   // shard
+	streamBytes    *prometheus.CounterVec // dir
+	retransBytes   *prometheus.CounterVec // dir
+	messages       *prometheus.CounterVec // dir, opcode, complete
+	messageBytes   *prometheus.CounterVec // dir, opcode
+	incomplete     *prometheus.CounterVec // dir
+	gapBytes       *prometheus.CounterVec // vni
+	gaps           *prometheus.CounterVec // vni, reason
+	decodeFailures *prometheus.CounterVec // kind
+	truncated      prometheus.Counter
+	buffered       *prometheus.GaugeVec // shard
+	pending        *prometheus.GaugeVec // shard
+	ackPending     *prometheus.GaugeVec // shard
+	held           *prometheus.GaugeVec // shard
+	unreplayable   prometheus.Counter
+	published      prometheus.Counter
+	publishRetries prometheus.Counter
+	inflight       *prometheus.GaugeVec // shard
+	takeovers      prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	const ns = "tapline_reassemble_"
+	m := &metrics{
+		batches:        prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "batches_total", Help: "Frame batches consumed."}),
+		batchErrors:    prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "batch_errors_total", Help: "Frame batches that were not valid pcapng (the frames before the error are used)."}),
+		frames:         prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "frames_total", Help: "Frames read from batches."}),
+		framesIgnored:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "frames_ignored_total", Help: "Frames not used for reassembly, by reason (not_tcp, fragment, malformed, stray)."}, []string{"reason"}),
+		connsOpened:    prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "connections_opened_total", Help: "TCP connections seen."}),
+		connsClosed:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "connections_closed_total", Help: "TCP connections ended, by reason (fin, rst, idle, evicted, reused, shutdown)."}, []string{"reason"}),
+		conns:          prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: ns + "connections", Help: "TCP connections tracked now."}, []string{"shard"}),
+		streamBytes:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "stream_bytes_total", Help: "Unique TCP payload bytes reassembled, by direction."}, []string{"dir"}),
+		retransBytes:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "retransmitted_bytes_total", Help: "TCP payload bytes seen again (retransmissions, duplicates, overlaps), by direction."}, []string{"dir"}),
+		messages:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "messages_total", Help: "Messages published, by direction, opcode and completeness."}, []string{"dir", "opcode", "complete"}),
+		messageBytes:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "message_bytes_total", Help: "Decoded message bytes published, by direction and opcode."}, []string{"dir", "opcode"}),
+		incomplete:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "incomplete_messages_total", Help: "Messages published as incomplete (touched by loss or undecodable), by direction."}, []string{"dir"}),
+		gapBytes:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "gap_bytes_total", Help: "TCP stream bytes lost by the mirror (known from sequence numbers), by VNI."}, []string{"vni"}),
+		gaps:           prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "gaps_total", Help: "Holes declared in TCP streams, by VNI and reason."}, []string{"vni", "reason"}),
+		decodeFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "decode_failures_total", Help: "Decoder failures at connection close, by kind (bad_frame, undecodable, resync)."}, []string{"kind"}),
+		truncated:      prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "truncated_packets_total", Help: "TCP packets the mirror truncated (their missing tail is a gap)."}),
+		buffered:       prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: ns + "buffered_bytes", Help: "Out-of-order bytes held."}, []string{"shard"}),
+		pending:        prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: ns + "consumer_pending", Help: "Consumer lag: frame batches in the stream not yet delivered to this shard's consumer."}, []string{"shard"}),
+		ackPending:     prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: ns + "consumer_ack_pending", Help: "Frame batches delivered but not yet acknowledged."}, []string{"shard"}),
+		held:           prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: ns + "held_batches", Help: "Frame batches held unacknowledged for open connections."}, []string{"shard"}),
+		unreplayable:   prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "unreplayable_connections_total", Help: "Connections whose batches were acknowledged before they ended (--max-held-batches): a failover resumes them mid-stream."}),
+		published:      prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "published_total", Help: "Entries (chunks and events) stored in the messages stream."}),
+		publishRetries: prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "publish_retries_total", Help: "Times the unacknowledged publishes of a shard were sent again after a failure."}),
+		inflight:       prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: ns + "publish_inflight", Help: "Publishes awaiting acknowledgement."}, []string{"shard"}),
+		takeovers:      prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "shard_takeovers_total", Help: "Times this instance started receiving a shard's frames."}),
+	}
+	for _, c := range []prometheus.Collector{m.batches, m.batchErrors, m.frames, m.framesIgnored, m.connsOpened, m.connsClosed, m.conns,
+		m.streamBytes, m.retransBytes, m.messages, m.messageBytes, m.incomplete, m.gapBytes, m.gaps, m.decodeFailures, m.truncated,
+		m.buffered, m.pending, m.ackPending, m.held, m.unreplayable, m.published, m.publishRetries, m.inflight, m.takeovers} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}

@@ -1,0 +1,128 @@
+package reassemble
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// pubItem is one entry on its way to the messages stream and the batch
+// whose frames produced it.
+type pubItem struct {
+	msg *nats.Msg
+	b   *batch
+	fut jetstream.PubAckFuture
+}
+
+// publisher publishes a shard's entries asynchronously, in order, with a
+// bounded number in flight. When a publish fails, it and every later one
+// are sent again in the same order: JetStream drops the copies already
+// stored by their Nats-Msg-Id, so the stream keeps each connection's
+// entries in order and once. A batch is released (and acknowledged once
+// nothing else holds it) when the entries it produced are stored.
+type publisher struct {
+	js       jetstream.JetStream
+	log      *slog.Logger
+	max      int
+	q        []pubItem
+	release  func(*batch)
+	onStored func()
+	onRetry  func()
+	// retryCtx bounds retries; set to a context with a deadline during
+	// shutdown.
+	retryCtx context.Context
+}
+
+// publish queues m, produced by batch b, and waits while too many are in
+// flight.
+func (p *publisher) publish(m *nats.Msg, b *batch) error {
+	if b != nil {
+		b.refs++
+	}
+	it := pubItem{msg: m, b: b}
+	it.fut, _ = p.js.PublishMsgAsync(m) // an error here is retried below
+	p.q = append(p.q, it)
+	for len(p.q) >= p.max {
+		if err := p.waitHead(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// poll pops the publishes already acknowledged, without waiting.
+func (p *publisher) poll() {
+	for len(p.q) > 0 {
+		f := p.q[0].fut
+		if f == nil {
+			return
+		}
+		select {
+		case <-f.Ok():
+			p.pop()
+		default:
+			return
+		}
+	}
+}
+
+// flush waits until every queued publish is stored.
+func (p *publisher) flush() error {
+	for len(p.q) > 0 {
+		if err := p.waitHead(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *publisher) pop() {
+	it := p.q[0]
+	p.q[0] = pubItem{}
+	p.q = p.q[1:]
+	if len(p.q) == 0 {
+		p.q = p.q[:0:0]
+	}
+	p.onStored()
+	if it.b != nil {
+		p.release(it.b)
+	}
+}
+
+// waitHead waits for the oldest publish; on failure it resends the whole
+// queue in order, with backoff, until the head is stored or the retry
+// context ends.
+func (p *publisher) waitHead() error {
+	backoff := 50 * time.Millisecond
+	for {
+		f := p.q[0].fut
+		var err error
+		if f == nil {
+			err = errors.New("publish not sent")
+		} else {
+			select {
+			case <-f.Ok():
+				p.pop()
+				return nil
+			case err = <-f.Err():
+			case <-p.retryCtx.Done():
+				return p.retryCtx.Err()
+			}
+		}
+		p.onRetry()
+		p.log.Warn("publish failed; resending unacknowledged entries in order", "err", err, "queued", len(p.q), "subject", p.q[0].msg.Subject)
+		select {
+		case <-time.After(backoff):
+		case <-p.retryCtx.Done():
+			return p.retryCtx.Err()
+		}
+		backoff = min(2*backoff, 2*time.Second)
+		for i := range p.q {
+			p.q[i].fut, _ = p.js.PublishMsgAsync(p.q[i].msg)
+		}
+	}
+}

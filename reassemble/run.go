@@ -1,0 +1,124 @@
+// Package reassemble is Tapline's reassembly stage: it consumes the frame
+// batches of TAPLINE_FRAMES, reassembles the TCP connections in them
+// (package tcp), decodes their messages (package message) and publishes
+// message chunks and connection events to TAPLINE_MSGS.
+//
+// Each shard has one durable pull consumer with a pinned priority group:
+// the server delivers a shard's batches to one instance at a time and
+// moves the shard to another instance when its owner stops pulling. See
+// README.md for the flags, the loss accounting and the failover
+// semantics.
+package reassemble
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tapline/tapline/proto"
+	"github.com/tapline/tapline/proto/stage"
+	"github.com/tapline/tapline/reassemble/message"
+)
+
+// engine is what the shard workers share.
+type engine struct {
+	cfg        Config
+	log        *slog.Logger
+	m          *metrics
+	nc         *nats.Conn
+	js         jetstream.JetStream
+	newDecoder DecoderFunc
+	limits     message.Limits
+}
+
+// Run consumes the configured shards until ctx ends, then hands each shard
+// over (see README.md) and returns nil.
+func Run(ctx context.Context, cfg Config, d stage.Deps) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	shards, _ := cfg.shards()
+	newDec := cfg.NewDecoder
+	if newDec == nil {
+		newDec = defaultDecoder
+	}
+	if newDec == nil {
+		return errors.New("no message decoder available")
+	}
+	m, err := newMetrics(d.Metrics)
+	if err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	nc, _, err := cfg.Common.Connect(ctx, "tapline-reassemble "+cfg.InstanceID, d.Log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(10*time.Second), jetstream.WithPublishAsyncMaxPending(4*cfg.MaxInflight*len(shards)+64))
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	d.Health.Add("nats", func() error {
+		if !nc.IsConnected() {
+			return fmt.Errorf("not connected (%s)", nc.Status())
+		}
+		return nil
+	})
+	if err := ensureStreams(ctx, js, cfg.Common.Streams, d.Log); err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting
+		}
+		return err
+	}
+	e := &engine{cfg: cfg, log: d.Log, m: m, nc: nc, js: js, newDecoder: newDec,
+		limits: message.Limits{MaxHeader: cfg.MaxHeader, MaxControl: 125, MaxMessage: cfg.MaxMessage}}
+	d.Log.Info("reassembling", "instance", cfg.InstanceID, "shards", len(shards))
+	var wg sync.WaitGroup
+	for _, s := range shards {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			newWorker(e, s).run(ctx)
+		}()
+	}
+	wg.Wait()
+	_ = nc.FlushTimeout(5 * time.Second)
+	return nil
+}
+
+// ensureStreams provisions the streams, retrying with short per-call
+// timeouts (the first JetStream request after a server restart can be
+// lost) until ctx ends.
+func ensureStreams(ctx context.Context, js jetstream.JetStream, o proto.StreamOptions, log *slog.Logger) error {
+	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := proto.EnsureStreams(cctx, js, o, proto.FramesStream, proto.MsgsStream, proto.EventsStream)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		log.Warn("provision streams; retrying", "err", err)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return fmt.Errorf("provision streams: %w", err)
+		}
+	}
+}
+
+// ownershipEvent reports on TAPLINE_EVENTS that this instance started or
+// stopped receiving a shard.
+func (e *engine) ownershipEvent(shard int, what string) {
+	body, _ := json.Marshal(map[string]any{"instance": e.cfg.InstanceID, "shard": shard, "event": what, "at": time.Now().UTC()})
+	m := nats.NewMsg(proto.EventsSubject("reassemble", "ownership"))
+	m.Header.Set(proto.HdrVersion, proto.Version)
+	m.Data = body
+	_, _ = e.js.PublishMsgAsync(m)
+}

@@ -1,0 +1,400 @@
+package reassemble
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tapline/tapline/proto"
+	"github.com/tapline/tapline/proto/framebatch"
+	"github.com/tapline/tapline/reassemble/tcp"
+)
+
+// priorityGroup is the one priority group of every shard consumer: the
+// server pins it to one client at a time.
+const priorityGroup = "owner"
+
+// batch is one consumed frame batch. It is acknowledged when nothing holds
+// it any more: it has been decoded, the entries it produced are stored,
+// and no open (replayable) connection has frames in it.
+type batch struct {
+	msg     jetstream.Msg
+	seq     uint64
+	refs    int
+	acked   bool
+	touched time.Time // last ack or in-progress sent
+}
+
+// worker consumes and reassembles one shard.
+type worker struct {
+	e        *engine
+	shard    int
+	consName string
+	sid      string
+	tr       *tcp.Tracker
+	pub      *publisher
+	cur      *batch
+
+	pending []*batch // not yet acknowledged, in stream order
+	held    int      // (connection, batch) holds
+	holdQ   []*conn  // connections in the order they first held a batch
+
+	streamBytes [2]int64
+	lastStats   tcp.Stats
+	lastPktWall time.Time
+	owned       bool
+	lastMsg     time.Time
+	pubErr      error
+}
+
+func newWorker(e *engine, shard int) *worker {
+	w := &worker{e: e, shard: shard, consName: e.cfg.Consumer + "-" + strconv.Itoa(shard), sid: strconv.Itoa(shard)}
+	w.tr = tcp.New(tcp.Config{
+		MaxConnections: e.cfg.MaxConnections,
+		MaxBuffered:    e.cfg.MaxBufferedBytes,
+		ReorderWindow:  e.cfg.ReorderWindow,
+		IdleTimeout:    e.cfg.IdleTimeout,
+	}, w.openConn)
+	w.pub = &publisher{
+		js:       e.js,
+		log:      e.log.With("shard", shard),
+		max:      e.cfg.MaxInflight,
+		release:  w.release,
+		onStored: e.m.published.Inc,
+		onRetry:  e.m.publishRetries.Inc,
+	}
+	return w
+}
+
+// preferDelay is how long this instance waits before asking for a shard:
+// a rendezvous hash of instance and shard spread over TakeoverSpread, so
+// each instance asks first for different shards and the server pins those
+// to it. Every instance asks for every shard eventually; which one owns a
+// shard is decided by the server's pinning only.
+func (w *worker) preferDelay() time.Duration {
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%s/%d", w.e.cfg.InstanceID, w.shard)
+	return time.Duration(float64(h.Sum64()>>11) / float64(1<<53) * float64(w.e.cfg.TakeoverSpread))
+}
+
+func (w *worker) consumerConfig() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:        w.consName,
+		Description:    "tapline reassemble, shard " + w.sid,
+		FilterSubject:  proto.FramesShardFilter(w.shard),
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        w.e.cfg.AckWait,
+		MaxDeliver:     -1,
+		MaxAckPending:  w.e.cfg.MaxHeldBatches + 2*pullBatches + 1024,
+		PriorityPolicy: jetstream.PriorityPolicyPinned,
+		PriorityGroups: []string{priorityGroup},
+		PinnedTTL:      w.e.cfg.PinnedTTL,
+	}
+}
+
+// pullBatches is how many batches the client buffers ahead.
+const pullBatches = 64
+
+// run consumes the shard until ctx ends, then hands it over.
+func (w *worker) run(ctx context.Context) {
+	log := w.e.log.With("shard", w.shard)
+	select {
+	case <-time.After(w.preferDelay()):
+	case <-ctx.Done():
+		return
+	}
+	var cons jetstream.Consumer
+	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		var err error
+		cons, err = w.e.js.CreateOrUpdateConsumer(cctx, proto.FramesStream, w.consumerConfig())
+		cancel()
+		if err == nil {
+			break
+		}
+		log.Warn("create consumer; retrying", "consumer", w.consName, "err", err)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return
+		}
+	}
+	expiry := max(w.e.cfg.PinnedTTL/3, time.Second)
+	it, err := cons.Messages(jetstream.PullPriorityGroup(priorityGroup), jetstream.PullMaxMessages(pullBatches), jetstream.PullExpiry(expiry))
+	if err != nil {
+		log.Error("consume", "err", err)
+		return
+	}
+	msgs := make(chan jetstream.Msg, pullBatches)
+	go func() {
+		defer close(msgs)
+		for {
+			m, err := it.Next()
+			if err != nil {
+				if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+					return
+				}
+				log.Debug("pull", "err", err)
+				time.Sleep(100 * time.Millisecond)
+				continue
+			}
+			msgs <- m
+		}
+	}()
+	w.pub.retryCtx = ctx
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	infoEvery := 0
+	for {
+		select {
+		case m, ok := <-msgs:
+			if !ok {
+				return
+			}
+			w.handle(m)
+		case <-tick.C:
+			w.tick()
+			if infoEvery++; infoEvery%5 == 0 {
+				w.consumerInfo(ctx, cons)
+			}
+		case <-ctx.Done():
+			w.handOver(it, msgs)
+			return
+		}
+	}
+}
+
+// handle decodes one batch and feeds its frames to the tracker.
+func (w *worker) handle(m jetstream.Msg) {
+	md, err := m.Metadata()
+	if err != nil {
+		w.e.log.Warn("batch without metadata", "shard", w.shard, "err", err)
+		_ = m.Term()
+		return
+	}
+	now := time.Now()
+	if !w.owned || now.Sub(w.lastMsg) > w.e.cfg.PinnedTTL {
+		w.owned = true
+		w.e.m.takeovers.Inc()
+		w.e.log.Info("receiving shard", "shard", w.shard, "stream_seq", md.Sequence.Stream, "delivered", md.NumDelivered)
+		w.e.ownershipEvent(w.shard, "receiving")
+	}
+	w.lastMsg = now
+	w.lastPktWall = now
+	b := &batch{msg: m, seq: md.Sequence.Stream, refs: 1, touched: now}
+	w.pending = append(w.pending, b)
+	w.cur = b
+	w.e.m.batches.Inc()
+	r := framebatch.NewReader(m.Data())
+	var f framebatch.Frame
+	n := 0
+	for {
+		if err := r.Next(&f); err != nil {
+			if !errors.Is(err, io.EOF) {
+				w.e.m.batchErrors.Inc()
+				w.e.log.Warn("bad frame batch", "shard", w.shard, "stream_seq", b.seq, "err", err)
+			}
+			break
+		}
+		n++
+		c := w.tr.Packet(&f)
+		if c == nil {
+			continue
+		}
+		if cc, ok := c.User.(*conn); ok && !cc.closed && cc.replayable {
+			w.hold(cc, b)
+		}
+	}
+	w.e.m.frames.Add(float64(n))
+	w.cur = nil
+	w.release(b)
+	w.pub.poll()
+}
+
+// publish queues an entry produced by the current batch (or by a timer).
+func (w *worker) publish(m *nats.Msg) {
+	if w.pubErr != nil {
+		return
+	}
+	if err := w.pub.publish(m, w.cur); err != nil {
+		w.pubErr = err
+	}
+}
+
+func (w *worker) hold(c *conn, b *batch) {
+	if n := len(c.holds); n > 0 && c.holds[n-1] == b {
+		return
+	}
+	c.holds = append(c.holds, b)
+	b.refs++
+	w.held++
+	if !c.queued {
+		c.queued = true
+		w.holdQ = append(w.holdQ, c)
+	}
+	for w.held > w.e.cfg.MaxHeldBatches && len(w.holdQ) > 0 {
+		old := w.holdQ[0]
+		w.holdQ[0] = nil
+		w.holdQ = w.holdQ[1:]
+		old.queued = false
+		if old.closed || !old.replayable || len(old.holds) == 0 {
+			continue
+		}
+		// The oldest connection stops holding: its batches are
+		// acknowledged, and a failover would resume it mid-stream.
+		old.replayable = false
+		w.e.m.unreplayable.Inc()
+		w.releaseHolds(old)
+	}
+}
+
+func (w *worker) releaseHolds(c *conn) {
+	hs := c.holds
+	c.holds = nil
+	w.held -= len(hs)
+	for _, b := range hs {
+		w.release(b)
+	}
+}
+
+// release drops one reference to b and acknowledges it at zero.
+func (w *worker) release(b *batch) {
+	b.refs--
+	if b.refs == 0 && !b.acked {
+		b.acked = true
+		_ = b.msg.Ack()
+	}
+}
+
+// tick runs every second: idle timeouts (capture time, advanced by the
+// wall clock while no frames come), in-progress acks of held batches,
+// gauges.
+func (w *worker) tick() {
+	if !w.lastPktWall.IsZero() {
+		w.tr.Expire(w.tr.Now() + int64(time.Since(w.lastPktWall)))
+	}
+	w.pub.poll()
+	keep := w.pending[:0]
+	now := time.Now()
+	for _, b := range w.pending {
+		if b.acked {
+			continue
+		}
+		if now.Sub(b.touched) > w.e.cfg.AckWait/3 {
+			_ = b.msg.InProgress()
+			b.touched = now
+		}
+		keep = append(keep, b)
+	}
+	clear(w.pending[len(keep):])
+	w.pending = keep
+	q := w.holdQ[:0]
+	for _, c := range w.holdQ {
+		if c.closed || !c.replayable {
+			c.queued = false
+			continue
+		}
+		q = append(q, c)
+	}
+	clear(w.holdQ[len(q):])
+	w.holdQ = q
+	w.flushStats()
+}
+
+func (w *worker) flushStats() {
+	m := w.e.m
+	m.conns.WithLabelValues(w.sid).Set(float64(w.tr.Conns()))
+	m.buffered.WithLabelValues(w.sid).Set(float64(w.tr.Buffered()))
+	m.held.WithLabelValues(w.sid).Set(float64(w.held))
+	m.inflight.WithLabelValues(w.sid).Set(float64(len(w.pub.q)))
+	m.streamBytes.WithLabelValues(string(proto.ClientToServer)).Add(float64(w.streamBytes[0]))
+	m.streamBytes.WithLabelValues(string(proto.ServerToClient)).Add(float64(w.streamBytes[1]))
+	w.streamBytes = [2]int64{}
+	s := w.tr.Stats
+	m.framesIgnored.WithLabelValues("not_tcp").Add(float64(s.NotTCP - w.lastStats.NotTCP))
+	m.framesIgnored.WithLabelValues("fragment").Add(float64(s.Fragments - w.lastStats.Fragments))
+	m.framesIgnored.WithLabelValues("malformed").Add(float64(s.Malformed - w.lastStats.Malformed))
+	m.framesIgnored.WithLabelValues("stray").Add(float64(s.Ignored - w.lastStats.Ignored))
+	w.lastStats = s
+}
+
+func (w *worker) consumerInfo(ctx context.Context, cons jetstream.Consumer) {
+	ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	info, err := cons.Info(ictx)
+	if err != nil {
+		return
+	}
+	w.e.m.pending.WithLabelValues(w.sid).Set(float64(info.NumPending))
+	w.e.m.ackPending.WithLabelValues(w.sid).Set(float64(info.NumAckPending))
+}
+
+// handOver stops consuming and gives the shard to the next owner so that it
+// rebuilds every open connection exactly: entries in flight are stored,
+// connections that cannot be rebuilt (their early batches were already
+// acknowledged) are closed here with reason shutdown, every batch not
+// acknowledged — the held ones and the ones received but not processed —
+// is negatively acknowledged in stream order so the server redelivers them
+// first, and the pin is released.
+func (w *worker) handOver(it jetstream.MessagesContext, msgs <-chan jetstream.Msg) {
+	log := w.e.log.With("shard", w.shard)
+	it.Drain()
+	var unprocessed []jetstream.Msg
+	for m := range msgs {
+		unprocessed = append(unprocessed, m)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	w.pub.retryCtx = ctx
+	w.pubErr = nil
+	w.tr.CloseIf(func(c *tcp.Conn) bool {
+		cc, ok := c.User.(*conn)
+		return !ok || !cc.replayable
+	}, tcp.CloseShutdown)
+	if err := w.pub.flush(); err != nil {
+		log.Warn("hand-over: publishes not confirmed; their batches are redelivered", "err", err)
+	}
+	var nak []jetstream.Msg
+	for _, b := range w.pending {
+		if !b.acked {
+			b.acked = true
+			nak = append(nak, b.msg)
+		}
+	}
+	nak = append(nak, unprocessed...)
+	seqOf := func(m jetstream.Msg) uint64 {
+		md, err := m.Metadata()
+		if err != nil {
+			return 0
+		}
+		return md.Sequence.Stream
+	}
+	slices.SortFunc(nak, func(a, b jetstream.Msg) int { return int(seqOf(a)) - int(seqOf(b)) })
+	for _, m := range nak {
+		_ = m.Nak()
+	}
+	if err := w.e.nc.FlushWithContext(ctx); err != nil {
+		log.Warn("hand-over: flush", "err", err)
+	}
+	if w.owned {
+		stream, err := w.e.js.Stream(ctx, proto.FramesStream)
+		if err == nil {
+			err = stream.UnpinConsumer(ctx, w.consName, priorityGroup)
+		}
+		if err != nil {
+			log.Debug("hand-over: unpin", "err", err)
+		}
+		w.e.ownershipEvent(w.shard, "released")
+	}
+	w.flushStats()
+	log.Info("shard handed over", "redelivered_batches", len(nak), "open_connections", w.tr.Conns())
+}
