@@ -1,4 +1,6 @@
 package reassemble
 
-// defaultDecoder is message.New once the message package provides it.
-var defaultDecoder DecoderFunc
+import "github.com/tapline/tapline/reassemble/message"
+
+// defaultDecoder is the WebSocket / raw TCP decoder of package message.
+var defaultDecoder DecoderFunc = message.New

@@ -60,9 +60,12 @@ func (d *rawDecoder) Data(dir proto.Direction, b []byte, ts int64) {
 	}
 }
 
-func (d *rawDecoder) Gap(dir proto.Direction, n int64, ts int64) { d.open(ts); d.missing[dirIndex(dir)] += n }
-func (d *rawDecoder) Close(int64)                                {}
-func (d *rawDecoder) Stats(dir proto.Direction) message.Stats     { return d.stats[dirIndex(dir)] }
+func (d *rawDecoder) Gap(dir proto.Direction, n int64, ts int64) {
+	d.open(ts)
+	d.missing[dirIndex(dir)] += n
+}
+func (d *rawDecoder) Close(int64)                             {}
+func (d *rawDecoder) Stats(dir proto.Direction) message.Stats { return d.stats[dirIndex(dir)] }
 
 // testStreams fit the test server's storage.
 var testStreams = proto.StreamOptions{Replicas: 1,
@@ -207,8 +210,20 @@ type connOut struct {
 	bytes          map[proto.Direction]int64
 	body           map[proto.Direction][]byte
 	chunks         map[string]int // msg id -> count
+	msgs           map[proto.Direction][]*gotMsg
 	incomplete     int
 	entries        int
+}
+
+// gotMsg is one message assembled from its chunks.
+type gotMsg struct {
+	seq        uint64
+	opcode     string
+	body       []byte
+	last       bool
+	complete   bool
+	compressed bool
+	closeCode  int
 }
 
 // collector reads TAPLINE_MSGS with an ordered consumer.
@@ -245,7 +260,7 @@ func (col *collector) add(m jetstream.Msg) {
 	id := h.Get(proto.HdrConn)
 	c := col.conns[id]
 	if c == nil {
-		c = &connOut{id: id, bytes: map[proto.Direction]int64{}, body: map[proto.Direction][]byte{}, chunks: map[string]int{}}
+		c = &connOut{id: id, bytes: map[proto.Direction]int64{}, body: map[proto.Direction][]byte{}, chunks: map[string]int{}, msgs: map[proto.Direction][]*gotMsg{}}
 		col.conns[id] = c
 		col.order = append(col.order, id)
 	}
@@ -261,6 +276,16 @@ func (col *collector) add(m jetstream.Msg) {
 		c.bytes[ch.Dir] += int64(len(m.Data()))
 		c.body[ch.Dir] = append(c.body[ch.Dir], m.Data()...)
 		c.chunks[ch.MsgID()]++
+		if c.chunks[ch.MsgID()] == 1 {
+			ms := c.msgs[ch.Dir]
+			if len(ms) == 0 || ms[len(ms)-1].seq != ch.Seq {
+				ms = append(ms, &gotMsg{seq: ch.Seq, opcode: ch.Opcode})
+				c.msgs[ch.Dir] = ms
+			}
+			g := ms[len(ms)-1]
+			g.body = append(g.body, m.Data()...)
+			g.last, g.complete, g.closeCode, g.compressed = ch.Last, ch.Complete, ch.CloseCode, ch.Compressed
+		}
 		if ch.Last && !ch.Complete {
 			c.incomplete++
 		}

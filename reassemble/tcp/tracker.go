@@ -65,7 +65,7 @@ type key struct {
 // Conn is one tracked connection.
 type Conn struct {
 	k        key
-	ID       string         // stable id: vni, first endpoint, second endpoint, first capture ns
+	ID       string // stable id: vni, first endpoint, second endpoint, first capture ns
 	VNI      uint32
 	First    netip.AddrPort // the sender of the first packet seen
 	Second   netip.AddrPort
@@ -128,7 +128,7 @@ type Tracker struct {
 	open     Opener
 	conns    map[key]*Conn
 	tomb     map[key]int64 // recently closed by FIN/RST: close time
-	head     *Conn // most recently active
+	head     *Conn         // most recently active
 	tail     *Conn
 	buffered int64
 	nowNs    int64
