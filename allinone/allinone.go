@@ -324,7 +324,7 @@ func Run(ctx context.Context, c *Config, d stage.Deps, ready func(natsURL string
 	for range sel {
 		r := <-done
 		if r.err != nil && !errors.Is(r.err, context.Canceled) {
-			d.Log.Error("stage failed", "stage", r.name, "err", r.err)
+			d.Log.Error("stage failed", "failed", r.name, "err", r.err)
 			errs = append(errs, fmt.Errorf("%s: %w", r.name, r.err))
 			cancel()
 		}
