@@ -11,6 +11,7 @@ import (
 	"github.com/tapline/tapline/decap/batch"
 	"github.com/tapline/tapline/decap/publish"
 	"github.com/tapline/tapline/decap/shard"
+	"github.com/tapline/tapline/decap/udpin"
 	"github.com/tapline/tapline/proto/stage"
 )
 
@@ -49,8 +50,10 @@ type Config struct {
 
 	// Intake, when not nil, is an already opened intake decap reads from
 	// instead of opening sockets (tests open sockets inside a network
-	// namespace). Not a flag. Run does not close it.
-	Intake Intake
+	// namespace). Not a flag. The ports of its sockets must be VXLANPort
+	// and GENEVEPort (set those to the ports it opened). Run reads it until
+	// ctx ends, which closes it.
+	Intake *udpin.Intake
 
 	vnis     []uint32
 	prefixes []netip.Prefix

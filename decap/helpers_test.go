@@ -6,6 +6,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"strconv"
@@ -254,4 +255,14 @@ func readTCPStreams(t *testing.T, path string) []tcpStream {
 		t.Fatalf("%s: no streams", path)
 	}
 	return out
+}
+
+func dialUDP(t *testing.T, port uint16) *net.UDPConn {
+	t.Helper()
+	c, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: int(port)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
 }

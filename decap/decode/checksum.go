@@ -18,7 +18,7 @@ func checksumsOK(b []byte, k *flow.Key) bool {
 			return false
 		}
 	}
-	if k.Fragment || k.L4Offset == 0 || (k.Proto != flow.ProtoTCP && k.Proto != flow.ProtoUDP) {
+	if k.Fragment || k.L4Offset == 0 || k.L4Offset > k.L3Offset+k.IPTotalLen || (k.Proto != flow.ProtoTCP && k.Proto != flow.ProtoUDP) {
 		return true
 	}
 	l4 := b[k.L4Offset : k.L3Offset+k.IPTotalLen]
