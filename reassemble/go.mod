@@ -3,7 +3,9 @@ module github.com/tapline/tapline/reassemble
 go 1.26.8
 
 require (
+	github.com/coder/websocket v1.8.15
 	github.com/gopacket/gopacket v1.7.7
+	github.com/gorilla/websocket v1.5.3
 	github.com/klauspost/compress v1.20.3
 	github.com/nats-io/nats-server/v2 v2.15.2
 	github.com/nats-io/nats.go v1.55.0

@@ -47,7 +47,12 @@ type collector struct {
 	chunks   int
 }
 
-type sha256state struct{ h interface{ Write([]byte) (int, error); Sum([]byte) []byte } }
+type sha256state struct {
+	h interface {
+		Write([]byte) (int, error)
+		Sum([]byte) []byte
+	}
+}
 
 func newCollector(t testing.TB) *collector {
 	return &collector{t: t, keepBody: true, open: map[string]*msg{}, lastSeq: map[proto.Direction]uint64{}, hashes: map[string]*sha256state{}}

@@ -43,6 +43,7 @@ type frameState struct {
 	ctlBad     bool
 
 	infl    *pmd.Inflater
+	prober  *pmd.Prober
 	scratch []byte
 	emitFn  func([]byte)
 }

@@ -1,0 +1,44 @@
+package pmd
+
+import (
+	"bytes"
+	"io"
+
+	"github.com/klauspost/compress/flate"
+)
+
+// Prober tells whether a byte string is a complete permessage-deflate
+// message that inflates without any history. Resynchronisation uses it as
+// evidence that a candidate frame is real. Not safe for concurrent use.
+type Prober struct {
+	fr  io.ReadCloser
+	in  bytes.Reader
+	buf []byte
+	out []byte
+}
+
+// Inflates reports whether msg (a compressed message payload without its
+// 0x00 0x00 0xff 0xff tail) inflates cleanly with an empty window,
+// producing at most limit bytes before it ends.
+func (p *Prober) Inflates(msg []byte, limit int) bool {
+	p.buf = append(append(p.buf[:0], msg...), tail...)
+	p.in.Reset(p.buf)
+	if p.fr == nil {
+		p.fr = flate.NewReader(&p.in)
+		p.out = make([]byte, 4096)
+	} else {
+		_ = p.fr.(flate.Resetter).Reset(&p.in, nil)
+	}
+	total := 0
+	for total <= limit {
+		n, err := p.fr.Read(p.out)
+		total += n
+		if err == io.EOF {
+			return p.in.Len() == 0
+		}
+		if err != nil {
+			return false
+		}
+	}
+	return false
+}
