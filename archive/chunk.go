@@ -13,11 +13,25 @@ import (
 	"github.com/tapline/tapline/proto/framebatch"
 )
 
-// hourSlack is how far outside its partition hour a chunk may hold
-// packets before a new chunk is started: it absorbs the small time skew
-// between shards near an hour boundary. Queries list one partition more on
-// each side to find such packets.
-const hourSlack = time.Minute
+// hourNs is the length of a partition: chunks never mix packets of two
+// UTC hours.
+const hourNs = int64(time.Hour)
+
+// hourOf is the partition (hours since the Unix epoch, floored) of a
+// capture time.
+func hourOf(ns int64) int64 {
+	h := ns / hourNs
+	if ns%hourNs < 0 {
+		h--
+	}
+	return h
+}
+
+// partKey names an open chunk: one per VNI and hour.
+type partKey struct {
+	vni  uint32
+	hour int64
+}
 
 // chunkParams are the builder's limits.
 type chunkParams struct {
@@ -41,10 +55,8 @@ type chunk struct {
 	enc *seekable.Encoder
 	w   framebatch.Writer
 
-	vni     uint32
+	key     partKey
 	opened  time.Time // wall time of the first message
-	hourLo  int64     // partition hour start - slack (ns)
-	hourHi  int64     // partition hour end + slack (ns)
 	obj     []byte
 	entries []seekable.Entry
 	idx     index.Index
@@ -53,10 +65,10 @@ type chunk struct {
 	grp     *group
 }
 
-func newChunk(p chunkParams, enc *seekable.Encoder, vni uint32, now time.Time) *chunk {
-	c := &chunk{p: p, enc: enc, vni: vni, opened: now, flows: map[flowID]*index.Flow{}, grp: &group{}}
+func newChunk(p chunkParams, enc *seekable.Encoder, key partKey, now time.Time) *chunk {
+	c := &chunk{p: p, enc: enc, key: key, opened: now, flows: map[flowID]*index.Flow{}, grp: &group{}}
 	c.w.App = "tapline archive"
-	c.idx = index.Index{Version: index.Version, VNI: vni, Stream: proto.FramesStream}
+	c.idx = index.Index{Version: index.Version, VNI: key.vni, Stream: proto.FramesStream}
 	return c
 }
 
@@ -65,15 +77,6 @@ func (c *chunk) empty() bool { return len(c.idx.Msgs) == 0 }
 
 // usize is the uncompressed size so far.
 func (c *chunk) usize() int64 { return c.idx.UncompressedSize + int64(c.w.Len()) }
-
-// fits reports whether a message with packets between mn and mx ns belongs
-// in this chunk's partition hour.
-func (c *chunk) fits(mn, mx int64) bool {
-	if c.idx.Packets == 0 {
-		return true
-	}
-	return mn >= c.hourLo && mx < c.hourHi
-}
 
 // add appends the frames of message seq.
 func (c *chunk) add(seq uint64, frames []framebatch.Frame) {
@@ -89,9 +92,6 @@ func (c *chunk) add(seq uint64, frames []framebatch.Frame) {
 	for i := range frames {
 		f := &frames[i]
 		if c.idx.Packets == 0 {
-			h := time.Unix(0, f.TimeNs).UTC().Truncate(time.Hour)
-			c.hourLo = h.Add(-hourSlack).UnixNano()
-			c.hourHi = h.Add(time.Hour + hourSlack).UnixNano()
 			c.idx.FirstNs, c.idx.LastNs = f.TimeNs, f.TimeNs
 		}
 		c.idx.FirstNs = min(c.idx.FirstNs, f.TimeNs)
@@ -176,7 +176,7 @@ func (c *chunk) seal(now time.Time) (*sealed, error) {
 	c.cutFrame()
 	c.obj = seekable.AppendSeekTable(c.obj, c.entries)
 	c.idx.CompressedSize = int64(len(c.obj))
-	c.idx.Chunk = index.ChunkKey(c.vni, c.idx.FirstNs, c.idx.FirstSeq, c.idx.LastSeq)
+	c.idx.Chunk = index.ChunkKey(c.key.vni, c.idx.FirstNs, c.idx.FirstSeq, c.idx.LastSeq)
 	c.idx.Flows = make([]index.Flow, 0, len(c.flows))
 	for _, f := range c.flows {
 		c.idx.Flows = append(c.idx.Flows, *f)

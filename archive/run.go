@@ -49,7 +49,9 @@ type archiver struct {
 	tr    *tracker
 	enc   *seekable.Encoder
 	p     chunkParams
-	open  map[uint32]*chunk
+	open  map[partKey]*chunk
+	parts map[int64][]framebatch.Frame
+	order []int64
 	up    chan *sealed
 	frms  []framebatch.Frame
 	ratio struct {
@@ -70,9 +72,10 @@ func run(ctx context.Context, cfg Config, d stage.Deps, st store.Store, level zs
 	}
 	a := &archiver{
 		cfg: cfg, log: d.Log.With("store", st.String()), m: newMetrics(d.Metrics), st: st, tr: newTracker(), enc: enc,
-		p:    chunkParams{frameBytes: int(cfg.FrameBytes), maxFlows: cfg.MaxFlows},
-		open: map[uint32]*chunk{},
-		up:   make(chan *sealed, cfg.Uploaders),
+		p:     chunkParams{frameBytes: int(cfg.FrameBytes), maxFlows: cfg.MaxFlows},
+		open:  map[partKey]*chunk{},
+		parts: map[int64][]framebatch.Frame{},
+		up:    make(chan *sealed, cfg.Uploaders),
 	}
 	nc, js, err := cfg.Common.Connect(ctx, "tapline-archive", d.Log)
 	if err != nil {
@@ -179,7 +182,7 @@ func retry(ctx context.Context, log *slog.Logger, what string, f func(context.Co
 // consume is the main loop: batches into chunks, rotation by size, age and
 // memory.
 func (a *archiver) consume(ctx context.Context, cons jetstream.Consumer) error {
-	it, err := cons.Messages(jetstream.PullMaxMessages(a.cfg.Fetch), jetstream.PullMaxBytes(int(min(a.cfg.MaxPending/4, 64<<20))))
+	it, err := cons.Messages(jetstream.PullMaxMessages(a.cfg.Fetch))
 	if err != nil {
 		return fmt.Errorf("consume %s: %w", proto.FramesStream, err)
 	}
@@ -228,7 +231,7 @@ func (a *archiver) consume(ctx context.Context, cons jetstream.Consumer) error {
 	}
 }
 
-// handle adds one batch to its VNI's chunk.
+// handle adds one batch to the chunks of its VNI and hours.
 func (a *archiver) handle(ctx context.Context, m jetstream.Msg) {
 	md, err := m.Metadata()
 	if err != nil {
@@ -239,53 +242,79 @@ func (a *archiver) handle(ctx context.Context, m jetstream.Msg) {
 	if md.NumDelivered > 1 {
 		a.m.redelivered.Inc()
 	}
-	vni, _, err := proto.ParseSubject(m.Subject())
 	data := m.Data()
+	pm := a.tr.begin(seq, m.Reply(), len(data))
+	if pm == nil {
+		return // already in a chunk of ours: a redelivery while we hold it
+	}
+	vni, _, err := proto.ParseSubject(m.Subject())
 	a.frms = a.frms[:0]
-	var derr error
 	if err == nil {
 		r := framebatch.NewReader(data)
 		for {
 			var f framebatch.Frame
 			if e := r.Next(&f); e != nil {
 				if !errors.Is(e, io.EOF) {
-					derr = e
+					err = e
 				}
 				break
 			}
 			a.frms = append(a.frms, f)
 		}
-	} else {
-		derr = err
 	}
-	if derr != nil {
-		a.reject(ctx, seq, m, derr)
+	if err != nil {
+		a.reject(ctx, seq, pm, m, err)
 		return
 	}
 	if len(a.frms) == 0 {
-		_ = a.nc.Publish(m.Reply(), ackBody) // nothing to archive
+		a.ackReplies(a.tr.finish(pm)) // nothing to archive
 		return
 	}
-	mn, mx := a.frms[0].TimeNs, a.frms[0].TimeNs
-	for _, f := range a.frms {
-		mn, mx = min(mn, f.TimeNs), max(mx, f.TimeNs)
+	// Split by hour (almost always one): every packet goes to the chunk of
+	// its VNI and UTC hour. All parts are attached before any chunk can be
+	// sealed, so the batch is acknowledged only when every part is stored.
+	a.order = a.order[:0]
+	h0 := hourOf(a.frms[0].TimeNs)
+	split := false
+	for i := range a.frms {
+		if hourOf(a.frms[i].TimeNs) != h0 {
+			split = true
+			break
+		}
 	}
-	c := a.open[vni]
-	if c != nil && !c.fits(mn, mx) {
-		a.seal(ctx, c, time.Now())
-		c = nil
+	if !split {
+		a.order = append(a.order, h0)
+		a.parts[h0] = a.frms
+	} else {
+		clear(a.parts)
+		for _, f := range a.frms {
+			h := hourOf(f.TimeNs)
+			if _, ok := a.parts[h]; !ok {
+				a.order = append(a.order, h)
+			}
+			a.parts[h] = append(a.parts[h], f)
+		}
 	}
-	if c == nil {
-		c = newChunk(a.p, a.enc, vni, time.Now())
-		a.open[vni] = c
+	now := time.Now()
+	chunks := make([]*chunk, len(a.order))
+	for i, h := range a.order {
+		k := partKey{vni, h}
+		c := a.open[k]
+		if c == nil {
+			c = newChunk(a.p, a.enc, k, now)
+			a.open[k] = c
+		}
+		a.tr.attach(c.grp, pm)
+		chunks[i] = c
 	}
-	if !a.tr.add(c.grp, seq, m.Reply(), len(data)) {
-		return // already in a chunk of ours: a redelivery while we held it
+	for i, h := range a.order {
+		c := chunks[i]
+		c.add(seq, a.parts[h])
+		if c.usize() >= a.cfg.ChunkBytes {
+			a.seal(ctx, c, now)
+		}
 	}
-	c.add(seq, a.frms)
-	if c.usize() >= a.cfg.ChunkBytes {
-		a.seal(ctx, c, time.Now())
-	}
+	clear(a.parts)
 	b, n := a.tr.load()
 	a.m.pendingBytes.Set(float64(b))
 	a.m.pendingBatches.Set(float64(n))
@@ -294,13 +323,11 @@ func (a *archiver) handle(ctx context.Context, m jetstream.Msg) {
 // reject stores a batch that is not valid pcapng as is under
 // rejected/<seq>.bin, so nothing is silently lost, and acknowledges it once
 // stored.
-func (a *archiver) reject(ctx context.Context, seq uint64, m jetstream.Msg, why error) {
+func (a *archiver) reject(ctx context.Context, seq uint64, pm *pmsg, m jetstream.Msg, why error) {
 	a.m.rejected.Inc()
 	a.log.Warn("frame batch is not valid pcapng; storing it raw under rejected/", "seq", seq, "subject", m.Subject(), "err", why)
 	g := &group{}
-	if !a.tr.add(g, seq, m.Reply(), len(m.Data())) {
-		return
-	}
+	a.tr.attach(g, pm)
 	a.send(ctx, &sealed{key: "rejected/" + fmt.Sprintf("%020d", seq) + ".bin", data: append([]byte(nil), m.Data()...), grp: g})
 }
 
@@ -321,7 +348,7 @@ func (a *archiver) sealAll(ctx context.Context, now time.Time) {
 
 // seal finishes c and hands it to the uploaders.
 func (a *archiver) seal(ctx context.Context, c *chunk, now time.Time) {
-	delete(a.open, c.vni)
+	delete(a.open, c.key)
 	if c.empty() {
 		return
 	}
@@ -329,8 +356,8 @@ func (a *archiver) seal(ctx context.Context, c *chunk, now time.Time) {
 	if err != nil {
 		// A bug, not bad input: keep the batches unacknowledged so they
 		// are redelivered rather than lost.
-		a.log.Error("cannot seal chunk; its batches will be redelivered", "vni", c.vni, "err", err)
-		a.tr.done(c.grp)
+		a.log.Error("cannot seal chunk; its batches will be redelivered", "vni", c.key.vni, "err", err)
+		a.tr.done(c.grp, false)
 		return
 	}
 	a.send(ctx, s)
@@ -342,7 +369,7 @@ func (a *archiver) send(ctx context.Context, s *sealed) {
 	case <-ctx.Done():
 		// Stopping and the uploaders are gone: the batches stay
 		// unacknowledged and are redelivered.
-		a.tr.done(s.grp)
+		a.tr.done(s.grp, false)
 	}
 }
 
@@ -378,12 +405,12 @@ func (a *archiver) uploader(ctx context.Context) {
 		}
 		if err != nil {
 			a.log.Warn("gave up storing chunk at stop; its batches will be redelivered", "key", s.key)
-			a.tr.done(s.grp)
+			a.tr.done(s.grp, false)
 			continue
 		}
 		a.m.uploadSeconds.Observe(time.Since(start).Seconds())
 		if a.cfg.testDropAck != nil && a.cfg.testDropAck(s.key) {
-			a.tr.done(s.grp)
+			a.tr.done(s.grp, false)
 			continue
 		}
 		a.ack(s)
@@ -404,20 +431,13 @@ func (a *archiver) store(ctx context.Context, s *sealed) error {
 
 // ack acknowledges the batches of a stored chunk and counts it.
 func (a *archiver) ack(s *sealed) {
-	replies := a.tr.done(s.grp)
-	for _, r := range replies {
-		if err := a.nc.Publish(r, ackBody); err != nil {
-			a.log.Warn("ack failed; the batch will be redelivered and deduplicated by queries", "err", err)
-		}
-	}
-	if err := a.nc.FlushTimeout(5 * time.Second); err != nil {
-		a.log.Warn("flushing acks failed; batches may be redelivered", "err", err)
-	}
+	replies, n := a.tr.done(s.grp, true)
+	a.ackReplies(replies)
+	a.m.batches.Add(float64(n))
 	if s.idx == nil {
 		return
 	}
 	a.m.chunks.Inc()
-	a.m.batches.Add(float64(len(s.grp.seqs)))
 	a.m.frames.Add(float64(s.idx.Packets))
 	a.m.frameBytes.Add(float64(s.idx.CapturedBytes))
 	a.m.storedBytes.Add(float64(len(s.data)))
@@ -429,7 +449,22 @@ func (a *archiver) ack(s *sealed) {
 		a.m.ratio.Set(a.ratio.u / a.ratio.c)
 	}
 	a.ratio.Unlock()
-	a.log.Debug("chunk stored", "key", s.key, "packets", s.idx.Packets, "bytes", len(s.data), "batches", len(s.grp.seqs))
+	a.log.Debug("chunk stored", "key", s.key, "packets", s.idx.Packets, "bytes", len(s.data))
+}
+
+// ackReplies acknowledges deliveries by their reply subjects.
+func (a *archiver) ackReplies(replies []string) {
+	if len(replies) == 0 {
+		return
+	}
+	for _, r := range replies {
+		if err := a.nc.Publish(r, ackBody); err != nil {
+			a.log.Warn("ack failed; the batch will be redelivered and deduplicated by queries", "err", err)
+		}
+	}
+	if err := a.nc.FlushTimeout(5 * time.Second); err != nil {
+		a.log.Warn("flushing acks failed; batches may be redelivered", "err", err)
+	}
 }
 
 // heartbeat sends progress acks for every pending batch a third of the ack

@@ -2,12 +2,20 @@ package archive
 
 import "sync"
 
-// group is the batches of one chunk: acknowledged together once the chunk
-// is stored.
-type group struct {
-	replies []string
-	seqs    []uint64
+// pmsg is one batch (stream message) received and not yet acknowledged.
+// Its frames may be split over several chunks (one per VNI and hour); it
+// is acknowledged when the last of them is stored.
+type pmsg struct {
+	seq     uint64
+	replies []string // every delivery's reply subject
+	parts   int      // chunks holding part of it, not yet stored
 	bytes   int64
+	failed  bool // a part was given up: never acknowledge, let it be redelivered
+}
+
+// group is the batches (or parts of batches) of one chunk.
+type group struct {
+	msgs []*pmsg
 }
 
 // tracker knows every batch received and not yet acknowledged: it bounds
@@ -16,67 +24,95 @@ type group struct {
 // batch that is already in a chunk of this process.
 type tracker struct {
 	mu      sync.Mutex
-	groups  map[*group]struct{}
-	seqs    map[uint64]*group
+	seqs    map[uint64]*pmsg
 	bytes   int64
-	batches int
 	changed chan struct{}
 }
 
 func newTracker() *tracker {
-	return &tracker{groups: map[*group]struct{}{}, seqs: map[uint64]*group{}, changed: make(chan struct{}, 1)}
+	return &tracker{seqs: map[uint64]*pmsg{}, changed: make(chan struct{}, 1)}
 }
 
-// add records batch seq of n bytes in g. It returns false when the batch is
-// already pending (a redelivery); its new reply subject is then remembered
-// so that acknowledging covers this delivery too.
-func (t *tracker) add(g *group, seq uint64, reply string, n int) bool {
+// begin records the delivery of batch seq of n bytes. It returns nil when
+// the batch is already pending (a redelivery while this process holds it);
+// the new reply subject is then remembered so acknowledging covers it too.
+func (t *tracker) begin(seq uint64, reply string, n int) *pmsg {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if old, ok := t.seqs[seq]; ok {
 		old.replies = append(old.replies, reply)
-		return false
-	}
-	t.groups[g] = struct{}{}
-	t.seqs[seq] = g
-	g.replies = append(g.replies, reply)
-	g.seqs = append(g.seqs, seq)
-	g.bytes += int64(n)
-	t.bytes += int64(n)
-	t.batches++
-	return true
-}
-
-// done forgets g's batches (acknowledged, or given up) and returns its
-// reply subjects.
-func (t *tracker) done(g *group) []string {
-	t.mu.Lock()
-	if _, ok := t.groups[g]; !ok {
-		t.mu.Unlock()
 		return nil
 	}
-	delete(t.groups, g)
-	for _, s := range g.seqs {
-		if t.seqs[s] == g {
-			delete(t.seqs, s)
+	m := &pmsg{seq: seq, replies: []string{reply}, bytes: int64(n)}
+	t.seqs[seq] = m
+	t.bytes += m.bytes
+	return m
+}
+
+// attach adds (part of) m to g.
+func (t *tracker) attach(g *group, m *pmsg) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	m.parts++
+	g.msgs = append(g.msgs, m)
+}
+
+// finish releases a batch that was begun but put in no chunk.
+func (t *tracker) finish(m *pmsg) []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if m.parts > 0 {
+		return nil
+	}
+	return t.releaseLocked(m)
+}
+
+func (t *tracker) releaseLocked(m *pmsg) []string {
+	delete(t.seqs, m.seq)
+	t.bytes -= m.bytes
+	t.notify()
+	if m.failed {
+		return nil
+	}
+	return m.replies
+}
+
+// done marks g stored (ok) or given up (!ok). It returns the reply
+// subjects of the batches now wholly stored, to acknowledge, and how many
+// batches they are.
+func (t *tracker) done(g *group, ok bool) ([]string, int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []string
+	n := 0
+	for _, m := range g.msgs {
+		if !ok {
+			m.failed = true
+		}
+		m.parts--
+		if m.parts == 0 {
+			if r := t.releaseLocked(m); r != nil {
+				out = append(out, r...)
+				n++
+			}
 		}
 	}
-	t.bytes -= g.bytes
-	t.batches -= len(g.seqs)
-	replies := g.replies
-	t.mu.Unlock()
+	g.msgs = nil
+	return out, n
+}
+
+func (t *tracker) notify() {
 	select {
 	case t.changed <- struct{}{}:
 	default:
 	}
-	return replies
 }
 
 // load returns the pending bytes and batches.
 func (t *tracker) load() (int64, int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.bytes, t.batches
+	return t.bytes, len(t.seqs)
 }
 
 // replies returns every pending reply subject (for progress acks).
@@ -84,8 +120,8 @@ func (t *tracker) replies() []string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var out []string
-	for g := range t.groups {
-		out = append(out, g.replies...)
+	for _, m := range t.seqs {
+		out = append(out, m.replies...)
 	}
 	return out
 }

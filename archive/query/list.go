@@ -13,11 +13,6 @@ import (
 	"github.com/tapline/tapline/archive/store"
 )
 
-// partitionSlack is how far outside its partition hour a chunk may hold
-// packets (the archive starts a new chunk beyond one minute); listing
-// looks one partition further on each side when the range comes that close.
-const partitionSlack = time.Minute
-
 // Chunk is a chunk found by List.
 type Chunk struct {
 	IndexKey string
@@ -41,8 +36,8 @@ func List(ctx context.Context, st store.Store, f Filter) ([]Chunk, []error) {
 			}
 		}
 	}
-	from := time.Unix(0, f.FromNs).UTC().Add(-partitionSlack).Truncate(time.Hour)
-	to := time.Unix(0, f.ToNs).UTC().Add(partitionSlack)
+	from := time.Unix(0, f.FromNs).UTC().Truncate(time.Hour)
+	to := time.Unix(0, f.ToNs).UTC()
 	if f.ToNs == 0 {
 		to = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
 	}
@@ -74,7 +69,7 @@ func List(ctx context.Context, st store.Store, f Filter) ([]Chunk, []error) {
 					continue
 				}
 				start := day.Add(time.Duration(hh) * time.Hour)
-				if start.Add(time.Hour).Before(from) || start.After(to) {
+				if start.Before(from) || !start.Before(to) {
 					continue
 				}
 				ks, err := st.List(ctx, vdir+d+"/"+h+"/")

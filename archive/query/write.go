@@ -155,7 +155,7 @@ func Write(ctx context.Context, st store.Store, chunks []Chunk, f Filter, w io.W
 			}
 			if owner != nil {
 				seq := seqOf(c.Index.Msgs, cum[u.chunk], p)
-				if o, ok := owner[ownKey{c.Index.VNI, seq}]; ok && o != u.chunk {
+				if o, ok := owner[ownKey{c.Index.VNI, hourOf(c.Index.FirstNs), seq}]; ok && o != u.chunk {
 					res.Duplicates++
 					continue
 				}
@@ -187,9 +187,20 @@ func Write(ctx context.Context, st store.Store, chunks []Chunk, f Filter, w io.W
 	return res, out.close()
 }
 
+// ownKey names one part of a batch: the archive splits a batch whose
+// packets span two hours into one part per hour partition.
 type ownKey struct {
-	vni uint32
-	seq uint64
+	vni  uint32
+	hour int64
+	seq  uint64
+}
+
+func hourOf(ns int64) int64 {
+	const h = int64(time.Hour)
+	if ns%h < 0 {
+		return ns/h - 1
+	}
+	return ns / h
 }
 
 // owners decides which chunk's copy of a batch is written when chunks of
@@ -197,12 +208,28 @@ type ownKey struct {
 // chunk and acknowledging it): the chunk listed first (lowest sequences). It
 // returns nil when no two chunks overlap, the usual case.
 func owners(chunks []Chunk) map[ownKey]int {
+	type span struct {
+		vni         uint32
+		hour        int64
+		first, last uint64
+	}
+	spans := make([]span, len(chunks))
+	for i, c := range chunks {
+		spans[i] = span{c.Index.VNI, hourOf(c.Index.FirstNs), c.Index.FirstSeq, c.Index.LastSeq}
+	}
+	slices.SortFunc(spans, func(a, b span) int {
+		return cmp.Or(cmp.Compare(a.vni, b.vni), cmp.Compare(a.hour, b.hour), cmp.Compare(a.first, b.first))
+	})
 	overlap := false
-	for i := 1; i < len(chunks); i++ {
-		a, b := chunks[i-1].Index, chunks[i].Index
-		if a.VNI == b.VNI && b.FirstSeq <= a.LastSeq {
-			overlap = true
-			break
+	for i := 1; i < len(spans) && !overlap; i++ {
+		a, b := spans[i-1], spans[i]
+		// Sorted by first: any overlap in a partition shows between
+		// neighbours once the running maximum of last is carried along.
+		if a.vni == b.vni && a.hour == b.hour {
+			if b.first <= a.last {
+				overlap = true
+			}
+			spans[i].last = max(a.last, b.last)
 		}
 	}
 	if !overlap {
@@ -211,7 +238,7 @@ func owners(chunks []Chunk) map[ownKey]int {
 	own := map[ownKey]int{}
 	for ci, c := range chunks {
 		for _, m := range c.Index.Msgs {
-			k := ownKey{c.Index.VNI, m[0]}
+			k := ownKey{c.Index.VNI, hourOf(c.Index.FirstNs), m[0]}
 			if _, ok := own[k]; !ok {
 				own[k] = ci
 			}

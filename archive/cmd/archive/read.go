@@ -100,9 +100,16 @@ func parseTime(s string, now time.Time) (time.Time, error) {
 			return t, nil
 		}
 	}
-	if f, err := strconv.ParseFloat(s, 64); err == nil && f >= 0 {
-		sec := int64(f)
-		return time.Unix(sec, int64((f-float64(sec))*1e9)).UTC(), nil
+	// Unix seconds with up to nine decimals, parsed exactly.
+	if secs, frac, _ := strings.Cut(s, "."); len(frac) <= 9 {
+		sec, err1 := strconv.ParseInt(secs, 10, 64)
+		ns, err2 := int64(0), error(nil)
+		if frac != "" {
+			ns, err2 = strconv.ParseInt((frac + "000000000")[:9], 10, 64)
+		}
+		if err1 == nil && err2 == nil && sec >= 0 && ns >= 0 {
+			return time.Unix(sec, ns).UTC(), nil
+		}
 	}
 	return time.Time{}, fmt.Errorf("cannot read time %q (RFC 3339, YYYY-MM-DD HH:MM:SS UTC, Unix seconds, now or -1h)", s)
 }
