@@ -1,6 +1,7 @@
 package reassemble
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -43,9 +44,11 @@ type worker struct {
 	pub      *publisher
 	cur      *batch
 
-	pending []*batch // not yet acknowledged, in stream order
-	held    int      // (connection, batch) holds
-	holdQ   []*conn  // connections in the order they first held a batch
+	pending     []*batch          // not yet acknowledged, in stream order
+	bySeq       map[uint64]*batch // the same by stream sequence
+	redelivered []jetstream.Msg   // redelivered batches waiting to be sorted
+	held        int               // (connection, batch) holds
+	holdQ       []*conn           // connections in the order they first held a batch
 
 	streamBytes [2]int64
 	lastStats   tcp.Stats
@@ -56,7 +59,7 @@ type worker struct {
 }
 
 func newWorker(e *engine, shard int) *worker {
-	w := &worker{e: e, shard: shard, consName: e.cfg.Consumer + "-" + strconv.Itoa(shard), sid: strconv.Itoa(shard)}
+	w := &worker{e: e, shard: shard, consName: e.cfg.Consumer + "-" + strconv.Itoa(shard), sid: strconv.Itoa(shard), bySeq: map[uint64]*batch{}}
 	w.tr = tcp.New(tcp.Config{
 		MaxConnections: e.cfg.MaxConnections,
 		MaxBuffered:    e.cfg.MaxBufferedBytes,
@@ -128,26 +131,35 @@ func (w *worker) run(ctx context.Context) {
 			return
 		}
 	}
+	// Fetch requests rather than a continuous pull: when the instance
+	// stops, the last request completes (all its messages received, or
+	// expired) before the shard is handed over, so no batch is left in
+	// flight to an inbox nobody reads.
 	expiry := max(w.e.cfg.PinnedTTL/3, time.Second)
-	it, err := cons.Messages(jetstream.PullPriorityGroup(priorityGroup), jetstream.PullMaxMessages(pullBatches), jetstream.PullExpiry(expiry))
-	if err != nil {
-		log.Error("consume", "err", err)
-		return
-	}
 	msgs := make(chan jetstream.Msg, pullBatches)
 	go func() {
 		defer close(msgs)
-		for {
-			m, err := it.Next()
+		for ctx.Err() == nil {
+			mb, err := cons.Fetch(pullBatches, jetstream.FetchMaxWait(expiry), jetstream.FetchPriorityGroup(priorityGroup))
 			if err != nil {
-				if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-					return
+				log.Debug("fetch", "err", err)
+				select {
+				case <-time.After(100 * time.Millisecond):
+				case <-ctx.Done():
 				}
-				log.Debug("pull", "err", err)
-				time.Sleep(100 * time.Millisecond)
 				continue
 			}
-			msgs <- m
+			n := 0
+			for m := range mb.Messages() {
+				msgs <- m
+				n++
+			}
+			if n < pullBatches {
+				msgs <- nil // caught up: nothing more to redeliver
+			}
+			if err := mb.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+				log.Debug("fetch", "err", err)
+			}
 		}
 	}()
 	w.pub.retryCtx = ctx
@@ -160,6 +172,10 @@ func (w *worker) run(ctx context.Context) {
 			if !ok {
 				return
 			}
+			if m == nil {
+				w.flushRedelivered()
+				continue
+			}
 			w.handle(m)
 		case <-tick.C:
 			w.tick()
@@ -167,13 +183,18 @@ func (w *worker) run(ctx context.Context) {
 				w.consumerInfo(ctx, cons)
 			}
 		case <-ctx.Done():
-			w.handOver(it, msgs)
+			w.handOver(msgs)
 			return
 		}
 	}
 }
 
-// handle decodes one batch and feeds its frames to the tracker.
+// handle takes one delivered batch. Redelivered batches (after a
+// hand-over or a crash of the previous owner) come before new ones but not
+// in stream order: they are gathered and processed sorted by stream
+// sequence when the first new batch arrives or nothing more is pending.
+// A redelivery of a batch this instance still holds only refreshes the
+// handle used to acknowledge it.
 func (w *worker) handle(m jetstream.Msg) {
 	md, err := m.Metadata()
 	if err != nil {
@@ -181,17 +202,61 @@ func (w *worker) handle(m jetstream.Msg) {
 		_ = m.Term()
 		return
 	}
+	if md.NumDelivered > 1 {
+		if b := w.bySeq[md.Sequence.Stream]; b != nil {
+			b.msg, b.touched = m, time.Now()
+			return
+		}
+		w.redelivered = append(w.redelivered, m)
+		if len(w.redelivered) >= w.e.cfg.MaxHeldBatches+pullBatches {
+			w.flushRedelivered()
+		}
+		return
+	}
+	w.flushRedelivered()
+	w.process(m, md)
+}
+
+// flushRedelivered processes the gathered redelivered batches in stream
+// order.
+func (w *worker) flushRedelivered() {
+	if len(w.redelivered) == 0 {
+		return
+	}
+	rs := w.redelivered
+	w.redelivered = nil
+	slices.SortFunc(rs, func(a, b jetstream.Msg) int { return cmp.Compare(seqOf(a), seqOf(b)) })
+	for _, m := range rs {
+		md, err := m.Metadata()
+		if err != nil {
+			continue
+		}
+		w.process(m, md)
+	}
+}
+
+func seqOf(m jetstream.Msg) uint64 {
+	md, err := m.Metadata()
+	if err != nil {
+		return 0
+	}
+	return md.Sequence.Stream
+}
+
+// process decodes one batch and feeds its frames to the tracker.
+func (w *worker) process(m jetstream.Msg, md *jetstream.MsgMetadata) {
 	now := time.Now()
 	if !w.owned || now.Sub(w.lastMsg) > w.e.cfg.PinnedTTL {
 		w.owned = true
 		w.e.m.takeovers.Inc()
-		w.e.log.Info("receiving shard", "shard", w.shard, "stream_seq", md.Sequence.Stream, "delivered", md.NumDelivered)
+		w.e.log.Info("receiving shard", "instance", w.e.cfg.InstanceID, "shard", w.shard, "stream_seq", md.Sequence.Stream, "delivered", md.NumDelivered)
 		w.e.ownershipEvent(w.shard, "receiving")
 	}
 	w.lastMsg = now
 	w.lastPktWall = now
 	b := &batch{msg: m, seq: md.Sequence.Stream, refs: 1, touched: now}
 	w.pending = append(w.pending, b)
+	w.bySeq[b.seq] = b
 	w.cur = b
 	w.e.m.batches.Inc()
 	r := framebatch.NewReader(m.Data())
@@ -271,6 +336,7 @@ func (w *worker) release(b *batch) {
 	b.refs--
 	if b.refs == 0 && !b.acked {
 		b.acked = true
+		delete(w.bySeq, b.seq)
 		_ = b.msg.Ack()
 	}
 }
@@ -345,9 +411,8 @@ func (w *worker) consumerInfo(ctx context.Context, cons jetstream.Consumer) {
 // acknowledged — the held ones and the ones received but not processed —
 // is negatively acknowledged in stream order so the server redelivers them
 // first, and the pin is released.
-func (w *worker) handOver(it jetstream.MessagesContext, msgs <-chan jetstream.Msg) {
+func (w *worker) handOver(msgs <-chan jetstream.Msg) {
 	log := w.e.log.With("shard", w.shard)
-	it.Drain()
 	var unprocessed []jetstream.Msg
 	for m := range msgs {
 		unprocessed = append(unprocessed, m)
@@ -370,20 +435,21 @@ func (w *worker) handOver(it jetstream.MessagesContext, msgs <-chan jetstream.Ms
 			nak = append(nak, b.msg)
 		}
 	}
-	nak = append(nak, unprocessed...)
-	seqOf := func(m jetstream.Msg) uint64 {
-		md, err := m.Metadata()
-		if err != nil {
-			return 0
+	for _, m := range unprocessed {
+		if m != nil {
+			nak = append(nak, m)
 		}
-		return md.Sequence.Stream
 	}
-	slices.SortFunc(nak, func(a, b jetstream.Msg) int { return int(seqOf(a)) - int(seqOf(b)) })
+	nak = append(nak, w.redelivered...)
+	w.redelivered = nil
+	slices.SortFunc(nak, func(a, b jetstream.Msg) int { return cmp.Compare(seqOf(a), seqOf(b)) })
+	// One at a time, each confirmed by the server: the redelivery queue
+	// then holds them in stream order, before the pin is released.
 	for _, m := range nak {
-		_ = m.Nak()
-	}
-	if err := w.e.nc.FlushWithContext(ctx); err != nil {
-		log.Warn("hand-over: flush", "err", err)
+		if _, err := w.e.nc.RequestWithContext(ctx, m.Reply(), []byte("-NAK")); err != nil {
+			log.Warn("hand-over: nak", "err", err)
+			_ = m.Nak()
+		}
 	}
 	if w.owned {
 		stream, err := w.e.js.Stream(ctx, proto.FramesStream)
@@ -396,5 +462,5 @@ func (w *worker) handOver(it jetstream.MessagesContext, msgs <-chan jetstream.Ms
 		w.e.ownershipEvent(w.shard, "released")
 	}
 	w.flushStats()
-	log.Info("shard handed over", "redelivered_batches", len(nak), "open_connections", w.tr.Conns())
+	log.Info("shard handed over", "instance", w.e.cfg.InstanceID, "redelivered_batches", len(nak), "open_connections", w.tr.Conns())
 }
