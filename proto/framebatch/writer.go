@@ -35,6 +35,12 @@ type Writer struct {
 	buf    []byte
 	ifaces map[Iface]uint32
 	frames int
+
+	// The interface of the previous frame: consecutive frames usually
+	// share one, which saves the map lookup.
+	last    Iface
+	lastID  uint32
+	hasLast bool
 }
 
 // Add appends one frame. The section header and the frame's interface block
@@ -44,11 +50,16 @@ func (w *Writer) Add(f *Frame) {
 		w.writeSHB()
 	}
 	key := f.Iface()
-	id, ok := w.ifaces[key]
-	if !ok {
-		id = uint32(len(w.ifaces))
-		w.ifaces[key] = id
-		w.writeIDB(key)
+	id := w.lastID
+	if !w.hasLast || key != w.last {
+		var ok bool
+		id, ok = w.ifaces[key]
+		if !ok {
+			id = uint32(len(w.ifaces))
+			w.ifaces[key] = id
+			w.writeIDB(key)
+		}
+		w.last, w.lastID, w.hasLast = key, id, true
 	}
 	w.writeEPB(id, f)
 	w.frames++
@@ -77,6 +88,7 @@ func (w *Writer) Reset() {
 	w.buf = w.buf[:0]
 	clear(w.ifaces)
 	w.frames = 0
+	w.hasLast = false
 }
 
 func (w *Writer) writeSHB() {
