@@ -18,6 +18,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tapline/tapline/archive/internal/s3test"
 	"github.com/tapline/tapline/archive/query"
@@ -144,10 +145,17 @@ func storeS3(srv *s3test.Server) store.S3Options {
 // runArchive runs the stage in this process until the test stops it.
 func runArchive(t testing.TB, cfg Config) (stop func(), d stage.Deps) {
 	t.Helper()
+	stop, d, _ = runArchiveReg(t, cfg)
+	return stop, d
+}
+
+// runArchiveReg is runArchive that also returns the metrics registry.
+func runArchiveReg(t testing.TB, cfg Config) (stop func(), d stage.Deps, reg *prometheus.Registry) {
+	t.Helper()
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	d, _ = stage.TestDeps("archive")
+	d, reg = stage.TestDeps("archive")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, cfg, d) }()
@@ -166,7 +174,7 @@ func runArchive(t testing.TB, cfg Config) (stop func(), d stage.Deps) {
 		})
 	}
 	t.Cleanup(stop)
-	return stop, d
+	return stop, d, reg
 }
 
 // waitAcked waits until the archive consumer has acknowledged everything
