@@ -103,8 +103,8 @@ func serverMatch(want, server string) bool {
 	if err != nil {
 		return false
 	}
-	if strings.HasPrefix(want, ":") {
-		return want[1:] == port
+	if wh, wp, err := net.SplitHostPort(want); err == nil {
+		return (wh == "" || wh == host) && wp == port
 	}
 	return strings.Trim(want, "[]") == host
 }

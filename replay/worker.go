@@ -17,6 +17,7 @@ import (
 const (
 	confirmEveryMsgs  = 256
 	confirmEveryBytes = 8 << 20
+	confirmEveryTime  = 50 * time.Millisecond
 )
 
 var errGaveUp = errors.New("gave up reconnecting to the test system")
@@ -100,6 +101,7 @@ type worker struct {
 	cur         *outMsg
 	unconfirmed []*outMsg
 	unconfBytes int64
+	unconfSince time.Time
 
 	cmp    *compare.Conn
 	expect *compare.Builder // production response being received (dial mode)
@@ -154,7 +156,8 @@ func (w *worker) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		if w.q.len() == 0 || len(w.unconfirmed) >= confirmEveryMsgs || w.unconfBytes >= confirmEveryBytes {
+		if w.q.len() == 0 || len(w.unconfirmed) >= confirmEveryMsgs || w.unconfBytes >= confirmEveryBytes ||
+			(len(w.unconfirmed) > 0 && time.Since(w.unconfSince) >= confirmEveryTime) {
 			if err := w.confirm(ctx); err != nil && ctx.Err() != nil {
 				return
 			}
@@ -576,6 +579,9 @@ func (w *worker) writeChunk(ctx context.Context, e *entry) error {
 		if c.Last {
 			m.w = nil
 			w.cur = nil
+			if len(w.unconfirmed) == 0 {
+				w.unconfSince = time.Now()
+			}
 			w.unconfirmed = append(w.unconfirmed, m)
 			w.unconfBytes += m.size
 			if !c.Complete {

@@ -121,7 +121,14 @@ func (s *WSServer) handle(w http.ResponseWriter, r *http.Request) {
 		}
 		rec := Record{ConnN: n, Path: r.URL.RequestURI(), Subprotocol: c.Subprotocol(), Header: r.Header, Type: typ}
 		if err := readRecord(rd, &rec); err != nil {
-			return // the message never completed: not recorded
+			// The message never completed: not recorded.
+			var ce websocket.CloseError
+			if errors.As(err, &ce) {
+				s.mu.Lock()
+				s.closes = append(s.closes, ce.Code)
+				s.mu.Unlock()
+			}
+			return
 		}
 		s.mu.Lock()
 		s.recs = append(s.recs, rec)

@@ -1,0 +1,211 @@
+package replay
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tapline/tapline/proto"
+	"github.com/tapline/tapline/replay/internal/testsys"
+	"github.com/tapline/tapline/replay/replaytest"
+)
+
+// TestTestSystemKilledLosesNothingAcked kills the test system in the middle
+// of the replay and restarts it on the same address. Every message whose
+// chunk JetStream counts as acknowledged at the moment of the kill had been
+// read by the killed test system, and after the restart every message
+// arrives (at least once, in order within each test connection).
+func TestTestSystemKilledLosesNothingAcked(t *testing.T) {
+	e := newEnv(t)
+	srv := testsys.NewWS(t)
+	const nConns, nMsgs = 10, 150
+	type key struct{ conn, seq int }
+	seqOf := map[uint64]key{} // stream sequence -> message
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	var convs []*conv
+	for i := range nConns {
+		c := newConv(i, fmt.Sprintf("/k/%d", i))
+		for k := 1; k <= nMsgs; k++ {
+			p := make([]byte, 3000+k*37%5000)
+			copy(p, fmt.Sprintf("%d/%d/", i, k))
+			c.add(proto.ClientToServer, proto.OpBinary, p)
+		}
+		convs = append(convs, c)
+	}
+	// Publish synchronously, interleaved, remembering stream sequences.
+	lists := make([][]*replaytest.Message, nConns)
+	for i, c := range convs {
+		lists[i] = c.msgs
+		if _, err := e.js.PublishMsg(ctx, c.open("websocket")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for k := 0; k < nMsgs; k++ {
+		for i := range convs {
+			for ch := range lists[i][k].Chunks() {
+				ack, err := e.js.PublishMsg(ctx, ch)
+				if err != nil {
+					t.Fatal(err)
+				}
+				seqOf[ack.Sequence] = key{i, k + 1}
+			}
+		}
+	}
+	for _, c := range convs {
+		if _, err := e.js.PublishMsg(ctx, c.close()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := e.startReplay(nil, "--target", srv.URL(), "--compare=false", "--retry-min", "20ms", "--retry-max", "200ms", "--rate-msgs", "3000")
+
+	total := nConns * nMsgs
+	srv.Wait(t, 60*time.Second, "a third of the messages", func(rs []testsys.Record) bool { return len(rs) >= total/3 })
+	srv.Kill()
+	before := srv.Records()
+	cons, err := e.js.Consumer(ctx, proto.MsgsStream, "tapline-replay")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	floor := info.AckFloor.Stream
+	parse := func(rec testsys.Record) key {
+		f := strings.SplitN(string(rec.Payload[:min(len(rec.Payload), 16)]), "/", 3)
+		a, _ := strconv.Atoi(f[0])
+		b, _ := strconv.Atoi(f[1])
+		return key{a, b}
+	}
+	seen := map[key]bool{}
+	for _, rec := range before {
+		seen[parse(rec)] = true
+	}
+	// Let replay notice the kill (it retries), then every message reported
+	// sent so far — acknowledged before its result was published — must
+	// have been read by the killed test system.
+	deadline := time.Now().Add(30 * time.Second)
+	for r.counter("tapline_replay_errors_total", "kind", "dial") < 3 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	sent := 0
+	for _, res := range e.Results() {
+		if res.body.Kind == "message" && res.body.Result == "sent" {
+			sent++
+			k := key{0, int(res.body.Seq)}
+			fmt.Sscanf(res.body.Conn, "conn-%d", &k.conn)
+			if !seen[k] {
+				t.Fatalf("message %v reported sent (and acknowledged) but never read by the test system", k)
+			}
+		}
+	}
+	acked := 0
+	for s, k := range seqOf {
+		if s <= floor {
+			acked++
+			if !seen[k] {
+				t.Fatalf("message %v (stream seq %d) acknowledged but never read by the test system", k, s)
+			}
+		}
+	}
+	t.Logf("killed after %d reads; %d reported sent; ack floor %d covers %d messages", len(before), sent, floor, acked)
+	if sent == 0 {
+		t.Fatal("no message reported sent before the kill")
+	}
+	srv.Restart(t)
+	srv.Wait(t, 120*time.Second, "every message after the restart", func(rs []testsys.Record) bool {
+		got := map[key]bool{}
+		for _, rec := range rs {
+			got[parse(rec)] = true
+		}
+		return len(got) == total
+	})
+	// Within each test connection, messages of one original connection
+	// never go backwards except when a connection is resumed.
+	last := map[int]int{}
+	for _, rec := range srv.Records() {
+		k := parse(rec)
+		if prev, ok := last[rec.ConnN]; ok && k.seq <= prev {
+			t.Fatalf("test connection %d: message %v after %d", rec.ConnN, k, prev)
+		}
+		last[rec.ConnN] = k.seq
+	}
+	waitAcked(t, e, "tapline-replay")
+}
+
+// TestLargeMessageBoundedMemory streams a 100 MB message through replay to
+// a test system that hashes it as it reads. The whole path — JetStream,
+// replay, the test system, all in this process — keeps its heap far below
+// the message size, and the digest matches.
+func TestLargeMessageBoundedMemory(t *testing.T) {
+	size := int64(100 << 20)
+	if testing.Short() || raceEnabled {
+		size = 20 << 20
+	}
+	e := newEnvURL(t, natsChild(t)) // the server's block caches are not ours
+	srv := testsys.NewWS(t)
+	c := newConv(1, "/big")
+	m := c.add(proto.ClientToServer, proto.OpBinary, nil)
+	m.Payload, m.Size, m.Fill = nil, size, replaytest.Gen(99)
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	for _, msg := range c.entries("websocket") {
+		if _, err := e.js.PublishMsg(ctx, msg, jetstream.WithRetryAttempts(20)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The expected digest, computed in pieces.
+	h := newHasher()
+	buf := make([]byte, proto.MaxChunk)
+	for off := int64(0); off < size; off += int64(len(buf)) {
+		n := min(int64(len(buf)), size-off)
+		m.Fill(off, buf[:n])
+		h.Write(buf[:n])
+	}
+	want := h.sum()
+	buf = nil
+	runtime.GC()
+	debug.FreeOSMemory()
+	var base runtime.MemStats
+	runtime.ReadMemStats(&base)
+
+	var peak atomic.Uint64
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		var ms runtime.MemStats
+		for {
+			runtime.ReadMemStats(&ms)
+			if ms.HeapInuse > peak.Load() {
+				peak.Store(ms.HeapInuse)
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}()
+	e.startReplay(nil, "--target", srv.URL(), "--compare=false")
+	recs := srv.Wait(t, 120*time.Second, "the large message", func(rs []testsys.Record) bool { return len(rs) == 1 })
+	close(stop)
+	<-sampled
+	if recs[0].Size != size || recs[0].SHA256 != want {
+		t.Fatalf("got %d bytes %s, want %d bytes %s", recs[0].Size, short(recs[0].SHA256), size, short(want))
+	}
+	p := peak.Load()
+	t.Logf("message %d MB; heap in use before %d MB, peak during replay %d MB", size>>20, base.HeapInuse>>20, p>>20)
+	if limit := uint64(size) * 2 / 5; p > limit && !raceEnabled {
+		t.Fatalf("peak heap in use %d MB while replaying a %d MB message (limit %d MB)", p>>20, size>>20, limit>>20)
+	}
+}
