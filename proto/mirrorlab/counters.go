@@ -39,6 +39,12 @@ type Counters struct {
 	Mirror, Target LinkStats
 	// TBFDrops and TBFSent are the token bucket's counters (0 without TBF).
 	TBFDrops, TBFSent uint64
+	// PathDrops counts mirror packets lost on the mirror link other than
+	// by the token bucket: the queue overflowing, or the veth unable to
+	// hand a packet to the target namespace. 0 unless the machine is
+	// overwhelmed; a test comparing what the target received with Sent is
+	// unaffected (Sent excludes them).
+	PathDrops uint64
 	// TargetUDP is the target namespace's UDP statistics: RcvbufErrors
 	// counts datagrams dropped because a socket's receive buffer was full.
 	TargetUDP UDPStats
@@ -71,7 +77,7 @@ func (l *Lab) Counters() (Counters, error) {
 		c.MirredBytes += by
 		c.MirredDrops += dr
 	}
-	if l.Opts.TBF != nil {
+	{
 		out, err := run("tc", "-n", l.Prod, "-s", "-j", "qdisc", "show", "dev", MirrorDev)
 		if err != nil {
 			return c, err
@@ -85,10 +91,14 @@ func (l *Lab) Counters() (Counters, error) {
 			return c, fmt.Errorf("mirrorlab: tc qdisc json: %w", err)
 		}
 		for _, q := range qs {
-			if q.Kind == "tbf" {
+			switch q.Kind {
+			case "tbf":
 				c.TBFDrops, c.TBFSent = q.Drops, q.Packets
+			case "pfifo":
+				c.PathDrops += q.Drops
 			}
 		}
+		c.PathDrops += c.Mirror.TxDropped
 	}
 	c.TargetUDP, err = ReadUDPStats(l.Target)
 	return c, err

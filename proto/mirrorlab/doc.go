@@ -17,7 +17,7 @@
 //	                             | vx0: vxlan id VNI remote 10.77.2.2  <-+   |                      |
 //	                             |      local 10.77.2.1 dstport 4789     |   |                      |
 //	                             |                 |                     |   |                      |
-//	                             | mir0 10.77.2.1/24 [optional tbf]      |---| tgt0 10.77.2.2/24    |
+//	                             | mir0 10.77.2.1/24  pfifo or tbf       |---| tgt0 10.77.2.2/24    |
 //	                             |  MTU MirrorMTU (9000)           veth  |   |  UDP :4789 <- decap  |
 //	                             +---------------------------------------+   +----------------------+
 //
@@ -31,9 +31,14 @@
 // frame is one wire-sized packet, as on a real network.
 //
 // The mirror link carries the 1500-byte frames plus 50 bytes of VXLAN
-// overhead; its MTU defaults to 9000 (jumbo). An optional token bucket (tbf)
-// on mir0's egress imitates congestion on the mirror path: it drops mirror
-// packets only, never the production traffic between ext and prod.
+// overhead; its MTU defaults to 9000 (jumbo). It does not lose packets of
+// its own: mir0 has a deep fifo queue and tgt0 runs in NAPI mode (GRO on,
+// which aggregates nothing for plain UDP sockets), so a slow target
+// back-pressures the queue instead of overflowing the kernel's per-CPU
+// backlog; any loss a test sees is the target socket's (Counters.PathDrops
+// says otherwise). An optional token bucket (tbf) replaces that queue to
+// imitate congestion on the mirror path: it drops mirror packets only,
+// never the production traffic between ext and prod.
 //
 // Go code enters a namespace with Do: the function runs on a locked OS
 // thread switched into the namespace, so sockets it creates live there (a

@@ -66,6 +66,9 @@ var (
 	macTarget = "02:77:00:00:02:02"
 )
 
+// mirrorQueue is the packet limit of the mirror link's queue without TBF.
+const mirrorQueue = 500000
+
 // Lab is one set of namespaces imitating a mirror session.
 type Lab struct {
 	// Namespace names (under /run/netns), for Do, Exec, Listen, Dial.
@@ -185,10 +188,18 @@ func Setup(o Options) (l *Lab, err error) {
 			return l, err
 		}
 	}
-	for _, d := range [][2]string{{l.Ext, ExtDev}, {l.Prod, ProdDev}, {l.Prod, MirrorDev}, {l.Target, TargetDev}} {
-		if err := disableOffloads(d[0], d[1]); err != nil {
+	for _, d := range [][2]string{{l.Ext, ExtDev}, {l.Prod, ProdDev}, {l.Prod, MirrorDev}} {
+		if err := setOffloads(d[0], d[1], false); err != nil {
 			return l, err
 		}
+	}
+	// GRO on tgt0 puts the mirror link in NAPI mode: mir0 then waits (its
+	// queue stops) when the target is slow instead of dropping, as the
+	// per-CPU backlog of a non-NAPI veth does when several labs share the
+	// CPUs. Plain UDP sockets get no GRO aggregation: each mirror packet
+	// is still received alone.
+	if err := setOffloads(l.Target, TargetDev, true); err != nil {
+		return l, err
 	}
 	steps = [][]string{
 		// Static neighbours: no ARP on either link, so nothing but the
@@ -236,6 +247,11 @@ func Setup(o Options) (l *Lab, err error) {
 	if o.TBF != nil {
 		tcSteps = append(tcSteps, []string{"qdisc", "add", "dev", MirrorDev, "root", "tbf",
 			"rate", o.TBF.Rate, "burst", o.TBF.Burst, "limit", o.TBF.Limit})
+	} else {
+		// A deep queue: the mirror path itself never drops (a burst of
+		// 100 MB is ~90k packets), so every loss a test sees is the
+		// target's.
+		tcSteps = append(tcSteps, []string{"qdisc", "add", "dev", MirrorDev, "root", "pfifo", "limit", strconv.Itoa(mirrorQueue)})
 	}
 	for _, s := range tcSteps {
 		if err := l.tc(l.Prod, s...); err != nil {

@@ -3,12 +3,14 @@ package mirrorlab
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -127,7 +129,7 @@ func TestMirrorBothDirections(t *testing.T) {
 		return c.Sent > 0 && sink.count() == c.Sent && c.Sent == c.MirredPackets
 	}, func() string { return fmt.Sprintf("received %d, counters %+v", sink.count(), c) })
 	t.Logf("counters: %+v", c)
-	if c.TargetUDP.RcvbufErrors != 0 || c.TargetUDP.InErrors != 0 {
+	if c.PathDrops != 0 || c.TargetUDP.RcvbufErrors != 0 || c.TargetUDP.InErrors != 0 {
 		t.Errorf("target UDP errors: %+v", c.TargetUDP)
 	}
 	sink.mu.Lock()
@@ -262,3 +264,71 @@ func TestParseSNMPUDP(t *testing.T) {
 }
 
 func contains(b []byte, s string) bool { return strings.Contains(string(b), s) }
+
+// TestConcurrentLabs: labs built at the same time (as tests of different
+// packages are) do not disturb each other: same addresses, separate
+// namespaces, every mirror packet accounted for in each.
+func TestConcurrentLabs(t *testing.T) {
+	if err := Available(); err != nil {
+		t.Skip(err)
+	}
+	const labs = 3
+	var wg sync.WaitGroup
+	for i := 0; i < labs; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l, err := Setup(Options{VNI: uint32(100 + i)})
+			if errors.Is(err, ErrNoVXLAN) {
+				return
+			}
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer l.Close()
+			pc, err := ListenPacket(l.Target, "udp4", l.TargetAddrPort().String())
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer pc.Close()
+			var got atomic.Uint64
+			go func() {
+				b := make([]byte, 65535)
+				for {
+					n, _, err := pc.ReadFrom(b)
+					if err != nil {
+						return
+					}
+					if n > 8 && binary.BigEndian.Uint32(b[4:8])>>8 == uint32(100+i) {
+						got.Add(1)
+					}
+				}
+			}()
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			if err := l.TCPTransfer(ctx, ExtToProd, 2<<20); err != nil {
+				t.Error(err)
+				return
+			}
+			deadline := time.Now().Add(60 * time.Second)
+			for {
+				c, err := l.Counters()
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if c.Sent > 0 && c.Sent == c.MirredPackets && got.Load()+c.TargetUDP.RcvbufErrors == c.Sent && c.PathDrops == 0 {
+					return
+				}
+				if time.Now().After(deadline) {
+					t.Errorf("lab %d: received %d, counters %+v", i, got.Load(), c)
+					return
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}()
+	}
+	wg.Wait()
+}

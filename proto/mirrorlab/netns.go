@@ -206,9 +206,10 @@ type ifreqData struct {
 	_    [16]byte
 }
 
-// disableOffloads switches off TSO, GSO and GRO on a device of ns so every
-// packet crosses tc as one wire-sized frame (what a real NIC mirror sees).
-func disableOffloads(ns, dev string) error {
+// setOffloads switches off TSO and GSO on a device of ns so every packet
+// crosses tc as one wire-sized frame (what a real NIC mirror sees), and
+// sets GRO. On a veth, GRO on the receiving end puts it in NAPI mode.
+func setOffloads(ns, dev string, gro bool) error {
 	return Do(ns, func() error {
 		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
@@ -217,6 +218,9 @@ func disableOffloads(ns, dev string) error {
 		defer unix.Close(fd)
 		for _, cmd := range []uint32{ethtoolSTSO, ethtoolSGSO, ethtoolSGRO} {
 			v := ethtoolValue{cmd: cmd}
+			if cmd == ethtoolSGRO && gro {
+				v.data = 1
+			}
 			var ifr ifreqData
 			copy(ifr.name[:], dev)
 			ifr.data = &v
