@@ -24,6 +24,12 @@ import (
 func startListening(t *testing.T, mod func(*Config)) (vx, gen uint16, url string, d stage.Deps, stop func() error) {
 	t.Helper()
 	_, url = natstest.Run(t)
+	return startListeningURL(t, url, mod)
+}
+
+// startListeningURL is startListening with a given NATS server.
+func startListeningURL(t *testing.T, url string, mod func(*Config)) (vx, gen uint16, _ string, d stage.Deps, stop func() error) {
+	t.Helper()
 	in, err := udpin.Open(udpin.Config{Addrs: []string{"127.0.0.1:0", "127.0.0.1:0"}, Sockets: 2, RcvBuf: 8 << 20}, nil)
 	if err != nil {
 		t.Fatal(err)
