@@ -176,7 +176,7 @@ func (c *chunk) seal(now time.Time) (*sealed, error) {
 	c.cutFrame()
 	c.obj = seekable.AppendSeekTable(c.obj, c.entries)
 	c.idx.CompressedSize = int64(len(c.obj))
-	c.idx.Chunk = index.ChunkKey(c.key.vni, c.idx.FirstNs, c.idx.FirstSeq, c.idx.LastSeq)
+	c.idx.Chunk = index.ChunkKey(c.key.vni, c.idx.FirstNs, c.idx.LastNs, c.idx.FirstSeq, c.idx.LastSeq)
 	c.idx.Flows = make([]index.Flow, 0, len(c.flows))
 	for _, f := range c.flows {
 		c.idx.Flows = append(c.idx.Flows, *f)

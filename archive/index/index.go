@@ -217,12 +217,63 @@ func Partition(vni uint32, t time.Time) string {
 }
 
 // ChunkKey is the key of a chunk, relative to the archive prefix:
-// "vni=<vni>/date=YYYY-MM-DD/hour=HH/<first seq>-<last seq>.pcapng.zst",
-// sequences zero-padded to 20 digits so keys sort by sequence. The hour is
-// that of the chunk's first packet. The key depends only on the chunk's
-// content, so rebuilding the same chunk after a crash writes the same key.
-func ChunkKey(vni uint32, firstNs int64, firstSeq, lastSeq uint64) string {
-	return fmt.Sprintf("%s%020d-%020d%s", Partition(vni, time.Unix(0, firstNs)), firstSeq, lastSeq, ChunkSuffix)
+//
+//	vni=<vni>/date=YYYY-MM-DD/hour=HH/<first seq>-<last seq>_<first>-<last>.pcapng.zst
+//
+// Sequences are zero-padded to 20 digits so keys sort by sequence; <first>
+// and <last> are the capture times of the chunk's first and last packets
+// within the hour as MMSS.nnnnnnnnn, so a listing prunes by time without
+// reading indexes. The hour is the UTC hour of every packet in the chunk.
+// The key depends only on the chunk's content, so rebuilding the same chunk
+// after a crash writes the same key.
+func ChunkKey(vni uint32, firstNs, lastNs int64, firstSeq, lastSeq uint64) string {
+	return fmt.Sprintf("%s%020d-%020d_%s-%s%s", Partition(vni, time.Unix(0, firstNs)), firstSeq, lastSeq,
+		inHour(firstNs), inHour(lastNs), ChunkSuffix)
+}
+
+func inHour(ns int64) string {
+	t := time.Unix(0, ns).UTC()
+	return fmt.Sprintf("%02d%02d.%09d", t.Minute(), t.Second(), t.Nanosecond())
+}
+
+// KeyInfo is what a chunk or index key says about the chunk.
+type KeyInfo struct {
+	VNI               uint32
+	FirstSeq, LastSeq uint64
+	FirstNs, LastNs   int64
+}
+
+// ParseKey reads a chunk or index key written by ChunkKey.
+func ParseKey(key string) (KeyInfo, bool) {
+	var k KeyInfo
+	name, ok := strings.CutSuffix(key, ChunkSuffix)
+	if !ok {
+		if name, ok = strings.CutSuffix(key, IndexSuffix); !ok {
+			return k, false
+		}
+	}
+	parts := strings.Split(name, "/")
+	if len(parts) < 4 {
+		return k, false
+	}
+	parts = parts[len(parts)-4:]
+	var y, mo, d, h int
+	if v, ok := ParseVNIDir(parts[0]); ok {
+		k.VNI = v
+	} else {
+		return k, false
+	}
+	if _, err := fmt.Sscanf(parts[1]+" "+parts[2], "date=%d-%d-%d hour=%d", &y, &mo, &d, &h); err != nil {
+		return k, false
+	}
+	hour := time.Date(y, time.Month(mo), d, h, 0, 0, 0, time.UTC)
+	var m1, s1, n1, m2, s2, n2 int64
+	if _, err := fmt.Sscanf(parts[3], "%d-%d_%2d%2d.%d-%2d%2d.%d", &k.FirstSeq, &k.LastSeq, &m1, &s1, &n1, &m2, &s2, &n2); err != nil {
+		return k, false
+	}
+	k.FirstNs = hour.UnixNano() + m1*int64(time.Minute) + s1*int64(time.Second) + n1
+	k.LastNs = hour.UnixNano() + m2*int64(time.Minute) + s2*int64(time.Second) + n2
+	return k, k.FirstSeq <= k.LastSeq && k.FirstNs <= k.LastNs
 }
 
 // IndexKey is the key of the index of the chunk at chunkKey.

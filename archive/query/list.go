@@ -78,9 +78,15 @@ func List(ctx context.Context, st store.Store, f Filter) ([]Chunk, []error) {
 					continue
 				}
 				for _, k := range ks {
-					if strings.HasSuffix(k, index.IndexSuffix) {
-						keys = append(keys, k)
+					if !strings.HasSuffix(k, index.IndexSuffix) {
+						continue
 					}
+					// The key carries the time range: skip the index
+					// of a chunk outside the range without reading it.
+					if ki, ok := index.ParseKey(k); ok && !f.overlaps(ki.FirstNs, ki.LastNs) {
+						continue
+					}
+					keys = append(keys, k)
 				}
 			}
 		}
