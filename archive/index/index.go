@@ -175,6 +175,9 @@ func (x *Index) Validate() error {
 			}
 			seen[m[0]] = true
 		}
+		if m[1] > uint64(x.Packets) {
+			return bad("message %d holds more packets than the chunk", i)
+		}
 		mp += m[1]
 		if mp > uint64(x.Packets) {
 			return bad("messages hold more packets than the chunk")

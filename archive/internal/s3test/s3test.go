@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -94,7 +95,13 @@ func (s *Server) start() {
 	s.t.Helper()
 	var lastErr error
 	for range 50 {
-		cmd := exec.Command(s.bin, "--access", AccessKey, "--secret", SecretKey, "--port", s.addr, "--quiet", "posix", "--nometa", s.root)
+		args := []string{"--access", AccessKey, "--secret", SecretKey, "--port", s.addr, "--quiet", "posix"}
+		if !xattrOK(s.root) {
+			// Without extended attributes versitygw keeps no metadata
+			// (multipart uploads then fail: no part ETags).
+			args = append(args, "--nometa")
+		}
+		cmd := exec.Command(s.bin, append(args, s.root)...)
 		cmd.Stdout, cmd.Stderr = nil, nil
 		if err := cmd.Start(); err != nil {
 			s.t.Fatalf("start versitygw: %v", err)
@@ -110,6 +117,12 @@ func (s *Server) start() {
 		time.Sleep(100 * time.Millisecond) // the port may still be held by the previous server
 	}
 	s.t.Fatalf("versitygw did not start on %s: %v", s.addr, lastErr)
+}
+
+// xattrOK reports whether dir supports user extended attributes, where
+// versitygw's posix backend keeps object metadata.
+func xattrOK(dir string) bool {
+	return syscall.Setxattr(dir, "user.tapline-probe", []byte("1"), 0) == nil
 }
 
 // waitUp polls the server until it answers HTTP (any status) or exits.
