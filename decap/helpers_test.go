@@ -209,6 +209,19 @@ func tsharkInner(t *testing.T, path string) []expectedFrame {
 		if enc < 0 || enc+1 >= len(pk.Protos) || udp < 0 {
 			t.Fatalf("%s packet %d: tshark found no encapsulation", path, i+1)
 		}
+		var tsNs int64 = -1
+		for _, p := range pk.Protos {
+			if p.Name == "frame" {
+				for _, fl := range p.Fields {
+					if fl.Name == "frame.time_epoch" {
+						tsNs = epochNs(t, fl.Show)
+					}
+				}
+			}
+		}
+		if tsNs != cp.TimeNs {
+			t.Fatalf("%s packet %d: tshark time %d, capture reader %d", path, i+1, tsNs, cp.TimeNs)
+		}
 		var vni uint64
 		for _, fl := range pk.Protos[enc].Fields {
 			if fl.Name == "vxlan.vni" || fl.Name == "geneve.vni" {
@@ -265,4 +278,17 @@ func dialUDP(t *testing.T, port uint16) *net.UDPConn {
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// epochNs parses tshark's "seconds.fraction" epoch time into ns exactly.
+func epochNs(t *testing.T, s string) int64 {
+	t.Helper()
+	sec, frac, _ := strings.Cut(s, ".")
+	frac = (frac + "000000000")[:9]
+	a, err1 := strconv.ParseInt(sec, 10, 64)
+	b, err2 := strconv.ParseInt(frac, 10, 64)
+	if err1 != nil || err2 != nil {
+		t.Fatalf("tshark time %q", s)
+	}
+	return a*1e9 + b
 }

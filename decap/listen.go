@@ -58,6 +58,7 @@ func (e *engine) listen(ctx context.Context) error {
 		defer in.Close()
 		e.d.Log.Info("listening", "vxlan_port", e.cfg.VXLANPort, "geneve_port", e.cfg.GENEVEPort, "addrs", e.cfg.listenAddrs())
 	}
+	e.intake.Store(in)
 	if err := in.Register(e.d.Metrics); err != nil {
 		var are prometheus.AlreadyRegisteredError
 		if !errors.As(err, &are) {

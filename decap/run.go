@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -19,6 +20,7 @@ import (
 	"github.com/tapline/tapline/decap/decode"
 	"github.com/tapline/tapline/decap/publish"
 	"github.com/tapline/tapline/decap/shard"
+	"github.com/tapline/tapline/decap/udpin"
 	"github.com/tapline/tapline/proto"
 	"github.com/tapline/tapline/proto/stage"
 )
@@ -36,7 +38,8 @@ type engine struct {
 	workers sync.Pool // *worker, for the network intake
 
 	dropsMu   sync.Mutex
-	lastDrops int64
+	lastDrops uint64
+	intake    atomic.Pointer[udpin.Intake]
 }
 
 // Run is the decap engine. It connects to NATS, provisions TAPLINE_FRAMES
@@ -164,7 +167,8 @@ func ensureStreams(ctx context.Context, js jetstream.JetStream, cfg Config, d st
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("provision streams: %w", err)
+			d.Log.Warn("stopped before the streams could be provisioned", "err", err)
+			return ctx.Err()
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
@@ -206,13 +210,19 @@ func (e *engine) decodeConfig() decode.Config {
 	}
 }
 
-// DropsEvent is the JSON body published on tapline.events.decap.drops when
-// batches were dropped: the totals since start, by reason.
+// DropsEvent is the JSON body published on tapline.events.decap.drops
+// whenever something was lost since the previous report: totals since
+// start of batches dropped before JetStream stored them (by reason), the
+// kernel's receive drops on decap's sockets, datagrams too large to read,
+// and datagrams dropped as malformed or filtered (by reason).
 type DropsEvent struct {
-	Stage  string                       `json:"stage"`
-	AtNs   int64                        `json:"at_ns"`
-	Drops  map[string]publish.DropCount `json:"drops"`
-	Decode map[string]map[string]uint64 `json:"decode,omitempty"`
+	Stage     string                       `json:"stage"`
+	AtNs      int64                        `json:"at_ns"`
+	Drops     map[string]publish.DropCount `json:"drops"`
+	Kernel    uint64                       `json:"kernel_drops,omitempty"`
+	Oversize  uint64                       `json:"oversize_datagrams,omitempty"`
+	Malformed map[string]uint64            `json:"malformed,omitempty"`
+	Filtered  map[string]uint64            `json:"filtered,omitempty"`
 }
 
 func (e *engine) reportDrops(ctx context.Context) {
@@ -228,21 +238,32 @@ func (e *engine) reportDrops(ctx context.Context) {
 	}
 }
 
-// publishDrops publishes a DropsEvent when the drop counts changed since
-// the last one (or always when final and there were drops).
+// publishDrops publishes a DropsEvent when any loss count grew since the
+// last one.
 func (e *engine) publishDrops(final bool) {
-	drops := e.pub.Drops()
-	var n int64
-	for _, c := range drops {
-		n += c.Batches
+	ev := DropsEvent{Stage: "decap", AtNs: time.Now().UnixNano(), Drops: e.pub.Drops()}
+	t := e.stats.Totals()
+	ev.Malformed, ev.Filtered = t.Malformed, t.Filtered
+	if in := e.intake.Load(); in != nil {
+		st := in.Stats()
+		ev.Kernel, ev.Oversize = st.KernelDrops, st.Truncated
+	}
+	n := ev.Kernel + ev.Oversize
+	for _, c := range ev.Drops {
+		n += uint64(c.Batches)
+	}
+	for _, c := range ev.Malformed {
+		n += c
+	}
+	for _, c := range ev.Filtered {
+		n += c
 	}
 	e.dropsMu.Lock()
 	defer e.dropsMu.Unlock()
-	if n == 0 || n == e.lastDrops {
+	if n == e.lastDrops {
 		return
 	}
 	e.lastDrops = n
-	ev := DropsEvent{Stage: "decap", AtNs: time.Now().UnixNano(), Drops: drops}
 	body, _ := json.Marshal(ev)
 	m := nats.NewMsg(proto.EventsSubject("decap", "drops"))
 	m.Header.Set(proto.HdrVersion, proto.Version)
@@ -250,5 +271,5 @@ func (e *engine) publishDrops(final bool) {
 	if err := e.nc.PublishMsg(m); err != nil {
 		e.d.Log.Warn("publishing drop report failed", "err", err)
 	}
-	e.d.Log.Warn("batches dropped", "drops", string(body), "final", final)
+	e.d.Log.Warn("loss report", "report", string(body), "final", final)
 }

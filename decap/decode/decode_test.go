@@ -239,3 +239,21 @@ func FuzzOuterFrame(f *testing.F) {
 		d.Datagram(&p, b, src, 6081, 0)
 	})
 }
+
+func TestIPv6Outer(t *testing.T) {
+	d := New(Config{}, NewStats())
+	inner := tcpFrame(t, "10.0.0.1", "10.0.0.2", 1, 2, []byte("v6 outer"))
+	eth := &layers.Ethernet{SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 3}, DstMAC: net.HardwareAddr{2, 0, 0, 0, 0, 4}, EthernetType: layers.EthernetTypeIPv6}
+	ip := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolUDP, SrcIP: net.ParseIP("2001:db8::1"), DstIP: net.ParseIP("2001:db8::2")}
+	udp := &layers.UDP{SrcPort: 50000, DstPort: 6081}
+	_ = udp.SetNetworkLayerForChecksum(ip)
+	buf := gopacket.NewSerializeBuffer()
+	payload := append(geneve.Append(nil, geneve.ProtoEthernet, 0xabcdef), inner...)
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, eth, ip, udp, gopacket.Payload(payload)); err != nil {
+		t.Fatal(err)
+	}
+	var p Packet
+	if !d.Frame(&p, 1, buf.Bytes(), 1) || p.Frame.VNI != 0xabcdef || p.Frame.OuterSrc.String() != "2001:db8::1" || !bytes.Equal(p.Frame.Data, inner) {
+		t.Fatalf("got %+v", p.Frame.Iface())
+	}
+}
