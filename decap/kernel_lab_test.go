@@ -32,12 +32,28 @@ import (
 // directions of a connection on one subject, and the target kernel must
 // not have dropped any (UDP RcvbufErrors unchanged).
 func TestKernelLabEndToEnd(t *testing.T) {
-	const (
-		vni     = 5569041
-		flows   = 4
-		perFlow = 25_000_000 // 100 MB in all
-	)
-	lab := mirrorlab.New(t, mirrorlab.Options{VNI: vni})
+	runKernelLab(t, mirrorlab.Options{VNI: 5569041}, 4, 25_000_000) // 100 MB in all
+}
+
+// TestKernelLabJumbo: 9216-byte inner frames (a production link with a
+// 9202-byte MTU), mirrored inbound only, are published whole.
+func TestKernelLabJumbo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	s := runKernelLab(t, mirrorlab.Options{VNI: 7, ExtMTU: 9202, InboundOnly: true}, 1, 20_000_000)
+	if s.maxFrame != 9216 {
+		t.Errorf("largest frame in the stream %d bytes, want 9216", s.maxFrame)
+	}
+}
+
+// runKernelLab pushes flows TCP connections of perFlow bytes each through
+// a lab with decap in the target namespace and checks the stream against
+// the kernel's counters.
+func runKernelLab(t *testing.T, opts mirrorlab.Options, flows int, perFlow int64) *labStream {
+	t.Helper()
+	vni := opts.VNI
+	lab := mirrorlab.New(t, opts)
 	_, url := natstest.Run(t)
 
 	// Only the UDP sockets live in the target namespace. The buffer is
@@ -147,13 +163,17 @@ func TestKernelLabEndToEnd(t *testing.T) {
 		if len(c.subjects) != 1 {
 			t.Errorf("connection %v spread over subjects %v", k, c.subjects)
 		}
-		if got := c.contiguous(); got != perFlow {
+		if got := c.contiguous(); int64(got) != perFlow {
 			t.Errorf("connection %v: stream holds %d contiguous payload bytes ext->prod, want %d", k, got, perFlow)
 		}
-		if c.fromProd == 0 {
+		if c.fromProd == 0 && !opts.InboundOnly {
 			t.Errorf("connection %v: no prod->ext frame (egress mirror) in the stream", k)
 		}
+		if c.fromProd != 0 && opts.InboundOnly {
+			t.Errorf("connection %v: %d prod->ext frames in an inbound-only mirror", k, c.fromProd)
+		}
 	}
+	return s
 }
 
 func labCounters(t *testing.T, l *mirrorlab.Lab) mirrorlab.Counters {
@@ -208,6 +228,7 @@ func (c *labConn) contiguous() uint32 {
 
 type labStream struct {
 	batches, frames, bytes, foreign uint64
+	maxFrame                        int
 	conns                           map[uint16]*labConn // by the ext side's port
 }
 
@@ -253,6 +274,7 @@ func readLabStream(t *testing.T, url string, vni uint32) *labStream {
 			}
 			s.frames++
 			s.bytes += uint64(len(f.Data))
+			s.maxFrame = max(s.maxFrame, len(f.Data))
 			if f.VNI != vni || f.Encap != framebatch.EncapVXLAN || f.OuterSrc != mirrorlab.MirrorSrc || f.OrigLen != len(f.Data) {
 				s.foreign++
 				continue

@@ -26,7 +26,8 @@ type Options struct {
 	// ExtMTU is the MTU of the mirrored ext<->prod link. 0 means 1500.
 	ExtMTU int
 	// MirrorMTU is the MTU of the prod->target mirror link; it must carry a
-	// mirrored frame plus 50 bytes of VXLAN overhead. 0 means 9000.
+	// mirrored frame plus 50 bytes of VXLAN overhead. 0 means 9000, or
+	// ExtMTU+64 for a jumbo ExtMTU.
 	MirrorMTU int
 	// TBF, when set, shapes the mirror link (prod->target egress) with a
 	// token bucket so mirror packets, and only they, are dropped under
@@ -142,7 +143,7 @@ func Setup(o Options) (l *Lab, err error) {
 		o.ExtMTU = 1500
 	}
 	if o.MirrorMTU == 0 {
-		o.MirrorMTU = 9000
+		o.MirrorMTU = max(9000, o.ExtMTU+14+50)
 	}
 	if o.MirrorMTU < o.ExtMTU+14+50 {
 		return nil, fmt.Errorf("mirrorlab: MirrorMTU %d cannot carry %d-byte frames plus 50 bytes of VXLAN", o.MirrorMTU, o.ExtMTU+14)

@@ -150,6 +150,28 @@ func TestMirrorBothDirections(t *testing.T) {
 	}
 }
 
+// TestMirrorJumbo: a 9001-byte production link (AWS's jumbo MTU) is
+// mirrored whole: 9015-byte inner frames in ~9065-byte mirror packets.
+func TestMirrorJumbo(t *testing.T) {
+	l := New(t, Options{ExtMTU: 9001})
+	sink := listenMirror(t, l)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := l.TCPTransfer(ctx, ExtToProd, 2<<20); err != nil {
+		t.Fatal(err)
+	}
+	var c Counters
+	waitFor(t, "the target to receive every mirror packet", func() bool {
+		c = counters(t, l)
+		return c.Sent > 0 && sink.count() == c.Sent && c.Sent == c.MirredPackets
+	}, func() string { return fmt.Sprintf("received %d, counters %+v", sink.count(), c) })
+	sink.mu.Lock()
+	defer sink.mu.Unlock()
+	if sink.maxInner != 9001+14 || sink.bad != 0 {
+		t.Errorf("largest mirrored frame %d bytes (want 9015), %d malformed", sink.maxInner, sink.bad)
+	}
+}
+
 func TestMirrorInboundOnly(t *testing.T) {
 	l := New(t, Options{InboundOnly: true})
 	sink := listenMirror(t, l)
