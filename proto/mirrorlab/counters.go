@@ -27,9 +27,9 @@ type Counters struct {
 	// else uses that link: no ARP, no IPv6). Without TBF it equals
 	// MirredPackets; with TBF, MirredPackets - TBFDrops.
 	Sent uint64
-	// VXLAN is the VXLAN device vx0 in prod. Its transmit counter is only
-	// reliable for copies taken on ingress: on 6.18 kernels copies taken
-	// on egress are sent but partly not counted, so compare with Sent.
+	// VXLAN is the VXLAN device vx0 in prod: TxPackets counts the mirror
+	// packets it encapsulated and sent (equal to Sent; TxDropped those the
+	// mirror link refused).
 	VXLAN LinkStats
 	// MirredPackets and MirredBytes sum the tc mirred actions (ingress and
 	// egress) on prod0: frames copied to vx0.

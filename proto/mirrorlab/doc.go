@@ -27,8 +27,10 @@
 // kernel VXLAN device vx0, which encapsulates it (VNI, outer UDP source port
 // from the inner flow hash, UDP checksum 0) and sends it to the target
 // namespace, exactly as a mirror session sends to its target. Segmentation
-// offloads (TSO/GSO/GRO) are disabled on the ext link so each mirrored
-// frame is one wire-sized packet, as on a real network.
+// offloads (TSO/GSO/GRO) are disabled and TCP is limited to one segment per
+// packet (gso_max_segs 1) on the ext link, so each mirrored frame is one
+// wire-sized packet, as on a real network, and the VXLAN device's counters
+// count mirror packets.
 //
 // The mirror link carries the 1500-byte frames plus 50 bytes of VXLAN
 // overhead; its MTU defaults to 9000 (jumbo). It does not lose packets of

@@ -209,6 +209,11 @@ func Setup(o Options) (l *Lab, err error) {
 		{l.Prod, "neigh", "add", ExtAddr.String(), "lladdr", macExt, "dev", ProdDev, "nud", "permanent"},
 		{l.Prod, "neigh", "add", TargetAddr.String(), "lladdr", macTarget, "dev", MirrorDev, "nud", "permanent"},
 		{l.Target, "neigh", "add", MirrorSrc.String(), "lladdr", macMirror, "dev", TargetDev, "nud", "permanent"},
+		// Locally sent TCP is built as GSO super-packets even without
+		// offloads (segmented only when the device transmits); tc on
+		// prod0's egress would mirror them whole. One segment per packet.
+		{l.Ext, "link", "set", "dev", ExtDev, "gso_max_segs", "1"},
+		{l.Prod, "link", "set", "dev", ProdDev, "gso_max_segs", "1"},
 		{l.Ext, "link", "set", ExtDev, "up"},
 		{l.Prod, "link", "set", ProdDev, "up"},
 		{l.Prod, "link", "set", MirrorDev, "up"},

@@ -129,6 +129,9 @@ func TestMirrorBothDirections(t *testing.T) {
 		return c.Sent > 0 && sink.count() == c.Sent && c.Sent == c.MirredPackets
 	}, func() string { return fmt.Sprintf("received %d, counters %+v", sink.count(), c) })
 	t.Logf("counters: %+v", c)
+	if c.VXLAN.TxPackets != c.Sent {
+		t.Errorf("VXLAN device counted %d packets sent, the mirror link %d", c.VXLAN.TxPackets, c.Sent)
+	}
 	if c.PathDrops != 0 || c.TargetUDP.RcvbufErrors != 0 || c.TargetUDP.InErrors != 0 {
 		t.Errorf("target UDP errors: %+v", c.TargetUDP)
 	}
