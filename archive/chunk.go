@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"net/netip"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/tapline/tapline/archive/index"
@@ -37,6 +38,15 @@ type partKey struct {
 type chunkParams struct {
 	frameBytes int // uncompressed bytes per seekable frame
 	maxFlows   int
+	// pool recycles the buffers of compressed frames between chunks.
+	pool *sync.Pool
+}
+
+func newParams(frameBytes, maxFlows int) chunkParams {
+	return chunkParams{frameBytes: frameBytes, maxFlows: maxFlows, pool: &sync.Pool{New: func() any {
+		b := make([]byte, 0, frameBytes+frameBytes/16+1024)
+		return &b
+	}}}
 }
 
 // flowID is a flow in canonical (lower endpoint first) form.
@@ -57,7 +67,8 @@ type chunk struct {
 
 	key     partKey
 	opened  time.Time // wall time of the first message
-	obj     []byte
+	frames  []*[]byte // compressed frames, joined when sealed
+	csize   int       // their total size
 	entries []seekable.Entry
 	idx     index.Index
 	cur     index.Frame // frame in progress
@@ -147,9 +158,12 @@ func (c *chunk) cutFrame() {
 		return
 	}
 	sec := c.w.Bytes()
-	off := len(c.obj)
+	off := c.csize
+	buf := c.p.pool.Get().(*[]byte)
 	var e seekable.Entry
-	c.obj, e = c.enc.AppendFrame(c.obj, sec)
+	*buf, e = c.enc.AppendFrame((*buf)[:0], sec)
+	c.frames = append(c.frames, buf)
+	c.csize += len(*buf)
 	c.entries = append(c.entries, e)
 	c.cur.Offset = int64(off)
 	c.cur.Size = int64(e.CompressedSize)
@@ -174,8 +188,14 @@ type sealed struct {
 // seal finishes the chunk: the last frame, the seek table and the index.
 func (c *chunk) seal(now time.Time) (*sealed, error) {
 	c.cutFrame()
-	c.obj = seekable.AppendSeekTable(c.obj, c.entries)
-	c.idx.CompressedSize = int64(len(c.obj))
+	obj := make([]byte, 0, c.csize+seekable.SeekTableSize(len(c.entries)))
+	for _, f := range c.frames {
+		obj = append(obj, *f...)
+		c.p.pool.Put(f)
+	}
+	c.frames = nil
+	obj = seekable.AppendSeekTable(obj, c.entries)
+	c.idx.CompressedSize = int64(len(obj))
 	c.idx.Chunk = index.ChunkKey(c.key.vni, c.idx.FirstNs, c.idx.LastNs, c.idx.FirstSeq, c.idx.LastSeq)
 	c.idx.Flows = make([]index.Flow, 0, len(c.flows))
 	for _, f := range c.flows {
@@ -193,5 +213,5 @@ func (c *chunk) seal(now time.Time) (*sealed, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &sealed{key: c.idx.Chunk, data: c.obj, idxKey: index.IndexKey(c.idx.Chunk), idxJSON: js, idx: &c.idx, grp: c.grp}, nil
+	return &sealed{key: c.idx.Chunk, data: obj, idxKey: index.IndexKey(c.idx.Chunk), idxJSON: js, idx: &c.idx, grp: c.grp}, nil
 }

@@ -1,0 +1,181 @@
+package archive
+
+import (
+	"bytes"
+	"compress/gzip"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/tapline/tapline/archive/seekable"
+	"github.com/tapline/tapline/proto/framebatch"
+)
+
+// benchData is WebSocket/JSON-like traffic as decap publishes it: batches
+// of 64 frames (about 40 KiB), 64 MiB of frames in all, plus the same
+// frames as one pcapng stream for the baselines.
+type benchData struct {
+	batches     [][]byte
+	frameBytes  int64
+	pcapng      []byte
+	frameCounts int
+}
+
+var benchCache = map[string]*benchData{}
+
+// benchKinds are the traffic mixes: "json" is WebSocket/JSON text (very
+// compressible), "tls" random payloads (incompressible, as encrypted
+// traffic is).
+var benchKinds = []string{"json", "tls"}
+
+func loadBench(kind string) *benchData {
+	if d := benchCache[kind]; d != nil {
+		return d
+	}
+	rng := rand.New(rand.NewPCG(7, 7))
+	t0 := time.Date(2026, 11, 25, 14, 0, 0, 0, time.UTC).UnixNano()
+	var d benchData
+	var w framebatch.Writer
+	w.App = "tapline decap"
+	var all framebatch.Writer
+	sizes := []int{120, 240, 480, 900, 1400, 300, 200, 640}
+	for i := 0; d.frameBytes < 64<<20; i++ {
+		payload := jsonPayload(i, sizes[i%len(sizes)])
+		if kind == "tls" {
+			for j := range payload {
+				payload[j] = byte(rng.Uint32())
+			}
+		}
+		data := synthFrame(i%512, payload)
+		f := framebatch.Frame{TimeNs: t0 + int64(i)*int64(20*time.Microsecond), VNI: 5569041, Encap: framebatch.EncapVXLAN,
+			Link: 1, OrigLen: len(data), Data: data}
+		w.Add(&f)
+		all.Add(&f)
+		d.frameBytes += int64(len(data))
+		d.frameCounts++
+		if w.Frames() == 64 {
+			d.batches = append(d.batches, append([]byte(nil), w.Bytes()...))
+			w.Reset()
+		}
+	}
+	if w.Frames() > 0 {
+		d.batches = append(d.batches, append([]byte(nil), w.Bytes()...))
+	}
+	d.pcapng = append([]byte(nil), all.Bytes()...)
+	benchCache[kind] = &d
+	return &d
+}
+
+// BenchmarkArchive is the stage's per-core work on each batch: decode the
+// pcapng batch, index flows and times, rewrite as pcapng sections,
+// compress as seekable zstd frames, seal 64 MiB chunks with their index.
+// Bytes are frame bytes.
+func BenchmarkArchive(b *testing.B) {
+	for _, kind := range benchKinds {
+		b.Run(kind, func(b *testing.B) { benchmarkArchive(b, loadBench(kind)) })
+	}
+}
+
+func benchmarkArchive(b *testing.B, d *benchData) {
+	enc, err := seekable.NewEncoder(zstd.SpeedFastest)
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := newParams(DefaultFrameBytes, 10000)
+	b.SetBytes(d.frameBytes)
+	b.ResetTimer()
+	var u, c int64
+	var frms []framebatch.Frame
+	for i := 0; i < b.N; i++ {
+		var ch *chunk
+		for seq, batch := range d.batches {
+			frms = frms[:0]
+			r := framebatch.NewReader(batch)
+			for {
+				var f framebatch.Frame
+				if err := r.Next(&f); err != nil {
+					if !errors.Is(err, io.EOF) {
+						b.Fatal(err)
+					}
+					break
+				}
+				frms = append(frms, f)
+			}
+			if ch == nil {
+				ch = newChunk(p, enc, partKey{5569041, hourOf(frms[0].TimeNs)}, time.Now())
+			}
+			ch.add(uint64(seq+1), frms)
+			if ch.usize() >= DefaultChunkBytes {
+				s, err := ch.seal(time.Now())
+				if err != nil {
+					b.Fatal(err)
+				}
+				u += s.idx.UncompressedSize
+				c += int64(len(s.data) + len(s.idxJSON))
+				ch = nil
+			}
+		}
+		if ch != nil {
+			s, err := ch.seal(time.Now())
+			if err != nil {
+				b.Fatal(err)
+			}
+			u += s.idx.UncompressedSize
+			c += int64(len(s.data) + len(s.idxJSON))
+		}
+	}
+	b.ReportMetric(float64(u)/float64(c), "ratio")
+}
+
+// BenchmarkBaselineZstdFastest is plain zstd (fastest, one goroutine) on
+// the same frames as one pcapng stream, in 1 MiB blocks. Bytes are frame
+// bytes, as in BenchmarkArchive.
+func BenchmarkBaselineZstdFastest(b *testing.B) {
+	for _, kind := range benchKinds {
+		b.Run(kind, func(b *testing.B) { benchmarkBaselineZstdFastest(b, loadBench(kind)) })
+	}
+}
+
+func benchmarkBaselineZstdFastest(b *testing.B, d *benchData) {
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(d.frameBytes)
+	b.ResetTimer()
+	var out []byte
+	var c int64
+	for i := 0; i < b.N; i++ {
+		c = 0
+		for off := 0; off < len(d.pcapng); off += 1 << 20 {
+			out = enc.EncodeAll(d.pcapng[off:min(off+1<<20, len(d.pcapng))], out[:0])
+			c += int64(len(out))
+		}
+	}
+	b.ReportMetric(float64(len(d.pcapng))/float64(c), "ratio")
+}
+
+// BenchmarkBaselineGzip is gzip (default level) on the same pcapng, for
+// the compression ratio.
+func BenchmarkBaselineGzip(b *testing.B) {
+	for _, kind := range benchKinds {
+		b.Run(kind, func(b *testing.B) { benchmarkBaselineGzip(b, loadBench(kind)) })
+	}
+}
+
+func benchmarkBaselineGzip(b *testing.B, d *benchData) {
+	b.SetBytes(d.frameBytes)
+	b.ResetTimer()
+	var buf bytes.Buffer
+	for i := 0; i < b.N; i++ {
+		buf.Reset()
+		zw := gzip.NewWriter(&buf)
+		zw.Write(d.pcapng)
+		zw.Close()
+	}
+	b.ReportMetric(float64(len(d.pcapng))/float64(buf.Len()), "ratio")
+}
