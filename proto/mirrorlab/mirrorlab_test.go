@@ -357,3 +357,26 @@ func TestConcurrentLabs(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestRemoveLeftovers: a namespace left by a process that no longer exists
+// is removed; one of a live process (this one) is kept.
+func TestRemoveLeftovers(t *testing.T) {
+	if err := Available(); err != nil {
+		t.Skip(err)
+	}
+	dead := NamePrefix + "2147483646-deadbeef-ext" // no such pid
+	mine := newName("keep")
+	for _, n := range []string{dead, mine} {
+		if err := addNS(n); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = deleteNS(n) })
+	}
+	RemoveLeftovers()
+	if _, err := os.Stat(netnsDir + "/" + dead); err == nil {
+		t.Errorf("leftover %s not removed", dead)
+	}
+	if _, err := os.Stat(netnsDir + "/" + mine); err != nil {
+		t.Errorf("namespace of a live process removed: %v", err)
+	}
+}
