@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"strconv"
 	"testing"
 	"time"
 
@@ -219,7 +220,7 @@ func BenchmarkPublishPerFrame(b *testing.B) {
 	b.SetBytes(int64(len(frame)))
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if _, err := js.PublishAsync(proto.FramesSubject(1, i%16), frame); err != nil {
+		if _, err := js.PublishAsync(proto.FramesSubject(1, i%16), frame, jetstream.WithStallWait(time.Minute)); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -238,7 +239,27 @@ func BenchmarkPublishRaw64K(b *testing.B) {
 	b.SetBytes(int64(len(body)))
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if _, err := js.PublishAsync(proto.FramesSubject(1, i%16), body); err != nil {
+		if _, err := js.PublishAsync(proto.FramesSubject(1, i%16), body, jetstream.WithStallWait(time.Minute)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(5 * time.Minute):
+		b.Fatal("acks did not complete")
+	}
+}
+
+// BenchmarkPublishRaw64KMsgID is BenchmarkPublishRaw64K with a
+// Nats-Msg-Id on every message (JetStream de-duplication), as decap sends.
+func BenchmarkPublishRaw64KMsgID(b *testing.B) {
+	_, js := benchJetStream(b)
+	body := make([]byte, 64<<10)
+	b.SetBytes(int64(len(body)))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		m := &nats.Msg{Subject: proto.FramesSubject(1, i%16), Data: body, Header: nats.Header{jetstream.MsgIDHeader: []string{"x-" + strconv.Itoa(i)}}}
+		if _, err := js.PublishMsgAsync(m, jetstream.WithStallWait(time.Minute)); err != nil {
 			b.Fatal(err)
 		}
 	}
