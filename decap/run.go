@@ -85,6 +85,13 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 		return err
 	}
 
+	// A batch must fit the server's max payload and the stream's max
+	// message size; batches end at --batch-bytes (or hold one frame of up
+	// to 64 KiB), plus block overhead.
+	if limit := min(int(nc.MaxPayload()), proto.MaxChunk+64<<10) - 1024; cfg.BatchBytes > limit && limit > 0 {
+		d.Log.Warn("--batch-bytes lowered to fit the NATS max payload and the stream's max message size", "batch_bytes", cfg.BatchBytes, "effective", limit)
+		cfg.BatchBytes = limit
+	}
 	e := &engine{cfg: cfg, d: d, stats: decode.NewStats(), sharder: shard.New(cfg.Common.Shards, cfg.FragTable), nc: nc}
 	if err := d.Metrics.Register(e.stats); err != nil {
 		return err
