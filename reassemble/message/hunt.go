@@ -18,8 +18,9 @@ const (
 	// midCap bounds the bytes held while deciding whether a mid-stream
 	// connection is a WebSocket; past it the connection is raw TCP.
 	midCap = 1 << 20
-	// midQuiet: a mid-stream direction with this many bytes and not a
-	// single plausible frame chain alive is raw TCP.
+	// midQuiet: a mid-stream direction with this many bytes and hardly a
+	// plausible frame header (fewer than one per KiB: text protocols) is
+	// raw TCP.
 	midQuiet = 4 << 10
 	// maxCands bounds the candidate boundaries tracked at once.
 	maxCands = 4096
@@ -31,13 +32,15 @@ const (
 // starting at start, each one where the previous frame ends.
 type cand struct {
 	start  int64
-	hdrs   [3]int64 // positions of the first verified headers
-	nh     int      // headers verified
-	last   int64    // position of the last verified header
+	hdrs   [3]int64 // positions of the first headers
+	nh     int      // headers in the chain
+	last   int64    // position of the last header
 	next   int64    // where the next header must be
 	score  int      // evidence gathered (see evidence)
+	merge  int64    // where another chain joined this one (-1: none): resume there
 	open   bool     // the chain is inside a fragmented message
 	masked bool
+	dead   bool
 }
 
 // hunter looks for a verifiable frame boundary in one direction.
@@ -45,8 +48,11 @@ type hunter struct {
 	buf   []byte // bytes from stream position base on
 	base  int64
 	scan  int64 // next position to try as a chain start
-	cands []cand
-	seen  bool // bytes arrived since the hunt started
+	cands []*cand
+	at    map[int64]*cand // header position -> the chain that has it
+	seen  bool            // bytes arrived since the hunt started
+	// created counts the chains started (plausible first headers).
+	created int
 }
 
 // startHunt switches the side to hunting.
@@ -134,10 +140,19 @@ func (s *side) plausible(h wsframe.Header, c *cand) bool {
 	return true
 }
 
-// advance follows chain c through the bytes held; false when it broke.
+// advance follows chain c through the bytes held; false when it broke
+// or lost a merge with another chain.
+//
+// Chains meet: every offset is tried, so a real header starts a chain of
+// its own, and a chain that started on garbage may land on a real header
+// and follow the real frames from there. Frames before such a meeting
+// point are disputed, so the surviving chain (the earlier start) resumes
+// at the meeting point. A chain that lands on the start of another keeps
+// its own start only if its frames before that point carry strong
+// evidence of their own.
 func (s *side) advance(c *cand, end int64) bool {
 	h := &s.hunt
-	for c.score < scoreAccept {
+	for !c.dead {
 		if c.next < h.base {
 			return false
 		}
@@ -151,19 +166,51 @@ func (s *side) advance(c *cand, end int64) bool {
 		}
 		hd, n, err := wsframe.Parse(h.buf[off:])
 		if err != nil || !s.plausible(hd, c) {
+			c.dead = true
 			return false
 		}
 		ev := s.evidence(hd, h.buf[off+int64(n):])
 		if ev < 0 {
+			c.dead = true
 			return false
 		}
-		s.extend(c, c.next, hd, n, ev)
+		pos := c.next
+		if o := h.at[pos]; o != nil && o != c && !o.dead {
+			switch {
+			case o.start == pos && c.score >= scoreTrusted:
+				o.dead = true // o is the rest of c
+			case o.start == pos:
+				o.dead = true
+				if c.merge < 0 {
+					c.merge = pos
+				}
+			case o.start < c.start:
+				c.dead = true
+				if o.merge < 0 || pos < o.merge {
+					o.merge = pos
+				}
+				return false
+			default:
+				o.dead = true
+				if c.merge < 0 {
+					c.merge = pos
+				}
+			}
+		}
+		s.extend(c, pos, hd, n, ev)
+		if c.score >= scoreAccept+2 && c.merge < 0 {
+			return true
+		}
 	}
-	return true
+	return false
 }
 
 // extend adds the header hd found at pos to chain c.
 func (s *side) extend(c *cand, pos int64, hd wsframe.Header, n int, ev int) {
+	if s.hunt.at == nil {
+		s.hunt.at = map[int64]*cand{}
+	}
+	s.hunt.at[pos] = c
 	if c.nh < len(c.hdrs) {
 		c.hdrs[c.nh] = pos
 	}
@@ -183,6 +230,9 @@ const (
 	scoreAccept  = 5
 	scoreAligned = 4
 	scoreAtEnd   = 2
+	// scoreTrusted: frames before the point where a chain lands on the
+	// start of another chain are kept only with this much evidence.
+	scoreTrusted = 3
 )
 
 // evidence scores one plausible header by what its payload (the bytes
@@ -286,14 +336,9 @@ func (s *side) huntStep(ts int64, atEnd bool) {
 	d := s.d
 	h := &s.hunt
 	end := h.base + int64(len(h.buf))
-	live := h.cands[:0]
-	for i := range h.cands {
-		c := h.cands[i]
-		if s.advance(&c, end) {
-			live = append(live, c)
-		}
+	for _, c := range h.cands {
+		s.advance(c, end)
 	}
-	h.cands = live
 	for h.scan+2 <= end {
 		off := h.scan - h.base
 		sz := wsframe.Size(h.buf[off:])
@@ -302,56 +347,84 @@ func (s *side) huntStep(ts int64, atEnd bool) {
 		}
 		pos := h.scan
 		h.scan++
+		if o := h.at[pos]; o != nil && !o.dead {
+			continue // a header of a chain already followed
+		}
 		hd, n, err := wsframe.Parse(h.buf[off:])
-		if err != nil || !s.plausible(hd, nil) || len(h.cands) >= maxCands {
+		if err != nil || !s.plausible(hd, nil) {
 			continue
+		}
+		if len(h.cands) >= maxCands {
+			h.compact()
+			if len(h.cands) >= maxCands {
+				continue
+			}
 		}
 		ev := s.evidence(hd, h.buf[off+int64(n):])
 		if ev < 0 {
 			continue
 		}
-		c := cand{start: pos, masked: hd.Masked}
-		s.extend(&c, pos, hd, n, ev)
-		if s.advance(&c, end) {
-			h.cands = append(h.cands, c)
+		c := &cand{start: pos, masked: hd.Masked, merge: -1}
+		h.created++
+		s.extend(c, pos, hd, n, ev)
+		h.cands = append(h.cands, c)
+		s.advance(c, end)
+	}
+	h.compact()
+	var best *cand
+	for _, c := range h.cands {
+		if verified(c, end, atEnd) && (best == nil || c.start < best.start) {
+			best = c
 		}
 	}
-	best := -1
-	for i := range h.cands {
-		if verified(&h.cands[i], end, atEnd) && (best < 0 || h.cands[i].start < h.cands[best].start) {
-			best = i
-		}
-	}
-	if best >= 0 {
-		s.resume(h.cands[best], end, ts)
+	if best != nil {
+		s.resume(best, end, ts)
 		return
 	}
 	if d.proto == protoUnknown {
-		if int64(len(h.buf)) > midCap || (len(h.buf) >= midQuiet && len(h.cands) == 0) {
+		if int64(len(h.buf)) > midCap || (len(h.buf) >= midQuiet && h.created <= len(h.buf)/1024) {
 			d.settleTCP(ts)
 		}
 		return
 	}
 	keep := h.scan
-	for i := range h.cands {
-		keep = min(keep, h.cands[i].start)
+	for _, c := range h.cands {
+		keep = min(keep, c.start)
 	}
 	keep = max(keep, end-resyncCap, h.base)
 	if drop := keep - h.base; drop > 0 && (drop >= int64(len(h.buf))/2 || int64(len(h.buf)) > resyncCap+resyncCap/4) {
 		n := copy(h.buf, h.buf[drop:])
 		h.buf = h.buf[:n]
 		h.base = keep
+		for pos, c := range h.at {
+			if pos < keep || c.dead {
+				delete(h.at, pos)
+			}
+		}
 	}
 }
 
-// resume goes back to frame parsing at the earliest verified header of c
-// still held.
-func (s *side) resume(c cand, end int64, ts int64) {
-	if debugHunt != nil {
-		debugHunt(s, c, end)
+// compact drops dead candidates.
+func (h *hunter) compact() {
+	live := h.cands[:0]
+	for _, c := range h.cands {
+		if !c.dead {
+			live = append(live, c)
+		}
 	}
+	clear(h.cands[len(live):])
+	h.cands = live
+}
+
+// resume goes back to frame parsing where chain c says a frame starts:
+// where another chain joined it if one did, else its start, or the first
+// of its headers still held.
+func (s *side) resume(c *cand, end int64, ts int64) {
 	d := s.d
 	h := s.hunt
+	if debugHunt != nil {
+		debugHunt(s, *c, end)
+	}
 	r := end // c.next == end: the chain ends where the data does
 	if c.last >= h.base {
 		r = c.last
@@ -361,6 +434,9 @@ func (s *side) resume(c cand, end int64, ts int64) {
 			r = c.hdrs[i]
 			break
 		}
+	}
+	if c.merge >= h.base && c.merge > r {
+		r = c.merge
 	}
 	if d.proto == protoUnknown {
 		d.proto = protoWS
