@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -26,6 +27,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/tapline/tapline/proto"
 	"github.com/tapline/tapline/proto/natstest"
 	"github.com/tapline/tapline/proto/stage"
 )
@@ -48,10 +50,16 @@ type Stage struct {
 	Validate func() error
 	// Run runs the stage until ctx ends.
 	Run func(ctx context.Context, d stage.Deps) error
+	// Off, when set and returning a reason, leaves the stage out of this
+	// run (e.g. replay without a test system to replay into).
+	Off func() string
 	// Defaults override the stage's own flag defaults in the all-in-one
 	// (flag name without prefix to value), e.g. a local archive directory.
 	Defaults map[string]string
 }
+
+// localStreamBytes are the all-in-one's default stream sizes.
+var localStreamBytes = map[string]int64{"frames-max-bytes": 4 << 30, "msgs-max-bytes": 4 << 30}
 
 // order is the order stages are listed and started in.
 var order = []string{"decap", "reassemble", "replay", "archive"}
@@ -138,6 +146,15 @@ func commonFlagNames() map[string]bool {
 // "<stage>.".
 func (c *Config) Register(fs *flag.FlagSet) {
 	c.Common.Register(fs, HTTPDefault)
+	// Smaller streams than a production cluster's, so that all four fit the
+	// embedded server's store (JetStream reserves every stream's max bytes).
+	for name, v := range localStreamBytes {
+		f := fs.Lookup(name)
+		if err := f.Value.Set(strconv.FormatInt(v, 10)); err != nil {
+			panic(err)
+		}
+		f.DefValue = f.Value.String()
+	}
 	fs.BoolVar(&c.Embedded, "nats-embedded", true, "run an embedded JetStream server (the local default); false: use --nats-url")
 	fs.StringVar(&c.NATSListen, "nats-listen", "127.0.0.1:4222", "listen address of the embedded JetStream server (port 0: any free port)")
 	fs.StringVar(&c.NATSStore, "nats-store", "./.tapline/nats", "store directory of the embedded JetStream server (persists across restarts)")
@@ -161,20 +178,32 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	}
 }
 
-// selected returns the stages to run.
+// selected returns the stages to run: those of --stages (default all)
+// that are not off.
 func (c *Config) selected() []*Stage {
-	if len(c.Only) == 0 {
-		return c.Stages
-	}
 	var out []*Stage
 	for _, s := range c.Stages {
-		for _, n := range c.Only {
-			if n == s.Name {
-				out = append(out, s)
-			}
+		if s.Off != nil && s.Off() != "" {
+			continue
+		}
+		if len(c.Only) == 0 || slices.Contains(c.Only, s.Name) {
+			out = append(out, s)
 		}
 	}
 	return out
+}
+
+// OffStages lists the stages left out of this run and why.
+func (c *Config) OffStages() map[string]string {
+	off := map[string]string{}
+	for _, s := range c.Stages {
+		if s.Off != nil {
+			if why := s.Off(); why != "" {
+				off[s.Name] = why
+			}
+		}
+	}
+	return off
 }
 
 // natsListen splits NATSListen into host and port (-1 for any free port).
@@ -227,6 +256,9 @@ func (c *Config) Validate() error {
 		if port < 0 {
 			port = 4222
 		}
+		if sum := c.streamBytes(); sum > c.NATSMaxStore {
+			return fmt.Errorf("the streams' max bytes add up to %d, more than --nats-max-store %d: lower --frames-max-bytes/--msgs-max-bytes or raise --nats-max-store", sum, c.NATSMaxStore)
+		}
 		url = "nats://" + net.JoinHostPort(host, strconv.Itoa(port))
 	}
 	c.propagate(url)
@@ -241,6 +273,21 @@ func (c *Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+// streamBytes is the storage the four streams may reserve.
+func (c *Config) streamBytes() int64 {
+	var sum int64
+	for name, l := range map[string]proto.StreamLimits{
+		proto.FramesStream: c.Common.Streams.Frames, proto.MsgsStream: c.Common.Streams.Msgs,
+		proto.ResultsStream: c.Common.Streams.Results, proto.EventsStream: c.Common.Streams.Events,
+	} {
+		if l.MaxBytes == 0 {
+			l.MaxBytes = proto.DefaultLimits[name].MaxBytes
+		}
+		sum += l.MaxBytes
+	}
+	return sum
 }
 
 // StartNATS starts the embedded JetStream server of c.
@@ -304,6 +351,12 @@ func Run(ctx context.Context, c *Config, d stage.Deps, ready func(natsURL string
 		err  error
 	}
 	sel := c.selected()
+	for name, why := range c.OffStages() {
+		d.Log.Info("stage off", "name", name, "why", why)
+	}
+	if len(sel) == 0 {
+		return errors.New("no stage to run")
+	}
 	done := make(chan result, len(sel))
 	for _, s := range sel {
 		h := &stage.Health{}

@@ -461,3 +461,42 @@ func TestDockerfileBuildsStaticBinaries(t *testing.T) {
 		}
 	})
 }
+
+// TestDashboardMetricsExist checks that every metric the Grafana dashboard
+// queries is registered by its stage's code and documented in
+// docs/operations.md.
+func TestDashboardMetricsExist(t *testing.T) {
+	ops, err := os.ReadFile(filepath.Join(repoRoot, "docs/operations.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sources := map[string]string{}
+	for _, m := range dashboardMetrics(t) {
+		parts := strings.SplitN(m, "_", 3)
+		if len(parts) < 3 {
+			t.Errorf("metric %s: not tapline_<stage>_<what>", m)
+			continue
+		}
+		stageName, rest := parts[1], parts[2]
+		src, ok := sources[stageName]
+		if !ok {
+			var b strings.Builder
+			_ = filepath.WalkDir(filepath.Join(repoRoot, stageName), func(p string, d os.DirEntry, err error) error {
+				if err == nil && !d.IsDir() && strings.HasSuffix(p, ".go") && !strings.HasSuffix(p, "_test.go") {
+					if data, err := os.ReadFile(p); err == nil {
+						b.Write(data)
+					}
+				}
+				return nil
+			})
+			src = b.String()
+			sources[stageName] = src
+		}
+		if !strings.Contains(src, `"`+m+`"`) && !strings.Contains(src, `"`+rest+`"`) {
+			t.Errorf("dashboard queries %s, which %s does not register", m, stageName)
+		}
+		if !strings.Contains(string(ops), "`"+m+"`") {
+			t.Errorf("dashboard metric %s is not documented in docs/operations.md", m)
+		}
+	}
+}

@@ -11,6 +11,8 @@ require (
 	github.com/tapline/tapline/archive v0.0.0-00010101000000-000000000000
 	github.com/tapline/tapline/decap v0.0.0
 	github.com/tapline/tapline/proto v0.0.0
+	github.com/tapline/tapline/reassemble v0.0.0-00010101000000-000000000000
+	github.com/tapline/tapline/replay v0.0.0-00010101000000-000000000000
 	go.yaml.in/yaml/v4 v4.0.0-rc.4
 )
 
