@@ -243,7 +243,10 @@ func NewPipeline(t *testing.T, lab *mirrorlab.Lab, o PipelineOptions) *Pipeline 
 		args: []string{"--port", "4222", "--store", filepath.Join(dir, "jetstream")}, log: filepath.Join(dir, "nats.log")}
 	common := func(name string) []string {
 		return []string{"--nats-url", natsURL, "--shards", strconv.Itoa(o.Shards),
-			"--http", "127.0.0.1:" + strconv.Itoa(httpPorts[name]), "--log-level", "info"}
+			"--http", "127.0.0.1:" + strconv.Itoa(httpPorts[name]), "--log-level", "info",
+			// natsd's JetStream store is 16 GiB: the default limits (8 GiB
+			// each for frames and messages) do not fit beside results.
+			"--frames-max-bytes", "2147483648", "--msgs-max-bytes", "2147483648", "--results-max-bytes", "268435456"}
 	}
 	args := map[string][]string{
 		"decap": {"--listen-addr", mirrorlab.TargetAddr.String(), "--vxlan-port", strconv.Itoa(lab.DstPort),
