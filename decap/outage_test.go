@@ -118,3 +118,39 @@ func restartAt(t *testing.T, port int, dir string) {
 	}
 	t.Fatal(err)
 }
+
+// TestStreamDeleted: when someone deletes TAPLINE_FRAMES under a running
+// decap, it provisions the stream again and publishes on.
+func TestStreamDeleted(t *testing.T) {
+	vx, _, url, d, stop := startListening(t, nil)
+	reg := d.Metrics.(prometheus.Gatherer)
+	conn := dialUDP(t, vx)
+	dg := append(vxlan.Append(nil, 3), make([]byte, 100)...)
+	poll(t, "first batch stored", func() bool {
+		_, _ = conn.Write(dg)
+		return metric(t, reg, "tapline_decap_published_batches_total") >= 1
+	})
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := js.DeleteStream(ctx, proto.FramesStream); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, "frames stored in a re-created stream", func() bool {
+		_, _ = conn.Write(dg)
+		s, err := js.Stream(ctx, proto.FramesStream)
+		if err != nil {
+			return false
+		}
+		info, err := s.Info(ctx)
+		return err == nil && info.State.Msgs > 0
+	})
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -105,12 +105,25 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 	e.batcher = batch.New(batch.Config{MaxBytes: cfg.BatchBytes, Delay: cfg.BatchDelay}, func(b *batch.Batch) {
 		e.pub.Submit(b, block)
 	})
-	e.pub, err = publish.New(nc, publish.Config{MaxInflight: cfg.MaxInflight, BufferBytes: cfg.BufferBytes, AckTimeout: cfg.AckTimeout}, d.Metrics, d.Log, e.batcher.Release)
+	reprovision := func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := proto.EnsureStreams(cctx, js, cfg.Common.Streams, proto.FramesStream, proto.EventsStream); err != nil {
+			d.Log.Warn("re-provisioning streams failed", "err", err)
+			return
+		}
+		d.Log.Warn("JetStream had no stream for frames: streams provisioned again")
+	}
+	e.pub, err = publish.New(nc, publish.Config{MaxInflight: cfg.MaxInflight, BufferBytes: cfg.BufferBytes, AckTimeout: cfg.AckTimeout, NoStream: reprovision}, d.Metrics, d.Log, e.batcher.Release)
 	if err != nil {
 		return err
 	}
 	d.Health.Add("nats", e.pub.Healthy)
 	e.pub.Start()
+	// Reading a file, the publisher makes the reader wait for room; on
+	// shutdown it must not wait any longer.
+	stopBlocking := context.AfterFunc(ctx, e.pub.StopBlocking)
+	defer stopBlocking()
 
 	bctx, stopBatcher := context.WithCancel(context.Background())
 	var bg sync.WaitGroup
@@ -125,12 +138,16 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 		runErr = e.listen(ctx)
 	}
 
-	// Drain: hand on every pending batch, publish what is buffered.
+	// Drain: hand on every pending batch, publish what is buffered. A file
+	// is published completely unless ctx ends; then, as for live traffic,
+	// publishing goes on for at most --drain-timeout.
 	e.batcher.Flush()
-	dctx := context.Background()
-	var cancel context.CancelFunc = func() {}
+	dctx, cancel := context.WithCancel(context.Background())
 	if file == nil || ctx.Err() != nil {
-		dctx, cancel = context.WithTimeout(dctx, cfg.DrainTimeout)
+		time.AfterFunc(cfg.DrainTimeout, cancel)
+	} else {
+		stop := context.AfterFunc(ctx, func() { time.AfterFunc(cfg.DrainTimeout, cancel) })
+		defer stop()
 	}
 	derr := e.pub.Drain(dctx)
 	cancel()

@@ -48,6 +48,10 @@ type Config struct {
 	AckTimeout time.Duration
 	// RetryWait is the pause after a failed publish.
 	RetryWait time.Duration
+	// NoStream, when set, is called (at most every 5 s, in its own
+	// goroutine) when JetStream answers that no stream takes the subject,
+	// e.g. to provision the streams again after someone deleted them.
+	NoStream func()
 }
 
 // DropCount is what was dropped for one reason.
@@ -82,8 +86,10 @@ type Publisher struct {
 	inflight int
 	seq      uint64
 	stopping bool
+	noBlock  bool
 	lastAck  time.Time
 	lastErr  error
+	lastNoSt time.Time
 	drops    map[string]*DropCount
 
 	sem  chan struct{}
@@ -165,7 +171,7 @@ func (p *Publisher) Submit(b *batch.Batch, block bool) bool {
 	size := int64(len(b.W.Bytes()))
 	p.mu.Lock()
 	for p.bytes > 0 && p.bytes+size > p.cfg.BufferBytes {
-		if !block || p.stopping {
+		if !block || p.stopping || p.noBlock {
 			p.dropLocked(b, ReasonBufferFull)
 			p.mu.Unlock()
 			return false
@@ -178,6 +184,15 @@ func (p *Publisher) Submit(b *batch.Batch, block bool) bool {
 	p.cond.Broadcast()
 	p.mu.Unlock()
 	return true
+}
+
+// StopBlocking makes every Submit, waiting or future, drop instead of
+// waiting for room: called when the caller is shutting down.
+func (p *Publisher) StopBlocking() {
+	p.mu.Lock()
+	p.noBlock = true
+	p.cond.Broadcast()
+	p.mu.Unlock()
 }
 
 // dropLocked counts and releases a dropped batch; p.mu is held.
@@ -330,6 +345,10 @@ func (p *Publisher) fail(it *item, err error) {
 	}
 	p.mu.Lock()
 	p.lastErr = err
+	if p.cfg.NoStream != nil && errors.Is(err, jetstream.ErrNoStreamResponse) && time.Since(p.lastNoSt) > 5*time.Second {
+		p.lastNoSt = time.Now()
+		go p.cfg.NoStream()
+	}
 	p.mu.Unlock()
 	select {
 	case <-time.After(p.cfg.RetryWait):

@@ -157,3 +157,49 @@ func TestBlockingSubmit(t *testing.T) {
 		t.Fatalf("drops %v stored %d", p.Drops(), streamMsgs(t, js))
 	}
 }
+
+// TestNoStreamStopBlocking: without a stream every publish fails and is
+// retried; a blocked Submit gives up once StopBlocking is called, and Drain
+// with a deadline counts what is left as shutdown drops.
+func TestNoStreamStopBlocking(t *testing.T) {
+	_, url := natstest.Run(t)
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	var released atomic.Int64
+	p, err := New(nc, Config{MaxInflight: 2, BufferBytes: 3000, AckTimeout: 200 * time.Millisecond, RetryWait: 10 * time.Millisecond}, nil, slog.Default(), func(*batch.Batch) { released.Add(1) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Start()
+	done := make(chan int)
+	go func() {
+		n := 0
+		for i := 0; i < 50; i++ {
+			if p.Submit(mkBatch(i), true) {
+				n++
+			}
+		}
+		done <- n
+	}()
+	waitFor(t, "a publish failure", func() bool { return p.Healthy() != nil || p.Pending() > 0 })
+	p.StopBlocking()
+	var accepted int
+	select {
+	case accepted = <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("Submit still blocked after StopBlocking")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	if err := p.Drain(ctx); err == nil {
+		t.Fatal("Drain reported success without a stream")
+	}
+	d := p.Drops()
+	if int(d[ReasonBufferFull].Batches)+accepted != 50 || d[ReasonShutdown].Batches == 0 {
+		t.Fatalf("accepted %d drops %+v", accepted, d)
+	}
+	waitFor(t, "every batch released", func() bool { return released.Load() == 50 })
+}
