@@ -1,8 +1,18 @@
 package message
 
 import (
+	"sync"
+
 	"github.com/tapline/tapline/proto"
 )
+
+// chunkPool recycles full-size chunk buffers between large messages, so a
+// connection does not keep 1 MiB after its last large message and a busy
+// decoder does not allocate one per message.
+var chunkPool = sync.Pool{New: func() any { b := make([]byte, 0, proto.MaxChunk); return &b }}
+
+// bigMessage is the size from which a message's buffer comes from chunkPool.
+const bigMessage = 64 << 10
 
 // emitter turns the payload of one direction's messages into ordered
 // chunks of at most proto.MaxChunk bytes. At most one data message is open
@@ -31,6 +41,35 @@ func (e *emitter) begin(opcode string, compressed bool, ts int64) {
 	e.seqed = false
 }
 
+// reserve makes room for n more payload bytes in the chunk buffer.
+func (e *emitter) reserve(n uint64) {
+	want := uint64(len(e.buf)) + n
+	if want > proto.MaxChunk {
+		want = proto.MaxChunk
+	}
+	if uint64(cap(e.buf)) >= want {
+		return
+	}
+	var nb []byte
+	if want >= bigMessage {
+		nb = (*chunkPool.Get().(*[]byte))[:0]
+	} else {
+		nb = make([]byte, 0, want)
+	}
+	nb = append(nb, e.buf...)
+	e.release()
+	e.buf = nb
+}
+
+// release gives a pooled buffer back.
+func (e *emitter) release() {
+	if cap(e.buf) == proto.MaxChunk {
+		b := e.buf[:0]
+		chunkPool.Put(&b)
+	}
+	e.buf = nil
+}
+
 // incomplete flags the open message as touched by loss of missing bytes.
 func (e *emitter) incomplete(missing int64) {
 	e.c.Complete = false
@@ -44,8 +83,8 @@ func (e *emitter) write(p []byte, ts int64) {
 		return
 	}
 	e.c.LastNs = ts
-	max := e.s.d.lim.MaxMessage
-	if room := max - e.sized; int64(len(p)) > room {
+	limit := e.s.d.lim.MaxMessage
+	if room := limit - e.sized; int64(len(p)) > room {
 		p = p[:room]
 		e.cut = true
 		e.c.Complete = false
@@ -55,17 +94,14 @@ func (e *emitter) write(p []byte, ts int64) {
 		if len(e.buf) == proto.MaxChunk {
 			e.flush(false)
 		}
-		if len(e.buf) == 0 && cap(e.buf) < proto.MaxChunk && len(p) > cap(e.buf) {
-			// Grow once to what is needed (up to a chunk) rather than by doubling.
-			e.buf = make([]byte, 0, min(proto.MaxChunk, max64(int64(len(p)), 512)))
+		if len(e.buf)+len(p) > cap(e.buf) && cap(e.buf) < proto.MaxChunk {
+			e.reserve(uint64(max(len(p), 2*cap(e.buf), 512)))
 		}
 		n := min(proto.MaxChunk-len(e.buf), len(p))
 		e.buf = append(e.buf, p[:n]...)
 		p = p[n:]
 	}
 }
-
-func max64(a, b int64) int { return int(max(a, b)) }
 
 // end emits the last chunk of the open message, with tail as its final
 // bytes. When nothing is buffered the tail is emitted without a copy.
@@ -88,8 +124,8 @@ func (e *emitter) end(tail []byte, ts int64) {
 	} else {
 		e.s.stats.MessagesIncomplete++
 	}
-	if cap(e.buf) > 64<<10 {
-		e.buf = nil // do not keep a large buffer for an idle connection
+	if cap(e.buf) >= bigMessage {
+		e.release() // do not keep a large buffer for an idle connection
 	}
 }
 

@@ -169,6 +169,11 @@ func (s *side) beginFrame(h wsframe.Header, ts int64) {
 	}
 	s.lostSync = false
 	s.kind = kindData
+	if !s.compressed {
+		s.em.reserve(h.Length)
+	} else if h.Length >= bigMessage/4 {
+		s.em.reserve(proto.MaxChunk)
+	}
 	if !rsvOK {
 		s.stats.BadFrames++
 		s.drop(h.Length)

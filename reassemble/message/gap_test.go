@@ -167,7 +167,11 @@ func TestGapInsideHeader(t *testing.T) {
 					col, dec := run(t, withGap(s.tr.ev, dir, f.hdr+1, 3), message.Meta{ClientKnown: true})
 					got := dataMsgs(col.dir(dir))
 					lost := checkNoGarbage(t, got, s.tr.sent[dir])
-					if len(lost) == 0 || lost[0] != k || (!s.takeover && len(lost) != 1) {
+					// The message whose header was lost is gone; the next one
+					// may be sacrificed when the boundary after the loss is
+					// disputed by a chain that started in the lost frame's
+					// payload (resync then resumes where the chains meet).
+					if len(lost) == 0 || lost[0] != k || (!s.takeover && (len(lost) > 2 || (len(lost) == 2 && lost[1] != k+1))) {
 						t.Errorf("header of %d lost: lost %v", k, lost)
 					}
 					if st := dec.Stats(dir); st.Resyncs == 0 {

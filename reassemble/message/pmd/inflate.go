@@ -1,6 +1,7 @@
 package pmd
 
 import (
+	"bytes"
 	"errors"
 	"io"
 
@@ -18,39 +19,42 @@ var tail = []byte{0x00, 0x00, 0xff, 0xff, 0x01, 0x00, 0x00, 0xff, 0xff}
 // real encoder, so with this margin it never runs dry mid-message.
 const lowWater = 128 << 10
 
-// errNeedInput is what the input source returns when it is empty.
-var errNeedInput = errors.New("pmd: inflater ran out of input")
-
 // ErrUndecodable is returned when a message cannot be inflated exactly
 // (corrupt data, or a back-reference into history this Inflater does not
 // have: the window was lost to a gap or the handshake was not seen).
 var ErrUndecodable = errors.New("pmd: message cannot be inflated")
 
-// source is the flate input: a byte slice the caller appends to.
+// source is the flate input: a byte slice the caller appends to, read
+// through a bytes.Reader (the flate decoder has a fast path for it). The
+// reader reports io.EOF when it runs dry, which the decoder turns into an
+// error: Write keeps lowWater bytes ahead so that only happens on bad data.
 type source struct {
 	buf []byte
-	pos int
+	rd  bytes.Reader
 }
 
-func (s *source) Read(p []byte) (int, error) {
-	if s.pos >= len(s.buf) {
-		return 0, errNeedInput
+// consumed is how many bytes of buf the decoder has read.
+func (s *source) consumed() int { return len(s.buf) - s.rd.Len() }
+
+func (s *source) avail() int { return s.rd.Len() }
+
+// add appends p, first dropping what was consumed if that is most of it.
+func (s *source) add(p []byte) {
+	c := s.consumed()
+	if c > 0 && c >= len(s.buf)/2 {
+		n := copy(s.buf, s.buf[c:])
+		s.buf = s.buf[:n]
+		c = 0
 	}
-	n := copy(p, s.buf[s.pos:])
-	s.pos += n
-	return n, nil
+	s.buf = append(s.buf, p...)
+	s.rd.Reset(s.buf)
+	s.rd.Seek(int64(c), io.SeekStart)
 }
 
-func (s *source) ReadByte() (byte, error) {
-	if s.pos >= len(s.buf) {
-		return 0, errNeedInput
-	}
-	b := s.buf[s.pos]
-	s.pos++
-	return b, nil
+func (s *source) reset() {
+	s.buf = s.buf[:0]
+	s.rd.Reset(s.buf)
 }
-
-func (s *source) avail() int { return len(s.buf) - s.pos }
 
 // Inflater inflates the messages of one direction, streaming: output is
 // handed to the emit function as it is produced, so memory does not depend
@@ -88,8 +92,7 @@ func NewInflater(mode Takeover, windowBits int) *Inflater {
 func (f *Inflater) Begin() {
 	f.active = true
 	f.failed = false
-	f.src.buf = f.src.buf[:0]
-	f.src.pos = 0
+	f.src.reset()
 	var dict []byte
 	if f.mode != TakeoverOff {
 		dict = f.window
@@ -98,9 +101,9 @@ func (f *Inflater) Begin() {
 		}
 	}
 	if f.fr == nil {
-		f.fr = flate.NewReader(&f.src)
+		f.fr = flate.NewReader(&f.src.rd)
 	}
-	_ = f.fr.(flate.Resetter).Reset(&f.src, dict)
+	_ = f.fr.(flate.Resetter).Reset(&f.src.rd, dict)
 	if f.out == nil {
 		f.out = make([]byte, 32<<10)
 	}
@@ -116,12 +119,7 @@ func (f *Inflater) Write(p []byte, emit func([]byte)) error {
 	if f.failed || !f.active {
 		return ErrUndecodable
 	}
-	if f.src.pos > 0 && f.src.pos >= len(f.src.buf)/2 {
-		n := copy(f.src.buf, f.src.buf[f.src.pos:])
-		f.src.buf = f.src.buf[:n]
-		f.src.pos = 0
-	}
-	f.src.buf = append(f.src.buf, p...)
+	f.src.add(p)
 	if f.src.avail() < 2*lowWater {
 		return nil
 	}
@@ -138,10 +136,11 @@ func (f *Inflater) End(emit func([]byte)) error {
 	if f.failed {
 		return ErrUndecodable
 	}
-	f.src.buf = append(f.src.buf, tail...)
+	f.src.add(tail)
 	err := f.pump(true, emit)
-	if f.src.pos == 0 && cap(f.src.buf) > 4*lowWater {
+	if cap(f.src.buf) > 4*lowWater {
 		f.src.buf = nil
+		f.src.rd.Reset(nil)
 	}
 	return err
 }
@@ -156,8 +155,7 @@ func (f *Inflater) Abort() {
 func (f *Inflater) fail() {
 	f.failed = true
 	f.window = f.window[:0]
-	f.src.buf = f.src.buf[:0]
-	f.src.pos = 0
+	f.src.reset()
 }
 
 func (f *Inflater) pump(final bool, emit func([]byte)) error {
