@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -245,4 +246,46 @@ func TestPlainCapture(t *testing.T) {
 		t.Fatalf("published %d, read %d, want 22", len(got), len(want))
 	}
 	checkShards(t, got, 16)
+}
+
+// TestTruncatedCounted: in a plain capture whose packets hold fewer bytes
+// than their IP total length, decap counts each (as many as tshark finds)
+// and publishes it whole with the original length from the IP header.
+func TestTruncatedCounted(t *testing.T) {
+	if _, err := exec.LookPath("tshark"); err != nil {
+		t.Skip("tshark not installed")
+	}
+	path := captures + "tcp-gaps-truncated-http.pcap"
+	out, err := exec.Command("tshark", "-r", path, "-T", "fields", "-e", "frame.cap_len", "-e", "ip.len").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[int]int{} // cap_len -> original length, for truncated frames
+	n := 0
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		var capLen, ipLen int
+		if _, err := fmt.Sscanf(line, "%d\t%d", &capLen, &ipLen); err == nil && ipLen+14 > capLen {
+			want[capLen] = ipLen + 14
+			n++
+		}
+	}
+	if n == 0 {
+		t.Fatal("tshark finds no truncated packet")
+	}
+	got, reg, _ := runRead(t, path, nil)
+	if m := metric(t, reg, "tapline_decap_truncated_total"); int(m) != n {
+		t.Fatalf("truncated counted %v, tshark finds %d", m, n)
+	}
+	seen := 0
+	for _, g := range got {
+		if g.Frame.OrigLen > len(g.Frame.Data) {
+			seen++
+			if want[len(g.Frame.Data)] != g.Frame.OrigLen {
+				t.Fatalf("frame of %d bytes: original length %d, want %d", len(g.Frame.Data), g.Frame.OrigLen, want[len(g.Frame.Data)])
+			}
+		}
+	}
+	if seen != n {
+		t.Fatalf("%d published frames carry an original length, want %d", seen, n)
+	}
 }
