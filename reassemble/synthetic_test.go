@@ -1,0 +1,275 @@
+package reassemble
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"math/rand"
+	"testing"
+	"time"
+
+	"github.com/tapline/tapline/proto"
+	"github.com/tapline/tapline/proto/framebatch"
+)
+
+// wsFrame encodes one WebSocket frame (FIN set); client frames are masked.
+func wsFrame(op byte, payload []byte, masked bool) []byte {
+	b := []byte{0x80 | op}
+	mbit := byte(0)
+	if masked {
+		mbit = 0x80
+	}
+	switch n := len(payload); {
+	case n < 126:
+		b = append(b, mbit|byte(n))
+	case n < 1<<16:
+		b = append(b, mbit|126)
+		b = binary.BigEndian.AppendUint16(b, uint16(n))
+	default:
+		b = append(b, mbit|127)
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	if !masked {
+		return append(b, payload...)
+	}
+	key := [4]byte{0x12, 0x34, 0x56, 0x78}
+	b = append(b, key[:]...)
+	for i, c := range payload {
+		b = append(b, c^key[i%4])
+	}
+	return b
+}
+
+const (
+	upgradeReq  = "GET /feed HTTP/1.1\r\nHost: prod.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	upgradeResp = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+)
+
+// wsScenario is a WebSocket conversation cut into TCP segments.
+type wsScenario struct {
+	c2sMsgs, s2cMsgs [][]byte
+	c2s, s2c         []byte // the two byte streams after the handshake
+	msgStart         []int  // s2c stream offset of each server message
+}
+
+func newWSScenario(n int) *wsScenario {
+	s := &wsScenario{}
+	for i := 0; i < n; i++ {
+		cm := []byte(fmt.Sprintf(`{"req":%d,"pad":"%s"}`, i, bytes.Repeat([]byte{'x'}, 50*i)))
+		sm := pattern(300+997*i, byte(i))
+		s.c2sMsgs, s.s2cMsgs = append(s.c2sMsgs, cm), append(s.s2cMsgs, sm)
+		s.c2s = append(s.c2s, wsFrame(1, cm, true)...)
+		s.msgStart = append(s.msgStart, len(s.s2c))
+		s.s2c = append(s.s2c, wsFrame(2, sm, false)...)
+	}
+	return s
+}
+
+// segs cuts b into segments of at most n bytes: (offset, bytes).
+type tcpSeg struct {
+	client bool
+	off    int
+	b      []byte
+}
+
+func cut(client bool, base int, b []byte, n int) []tcpSeg {
+	var out []tcpSeg
+	for off := 0; off < len(b); off += n {
+		out = append(out, tcpSeg{client, base + off, b[off:min(off+n, len(b))]})
+	}
+	return out
+}
+
+// runSegments publishes the connection's packets (handshake optional) and
+// returns what the messages stream holds for it.
+func runSegments(t *testing.T, withSYN bool, pre []tcpSeg, segs []tcpSeg, fin bool) *connOut {
+	t.Helper()
+	_, url := natstestRun(t)
+	_, js := connect(t, url)
+	col := collect(t, js)
+	cfg := testConfig(url, 2, "synthetic")
+	cfg.NewDecoder = nil
+	cfg.ReorderWindow = 64 << 10
+	startEngine(t, cfg)
+	clock := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC).UnixNano()
+	c := newSynthConn(t, "10.9.0.1:51000", "10.9.0.2:443", 5, &clock)
+	b := newBatcher(t, js, 4)
+	isn := c.seq
+	send := func(f framebatch.Frame) { b.add(&f, shardOf(t, &f, 2)) }
+	if withSYN {
+		send(c.frame(true, "S", nil))
+		send(c.frame(false, "SA", nil))
+		isn = c.seq
+	}
+	for _, s := range append(pre, segs...) {
+		i := 1
+		if s.client {
+			i = 0
+		}
+		c.seq[i] = isn[i] + uint32(s.off)
+		send(c.frame(s.client, "PA", s.b))
+	}
+	if fin {
+		var end [2]int
+		for _, s := range append(pre, segs...) {
+			i := 1
+			if s.client {
+				i = 0
+			}
+			end[i] = max(end[i], s.off+len(s.b))
+		}
+		for i, client := range []bool{true, false} {
+			c.seq[i] = isn[i] + uint32(end[i])
+			send(c.frame(client, "FA", nil))
+		}
+	}
+	b.flush()
+	waitFor(t, "close", func() bool { return len(col.closed()) >= 1 })
+	cs := col.closed()
+	col.mu.Lock()
+	defer col.mu.Unlock()
+	if len(col.errs) > 0 {
+		t.Fatal(col.errs)
+	}
+	if len(cs) != 1 {
+		t.Fatalf("%d connections", len(cs))
+	}
+	return cs[0]
+}
+
+func handshake() []tcpSeg {
+	return []tcpSeg{{true, 0, []byte(upgradeReq)}, {false, 0, []byte(upgradeResp)}}
+}
+
+// shift moves stream offsets past the handshake.
+func shift(segs []tcpSeg) []tcpSeg {
+	for i := range segs {
+		if segs[i].client {
+			segs[i].off += len(upgradeReq)
+		} else {
+			segs[i].off += len(upgradeResp)
+		}
+	}
+	return segs
+}
+
+func checkMessages(t *testing.T, c *connOut, dir proto.Direction, want [][]byte, from int) {
+	t.Helper()
+	var got []*gotMsg
+	for _, m := range c.msgs[dir] {
+		if m.opcode == proto.OpText || m.opcode == proto.OpBinary {
+			got = append(got, m)
+		}
+	}
+	if len(got) != len(want)-from {
+		t.Fatalf("%s: %d messages, want %d", dir, len(got), len(want)-from)
+	}
+	for i, m := range got {
+		if !m.complete || !bytes.Equal(m.body, want[from+i]) {
+			t.Errorf("%s #%d: complete %v, %d B, want %d B", dir, i, m.complete, len(m.body), len(want[from+i]))
+		}
+	}
+}
+
+// TestSyntheticReorderDuplicates: segments shuffled within a small window
+// and some sent twice give every message exactly.
+func TestSyntheticReorderDuplicates(t *testing.T) {
+	s := newWSScenario(12)
+	segs := append(cut(true, 0, s.c2s, 700), cut(false, 0, s.s2c, 1400)...)
+	rng := rand.New(rand.NewSource(7))
+	var mixed []tcpSeg
+	for _, sg := range segs {
+		mixed = append(mixed, sg)
+		if rng.Intn(4) == 0 {
+			mixed = append(mixed, sg)
+		}
+	}
+	for i := 0; i < len(mixed); i += 6 {
+		w := mixed[i:min(i+6, len(mixed))]
+		rng.Shuffle(len(w), func(a, b int) { w[a], w[b] = w[b], w[a] })
+	}
+	c := runSegments(t, true, handshake(), shift(mixed), true)
+	if c.open == nil || c.open.Protocol != "websocket" || c.open.Path != "/feed" || c.open.Host != "prod.example" {
+		t.Fatalf("open %+v", c.open)
+	}
+	checkMessages(t, c, proto.ClientToServer, s.c2sMsgs, 0)
+	checkMessages(t, c, proto.ServerToClient, s.s2cMsgs, 0)
+	if len(c.gaps) != 0 || c.closeEv.Reason != "fin" || c.closeEv.S2C.BytesMissing != 0 {
+		t.Fatalf("gaps %v close %+v", c.gaps, c.closeEv)
+	}
+}
+
+// TestSyntheticDroppedSegment: a segment inside server message 5 never
+// arrives: one gap event of its size, message 5 incomplete with the
+// missing count, every other message exact.
+func TestSyntheticDroppedSegment(t *testing.T) {
+	s := newWSScenario(10)
+	lost := s.msgStart[5] + 1000
+	var segs []tcpSeg
+	segs = append(segs, tcpSeg{false, 0, s.s2c[:lost]})
+	segs = append(segs, cut(false, lost+500, s.s2c[lost+500:], 1400)...)
+	segs = append(segs, cut(true, 0, s.c2s, 1400)...)
+	c := runSegments(t, true, handshake(), shift(segs), true)
+	if len(c.gaps) != 1 || c.gaps[0].Bytes != 500 || c.gaps[0].Dir != proto.ServerToClient || c.gaps[0].Offset != int64(len(upgradeResp)+lost) {
+		t.Fatalf("gaps %+v", c.gaps)
+	}
+	var got []*gotMsg
+	for _, m := range c.msgs[proto.ServerToClient] {
+		got = append(got, m)
+	}
+	if len(got) != 10 {
+		t.Fatalf("%d server messages", len(got))
+	}
+	for i, m := range got {
+		if i == 5 {
+			if m.complete {
+				t.Errorf("message 5 touched by the gap is complete")
+			}
+			continue
+		}
+		if !m.complete || !bytes.Equal(m.body, s.s2cMsgs[i]) {
+			t.Errorf("message %d: complete %v %d B", i, m.complete, len(m.body))
+		}
+	}
+	l := c.closeEv.S2C
+	if l.BytesMissing != 500 || l.Gaps != 1 || l.MessagesIncomplete != 1 || l.BytesImplied != int64(len(upgradeResp)+len(s.s2c)) {
+		t.Fatalf("loss summary %+v", l)
+	}
+}
+
+// TestSyntheticOneDirection: inbound-only mirroring of the server's side,
+// no SYN, no ACKs, handshake response included.
+func TestSyntheticOneDirection(t *testing.T) {
+	s := newWSScenario(8)
+	segs := append([]tcpSeg{{false, 0, []byte(upgradeResp)}}, shift(cut(false, 0, s.s2c, 1400))...)
+	c := runSegments(t, false, nil, segs, true)
+	if c.open == nil || c.open.Protocol != "websocket" {
+		t.Fatalf("open %+v", c.open)
+	}
+	if c.client != "10.9.0.1:51000" || c.server != "10.9.0.2:443" {
+		t.Fatalf("client %s server %s", c.client, c.server)
+	}
+	checkMessages(t, c, proto.ServerToClient, s.s2cMsgs, 0)
+	if len(c.msgs[proto.ClientToServer]) != 0 || len(c.gaps) != 0 {
+		t.Fatalf("c2s %d gaps %v", len(c.msgs[proto.ClientToServer]), c.gaps)
+	}
+}
+
+// TestSyntheticMidStream: mirroring starts in the middle of server message
+// 3 of an established WebSocket connection (no SYN, no handshake): the
+// messages from the next frame boundary are published exactly.
+func TestSyntheticMidStream(t *testing.T) {
+	s := newWSScenario(10)
+	start := s.msgStart[3] + 17
+	segs := cut(false, 0, s.s2c[start:], 1400)
+	segs = append(segs, cut(true, 0, s.c2s, 1000)...)
+	c := runSegments(t, false, nil, segs, false)
+	if c.open == nil || !c.open.MidStream {
+		t.Fatalf("open %+v", c.open)
+	}
+	checkMessages(t, c, proto.ServerToClient, s.s2cMsgs, 4)
+	checkMessages(t, c, proto.ClientToServer, s.c2sMsgs, 0)
+	if c.closeEv.Reason != "idle" {
+		t.Fatalf("close %+v", c.closeEv)
+	}
+}
