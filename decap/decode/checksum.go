@@ -2,6 +2,7 @@ package decode
 
 import (
 	"encoding/binary"
+	"math/bits"
 
 	"github.com/tapline/tapline/proto/flow"
 )
@@ -42,30 +43,41 @@ func checksumsOK(b []byte, k *flow.Key) bool {
 	return fold(sum(s, l4)) == 0xffff
 }
 
-// sum adds b as big-endian 16-bit words to s (ones' complement, unfolded).
+// sum adds b as big-endian 16-bit words to s (ones' complement, unfolded):
+// 64-bit words with end-around carry, since 2^64 ≡ 1 (mod 0xffff).
 func sum(s uint64, b []byte) uint64 {
+	var c uint64
 	for len(b) >= 32 {
-		s += uint64(binary.BigEndian.Uint32(b[0:])) + uint64(binary.BigEndian.Uint32(b[4:])) +
-			uint64(binary.BigEndian.Uint32(b[8:])) + uint64(binary.BigEndian.Uint32(b[12:])) +
-			uint64(binary.BigEndian.Uint32(b[16:])) + uint64(binary.BigEndian.Uint32(b[20:])) +
-			uint64(binary.BigEndian.Uint32(b[24:])) + uint64(binary.BigEndian.Uint32(b[28:]))
+		s, c = bits.Add64(s, binary.BigEndian.Uint64(b[0:]), c)
+		s, c = bits.Add64(s, binary.BigEndian.Uint64(b[8:]), c)
+		s, c = bits.Add64(s, binary.BigEndian.Uint64(b[16:]), c)
+		s, c = bits.Add64(s, binary.BigEndian.Uint64(b[24:]), c)
 		b = b[32:]
 	}
-	for len(b) >= 4 {
-		s += uint64(binary.BigEndian.Uint32(b))
+	for len(b) >= 8 {
+		s, c = bits.Add64(s, binary.BigEndian.Uint64(b), c)
+		b = b[8:]
+	}
+	s, c = bits.Add64(s, c, 0)
+	s += c
+	var tail uint64
+	if len(b) >= 4 {
+		tail += uint64(binary.BigEndian.Uint32(b))
 		b = b[4:]
 	}
 	if len(b) >= 2 {
-		s += uint64(binary.BigEndian.Uint16(b))
+		tail += uint64(binary.BigEndian.Uint16(b))
 		b = b[2:]
 	}
 	if len(b) == 1 {
-		s += uint64(b[0]) << 8
+		tail += uint64(b[0]) << 8
 	}
-	return s
+	s, c = bits.Add64(s, tail, 0)
+	return s + c
 }
 
 func fold(s uint64) uint16 {
+	s = s&0xffffffff + s>>32 // at most 33 bits
 	for s>>16 != 0 {
 		s = s&0xffff + s>>16
 	}

@@ -257,3 +257,28 @@ func TestIPv6Outer(t *testing.T) {
 		t.Fatalf("got %+v", p.Frame.Iface())
 	}
 }
+
+// TestSumMatchesReference compares the 64-bit checksum sum with the
+// textbook 16-bit one on every length up to 300 and random contents.
+func TestSumMatchesReference(t *testing.T) {
+	b := make([]byte, 300)
+	for i := range b {
+		b[i] = byte(i*131 + 7)
+	}
+	b[10], b[11] = 0xff, 0xff
+	for n := 0; n <= len(b); n++ {
+		var ref uint32
+		for i := 0; i+1 < n; i += 2 {
+			ref += uint32(b[i])<<8 | uint32(b[i+1])
+		}
+		if n%2 == 1 {
+			ref += uint32(b[n-1]) << 8
+		}
+		for ref>>16 != 0 {
+			ref = ref&0xffff + ref>>16
+		}
+		if got := fold(sum(0, b[:n])); uint32(got) != ref {
+			t.Fatalf("length %d: %#x want %#x", n, got, ref)
+		}
+	}
+}
