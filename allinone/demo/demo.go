@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tapline/tapline/allinone"
 	"github.com/tapline/tapline/allinone/testsystem"
@@ -76,6 +77,9 @@ type Report struct {
 	PcapPath   string                  // archive query output
 	Query      query.Result
 	TShark     string // tshark -r output (empty without tshark)
+	// Metrics are the names of the tapline_* metric families the
+	// all-in-one exported by the end of the run.
+	Metrics []string
 }
 
 // Main is `tapline demo`.
@@ -88,7 +92,7 @@ func Main(args []string) int {
 	fs.StringVar(&o.Dir, "dir", "", "directory for the NATS store, the archive and the query output (default: a temporary one)")
 	fs.BoolVar(&o.Keep, "keep", false, "keep the temporary directory")
 	fs.DurationVar(&o.Timeout, "timeout", 60*time.Second, "longest wait for the pipeline to deliver")
-	fs.StringVar(&o.LogLevel, "log-level", "warn", "log level of the stages")
+	fs.StringVar(&o.LogLevel, "log-level", "error", "log level of the stages (on stderr)")
 	if err := stage.Parse(fs, args, nil); err != nil {
 		if errors.Is(err, stage.ErrHelp) {
 			return 0
@@ -267,6 +271,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		{"decap.listen-addr", "127.0.0.1"},
 		{"decap.vxlan-port", strconv.Itoa(port)},
 		{"decap.geneve-port", "0"},
+		// The captures end without FIN on some connections: close them
+		// after 3 s of silence so their loss summaries are published.
+		{"reassemble.idle-timeout", "3s"},
 		{"replay.target", ts.URL()},
 		{"replay.pace", "fast"},
 		{"replay.compare", "false"},
@@ -317,6 +324,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return nil, ctx.Err()
 	}
 	if err := waitHealthy(ctx, d.Health, 30*time.Second); err != nil {
+		return nil, err
+	}
+	if err := waitListening(ctx, reg, 30*time.Second); err != nil {
 		return nil, err
 	}
 
@@ -383,6 +393,13 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return nil, fmt.Errorf("all-in-one: %v", err)
 	}
 	rep.Received = ts.Messages()
+	if mfs, err := reg.Gather(); err == nil {
+		for _, mf := range mfs {
+			if strings.HasPrefix(mf.GetName(), "tapline_") {
+				rep.Metrics = append(rep.Metrics, mf.GetName())
+			}
+		}
+	}
 	printSummary(out, rep)
 
 	// The archive.
@@ -406,6 +423,36 @@ func waitHealthy(ctx context.Context, h *stage.Health, limit time.Duration) erro
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("pipeline not healthy after %s: %v", limit, failed)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// waitListening waits until decap's UDP sockets are open (its
+// tapline_decap_udp_sockets gauge is above 0): datagrams sent before are
+// lost, as they would be in production.
+func waitListening(ctx context.Context, g prometheus.Gatherer, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		mfs, err := g.Gather()
+		if err != nil {
+			return err
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "tapline_decap_udp_sockets" {
+				for _, m := range mf.GetMetric() {
+					if m.GetGauge().GetValue() > 0 {
+						return nil
+					}
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("decap not listening after %s", limit)
 		}
 		select {
 		case <-ctx.Done():
@@ -441,8 +488,14 @@ func printSummary(out io.Writer, rep *Report) {
 	for _, e := range rep.Opens {
 		opens[e.Conn] = e
 	}
-	if len(rep.Closes) == 0 {
-		say("  no connection closed yet")
+	closed := map[string]bool{}
+	for _, c := range rep.Closes {
+		closed[c.Conn] = true
+	}
+	for _, o := range rep.Opens {
+		if !closed[o.Conn] {
+			say("  %s → %s %s %s: still open, no loss summary yet", o.Client, o.Server, o.Protocol, o.Path)
+		}
 	}
 	for _, c := range rep.Closes {
 		o := opens[c.Conn]
@@ -493,21 +546,23 @@ func queryArchive(ctx context.Context, out io.Writer, location, pcap string, rep
 		return nil
 	}
 	cmd := exec.CommandContext(ctx, "tshark", "-r", pcap)
-	b, err := cmd.CombinedOutput()
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	b, err := cmd.Output()
 	if err != nil {
-		say("  tshark -r failed: %v\n%s", err, b)
+		say("  tshark -r failed: %v\n%s", err, stderr.String())
 		return fmt.Errorf("tshark cannot read the archive query output: %v", err)
 	}
 	rep.TShark = string(b)
 	lines := strings.Split(strings.TrimRight(rep.TShark, "\n"), "\n")
 	say("  tshark -r %s (%d packets):", filepath.Base(pcap), len(lines))
+	const head, tail = 15, 5
 	for i, l := range lines {
-		if i == 15 && len(lines) > 20 {
-			say("    … %d more", len(lines)-20)
-			i = len(lines) - 5
-		}
-		if i < 15 || i >= len(lines)-5 {
+		switch {
+		case len(lines) <= head+tail+1 || i < head || i >= len(lines)-tail:
 			say("    %s", l)
+		case i == head:
+			say("    … %d more", len(lines)-head-tail)
 		}
 	}
 	return nil
