@@ -51,20 +51,30 @@ type pending struct {
 	key     key
 	w       *framebatch.Writer
 	since   time.Time
+	inOpen  bool // listed in Batcher.open
 }
 
 // Batcher builds batches and hands them to out. It is safe for concurrent
 // use; out is called with the Batcher's lock held, in the order batches of
 // one subject were finished, and may block (back-pressure).
 type Batcher struct {
-	cfg  Config
-	out  func(*Batch)
-	mu   sync.Mutex
-	pend map[key]*pending
-	last *pending
-	pool sync.Pool
-	open int // pending batches holding frames
+	cfg       Config
+	out       func(*Batch)
+	mu        sync.Mutex
+	pend      map[key]*pending
+	last      *pending
+	pool      sync.Pool
+	open      []*pending // subjects whose batch holds frames (may hold flushed ones until the next FlushOlder)
+	lastSweep time.Time
 }
+
+// MaxSubjects bounds the subjects a Batcher remembers; past it every
+// batch is handed on and the table starts afresh (a spray of VNIs cannot
+// grow memory without bound).
+const MaxSubjects = 1 << 16
+
+// idleAfter is how long a subject's entry is kept without frames.
+const idleAfter = 30 * time.Second
 
 // New returns a Batcher handing finished batches to out.
 func New(cfg Config, out func(*Batch)) *Batcher {
@@ -104,6 +114,10 @@ func (b *Batcher) add(f *framebatch.Frame, shard int) {
 	if p == nil || p.key != k {
 		p = b.pend[k]
 		if p == nil {
+			if len(b.pend) >= MaxSubjects {
+				b.flushAll()
+				clear(b.pend)
+			}
 			p = &pending{subject: proto.FramesSubject(f.VNI, shard), key: k}
 			b.pend[k] = p
 		}
@@ -115,7 +129,10 @@ func (b *Batcher) add(f *framebatch.Frame, shard int) {
 	if p.w == nil {
 		p.w = b.pool.Get().(*framebatch.Writer)
 		p.since = time.Now()
-		b.open++
+		if !p.inOpen {
+			p.inOpen = true
+			b.open = append(b.open, p)
+		}
 	}
 	p.w.Add(f)
 	if p.w.Len() >= b.cfg.MaxBytes {
@@ -126,7 +143,6 @@ func (b *Batcher) add(f *framebatch.Frame, shard int) {
 func (b *Batcher) flush(p *pending) {
 	w := p.w
 	p.w = nil
-	b.open--
 	b.out(&Batch{Subject: p.subject, VNI: p.key.vni, Shard: p.key.shard, W: w})
 }
 
@@ -140,16 +156,32 @@ func (b *Batcher) Release(bt *Batch) {
 }
 
 // FlushOlder hands on every batch whose first frame was added at or before
-// now minus the delay.
+// now minus the delay, and forgets subjects idle for a while.
 func (b *Batcher) FlushOlder(now time.Time) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.open == 0 {
-		return
-	}
-	for _, p := range b.pend {
+	keep := b.open[:0]
+	for _, p := range b.open {
 		if p.w != nil && now.Sub(p.since) >= b.cfg.Delay {
 			b.flush(p)
+		}
+		if p.w == nil {
+			p.inOpen = false
+			continue
+		}
+		keep = append(keep, p)
+	}
+	clear(b.open[len(keep):])
+	b.open = keep
+	if now.Sub(b.lastSweep) >= idleAfter {
+		b.lastSweep = now
+		for k, p := range b.pend {
+			if p.w == nil && now.Sub(p.since) >= idleAfter {
+				delete(b.pend, k)
+				if b.last == p {
+					b.last = nil
+				}
+			}
 		}
 	}
 }
@@ -158,11 +190,19 @@ func (b *Batcher) FlushOlder(now time.Time) {
 func (b *Batcher) Flush() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for _, p := range b.pend {
+	b.flushAll()
+}
+
+func (b *Batcher) flushAll() {
+	for _, p := range b.open {
 		if p.w != nil {
 			b.flush(p)
 		}
+		p.inOpen = false
 	}
+	clear(b.open)
+	b.open = b.open[:0]
+	b.last = nil
 }
 
 // Run flushes batches older than the delay until ctx ends. It does not

@@ -68,3 +68,33 @@ func TestSizeDelayAndOrder(t *testing.T) {
 		t.Fatal("Flush")
 	}
 }
+
+// TestBounded: the open list holds each subject once however often its
+// batch fills, idle subjects are forgotten, and the subject table is
+// bounded.
+func TestBounded(t *testing.T) {
+	var n int
+	var b *Batcher
+	b = New(Config{MaxBytes: 2048, Delay: time.Hour}, func(x *Batch) { n++; b.Release(x) })
+	data := make([]byte, 1000)
+	for i := 0; i < 1000; i++ {
+		b.Add(&framebatch.Frame{VNI: 1, Data: data}, 0)
+	}
+	if len(b.open) != 1 {
+		t.Fatalf("open list %d", len(b.open))
+	}
+	b.FlushOlder(time.Now().Add(2 * time.Hour))
+	if len(b.open) != 0 || len(b.pend) != 0 {
+		t.Fatalf("after the idle sweep: open %d subjects %d", len(b.open), len(b.pend))
+	}
+	for v := uint32(0); v < MaxSubjects+10; v++ {
+		b.Add(&framebatch.Frame{VNI: v, Data: data[:10]}, 0)
+	}
+	if len(b.pend) > MaxSubjects {
+		t.Fatalf("%d subjects", len(b.pend))
+	}
+	b.Flush()
+	if len(b.open) != 0 {
+		t.Fatal("open after Flush")
+	}
+}

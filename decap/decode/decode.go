@@ -85,6 +85,9 @@ func (d *Decoder) counters(vni uint32, encap framebatch.Encap) *Counters {
 	}
 	c := d.cache[k]
 	if c == nil {
+		if len(d.cache) >= MaxVNIs {
+			clear(d.cache) // bounded whatever VNIs arrive
+		}
 		c = d.stats.For(vni, encap)
 		d.cache[k] = c
 	}

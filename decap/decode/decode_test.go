@@ -282,3 +282,22 @@ func TestSumMatchesReference(t *testing.T) {
 		}
 	}
 }
+
+// TestManyVNIsBounded: a spray of distinct VNIs does not grow the counters
+// past MaxVNIs series; the rest are counted as vni "other".
+func TestManyVNIsBounded(t *testing.T) {
+	st := NewStats()
+	d := New(Config{}, st)
+	inner := tcpFrame(t, "10.0.0.1", "10.0.0.2", 1, 2, nil)
+	var p Packet
+	for v := uint32(0); v < MaxVNIs+500; v++ {
+		d.Datagram(&p, append(vxlan.Append(nil, v), inner...), src, 4789, 0)
+	}
+	tot := st.Totals()
+	if len(st.per) != MaxVNIs+1 || tot.PacketsByVNI["vxlan/other"] != 500 || tot.Packets != MaxVNIs+500 {
+		t.Fatalf("%d series, other %d, packets %d", len(st.per), tot.PacketsByVNI["vxlan/other"], tot.Packets)
+	}
+	if len(d.cache) > MaxVNIs {
+		t.Fatalf("decoder cache %d", len(d.cache))
+	}
+}

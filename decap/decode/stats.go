@@ -45,24 +45,54 @@ type reasonKey struct {
 	reason string
 }
 
+// MaxVNIs is how many distinct VNIs Stats counts separately; counts of
+// further VNIs go to OtherVNI (label vni="other"), so memory and metric
+// cardinality stay bounded whatever VNIs arrive.
+const MaxVNIs = 4096
+
+// OtherVNI stands for every VNI beyond the first MaxVNIs (outside the
+// 24-bit VNI range).
+const OtherVNI = 1 << 24
+
 // Stats holds the decoders' counters. It is safe for concurrent use by many
 // Decoders and implements prometheus.Collector.
 type Stats struct {
 	mu      sync.Mutex
 	per     map[statKey]*Counters
 	reasons map[reasonKey]*atomic.Uint64
+	vnis    map[uint32]struct{}
 }
 
 // NewStats returns empty counters.
 func NewStats() *Stats {
-	return &Stats{per: map[statKey]*Counters{}, reasons: map[reasonKey]*atomic.Uint64{}}
+	return &Stats{per: map[statKey]*Counters{}, reasons: map[reasonKey]*atomic.Uint64{}, vnis: map[uint32]struct{}{}}
+}
+
+// vniLocked maps a VNI to itself while fewer than MaxVNIs are tracked,
+// else to OtherVNI. s.mu is held.
+func (s *Stats) vniLocked(vni uint32) uint32 {
+	if _, ok := s.vnis[vni]; ok {
+		return vni
+	}
+	if len(s.vnis) >= MaxVNIs {
+		return OtherVNI
+	}
+	s.vnis[vni] = struct{}{}
+	return vni
+}
+
+func vniLabel(vni uint32) string {
+	if vni == OtherVNI {
+		return "other"
+	}
+	return strconv.FormatUint(uint64(vni), 10)
 }
 
 // For returns the counters of one VNI and encapsulation, creating them.
 func (s *Stats) For(vni uint32, encap framebatch.Encap) *Counters {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	k := statKey{vni, encap}
+	k := statKey{s.vniLocked(vni), encap}
 	c := s.per[k]
 	if c == nil {
 		c = &Counters{}
@@ -73,8 +103,11 @@ func (s *Stats) For(vni uint32, encap framebatch.Encap) *Counters {
 
 // Count adds one to a reason counter. vni < 0 means the VNI is unknown.
 func (s *Stats) Count(kind Kind, vni int64, encap framebatch.Encap, reason string) {
-	k := reasonKey{kind, vni, encap, reason}
 	s.mu.Lock()
+	if vni >= 0 {
+		vni = int64(s.vniLocked(uint32(vni)))
+	}
+	k := reasonKey{kind, vni, encap, reason}
 	c := s.reasons[k]
 	if c == nil {
 		c = &atomic.Uint64{}
@@ -106,7 +139,7 @@ func (s *Stats) Totals() Totals {
 		t.BadChecksum += c.BadChecksum.Load()
 		t.Reserved += c.Reserved.Load()
 		if n > 0 {
-			t.PacketsByVNI[k.encap.String()+"/"+strconv.FormatUint(uint64(k.vni), 10)] += n
+			t.PacketsByVNI[k.encap.String()+"/"+vniLabel(k.vni)] += n
 		}
 	}
 	for k, c := range s.reasons {
@@ -145,7 +178,7 @@ func (s *Stats) Collect(ch chan<- prometheus.Metric) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for k, c := range s.per {
-		vni, enc := strconv.FormatUint(uint64(k.vni), 10), k.encap.String()
+		vni, enc := vniLabel(k.vni), k.encap.String()
 		ch <- prometheus.MustNewConstMetric(descPackets, prometheus.CounterValue, float64(c.Packets.Load()), vni, enc)
 		ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(c.Bytes.Load()), vni, enc)
 		ch <- prometheus.MustNewConstMetric(descTruncated, prometheus.CounterValue, float64(c.Truncated.Load()), vni, enc)
@@ -155,7 +188,7 @@ func (s *Stats) Collect(ch chan<- prometheus.Metric) {
 	for k, c := range s.reasons {
 		vni := ""
 		if k.vni >= 0 {
-			vni = strconv.FormatInt(k.vni, 10)
+			vni = vniLabel(uint32(k.vni))
 		}
 		d := descMalformed
 		switch k.kind {
