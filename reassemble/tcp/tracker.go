@@ -75,6 +75,7 @@ type Conn struct {
 	Mid      bool // the start was not seen (first packet carried data without SYN)
 	clientIx int  // index into halves of the client's half
 	halves   [2]half
+	sinks    [2]halfSink
 	h        Handler
 	User     any // for the Handler's owner
 
@@ -236,8 +237,9 @@ func (t *Tracker) Packet(f *framebatch.Frame) *Conn {
 	ix := c.ix(src)
 	h := &c.halves[ix]
 	h.seen = true
-	sk := halfSink{c: c, ix: ix, ts: f.TimeNs}
-	h.add(t, &s, &sk)
+	sk := &c.sinks[ix]
+	sk.c, sk.ix, sk.ts = c, ix, f.TimeNs
+	h.add(t, &s, sk)
 	if s.flags&flagRST != 0 {
 		t.close(c, CloseRST, f.TimeNs)
 		return c
@@ -317,8 +319,9 @@ func (t *Tracker) close(c *Conn, reason string, tsNs int64) {
 	}
 	c.closed = true
 	for ix := range c.halves {
-		sk := halfSink{c: c, ix: ix, ts: tsNs}
-		c.halves[ix].flush(t, &sk)
+		sk := &c.sinks[ix]
+		sk.c, sk.ix, sk.ts = c, ix, tsNs
+		c.halves[ix].flush(t, sk)
 	}
 	delete(t.conns, c.k)
 	t.unlink(c)
