@@ -180,8 +180,9 @@ func (s *side) beginFrame(h wsframe.Header, ts int64) {
 		return
 	}
 	if s.undecoded {
+		// The rest of a message that cannot be inflated (or whose start was
+		// lost): the message is already flagged; its bytes are not delivered.
 		s.kind = kindDrop
-		s.em.incomplete(int64(min(h.Length, 1<<62)))
 	}
 }
 
