@@ -38,15 +38,16 @@ type partKey struct {
 type chunkParams struct {
 	frameBytes int // uncompressed bytes per seekable frame
 	maxFlows   int
-	// pool recycles the buffers of compressed frames between chunks.
-	pool *sync.Pool
+	// pool recycles the buffers of compressed frames between chunks,
+	// writers their pcapng writers (and so their section buffers).
+	pool, writers *sync.Pool
 }
 
 func newParams(frameBytes, maxFlows int) chunkParams {
 	return chunkParams{frameBytes: frameBytes, maxFlows: maxFlows, pool: &sync.Pool{New: func() any {
 		b := make([]byte, 0, frameBytes+frameBytes/16+1024)
 		return &b
-	}}}
+	}}, writers: &sync.Pool{New: func() any { return &framebatch.Writer{App: "tapline archive"} }}}
 }
 
 // flowID is a flow in canonical (lower endpoint first) form.
@@ -63,7 +64,7 @@ type flowID struct {
 type chunk struct {
 	p   chunkParams
 	enc *seekable.Encoder
-	w   framebatch.Writer
+	w   *framebatch.Writer
 
 	key     partKey
 	opened  time.Time // wall time of the first message
@@ -78,7 +79,8 @@ type chunk struct {
 
 func newChunk(p chunkParams, enc *seekable.Encoder, key partKey, now time.Time) *chunk {
 	c := &chunk{p: p, enc: enc, key: key, opened: now, flows: map[flowID]*index.Flow{}, grp: &group{}}
-	c.w.App = "tapline archive"
+	c.w = p.writers.Get().(*framebatch.Writer)
+	c.w.Reset()
 	c.idx = index.Index{Version: index.Version, VNI: key.vni, Stream: proto.FramesStream}
 	return c
 }
@@ -188,6 +190,8 @@ type sealed struct {
 // seal finishes the chunk: the last frame, the seek table and the index.
 func (c *chunk) seal(now time.Time) (*sealed, error) {
 	c.cutFrame()
+	c.p.writers.Put(c.w)
+	c.w = nil
 	obj := make([]byte, 0, c.csize+seekable.SeekTableSize(len(c.entries)))
 	for _, f := range c.frames {
 		obj = append(obj, *f...)

@@ -71,7 +71,7 @@ func run(ctx context.Context, cfg Config, d stage.Deps, st store.Store, level zs
 		return err
 	}
 	a := &archiver{
-		cfg: cfg, log: d.Log.With("store", st.String()), m: newMetrics(d.Metrics), st: st, tr: newTracker(), enc: enc,
+		cfg: cfg, log: d.Log.With("store", st.String()), m: newMetrics(d.Metrics), st: st, tr: newTracker(4 * cfg.MaxPendingBatches), enc: enc,
 		p:     newParams(int(cfg.FrameBytes), cfg.MaxFlows),
 		open:  map[partKey]*chunk{},
 		parts: map[int64][]framebatch.Frame{},
@@ -243,9 +243,13 @@ func (a *archiver) handle(ctx context.Context, m jetstream.Msg) {
 		a.m.redelivered.Inc()
 	}
 	data := m.Data()
-	pm := a.tr.begin(seq, m.Reply(), len(data))
-	if pm == nil {
+	pm, seen := a.tr.begin(seq, m.Reply(), len(data))
+	switch seen {
+	case pending:
 		return // already in a chunk of ours: a redelivery while we hold it
+	case storedAlready:
+		a.ackReplies([]string{m.Reply()}) // a stale redelivery of a stored batch
+		return
 	}
 	vni, _, err := proto.ParseSubject(m.Subject())
 	a.frms = a.frms[:0]

@@ -27,26 +27,46 @@ type tracker struct {
 	seqs    map[uint64]*pmsg
 	bytes   int64
 	changed chan struct{}
+	// Recently acknowledged sequences (a ring), so a stale redelivery of a
+	// batch this process already stored (it waited in the client's
+	// prefetch buffer past the ack wait) is acknowledged, not archived
+	// again.
+	acked map[uint64]struct{}
+	ring  []uint64
+	pos   int
 }
 
-func newTracker() *tracker {
-	return &tracker{seqs: map[uint64]*pmsg{}, changed: make(chan struct{}, 1)}
+func newTracker(remember int) *tracker {
+	return &tracker{seqs: map[uint64]*pmsg{}, changed: make(chan struct{}, 1),
+		acked: make(map[uint64]struct{}, remember), ring: make([]uint64, remember)}
 }
 
-// begin records the delivery of batch seq of n bytes. It returns nil when
-// the batch is already pending (a redelivery while this process holds it);
-// the new reply subject is then remembered so acknowledging covers it too.
-func (t *tracker) begin(seq uint64, reply string, n int) *pmsg {
+// Outcomes of begin for a batch already seen.
+type seen int
+
+const (
+	fresh         seen = iota // new: archive it
+	pending                   // held by this process: its reply is remembered
+	storedAlready             // stored and acknowledged recently: ack again
+)
+
+// begin records the delivery of batch seq of n bytes. For a batch already
+// pending (a redelivery while this process holds it) the new reply subject
+// is remembered so acknowledging covers it too.
+func (t *tracker) begin(seq uint64, reply string, n int) (*pmsg, seen) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if old, ok := t.seqs[seq]; ok {
 		old.replies = append(old.replies, reply)
-		return nil
+		return nil, pending
+	}
+	if _, ok := t.acked[seq]; ok {
+		return nil, storedAlready
 	}
 	m := &pmsg{seq: seq, replies: []string{reply}, bytes: int64(n)}
 	t.seqs[seq] = m
 	t.bytes += m.bytes
-	return m
+	return m, fresh
 }
 
 // attach adds (part of) m to g.
@@ -73,6 +93,12 @@ func (t *tracker) releaseLocked(m *pmsg) []string {
 	t.notify()
 	if m.failed {
 		return nil
+	}
+	if len(t.ring) > 0 {
+		delete(t.acked, t.ring[t.pos])
+		t.ring[t.pos] = m.seq
+		t.acked[m.seq] = struct{}{}
+		t.pos = (t.pos + 1) % len(t.ring)
 	}
 	return m.replies
 }
