@@ -51,8 +51,14 @@ func benchDecoder(b *testing.B, dir proto.Direction, segs [][]byte, payload int6
 	b.SetBytes(payload)
 	b.ReportAllocs()
 	out := &discard{}
+	defer func() {
+		if out.n < payload {
+			b.Fatalf("decoded %d bytes of %d", out.n, payload)
+		}
+	}()
 	for b.Loop() {
 		dec := message.New(message.Meta{Conn: "b", ClientKnown: true}, out, message.Limits{})
+		dec.Data(proto.ClientToServer, []byte(upgradeReq), 1)
 		dec.Data(proto.ServerToClient, []byte(benchResp), 1)
 		for _, s := range segs {
 			dec.Data(dir, s, 1)

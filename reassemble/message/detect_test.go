@@ -220,3 +220,23 @@ func TestBadFrames(t *testing.T) {
 		t.Errorf("heap grew %d MiB", g>>20)
 	}
 }
+
+// TestResponseOnlyThenFrames: the 101 was seen but the request was not
+// (its packet was not mirrored): the client's frames are found by hunting.
+func TestResponseOnlyThenFrames(t *testing.T) {
+	var c2s []byte
+	for i := 0; i < 4; i++ {
+		c2s = append(c2s, frame(true, wsframe.OpText, true, false, []byte("client says hello"))...)
+	}
+	ev := []event{
+		{dir: proto.ServerToClient, b: []byte(upgradeResp)},
+		{dir: proto.ClientToServer, b: c2s},
+	}
+	col, _ := run(t, ev, message.Meta{ClientKnown: true})
+	if o := col.opens[0]; o.Protocol != "websocket" {
+		t.Fatalf("open %+v", o)
+	}
+	if c := col.dir(proto.ClientToServer); len(c) != 4 || string(c[0].Body) != "client says hello" || !c[0].Complete {
+		t.Fatalf("c2s %+v", c)
+	}
+}

@@ -77,18 +77,18 @@ func (s *side) detect(b []byte, ts int64) {
 	case httpup.Unknown:
 		return
 	case httpup.Other:
-		d.settleTCP(ts)
+		s.notHTTP(ts)
 		return
 	}
 	m, err := httpup.Parse(s.hdr)
 	if err == httpup.ErrIncomplete {
 		if len(s.hdr) > d.lim.MaxHeader {
-			d.settleTCP(ts)
+			s.notHTTP(ts)
 		}
 		return
 	}
 	if err != nil {
-		d.settleTCP(ts)
+		s.notHTTP(ts)
 		return
 	}
 	if m.Status == 0 {
@@ -120,6 +120,20 @@ func (s *side) detect(b []byte, ts int64) {
 	s.hdr = nil
 	s.mode = modeWS
 	s.frames(rest, ts)
+}
+
+// notHTTP handles a direction whose first bytes are not a handshake: raw
+// TCP, unless the other direction already showed a WebSocket (then this
+// direction's handshake was not mirrored and its frames are looked for).
+func (s *side) notHTTP(ts int64) {
+	if s.d.proto != protoWS {
+		s.d.settleTCP(ts)
+		return
+	}
+	held := s.hdr
+	s.hdr = nil
+	s.startHunt(true)
+	s.huntData(held, ts)
 }
 
 // flushHandshake settles a connection whose handshake never completed.
