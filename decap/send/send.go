@@ -3,7 +3,8 @@
 // exercise decap (or any mirror target) without AWS.
 //
 // VXLAN: flags 0x08, the VNI, outer UDP source port from the inner flow
-// hash (so one flow keeps one source port, as with AWS), UDP checksum 0.
+// hash (so one flow keeps one source port, as with AWS), UDP checksum 0
+// (over IPv4; IPv6 keeps its checksum).
 // GENEVE (--geneve): protocol 0x6558 for Ethernet frames or 0x0800/0x86DD
 // for raw IP, with AWS Gateway Load Balancer options (class 0x0108). Frames
 // of an encapsulated capture are decapsulated first, so any capture
@@ -338,18 +339,18 @@ func (s *sockets) open(port uint16) (*net.UDPConn, error) {
 	return c, nil
 }
 
-// noChecksum asks Linux to send UDP checksum 0, as AWS does (best effort).
+// noChecksum asks Linux to send UDP checksum 0 over IPv4, as AWS does
+// (best effort). Over IPv6 a zero checksum is only accepted by receivers
+// that opt in (UDP_NO_CHECK6_RX), so IPv6 keeps its checksum.
 func noChecksum(c *net.UDPConn, v6 bool) {
+	if v6 {
+		return
+	}
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return
 	}
 	_ = rc.Control(func(fd uintptr) {
-		if v6 {
-			const udpNoCheck6Tx = 101
-			_ = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_UDP, udpNoCheck6Tx, 1)
-			return
-		}
 		const soNoCheck = 11
 		_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, soNoCheck, 1)
 	})

@@ -138,3 +138,27 @@ func TestValidate(t *testing.T) {
 		t.Fatal(ap)
 	}
 }
+
+// TestSendIPv6 sends to ::1 (skipped where IPv6 loopback is missing).
+func TestSendIPv6(t *testing.T) {
+	pc, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	defer pc.Close()
+	res, err := Send(context.Background(), Config{File: captures + "vxlan-icmp-arp.pcap", To: pc.LocalAddr().String(), VNI: 9, Top: true, Loop: 2}, slog.Default())
+	if err != nil || res.Packets != 20 {
+		t.Fatalf("%+v %v", res, err)
+	}
+	buf := make([]byte, 2000)
+	for i := 0; i < 20; i++ {
+		_ = pc.SetReadDeadline(time.Now().Add(60 * time.Second))
+		n, src, err := pc.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n < 8 || buf[0] != 0x08 || buf[6] != 9 || !src.Addr().Is6() {
+			t.Fatalf("datagram %d from %v: %x", i, src, buf[:8])
+		}
+	}
+}
