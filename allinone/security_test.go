@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nkeys"
 
@@ -357,5 +358,81 @@ func TestAllInOneNeverLogsSecrets(t *testing.T) {
 		if strings.Contains(out, secret) {
 			t.Fatalf("secret in %s:\n%s", what, out)
 		}
+	}
+}
+
+// TestNATSCredsFile: decentralised (operator/JWT) authentication with a
+// credentials file, as NGS or a NATS cluster with an account resolver uses.
+func TestNATSCredsFile(t *testing.T) {
+	opKP, _ := nkeys.CreateOperator()
+	opPub, _ := opKP.PublicKey()
+	op := jwt.NewOperatorClaims(opPub)
+	op.Name = "tapline-test"
+	if _, err := op.Encode(opKP); err != nil {
+		t.Fatal(err)
+	}
+	accKP, _ := nkeys.CreateAccount()
+	accPub, _ := accKP.PublicKey()
+	acc := jwt.NewAccountClaims(accPub)
+	acc.Limits.JetStreamLimits.DiskStorage = -1
+	acc.Limits.JetStreamLimits.MemoryStorage = -1
+	accJWT, err := acc.Encode(opKP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds := func(name string, signer nkeys.KeyPair) string {
+		uKP, _ := nkeys.CreateUser()
+		uPub, _ := uKP.PublicKey()
+		uSeed, _ := uKP.Seed()
+		uc := jwt.NewUserClaims(uPub)
+		uc.IssuerAccount = accPub
+		uJWT, err := uc.Encode(signer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := jwt.FormatUserConfig(uJWT, uSeed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(t.TempDir(), name)
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	// Operator mode with JetStream needs a system account.
+	sysKP, _ := nkeys.CreateAccount()
+	sysPub, _ := sysKP.PublicKey()
+	sysJWT, err := jwt.NewAccountClaims(sysPub).Encode(opKP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resolver := &server.MemAccResolver{}
+	if err := resolver.Store(accPub, accJWT); err != nil {
+		t.Fatal(err)
+	}
+	if err := resolver.Store(sysPub, sysJWT); err != nil {
+		t.Fatal(err)
+	}
+	srv := startServer(t, &server.Options{TrustedOperators: []*jwt.OperatorClaims{op}, AccountResolver: resolver, SystemAccount: sysPub})
+	log, buf := newLog()
+	good := creds("good.creds", accKP)
+	if err := connect(t, stage.Common{NATSURL: srv.ClientURL(), NATSCreds: good}, log); err != nil {
+		t.Fatalf("valid credentials file: %v", err)
+	}
+	otherAcc, _ := nkeys.CreateAccount() // a user signed by an unknown account
+	if err := connect(t, stage.Common{NATSURL: srv.ClientURL(), NATSCreds: creds("bad.creds", otherAcc)}, log); err == nil {
+		t.Fatal("credentials of an unknown account accepted")
+	}
+	seedLine := ""
+	if b, err := os.ReadFile(good); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "SU") {
+				seedLine = l
+			}
+		}
+	}
+	if seedLine == "" || strings.Contains(buf.String(), seedLine) {
+		t.Fatalf("seed missing from the creds file or logged:\n%s", buf.String())
 	}
 }
