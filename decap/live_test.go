@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"sort"
 	"testing"
 	"time"
@@ -29,8 +30,14 @@ func startListening(t *testing.T, mod func(*Config)) (vx, gen uint16, url string
 
 // startListeningURL is startListening with a given NATS server.
 func startListeningURL(t *testing.T, url string, mod func(*Config)) (vx, gen uint16, _ string, d stage.Deps, stop func() error) {
+	return startListeningAt(t, "127.0.0.1", url, mod)
+}
+
+// startListeningAt is startListening on a given loopback address.
+func startListeningAt(t *testing.T, host, url string, mod func(*Config)) (vx, gen uint16, _ string, d stage.Deps, stop func() error) {
 	t.Helper()
-	in, err := udpin.Open(udpin.Config{Addrs: []string{"127.0.0.1:0", "127.0.0.1:0"}, Sockets: 2, RcvBuf: 8 << 20}, nil)
+	a := net.JoinHostPort(host, "0")
+	in, err := udpin.Open(udpin.Config{Addrs: []string{a, a}, Sockets: 2, RcvBuf: 8 << 20}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,6 +152,34 @@ func TestSendToLiveDecap(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestSendToLiveDecapIPv6: the same round trip over ::1.
+func TestSendToLiveDecapIPv6(t *testing.T) {
+	if c, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback}); err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	} else {
+		c.Close()
+	}
+	path := captures + "aws-vpc-mirror-vxlan-ssh.pcap"
+	_, url := natstest.Run(t)
+	vx, _, _, _, stop := startListeningAt(t, "::1", url, nil)
+	res, err := send.Send(context.Background(), send.Config{File: path, To: fmt.Sprintf("[::1]:%d", vx), VNI: 42, Speed: 50, Loop: 1}, slog.Default())
+	if err != nil || res.Packets != 100 {
+		t.Fatalf("send: %+v %v", res, err)
+	}
+	got := waitFrames(t, url, 100)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 100 {
+		t.Fatalf("%d frames", len(got))
+	}
+	for _, g := range got {
+		if g.VNI != 42 || g.Frame.OuterSrc.String() != "::1" {
+			t.Fatalf("frame %+v", g.Frame.Iface())
+		}
 	}
 }
 
