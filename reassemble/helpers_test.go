@@ -324,6 +324,24 @@ func (col *collector) closed() []*connOut {
 	return out
 }
 
+// closed2 is closed for a caller holding col.mu.
+func (col *collector) closed2() []*connOut {
+	var out []*connOut
+	for _, id := range col.order {
+		if c := col.conns[id]; c.closeEv != nil {
+			out = append(out, c)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].id < out[j].id })
+	return out
+}
+
+// labDeps are stage dependencies for a second stage in a test.
+func labDeps() (stage.Deps, any) {
+	d, reg := stage.TestDeps("decap")
+	return d, reg
+}
+
 // waitFor polls cond for up to 60 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
