@@ -136,11 +136,13 @@ func (s *side) notHTTP(ts int64) {
 	s.huntData(held, ts)
 }
 
-// flushHandshake settles a connection whose handshake never completed.
+// flushHandshake settles a connection whose handshake never completed: a
+// partial header block of a WebSocket connection is dropped, anything else
+// is raw TCP.
 func (s *side) flushHandshake(ts int64) {
 	if s.mode == modeDetect && len(s.hdr) > 0 {
-		if s.d.proto == protoWS && s.d.resp != nil {
-			s.hdr = nil // junk before a request we never saw: counted nowhere
+		if s.d.proto == protoWS {
+			s.hdr = nil
 			return
 		}
 		s.d.settleTCP(ts)
