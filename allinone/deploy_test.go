@@ -26,6 +26,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"go.yaml.in/yaml/v4"
 
+	"github.com/tapline/tapline/decap/send"
 	"github.com/tapline/tapline/proto/stage"
 )
 
@@ -207,6 +208,24 @@ func TestComposeDemoProfile(t *testing.T) {
 	traffic := p.Services["traffic"]
 	if len(traffic.Command) == 0 || traffic.Command[0] != "send" || !slices.Contains(traffic.Command, "--loop") || !slices.Contains(traffic.Command, "decap:4789") {
 		t.Errorf("traffic is not `decap send --loop` to decap: %v", traffic.Command)
+	}
+	// The command line as `decap send` parses it (FILE first or after the
+	// flags; one file).
+	var sc send.Config
+	sfs := flag.NewFlagSet("decap send", flag.ContinueOnError)
+	sc.Register(sfs)
+	args := []string(traffic.Command[1:])
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		sc.File, args = args[0], args[1:]
+	}
+	if err := sfs.Parse(args); err != nil {
+		t.Fatalf("traffic: decap send rejects %v: %v", traffic.Command, err)
+	}
+	if sc.File == "" && sfs.NArg() > 0 {
+		sc.File = sfs.Arg(0)
+	}
+	if err := sc.Validate(); err != nil || sfs.NArg() > 1 || sc.Loop != 0 {
+		t.Errorf("traffic: decap send %v: %v, %d extra args, loop %d (want forever)", traffic.Command, err, sfs.NArg(), sc.Loop)
 	}
 	for _, arg := range traffic.Command {
 		if strings.HasPrefix(arg, "/captures/") {
