@@ -289,3 +289,49 @@ func TestTruncatedCounted(t *testing.T) {
 		t.Fatalf("%d published frames carry an original length, want %d", seen, n)
 	}
 }
+
+// TestReadTaplineBatches: frame batches saved from TAPLINE_FRAMES (several
+// pcapng sections) read back with their VNI, encapsulation, outer source,
+// timestamps and bytes.
+func TestReadTaplineBatches(t *testing.T) {
+	var want []framebatch.Frame
+	if err := ReadCapture(captures+"aws-vpc-mirror-vxlan-ssh.pcap", func(f *framebatch.Frame) error {
+		c := *f
+		c.Data = bytes.Clone(f.Data)
+		want = append(want, c)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var file []byte
+	for i := 0; i < len(want); i += 30 { // several sections
+		var w framebatch.Writer
+		for j := i; j < min(i+30, len(want)); j++ {
+			w.Add(&want[j])
+		}
+		file = append(file, w.Bytes()...)
+	}
+	path := filepath.Join(t.TempDir(), "batches.pcapng")
+	if err := os.WriteFile(path, file, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, _, _ := runRead(t, path, nil)
+	if len(got) != len(want) {
+		t.Fatalf("%d frames, want %d", len(got), len(want))
+	}
+	key := func(f *framebatch.Frame) string {
+		return fmt.Sprintf("%d/%v/%x", f.TimeNs, f.Iface(), f.Data)
+	}
+	var a, b []string
+	for i := range want {
+		a = append(a, key(&want[i]))
+		b = append(b, key(&got[i].Frame))
+	}
+	sort.Strings(a)
+	sort.Strings(b)
+	for i := range a {
+		if a[i] != b[i] {
+			t.Fatalf("frame differs:\nwant %.150s\ngot  %.150s", a[i], b[i])
+		}
+	}
+}

@@ -55,7 +55,7 @@ func readCapture(r io.Reader, dec *decode.Decoder, sh *shard.Sharder, fn func(f 
 			}
 			return err
 		}
-		if !dec.Frame(&p, cp.LinkType, cp.Data, cp.TimeNs) {
+		if !dec.Captured(&p, cp.LinkType, cp.Data, cp.TimeNs, cp.Iface) {
 			continue
 		}
 		if err := fn(&p.Frame, sh.Shard(&p.Key, p.HasFlow)); err != nil {

@@ -218,7 +218,7 @@ func (e *engine) readFile(ctx context.Context, f *os.File) error {
 			}
 			return fmt.Errorf("--read %s: %w", e.cfg.Read, err)
 		}
-		if dec.Frame(&p, cp.LinkType, cp.Data, cp.TimeNs) {
+		if dec.Captured(&p, cp.LinkType, cp.Data, cp.TimeNs, cp.Iface) {
 			e.batcher.Add(&p.Frame, e.sharder.Shard(&p.Key, p.HasFlow))
 		}
 	}

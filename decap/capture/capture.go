@@ -62,6 +62,8 @@ type Packet struct {
 	LinkType int   // pcap LINKTYPE_ value
 	TimeNs   int64 // capture time, ns since the Unix epoch
 	OrigLen  int   // length on the wire as recorded by the capture
+	// Iface is the pcapng interface name of the packet ("" for pcap).
+	Iface string
 }
 
 // Next reads the next packet into p. It returns io.EOF at the end of the
@@ -84,9 +86,15 @@ func (r *Reader) Next(p *Packet) error {
 	}
 	r.n++
 	p.Data, p.TimeNs, p.OrigLen, p.LinkType = data, ci.Timestamp.UnixNano(), ci.Length, r.link
-	if r.ng != nil && len(ci.AncillaryData) > 0 {
-		if lt, ok := ci.AncillaryData[0].(layers.LinkType); ok {
-			p.LinkType = int(lt)
+	p.Iface = ""
+	if r.ng != nil {
+		if len(ci.AncillaryData) > 0 {
+			if lt, ok := ci.AncillaryData[0].(layers.LinkType); ok {
+				p.LinkType = int(lt)
+			}
+		}
+		if ifc, err := r.ng.Interface(ci.InterfaceIndex); err == nil {
+			p.Iface = ifc.Name
 		}
 	}
 	return nil

@@ -55,6 +55,12 @@ type Decoder struct {
 	cache    map[statKey]*Counters
 	lastKey  statKey
 	last     *Counters
+	ifaces   map[string]ifaceInfo
+}
+
+type ifaceInfo struct {
+	ok  bool
+	ifc framebatch.Iface
 }
 
 // New returns a Decoder counting into stats.
@@ -222,6 +228,33 @@ func (d *Decoder) Frame(p *Packet, linkType int, frame []byte, timeNs int64) boo
 	*p = Packet{}
 	p.Frame = framebatch.Frame{TimeNs: timeNs, Encap: framebatch.EncapNone, Link: link, Data: data}
 	return d.finish(p, false)
+}
+
+// Captured decodes one packet of a capture file whose pcapng interface is
+// named ifaceName. A Tapline interface name ("<encap>/<vni>/<outer
+// source>", as decap writes in frame batches) on an Ethernet or raw IP
+// interface marks an already decapsulated frame: it keeps that
+// encapsulation, VNI and outer source, so frames saved from
+// TAPLINE_FRAMES (or an archive) read back as they were published. Any
+// other packet goes through Frame.
+func (d *Decoder) Captured(p *Packet, linkType int, frame []byte, timeNs int64, ifaceName string) bool {
+	if ifaceName != "" && (linkType == int(flow.LinkEthernet) || linkType == int(flow.LinkRaw)) {
+		info, ok := d.ifaces[ifaceName]
+		if !ok {
+			if d.ifaces == nil || len(d.ifaces) >= 1024 {
+				d.ifaces = map[string]ifaceInfo{}
+			}
+			ifc, err := framebatch.ParseIfaceName(ifaceName)
+			info = ifaceInfo{ok: err == nil, ifc: ifc}
+			d.ifaces[ifaceName] = info
+		}
+		if info.ok {
+			*p = Packet{}
+			p.Frame = framebatch.Frame{TimeNs: timeNs, VNI: info.ifc.VNI, Encap: info.ifc.Encap, Link: flow.LinkType(linkType), OuterSrc: info.ifc.OuterSrc, Data: frame}
+			return d.finish(p, false)
+		}
+	}
+	return d.Frame(p, linkType, frame, timeNs)
 }
 
 // udpPayload returns the UDP payload of the packet b whose flow is k, cut

@@ -234,7 +234,11 @@ func FuzzOuterFrame(f *testing.F) {
 				t.Fatalf("frame of %d bytes from %d, orig %d", len(p.Frame.Data), len(b), p.Frame.OrigLen)
 			}
 		}
-		// The same bytes as a datagram on either port.
+		// As a frame of a Tapline pcapng interface, and as a datagram on
+		// either port.
+		if d.Captured(&p, int(link), b, 0, "geneve-vxlan/7/10.0.0.1") && (link == 1 || link == 101) && (p.Frame.VNI != 7 || len(p.Frame.Data) != len(b)) {
+			t.Fatalf("tapline interface frame %+v", p.Frame.Iface())
+		}
 		d.Datagram(&p, b, src, 4789, 0)
 		d.Datagram(&p, b, src, 6081, 0)
 	})

@@ -216,7 +216,7 @@ func sendOnce(ctx context.Context, cfg Config, s *sockets, res *Result, pace fun
 			}
 			return fmt.Errorf("%s: %w", cfg.File, err)
 		}
-		if !dec.Frame(&p, cp.LinkType, cp.Data, cp.TimeNs) {
+		if !dec.Captured(&p, cp.LinkType, cp.Data, cp.TimeNs, cp.Iface) {
 			res.Skipped++
 			continue
 		}
