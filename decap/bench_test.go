@@ -147,6 +147,12 @@ func BenchmarkBaselineGopacketDLP(b *testing.B) {
 }
 
 func benchJetStream(b *testing.B) (*nats.Conn, jetstream.JetStream) {
+	return benchJetStreamStorage(b, false)
+}
+
+// benchJetStreamStorage starts a server with the frames stream in file
+// or (memory true) memory storage.
+func benchJetStreamStorage(b *testing.B, memory bool) (*nats.Conn, jetstream.JetStream) {
 	b.Helper()
 	srv, err := natstest.Start(natstest.Options{StoreDir: b.TempDir()})
 	if err != nil {
@@ -159,7 +165,7 @@ func benchJetStream(b *testing.B) (*nats.Conn, jetstream.JetStream) {
 	}
 	b.Cleanup(nc.Close)
 	js, _ := jetstream.New(nc)
-	opts := proto.StreamOptions{Frames: proto.StreamLimits{MaxBytes: 1 << 30}}
+	opts := proto.StreamOptions{Frames: proto.StreamLimits{MaxBytes: 1 << 30}, Memory: memory}
 	if err := proto.EnsureStreams(context.Background(), js, opts, proto.FramesStream); err != nil {
 		b.Fatal(err)
 	}
@@ -168,8 +174,14 @@ func benchJetStream(b *testing.B) (*nats.Conn, jetstream.JetStream) {
 
 // BenchmarkPublishBatches publishes 64 KiB frame batches (1 KiB frames)
 // through decap's publisher to an embedded JetStream (file storage).
-func BenchmarkPublishBatches(b *testing.B) {
-	nc, _ := benchJetStream(b)
+func BenchmarkPublishBatches(b *testing.B) { benchPublishBatches(b, false) }
+
+// BenchmarkPublishBatchesMemory is BenchmarkPublishBatches into a memory
+// stream: the publisher and server without the disk.
+func BenchmarkPublishBatchesMemory(b *testing.B) { benchPublishBatches(b, true) }
+
+func benchPublishBatches(b *testing.B, memory bool) {
+	nc, _ := benchJetStreamStorage(b, memory)
 	frame := make([]byte, 1024)
 	var w framebatch.Writer
 	for w.Len() < 64<<10-1100 {
