@@ -254,8 +254,9 @@ func runWSLab(t *testing.T, inbound bool) {
 		lib := libOf[c.client]
 		if c.open == nil || c.open.Path != "/"+lib {
 			// The mirror does not keep the order between the two
-			// directions: the 101 can be reassembled before the request.
-			t.Logf("%s: open event without the request's path: %+v", lib, c.open)
+			// directions; the causal hold of package tcp delivers the
+			// request before the 101 that acknowledges it.
+			t.Errorf("%s: open event without the request's path: %+v", lib, c.open)
 		}
 		port := c.client[strings.LastIndex(c.client, ":")+1:]
 		t.Logf("%s %s: open %+v close %+v", lib, c.id, c.open, c.closeEv)

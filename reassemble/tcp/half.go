@@ -39,7 +39,24 @@ type half struct {
 	truncEnd uint32 // bytes before this after next are known lost (truncation)
 	truncSet bool
 
+	// Causal hold: in-order output of this direction waiting for the
+	// other direction to deliver the bytes this one acknowledged.
+	wait      []heldOut
+	waitAck   uint32 // release when the other direction delivered up to here
+	waitBytes int64  // stream bytes (data and gaps) in wait
+	waitSince int64  // capture time of the oldest waiting output
+	peerNext  uint32 // the other direction's first sequence number, known from a SYN-ACK
+	peerKnown bool
+
 	loss Loss
+}
+
+// heldOut is one output held by the causal hold: bytes or a gap.
+type heldOut struct {
+	data   []byte
+	off, n int64 // gap
+	reason string
+	ts     int64
 }
 
 // Loss is the account of one direction of a connection.

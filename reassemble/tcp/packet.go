@@ -26,6 +26,7 @@ var (
 // Data aliases the frame.
 type segment struct {
 	seq   uint32
+	ack   uint32
 	flags uint8
 	data  []byte // captured payload
 	lost  int    // payload bytes the IP header implies but the capture lacks (truncation)
@@ -53,6 +54,7 @@ func parseSegment(k *flow.Key, frame []byte) (segment, error) {
 		return s, errShortTCP
 	}
 	s.seq = binary.BigEndian.Uint32(h[4:8])
+	s.ack = binary.BigEndian.Uint32(h[8:12])
 	s.flags = h[13]
 	ipEnd := k.L3Offset + k.IPTotalLen
 	if k.Proto == flow.ProtoTCP && k.IPTotalLen == 40 && isIPv6Jumbo(frame, k) {

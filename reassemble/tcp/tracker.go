@@ -81,6 +81,7 @@ type Conn struct {
 
 	prev, next *Conn // LRU list, most recent at head
 	closed     bool
+	noCausal   bool // the causal hold is off: the other direction is not mirrored
 }
 
 // Client returns the client's address (known from the SYN, else guessed).
@@ -114,6 +115,7 @@ type Stats struct {
 	Packets, NotTCP, Fragments, Malformed int64
 	Opened, Closed, Evicted               int64
 	BufferCapHits                         int64
+	Held                                  int64 // bytes held by the causal hold (one direction waiting for the other)
 	Ignored                               int64 // packets of no tracked connection without payload, or late after its close
 }
 
@@ -128,8 +130,9 @@ type Tracker struct {
 	cfg      Config
 	open     Opener
 	conns    map[key]*Conn
-	tomb     map[key]int64 // recently closed by FIN/RST: close time
-	head     *Conn         // most recently active
+	tomb     map[key]int64      // recently closed by FIN/RST: close time
+	waiting  map[*Conn]struct{} // connections with held output
+	head     *Conn              // most recently active
 	tail     *Conn
 	buffered int64
 	nowNs    int64
@@ -151,7 +154,7 @@ func New(cfg Config, open Opener) *Tracker {
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = 10 * time.Minute
 	}
-	return &Tracker{cfg: cfg, open: open, conns: make(map[key]*Conn), tomb: make(map[key]int64)}
+	return &Tracker{cfg: cfg, open: open, conns: make(map[key]*Conn), tomb: make(map[key]int64), waiting: make(map[*Conn]struct{})}
 }
 
 // Conns returns the number of connections tracked.
@@ -162,14 +165,110 @@ func (t *Tracker) Buffered() int64 { return t.buffered }
 
 // halfSink adapts a connection half to the Handler.
 type halfSink struct {
-	c  *Conn
-	ix int
-	ts int64
+	t    *Tracker
+	c    *Conn
+	ix   int
+	ts   int64
+	hold bool
 }
 
-func (s *halfSink) data(b []byte) { s.c.h.Data(s.c.dir(s.ix), b, s.ts) }
+func (s *halfSink) data(b []byte) {
+	if h := &s.c.halves[s.ix]; s.hold || len(h.wait) > 0 {
+		s.queue(h, heldOut{data: append([]byte(nil), b...), ts: s.ts}, int64(len(b)))
+		return
+	}
+	s.c.h.Data(s.c.dir(s.ix), b, s.ts)
+}
+
 func (s *halfSink) gap(off, n int64, reason string) {
+	if h := &s.c.halves[s.ix]; s.hold || len(h.wait) > 0 {
+		s.queue(h, heldOut{off: off, n: n, reason: reason, ts: s.ts}, n)
+		return
+	}
 	s.c.h.Gap(s.c.dir(s.ix), off, n, s.ts, reason)
+}
+
+func (s *halfSink) queue(h *half, o heldOut, n int64) {
+	if len(h.wait) == 0 {
+		h.waitSince = s.ts
+		s.t.waiting[s.c] = struct{}{}
+	}
+	h.wait = append(h.wait, o)
+	h.waitBytes += n
+	s.t.buffered += int64(len(o.data))
+	s.t.Held += int64(len(o.data))
+}
+
+// causalHold is how long (capture time) output of one direction waits for
+// the other direction's bytes it acknowledges; causalMaxBytes bounds what
+// one direction holds.
+const (
+	causalHold     = 100 * time.Millisecond
+	causalMaxBytes = 1 << 20
+)
+
+// holdFor decides whether the output of segment s, sent by half ix, must
+// wait: it acknowledges bytes of the other direction that have not been
+// delivered yet (the mirror reordered the two directions, e.g. a response
+// reassembled before its request).
+func (c *Conn) holdFor(ix int, s *segment) bool {
+	if c.noCausal || s.flags&flagACK == 0 || len(s.data)+s.lost == 0 {
+		return false
+	}
+	x, y := &c.halves[ix], &c.halves[ix^1]
+	var yNext uint32
+	switch {
+	case y.started:
+		yNext = y.next - uint32(y.waitBytes)
+	case x.peerKnown:
+		yNext = x.peerNext
+	default:
+		return false
+	}
+	if seqDiff(s.ack, yNext) <= 0 {
+		return false
+	}
+	if len(x.wait) == 0 || seqDiff(s.ack, x.waitAck) > 0 {
+		x.waitAck = s.ack
+	}
+	return true
+}
+
+// release delivers held output whose condition is met (or all of it when
+// force), repeating while something was released.
+func (t *Tracker) release(c *Conn, force bool) {
+	for changed := true; changed; {
+		changed = false
+		for ix := range c.halves {
+			x, y := &c.halves[ix], &c.halves[ix^1]
+			if len(x.wait) == 0 {
+				continue
+			}
+			caught := y.started && seqDiff(y.next-uint32(y.waitBytes), x.waitAck) >= 0
+			expired := t.nowNs-x.waitSince > int64(causalHold) || x.waitBytes > causalMaxBytes || t.buffered > t.cfg.MaxBuffered
+			if !force && !caught && !expired {
+				continue
+			}
+			if expired && !caught && !y.seen {
+				c.noCausal = true // the other direction is not mirrored
+			}
+			w := x.wait
+			x.wait, x.waitBytes = nil, 0
+			d := c.dir(ix)
+			for _, o := range w {
+				t.buffered -= int64(len(o.data))
+				if o.data != nil {
+					c.h.Data(d, o.data, o.ts)
+				} else {
+					c.h.Gap(d, o.off, o.n, o.ts, o.reason)
+				}
+			}
+			changed = true
+		}
+	}
+	if len(c.halves[0].wait) == 0 && len(c.halves[1].wait) == 0 {
+		delete(t.waiting, c)
+	}
 }
 
 // Packet processes one frame. It returns the connection the frame belongs
@@ -237,9 +336,20 @@ func (t *Tracker) Packet(f *framebatch.Frame) *Conn {
 	ix := c.ix(src)
 	h := &c.halves[ix]
 	h.seen = true
+	if s.flags&flagSYN != 0 && s.flags&flagACK != 0 {
+		// A SYN-ACK names the other direction's first sequence number.
+		h.peerNext, h.peerKnown = s.ack, true
+	}
 	sk := &c.sinks[ix]
-	sk.c, sk.ix, sk.ts = c, ix, f.TimeNs
+	sk.t, sk.c, sk.ix, sk.ts = t, c, ix, f.TimeNs
+	sk.hold = c.holdFor(ix, &s)
 	h.add(t, &s, sk)
+	sk.hold = false
+	if len(t.waiting) > 0 {
+		if _, ok := t.waiting[c]; ok {
+			t.release(c, false)
+		}
+	}
 	if s.flags&flagRST != 0 {
 		t.close(c, CloseRST, f.TimeNs)
 		return c
@@ -318,9 +428,10 @@ func (t *Tracker) close(c *Conn, reason string, tsNs int64) {
 		return
 	}
 	c.closed = true
+	t.release(c, true)
 	for ix := range c.halves {
 		sk := &c.sinks[ix]
-		sk.c, sk.ix, sk.ts = c, ix, tsNs
+		sk.t, sk.c, sk.ix, sk.ts, sk.hold = t, c, ix, tsNs, false
 		c.halves[ix].flush(t, sk)
 	}
 	delete(t.conns, c.k)
@@ -345,6 +456,9 @@ func (t *Tracker) close(c *Conn, reason string, tsNs int64) {
 func (t *Tracker) Expire(nowNs int64) int {
 	if nowNs > t.nowNs {
 		t.nowNs = nowNs
+	}
+	for c := range t.waiting {
+		t.release(c, false)
 	}
 	n := 0
 	limit := t.nowNs - int64(t.cfg.IdleTimeout)

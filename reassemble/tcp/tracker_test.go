@@ -24,9 +24,15 @@ type rec struct {
 	c2s    Loss
 	s2c    Loss
 	conn   *Conn
+	order  []proto.Direction // directions of successive data runs
 }
 
-func (r *rec) Data(d proto.Direction, b []byte, _ int64) { r.data[d].Write(b) }
+func (r *rec) Data(d proto.Direction, b []byte, _ int64) {
+	r.data[d].Write(b)
+	if n := len(r.order); n == 0 || r.order[n-1] != d {
+		r.order = append(r.order, d)
+	}
+}
 func (r *rec) Gap(d proto.Direction, off, n int64, _ int64, reason string) {
 	r.gaps[d] += n
 	r.data[d].Write(bytes.Repeat([]byte{'?'}, int(n)))
@@ -63,8 +69,13 @@ const (
 
 // pkt builds an Ethernet/IPv4/TCP frame.
 func pkt(t testing.TB, fromClient bool, seq uint32, flags string, payload []byte) []byte {
+	return pktA(t, fromClient, seq, 0, flags, payload)
+}
+
+// pktA is pkt with an acknowledgement number.
+func pktA(t testing.TB, fromClient bool, seq, ack uint32, flags string, payload []byte) []byte {
 	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolTCP, SrcIP: cliIP, DstIP: srvIP}
-	tc := &layers.TCP{SrcPort: cliPort, DstPort: srvPort, Seq: seq, Window: 65535}
+	tc := &layers.TCP{SrcPort: cliPort, DstPort: srvPort, Seq: seq, Ack: ack, Window: 65535}
 	if !fromClient {
 		ip.SrcIP, ip.DstIP = srvIP, cliIP
 		tc.SrcPort, tc.DstPort = srvPort, cliPort
@@ -311,4 +322,46 @@ func FuzzTracker(f *testing.F) {
 			t.Fatal("buffered after close")
 		}
 	})
+}
+
+// TestCausalOrder: the mirror delivers the server's response before the
+// client's request (the two directions travel apart); the response
+// acknowledges the request, so the request is delivered first.
+func TestCausalOrder(t *testing.T) {
+	h := newHarness(t, Config{})
+	req, resp := []byte("GET / HTTP/1.1\r\n\r\n"), []byte("HTTP/1.1 200 OK\r\n\r\n")
+	h.feed(pktA(t, false, 900, 101, "SA", nil)) // SYN-ACK first
+	h.feed(pkt(t, true, 100, "S", nil))
+	h.feed(pktA(t, false, 901, 101+uint32(len(req)), "PA", resp))
+	h.feed(pktA(t, true, 101, 901, "PA", req))
+	h.feed(pktA(t, true, 101+uint32(len(req)), 901+uint32(len(resp)), "FA", nil))
+	h.feed(pktA(t, false, 901+uint32(len(resp)), 102+uint32(len(req)), "FA", nil))
+	r := h.recs[0]
+	if len(r.order) != 2 || r.order[0] != proto.ClientToServer {
+		t.Fatalf("delivery order %v, want c2s then s2c", r.order)
+	}
+	if r.data[proto.ServerToClient].String() != string(resp) || r.closed != CloseFIN || h.tr.Buffered() != 0 {
+		t.Fatalf("resp %q closed %q buffered %d", r.data[proto.ServerToClient], r.closed, h.tr.Buffered())
+	}
+}
+
+// TestCausalHoldBounded: when the acknowledged direction is not mirrored,
+// the held output is released after the hold time and the hold is off for
+// the rest of the connection.
+func TestCausalHoldBounded(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.feed(pktA(t, false, 900, 101, "SA", nil))
+	h.feed(pktA(t, false, 901, 500, "PA", []byte("hello")))
+	r := h.recs[0]
+	if r.data[proto.ServerToClient].Len() != 0 {
+		t.Fatal("not held")
+	}
+	h.tr.Expire(h.nowNs + int64(time.Second))
+	if r.data[proto.ServerToClient].String() != "hello" || !r.conn.noCausal {
+		t.Fatalf("not released: %q", r.data[proto.ServerToClient])
+	}
+	h.feed(pktA(t, false, 906, 900, "PA", []byte("world")))
+	if r.data[proto.ServerToClient].String() != "helloworld" {
+		t.Fatal("held again")
+	}
 }
