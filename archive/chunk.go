@@ -36,18 +36,16 @@ type partKey struct {
 
 // chunkParams are the builder's limits.
 type chunkParams struct {
-	frameBytes int // uncompressed bytes per seekable frame
+	frameBytes int   // uncompressed bytes per seekable frame
+	chunkBytes int64 // uncompressed bytes per chunk (to size buffers)
 	maxFlows   int
-	// pool recycles the buffers of compressed frames between chunks,
-	// writers their pcapng writers (and so their section buffers).
-	pool, writers *sync.Pool
+	// writers recycles pcapng writers (and their section buffers).
+	writers *sync.Pool
 }
 
-func newParams(frameBytes, maxFlows int) chunkParams {
-	return chunkParams{frameBytes: frameBytes, maxFlows: maxFlows, pool: &sync.Pool{New: func() any {
-		b := make([]byte, 0, frameBytes+frameBytes/16+1024)
-		return &b
-	}}, writers: &sync.Pool{New: func() any { return &framebatch.Writer{App: "tapline archive"} }}}
+func newParams(frameBytes int, chunkBytes int64, maxFlows int) chunkParams {
+	return chunkParams{frameBytes: frameBytes, chunkBytes: chunkBytes, maxFlows: maxFlows,
+		writers: &sync.Pool{New: func() any { return &framebatch.Writer{App: "tapline archive"} }}}
 }
 
 // flowID is a flow in canonical (lower endpoint first) form.
@@ -68,8 +66,7 @@ type chunk struct {
 
 	key     partKey
 	opened  time.Time // wall time of the first message
-	frames  []*[]byte // compressed frames, joined when sealed
-	csize   int       // their total size
+	obj     []byte    // the compressed frames so far
 	entries []seekable.Entry
 	idx     index.Index
 	cur     index.Frame // frame in progress
@@ -160,12 +157,21 @@ func (c *chunk) cutFrame() {
 		return
 	}
 	sec := c.w.Bytes()
-	off := c.csize
-	buf := c.p.pool.Get().(*[]byte)
+	off := len(c.obj)
+	if cap(c.obj)-off < len(sec)+len(sec)/64+64 {
+		// Grow to what the whole chunk will need at the ratio seen so
+		// far (at least this frame uncompressed), so the compressed data
+		// is written once and rarely moved.
+		est := len(sec) + len(sec)/64 + 64
+		if off > 0 && c.idx.UncompressedSize > 0 {
+			est = max(est, int(float64(off)/float64(c.idx.UncompressedSize)*float64(c.p.chunkBytes)*1.1))
+		}
+		obj := make([]byte, off, off+est)
+		copy(obj, c.obj)
+		c.obj = obj
+	}
 	var e seekable.Entry
-	*buf, e = c.enc.AppendFrame((*buf)[:0], sec)
-	c.frames = append(c.frames, buf)
-	c.csize += len(*buf)
+	c.obj, e = c.enc.AppendFrame(c.obj, sec)
 	c.entries = append(c.entries, e)
 	c.cur.Offset = int64(off)
 	c.cur.Size = int64(e.CompressedSize)
@@ -192,13 +198,7 @@ func (c *chunk) seal(now time.Time) (*sealed, error) {
 	c.cutFrame()
 	c.p.writers.Put(c.w)
 	c.w = nil
-	obj := make([]byte, 0, c.csize+seekable.SeekTableSize(len(c.entries)))
-	for _, f := range c.frames {
-		obj = append(obj, *f...)
-		c.p.pool.Put(f)
-	}
-	c.frames = nil
-	obj = seekable.AppendSeekTable(obj, c.entries)
+	obj := seekable.AppendSeekTable(c.obj, c.entries)
 	c.idx.CompressedSize = int64(len(obj))
 	c.idx.Chunk = index.ChunkKey(c.key.vni, c.idx.FirstNs, c.idx.LastNs, c.idx.FirstSeq, c.idx.LastSeq)
 	c.idx.Flows = make([]index.Flow, 0, len(c.flows))

@@ -44,7 +44,7 @@ func TestCLI(t *testing.T) {
 	}
 	t0 := time.Date(2026, 11, 25, 14, 0, 0, 0, time.UTC)
 	in := synth(20000, t0.UnixNano(), int64(time.Millisecond), 5, 16, 1, 300)
-	writeChunks(t, st, in, 32, 1, newParams(32<<10, 1000), 512<<10)
+	writeChunks(t, st, in, 32, 1, newParams(32<<10, 512<<10, 1000), 512<<10)
 	from, to := t0.Format(time.RFC3339), t0.Add(time.Minute).Format(time.RFC3339)
 
 	out, errs, code := runCLI(t, "ls", "--store", dir, "--from", from, "--to", to, "-l")

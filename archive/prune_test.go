@@ -89,7 +89,7 @@ func TestQueryPruning(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	total := writeChunks(t, base, in, 64, 1, newParams(DefaultFrameBytes, 10000), DefaultChunkBytes)
+	total := writeChunks(t, base, in, 64, 1, newParams(DefaultFrameBytes, DefaultChunkBytes, 10000), DefaultChunkBytes)
 
 	st := store.NewCounting(base)
 	from := t0 + 30*int64(time.Minute)
@@ -120,7 +120,7 @@ func TestOverlappingChunksDeduplicated(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := newParams(16<<10, 100)
+	p := newParams(16<<10, 64<<10, 100)
 	// First run: batches 1..100 (frames 0..1599) in 64 KiB chunks.
 	writeChunks(t, st, in[:1600], 16, 1, p, 64<<10)
 	// Redelivery: batches 60..188 (frames 944..) with other cut points.

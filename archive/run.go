@@ -72,7 +72,7 @@ func run(ctx context.Context, cfg Config, d stage.Deps, st store.Store, level zs
 	}
 	a := &archiver{
 		cfg: cfg, log: d.Log.With("store", st.String()), m: newMetrics(d.Metrics), st: st, tr: newTracker(4 * cfg.MaxPendingBatches), enc: enc,
-		p:     newParams(int(cfg.FrameBytes), cfg.MaxFlows),
+		p:     newParams(int(cfg.FrameBytes), cfg.ChunkBytes, cfg.MaxFlows),
 		open:  map[partKey]*chunk{},
 		parts: map[int64][]framebatch.Frame{},
 		up:    make(chan *sealed, cfg.Uploaders),

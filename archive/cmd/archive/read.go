@@ -80,7 +80,15 @@ func (r *readFlags) filter(now time.Time) (query.Filter, error) {
 		}
 		f.Flows = append(f.Flows, fl)
 	}
-	return f, r.store.Validate()
+	if err := r.store.Validate(); err != nil {
+		return f, err
+	}
+	if !strings.HasPrefix(r.store.Location, "s3://") {
+		if fi, err := os.Stat(r.store.Location); err != nil || !fi.IsDir() {
+			return f, fmt.Errorf("--store %s: no archive directory there", r.store.Location)
+		}
+	}
+	return f, nil
 }
 
 // parseTime reads the time forms --from and --to accept.
