@@ -10,27 +10,27 @@ import (
 // NATS header names used on the messages stream (and, where they apply, on
 // the results stream). All values are ASCII; numbers are decimal.
 const (
-	HdrVersion    = "Tapline-Version"     // wire contract revision, see Version
-	HdrKind       = "Tapline-Kind"        // one of the Kind values
-	HdrConn       = "Tapline-Conn"        // connection id, stable for the connection's life
-	HdrVNI        = "Tapline-Vni"         // VNI the connection was mirrored on
-	HdrClient     = "Tapline-Client"      // client address ip:port (the side that opened the connection, or the guess)
-	HdrServer     = "Tapline-Server"      // server address ip:port
-	HdrDir        = "Tapline-Dir"         // c2s or s2c
-	HdrSeq        = "Tapline-Seq"         // message sequence within connection and direction, from 1
-	HdrChunk      = "Tapline-Chunk"       // chunk index within the message, from 0
-	HdrLast       = "Tapline-Last"        // "true" on the last chunk of a message
-	HdrOpcode     = "Tapline-Opcode"      // text, binary, ping, pong, close, or tcp for raw TCP bytes
-	HdrComplete   = "Tapline-Complete"    // "true" when the message is byte-exact; "false" when touched by loss
-	HdrMissing    = "Tapline-Missing"     // bytes of the message lost by the mirror (known at the last chunk)
-	HdrCompressed = "Tapline-Compressed"  // "true" when the frame was permessage-deflate compressed on the wire; the body is inflated
-	HdrCloseCode  = "Tapline-Close-Code"  // close status code of a close message, when present
-	HdrFirstNs    = "Tapline-First-Ns"    // capture time of the first packet of the message (ns since the Unix epoch)
-	HdrLastNs     = "Tapline-Last-Ns"     // capture time of the last packet of the message so far
-	HdrSize       = "Tapline-Size"        // total payload bytes of the message, on the last chunk
-	HdrResult     = "Tapline-Result"      // replay result: sent, skipped, failed, match, mismatch
-	HdrReason     = "Tapline-Reason"      // human-readable reason accompanying a result or an incomplete message
-	HdrMsgID      = nats.MsgIdHdr         // JetStream de-duplication id
+	HdrVersion    = "Tapline-Version"    // wire contract revision, see Version
+	HdrKind       = "Tapline-Kind"       // one of the Kind values
+	HdrConn       = "Tapline-Conn"       // connection id, stable for the connection's life
+	HdrVNI        = "Tapline-Vni"        // VNI the connection was mirrored on
+	HdrClient     = "Tapline-Client"     // client address ip:port (the side that opened the connection, or the guess)
+	HdrServer     = "Tapline-Server"     // server address ip:port
+	HdrDir        = "Tapline-Dir"        // c2s or s2c
+	HdrSeq        = "Tapline-Seq"        // message sequence within connection and direction, from 1
+	HdrChunk      = "Tapline-Chunk"      // chunk index within the message, from 0
+	HdrLast       = "Tapline-Last"       // "true" on the last chunk of a message
+	HdrOpcode     = "Tapline-Opcode"     // text, binary, ping, pong, close, or tcp for raw TCP bytes
+	HdrComplete   = "Tapline-Complete"   // "true" when the message is byte-exact; "false" when touched by loss
+	HdrMissing    = "Tapline-Missing"    // bytes of the message lost by the mirror (known at the last chunk)
+	HdrCompressed = "Tapline-Compressed" // "true" when the frame was permessage-deflate compressed on the wire; the body is inflated
+	HdrCloseCode  = "Tapline-Close-Code" // close status code of a close message, when present
+	HdrFirstNs    = "Tapline-First-Ns"   // capture time of the first packet of the message (ns since the Unix epoch)
+	HdrLastNs     = "Tapline-Last-Ns"    // capture time of the last packet of the message so far
+	HdrSize       = "Tapline-Size"       // total payload bytes of the message, on the last chunk
+	HdrResult     = "Tapline-Result"     // replay result: sent, skipped, failed, match, mismatch
+	HdrReason     = "Tapline-Reason"     // human-readable reason accompanying a result or an incomplete message
+	HdrMsgID      = nats.MsgIdHdr        // JetStream de-duplication id
 )
 
 // Kind is the value of the Tapline-Kind header.

@@ -31,7 +31,6 @@ func TestSubjects(t *testing.T) {
 
 func itoa(n int) string { return strconv.Itoa(n) }
 
-
 func TestChunkHeaderRoundTrip(t *testing.T) {
 	in := Chunk{Conn: "c1", VNI: 42, Client: "10.0.0.1:5000", Server: "10.0.0.2:80", Dir: ServerToClient,
 		Seq: 7, Index: 2, Last: true, Opcode: OpClose, Complete: false, Missing: 1234, Compressed: true,
