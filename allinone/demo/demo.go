@@ -55,9 +55,13 @@ type Options struct {
 	Keep bool
 	// Timeout bounds the wait for the pipeline to deliver everything.
 	Timeout time.Duration
-	// Quiet is how long nothing new must happen before the demo considers
-	// the flow finished.
+	// Quiet is how long nothing new must happen, once every connection is
+	// closed and every client message has a replay result, before the
+	// demo considers the flow finished.
 	Quiet time.Duration
+	// Stall ends the wait early when nothing at all happened for this
+	// long (default 3 × Quiet).
+	Stall time.Duration
 	// LogLevel of the stages' logs (on stderr).
 	LogLevel string
 	// Out receives the narrative; nil: os.Stdout.
@@ -223,6 +227,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if o.Quiet == 0 {
 		o.Quiet = 2 * time.Second
 	}
+	if o.Stall == 0 {
+		o.Stall = 3 * o.Quiet
+	}
 	if o.LogLevel == "" {
 		o.LogLevel = "warn"
 	}
@@ -368,6 +375,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	for {
 		ob.mu.Lock()
 		quiet := time.Since(ob.changed) > o.Quiet
+		stalled := time.Since(ob.changed) > o.Stall
 		c2s := rep.Messages[proto.ClientToServer]
 		results := 0
 		for _, n := range rep.Results {
@@ -375,7 +383,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 		allDone := len(rep.Opens) > 0 && len(rep.Closes) >= len(rep.Opens) && results >= c2s
 		ob.mu.Unlock()
-		if allDone && quiet || (quiet && time.Since(ob.changed) > 3*o.Quiet) || time.Now().After(deadline) {
+		if allDone && quiet || stalled || time.Now().After(deadline) {
 			break
 		}
 		select {

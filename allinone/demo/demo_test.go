@@ -38,7 +38,7 @@ func TestDemo(t *testing.T) {
 	var out syncBuf
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	rep, err := Run(ctx, Options{Dir: t.TempDir(), Out: &out, Timeout: 2 * time.Minute, LogLevel: "warn"})
+	rep, err := Run(ctx, Options{Dir: t.TempDir(), Out: &out, Timeout: 2 * time.Minute, Stall: time.Minute, LogLevel: "warn"})
 	t.Log("\n" + out.String())
 	if err != nil {
 		t.Fatal(err)
