@@ -23,6 +23,7 @@ func TestFailover(t *testing.T) {
 	col := collect(t, js)
 	cfgA, cfgB := testConfig(url, shards, "instance-a"), testConfig(url, shards, "instance-b")
 	cfgA.IdleTimeout, cfgB.IdleTimeout = time.Hour, time.Hour // a slow test machine must not close them
+	cfgA.PinnedTTL, cfgB.PinnedTTL = time.Minute, time.Minute // nor unpin the owner: the hand-over unpins explicitly
 	stopA := startEngine(t, cfgA)
 
 	clock := time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC).UnixNano()

@@ -23,6 +23,7 @@ type metrics struct {
 	gaps           *prometheus.CounterVec // vni, reason
 	decodeFailures *prometheus.CounterVec // kind
 	truncated      prometheus.Counter
+	causalHeld     prometheus.Counter
 	buffered       *prometheus.GaugeVec // shard
 	pending        *prometheus.GaugeVec // shard
 	ackPending     *prometheus.GaugeVec // shard
@@ -53,6 +54,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		gaps:           prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "gaps_total", Help: "Holes declared in TCP streams, by VNI and reason."}, []string{"vni", "reason"}),
 		decodeFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "decode_failures_total", Help: "Decoder failures at connection close, by kind (bad_frame, undecodable, resync)."}, []string{"kind"}),
 		truncated:      prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "truncated_packets_total", Help: "TCP packets the mirror truncated (their missing tail is a gap)."}),
+		causalHeld:     prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "causal_held_bytes_total", Help: "Stream bytes of one direction held until the other direction delivered the bytes they acknowledge (the mirror reordered the directions)."}),
 		buffered:       prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: ns + "buffered_bytes", Help: "Out-of-order bytes held."}, []string{"shard"}),
 		pending:        prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: ns + "consumer_pending", Help: "Consumer lag: frame batches in the stream not yet delivered to this shard's consumer."}, []string{"shard"}),
 		ackPending:     prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: ns + "consumer_ack_pending", Help: "Frame batches delivered but not yet acknowledged."}, []string{"shard"}),
@@ -64,7 +66,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		takeovers:      prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "shard_takeovers_total", Help: "Times this instance started receiving a shard's frames."}),
 	}
 	for _, c := range []prometheus.Collector{m.batches, m.batchErrors, m.frames, m.framesIgnored, m.connsOpened, m.connsClosed, m.conns,
-		m.streamBytes, m.retransBytes, m.messages, m.messageBytes, m.incomplete, m.gapBytes, m.gaps, m.decodeFailures, m.truncated,
+		m.streamBytes, m.retransBytes, m.messages, m.messageBytes, m.incomplete, m.gapBytes, m.gaps, m.decodeFailures, m.truncated, m.causalHeld,
 		m.buffered, m.pending, m.ackPending, m.held, m.unreplayable, m.published, m.publishRetries, m.inflight, m.takeovers} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

@@ -135,7 +135,8 @@ func (w *worker) run(ctx context.Context) {
 	// stops, the last request completes (all its messages received, or
 	// expired) before the shard is handed over, so no batch is left in
 	// flight to an inbox nobody reads.
-	expiry := max(w.e.cfg.PinnedTTL/3, time.Second)
+	// Short requests: a hand-over waits for the last one to end.
+	expiry := min(max(w.e.cfg.PinnedTTL/3, time.Second), 5*time.Second)
 	msgs := make(chan jetstream.Msg, pullBatches)
 	go func() {
 		defer close(msgs)
@@ -390,6 +391,7 @@ func (w *worker) flushStats() {
 	m.framesIgnored.WithLabelValues("fragment").Add(float64(s.Fragments - w.lastStats.Fragments))
 	m.framesIgnored.WithLabelValues("malformed").Add(float64(s.Malformed - w.lastStats.Malformed))
 	m.framesIgnored.WithLabelValues("stray").Add(float64(s.Ignored - w.lastStats.Ignored))
+	m.causalHeld.Add(float64(s.Held - w.lastStats.Held))
 	w.lastStats = s
 }
 
