@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tapline/tapline/decap"
 	"github.com/tapline/tapline/proto"
@@ -100,7 +101,14 @@ func testConfig(url string, shards int, id string) Config {
 // waits for Run to return.
 func startEngine(t *testing.T, cfg Config) (cancel func()) {
 	t.Helper()
-	d, _ := stage.TestDeps("reassemble")
+	cancel, _ = startEngineReg(t, cfg)
+	return cancel
+}
+
+// startEngineReg is startEngine that also returns the metrics registry.
+func startEngineReg(t *testing.T, cfg Config) (cancel func(), reg *prometheus.Registry) {
+	t.Helper()
+	d, reg := stage.TestDeps("reassemble")
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, cfg, d) }()
@@ -114,7 +122,38 @@ func startEngine(t *testing.T, cfg Config) (cancel func()) {
 		})
 	}
 	t.Cleanup(cancel)
-	return cancel
+	return cancel, reg
+}
+
+// metricValue sums the series of a metric whose labels include want.
+func metricValue(t *testing.T, reg *prometheus.Registry, name string, want map[string]string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metric:
+		for _, m := range mf.GetMetric() {
+			for k, v := range want {
+				found := false
+				for _, lp := range m.GetLabel() {
+					if lp.GetName() == k && lp.GetValue() == v {
+						found = true
+					}
+				}
+				if !found {
+					continue metric
+				}
+			}
+			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return sum
 }
 
 // connect returns a JetStream client with the streams provisioned.

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/tapline/tapline/proto"
 	"github.com/tapline/tapline/proto/framebatch"
 )
@@ -83,6 +85,11 @@ func cut(client bool, base int, b []byte, n int) []tcpSeg {
 // runSegments publishes the connection's packets (handshake optional) and
 // returns what the messages stream holds for it.
 func runSegments(t *testing.T, withSYN bool, pre []tcpSeg, segs []tcpSeg, fin bool) *connOut {
+	c, _ := runSegmentsReg(t, withSYN, pre, segs, fin)
+	return c
+}
+
+func runSegmentsReg(t *testing.T, withSYN bool, pre []tcpSeg, segs []tcpSeg, fin bool) (*connOut, *prometheus.Registry) {
 	t.Helper()
 	_, url := natstestRun(t)
 	_, js := connect(t, url)
@@ -90,7 +97,7 @@ func runSegments(t *testing.T, withSYN bool, pre []tcpSeg, segs []tcpSeg, fin bo
 	cfg := testConfig(url, 2, "synthetic")
 	cfg.NewDecoder = nil
 	cfg.ReorderWindow = 64 << 10
-	startEngine(t, cfg)
+	_, reg := startEngineReg(t, cfg)
 	clock := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC).UnixNano()
 	c := newSynthConn(t, "10.9.0.1:51000", "10.9.0.2:443", 5, &clock)
 	b := newBatcher(t, js, 4)
@@ -134,7 +141,7 @@ func runSegments(t *testing.T, withSYN bool, pre []tcpSeg, segs []tcpSeg, fin bo
 	if len(cs) != 1 {
 		t.Fatalf("%d connections", len(cs))
 	}
-	return cs[0]
+	return cs[0], reg
 }
 
 func handshake() []tcpSeg {
@@ -209,7 +216,7 @@ func TestSyntheticDroppedSegment(t *testing.T) {
 	segs = append(segs, tcpSeg{false, 0, s.s2c[:lost]})
 	segs = append(segs, cut(false, lost+500, s.s2c[lost+500:], 1400)...)
 	segs = append(segs, cut(true, 0, s.c2s, 1400)...)
-	c := runSegments(t, true, handshake(), shift(segs), true)
+	c, reg := runSegmentsReg(t, true, handshake(), shift(segs), true)
 	if len(c.gaps) != 1 || c.gaps[0].Bytes != 500 || c.gaps[0].Dir != proto.ServerToClient || c.gaps[0].Offset != int64(len(upgradeResp)+lost) {
 		t.Fatalf("gaps %+v", c.gaps)
 	}
@@ -230,6 +237,15 @@ func TestSyntheticDroppedSegment(t *testing.T) {
 		if !m.complete || !bytes.Equal(m.body, s.s2cMsgs[i]) {
 			t.Errorf("message %d: complete %v %d B", i, m.complete, len(m.body))
 		}
+	}
+	waitFor(t, "metrics", func() bool {
+		return metricValue(t, reg, "tapline_reassemble_gap_bytes_total", map[string]string{"vni": "5"}) == 500
+	})
+	if v := metricValue(t, reg, "tapline_reassemble_incomplete_messages_total", map[string]string{"dir": "s2c"}); v != 1 {
+		t.Errorf("incomplete messages metric %v", v)
+	}
+	if v := metricValue(t, reg, "tapline_reassemble_messages_total", map[string]string{"dir": "s2c", "opcode": "binary", "complete": "true"}); v != 9 {
+		t.Errorf("complete s2c binary messages metric %v", v)
 	}
 	l := c.closeEv.S2C
 	if l.BytesMissing != 500 || l.Gaps != 1 || l.MessagesIncomplete != 1 || l.BytesImplied != int64(len(upgradeResp)+len(s.s2c)) {
