@@ -77,6 +77,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 func TestRunProcess(t *testing.T) {
+	const secret = "pr0cess-s3cret-pw"
 	dir := t.TempDir()
 	ts, err := testsystem.Start("127.0.0.1:0", nil)
 	if err != nil {
@@ -101,6 +102,11 @@ func TestRunProcess(t *testing.T) {
 		fmt.Sprintf("TAPLINE_DECAP_VXLAN_PORT=%d", udpPort),
 		"TAPLINE_ARCHIVE_STORE="+filepath.Join(dir, "archive"),
 		"TAPLINE_REASSEMBLE_IDLE_TIMEOUT=2s",
+		// Credentials the embedded server does not ask for: they must
+		// reach no log line of any stage.
+		"TAPLINE_NATS_USER=tapline",
+		"TAPLINE_NATS_PASSWORD="+secret,
+		"TAPLINE_LOG_LEVEL=debug",
 	)
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -161,6 +167,9 @@ func TestRunProcess(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "stopped cleanly") {
 		t.Errorf("no clean stop in the log:\n%s", stderr.String())
+	}
+	if strings.Contains(stderr.String(), secret) {
+		t.Errorf("the NATS password appears in the log")
 	}
 	if out, err := tapline("healthcheck", "--http", httpAddr).CombinedOutput(); err == nil {
 		t.Errorf("tapline healthcheck succeeded after the stop: %s", out)
