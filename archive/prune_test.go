@@ -2,13 +2,17 @@ package archive
 
 import (
 	"context"
+	"io"
 	"math/rand/v2"
+	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/tapline/tapline/archive/index"
+	"github.com/tapline/tapline/archive/internal/s3test"
 	"github.com/tapline/tapline/archive/query"
 	"github.com/tapline/tapline/archive/seekable"
 	"github.com/tapline/tapline/archive/store"
@@ -69,6 +73,56 @@ func writeChunks(t testing.TB, st store.Store, in []pub, perBatch int, seq0 uint
 // TestQueryPruning: one minute out of an hour of data fetches only the
 // frames of that minute: under 3% of the archive's bytes.
 func TestQueryPruning(t *testing.T) {
+	base, err := store.NewDir(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	queryPruning(t, base, func() int64 { return -1 })
+}
+
+// TestQueryPruningS3 is the same against versitygw, counting the bytes of
+// the HTTP responses: range GETs really fetch only the frames.
+func TestQueryPruningS3(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: the local-directory variant runs")
+	}
+	srv := s3test.Start(t)
+	ct := &countingTransport{rt: http.DefaultTransport}
+	base, err := store.NewS3WithClient(context.Background(), s3test.Bucket, "prune", storeS3(srv), &http.Client{Transport: ct})
+	if err != nil {
+		t.Fatal(err)
+	}
+	queryPruning(t, base, func() int64 { return ct.bytes.Load() })
+}
+
+// countingTransport counts the body bytes of HTTP responses.
+type countingTransport struct {
+	rt    http.RoundTripper
+	bytes atomic.Int64
+}
+
+func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := c.rt.RoundTrip(r)
+	if err == nil {
+		resp.Body = &countingBody{ReadCloser: resp.Body, n: &c.bytes}
+	}
+	return resp, err
+}
+
+type countingBody struct {
+	io.ReadCloser
+	n *atomic.Int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n.Add(int64(n))
+	return n, err
+}
+
+// queryPruning writes an hour and queries one minute; wire returns the
+// bytes received over HTTP so far (-1 when not applicable).
+func queryPruning(t *testing.T, base store.Store, wire func() int64) {
 	n := 400_000 // about 240 MiB of pcapng over one hour
 	if testing.Short() {
 		n = 200_000
@@ -84,14 +138,10 @@ func TestQueryPruning(t *testing.T) {
 			p.f.Data[i] = byte(rng.Uint32())
 		}
 	}
-	dir := t.TempDir()
-	base, err := store.NewDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
 	total := writeChunks(t, base, in, 64, 1, newParams(DefaultFrameBytes, DefaultChunkBytes, 10000), DefaultChunkBytes)
 
 	st := store.NewCounting(base)
+	wire0 := wire()
 	from := t0 + 30*int64(time.Minute)
 	f := query.Filter{FromNs: from, ToNs: from + int64(time.Minute)}
 	out, res := queryStore(t, st, f)
@@ -107,6 +157,14 @@ func TestQueryPruning(t *testing.T) {
 		total, st.Bytes(), st.Requests(), pct, res.Frames, res.Chunks)
 	if pct >= 3 {
 		t.Fatalf("one-minute query fetched %.2f%% of the archive, want < 3%%", pct)
+	}
+	if wire0 >= 0 {
+		// Listings and headers add a little; bodies are what counts.
+		w := wire() - wire0
+		t.Logf("HTTP response bodies: %d bytes (%.2f%%)", w, 100*float64(w)/float64(total))
+		if 100*float64(w)/float64(total) >= 3 {
+			t.Fatalf("one-minute query received %d bytes over HTTP, %.2f%% of the archive", w, 100*float64(w)/float64(total))
+		}
 	}
 }
 

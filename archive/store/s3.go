@@ -45,9 +45,6 @@ func NewS3WithClient(ctx context.Context, bucket, prefix string, o S3Options, hc
 	if o.Region != "" {
 		loadOpts = append(loadOpts, config.WithRegion(o.Region))
 	}
-	if hc != nil {
-		loadOpts = append(loadOpts, config.WithHTTPClient(hc))
-	}
 	cfg, err := config.LoadDefaultConfig(ctx, loadOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("store: AWS configuration: %w", err)
@@ -60,6 +57,9 @@ func NewS3WithClient(ctx context.Context, bucket, prefix string, o S3Options, hc
 			so.BaseEndpoint = aws.String(o.Endpoint)
 		}
 		so.UsePathStyle = o.PathStyle
+		if hc != nil {
+			so.HTTPClient = hc
+		}
 		// Checksums only where S3 requires them: S3-compatible servers
 		// differ in their support of the newer flexible checksums.
 		so.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
