@@ -519,3 +519,41 @@ func TestDashboardMetricsExist(t *testing.T) {
 		}
 	}
 }
+
+func TestComposeAWSOverride(t *testing.T) {
+	opts, err := cli.NewProjectOptions(
+		[]string{filepath.Join(repoRoot, "compose.yaml"), filepath.Join(repoRoot, "deploy/compose.aws.yaml")},
+		cli.WithWorkingDirectory(repoRoot),
+		cli.WithEnv([]string{"TAPLINE_BUCKET=tapline-archive", "AWS_REGION=eu-west-1"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := opts.LoadProject(context.Background())
+	if err != nil {
+		t.Fatalf("compose.yaml + deploy/compose.aws.yaml: %v", err)
+	}
+	for _, name := range []string{"s3", "s3-init"} {
+		if _, ok := p.Services[name]; ok {
+			t.Errorf("%s runs with the AWS override", name)
+		}
+	}
+	archive := p.Services["archive"]
+	if _, ok := archive.DependsOn["s3-init"]; ok || len(archive.DependsOn) != 1 {
+		t.Errorf("archive depends on %v, want nats only", archive.DependsOn)
+	}
+	for k, want := range map[string]string{
+		"TAPLINE_STORE": "s3://tapline-archive/tapline", "TAPLINE_S3_ENDPOINT": "", "TAPLINE_S3_PATH_STYLE": "false",
+		"TAPLINE_S3_REGION": "eu-west-1", "AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "",
+	} {
+		if got := env(t, archive, k); got != want {
+			t.Errorf("archive %s = %q, want %q", k, got, want)
+		}
+	}
+	// Without the bucket the override refuses to load, with a clear message.
+	opts, _ = cli.NewProjectOptions(
+		[]string{filepath.Join(repoRoot, "compose.yaml"), filepath.Join(repoRoot, "deploy/compose.aws.yaml")},
+		cli.WithWorkingDirectory(repoRoot), cli.WithEnv([]string{"AWS_REGION=eu-west-1"}))
+	if _, err := opts.LoadProject(context.Background()); err == nil || !strings.Contains(err.Error(), "TAPLINE_BUCKET") {
+		t.Errorf("missing TAPLINE_BUCKET: %v", err)
+	}
+}
