@@ -45,6 +45,8 @@ type Config struct {
 	// NewDecoder overrides the message decoder (tests); nil means
 	// message.New.
 	NewDecoder DecoderFunc
+
+	crashOnStop bool // tests: Run's end imitates a crash (no hand-over)
 }
 
 // Register adds the common flags and the reassembler's own to fs.

@@ -16,7 +16,21 @@ import (
 // batches and finishes them. Every stream must arrive whole and exact,
 // and every chunk must be stored once (re-published chunks are dropped by
 // their Nats-Msg-Id).
-func TestFailover(t *testing.T) {
+func TestFailover(t *testing.T) { runFailover(t, false) }
+
+// TestFailoverCrash: the owner dies without handing over. The server
+// unpins it after the pinned TTL; its unacknowledged batches come back
+// only after their ack wait, later than new ones: the new owner gathers
+// batches until they are all redelivered and rebuilds the connections in
+// stream order. Streams exact, every chunk stored once.
+func TestFailoverCrash(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	runFailover(t, true)
+}
+
+func runFailover(t *testing.T, crash bool) {
 	const shards = 4
 	_, url := natstestRun(t)
 	_, js := connect(t, url)

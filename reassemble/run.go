@@ -36,6 +36,8 @@ type engine struct {
 	js         jetstream.JetStream
 	newDecoder DecoderFunc
 	limits     message.Limits
+
+	crashOnStop bool // tests: stop without handing the shards over
 }
 
 // Run consumes the configured shards until ctx ends, then hands each shard
@@ -78,7 +80,8 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 		return err
 	}
 	e := &engine{cfg: cfg, log: d.Log, m: m, nc: nc, js: js, newDecoder: newDec,
-		limits: message.Limits{MaxHeader: cfg.MaxHeader, MaxControl: 125, MaxMessage: cfg.MaxMessage}}
+		limits:      message.Limits{MaxHeader: cfg.MaxHeader, MaxControl: 125, MaxMessage: cfg.MaxMessage},
+		crashOnStop: cfg.crashOnStop}
 	d.Log.Info("reassembling", "instance", cfg.InstanceID, "shards", len(shards))
 	var wg sync.WaitGroup
 	for _, s := range shards {
@@ -89,7 +92,9 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 		}()
 	}
 	wg.Wait()
-	_ = nc.FlushTimeout(5 * time.Second)
+	if !cfg.crashOnStop {
+		_ = nc.FlushTimeout(5 * time.Second)
+	}
 	return nil
 }
 

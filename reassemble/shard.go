@@ -44,11 +44,14 @@ type worker struct {
 	pub      *publisher
 	cur      *batch
 
-	pending     []*batch          // not yet acknowledged, in stream order
-	bySeq       map[uint64]*batch // the same by stream sequence
-	redelivered []jetstream.Msg   // redelivered batches waiting to be sorted
-	held        int               // (connection, batch) holds
-	holdQ       []*conn           // connections in the order they first held a batch
+	pending      []*batch          // not yet acknowledged, in stream order
+	bySeq        map[uint64]*batch // the same by stream sequence
+	redelivered  []jetstream.Msg   // redelivered batches waiting to be sorted
+	cons         jetstream.Consumer
+	recovering   bool // gathering batches until a dead owner's are redelivered
+	recoverUntil time.Time
+	held         int     // (connection, batch) holds
+	holdQ        []*conn // connections in the order they first held a batch
 
 	streamBytes [2]int64
 	lastStats   tcp.Stats
@@ -164,6 +167,7 @@ func (w *worker) run(ctx context.Context) {
 		}
 	}()
 	w.pub.retryCtx = ctx
+	w.cons = cons
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	infoEvery := 0
@@ -180,10 +184,14 @@ func (w *worker) run(ctx context.Context) {
 			w.handle(m)
 		case <-tick.C:
 			w.tick()
+			w.checkRecovery(ctx)
 			if infoEvery++; infoEvery%5 == 0 {
 				w.consumerInfo(ctx, cons)
 			}
 		case <-ctx.Done():
+			if w.e.crashOnStop {
+				return // tests: die without a hand-over
+			}
 			w.handOver(msgs)
 			return
 		}
@@ -203,6 +211,16 @@ func (w *worker) handle(m jetstream.Msg) {
 		_ = m.Term()
 		return
 	}
+	if !w.owned && !w.recovering && md.NumDelivered == 1 && len(w.redelivered) == 0 {
+		w.startRecovery(md)
+	}
+	if w.recovering {
+		w.redelivered = append(w.redelivered, m)
+		if len(w.redelivered) >= w.e.cfg.MaxHeldBatches+pullBatches {
+			w.endRecovery("buffer full")
+		}
+		return
+	}
 	if md.NumDelivered > 1 {
 		if b := w.bySeq[md.Sequence.Stream]; b != nil {
 			b.msg, b.touched = m, time.Now()
@@ -218,10 +236,68 @@ func (w *worker) handle(m jetstream.Msg) {
 	w.process(m, md)
 }
 
+// startRecovery is called when this instance receives a shard's first
+// batch and it is a new one. If older batches of the shard are still
+// unacknowledged — a previous owner died without handing over, and the
+// server will redeliver them only after their ack wait — new batches are
+// gathered too until those redeliveries have arrived (all pending batches
+// are then this instance's) or the ack wait has passed, and everything is
+// processed in stream order: the open connections of the dead owner are
+// rebuilt from their first packets.
+func (w *worker) startRecovery(md *jetstream.MsgMetadata) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	info, err := w.cons.Info(ctx)
+	// Deliveries between the ack floor and this one, not acknowledged:
+	// they went to the previous owner.
+	if err != nil || info.AckFloor.Consumer+1 >= md.Sequence.Consumer || info.NumAckPending == 0 {
+		return
+	}
+	w.recovering = true
+	w.recoverUntil = time.Now().Add(w.e.cfg.AckWait + 5*time.Second)
+	w.e.log.Info("previous owner left batches unacknowledged; waiting for their redelivery",
+		"shard", w.shard, "ack_floor", info.AckFloor.Consumer, "first_new", md.Sequence.Consumer, "ack_pending", info.NumAckPending)
+}
+
+// checkRecovery ends the recovery when every pending batch is this
+// instance's or its deadline passed.
+func (w *worker) checkRecovery(ctx context.Context) {
+	if !w.recovering {
+		return
+	}
+	if time.Now().After(w.recoverUntil) {
+		w.endRecovery("deadline")
+		return
+	}
+	ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	info, err := w.cons.Info(ictx)
+	if err != nil {
+		return
+	}
+	mine := len(w.redelivered)
+	for _, b := range w.pending {
+		if !b.acked {
+			mine++
+		}
+	}
+	// Batches in the fetch under way are pending too but not counted
+	// here: then the next tick decides.
+	if info.NumAckPending <= mine {
+		w.endRecovery("redelivered")
+	}
+}
+
+func (w *worker) endRecovery(why string) {
+	w.recovering = false
+	w.e.log.Info("recovery done", "shard", w.shard, "why", why, "batches", len(w.redelivered))
+	w.flushRedelivered()
+}
+
 // flushRedelivered processes the gathered redelivered batches in stream
 // order.
 func (w *worker) flushRedelivered() {
-	if len(w.redelivered) == 0 {
+	if len(w.redelivered) == 0 || w.recovering {
 		return
 	}
 	rs := w.redelivered
