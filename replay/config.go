@@ -115,7 +115,7 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.Var(&c.ShardList, "shard", "replay only these shards (comma-separated or repeated; default all)")
 	fs.DurationVar(&c.AckWait, "ack-wait", 30*time.Second, "JetStream ack wait; held messages are kept alive with in-progress acks")
 	fs.IntVar(&c.PullMaxBytes, "pull-max-bytes", 4<<20, "bytes of messages buffered from JetStream ahead of delivery")
-	fs.Int64Var(&c.MaxInflight, "max-inflight-bytes", 16<<20, "payload bytes held in memory across all connections")
+	fs.Int64Var(&c.MaxInflight, "max-inflight-bytes", 8<<20, "payload bytes held in memory across all connections")
 	fs.IntVar(&c.MaxConns, "max-conns", 4096, "connections replayed at once")
 	fs.DurationVar(&c.ConnIdle, "conn-idle", 5*time.Minute, "end a replayed connection after this long without entries (its close event never came)")
 	fs.IntVar(&c.QueuePerConn, "queue-per-conn", 256, "entries queued per connection")

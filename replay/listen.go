@@ -204,6 +204,17 @@ func (s *hubSink) Begin(ctx context.Context, opcode string) (msgWriter, error) {
 	return mw, nil
 }
 
+func (s *hubSink) WriteMessage(ctx context.Context, opcode string, p []byte) error {
+	w, err := s.Begin(ctx, opcode)
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(p); err != nil {
+		return err
+	}
+	return w.Close()
+}
+
 // hubWriter writes one message to every subscriber present when it began;
 // a subscriber that fails is dropped, and the write fails only when none
 // is left.

@@ -35,6 +35,8 @@ type msgWriter interface {
 type sink interface {
 	// Begin starts a message with the given opcode (text, binary, tcp).
 	Begin(ctx context.Context, opcode string) (msgWriter, error)
+	// WriteMessage writes a whole message at once (one frame).
+	WriteMessage(ctx context.Context, opcode string, p []byte) error
 	// Confirm returns once the test system has read everything written so
 	// far (a WebSocket ping answered by a pong), or an error.
 	Confirm(ctx context.Context) error
@@ -197,6 +199,13 @@ func (s *wsSink) Begin(ctx context.Context, opcode string) (msgWriter, error) {
 	return &wsMsgWriter{s: s, w: w}, nil
 }
 
+func (s *wsSink) WriteMessage(ctx context.Context, opcode string, p []byte) error {
+	if opcode == proto.OpTCP {
+		return fmt.Errorf("raw TCP bytes cannot go to a WebSocket target")
+	}
+	return s.guard(func() error { return s.c.Write(ctx, opType(opcode), p) })
+}
+
 type wsMsgWriter struct {
 	s *wsSink
 	w io.WriteCloser
@@ -315,6 +324,14 @@ func (s *tcpSink) Begin(_ context.Context, opcode string) (msgWriter, error) {
 		return nil, fmt.Errorf("a WebSocket %s message cannot go to a tcp target", opcode)
 	}
 	return tcpWriter{s}, nil
+}
+
+func (s *tcpSink) WriteMessage(ctx context.Context, opcode string, p []byte) error {
+	w, err := s.Begin(ctx, opcode)
+	if err == nil {
+		_, err = w.Write(p)
+	}
+	return err
 }
 
 type tcpWriter struct{ s *tcpSink }

@@ -116,18 +116,33 @@ func (w *worker) sendDir() proto.Direction { return proto.Direction(w.r.cfg.Dir)
 func (w *worker) run(ctx context.Context) {
 	idle := time.NewTimer(w.r.cfg.ConnIdle)
 	defer idle.Stop()
+	confirmT := time.NewTimer(time.Hour)
+	confirmT.Stop()
 	end := "shutdown"
 	defer func() { w.finish(end) }()
 	for {
 		e, ok := w.q.pop()
 		if !ok {
-			// Queue empty: make sure what was written is confirmed
-			// before waiting (acks go out now, not later).
-			if err := w.confirm(ctx); err != nil && ctx.Err() != nil {
-				return
+			// Queue empty: confirm what was written once it is
+			// confirmEveryTime old (one ping per batch, not per message),
+			// then wait for more.
+			var confirmC <-chan time.Time
+			if len(w.unconfirmed) > 0 {
+				d := confirmEveryTime - time.Since(w.unconfSince)
+				if d <= 0 {
+					if err := w.confirm(ctx); err != nil && ctx.Err() != nil {
+						return
+					}
+					continue
+				}
+				confirmT.Reset(d)
+				confirmC = confirmT.C
 			}
 			select {
+			case <-confirmC:
+				continue
 			case <-w.q.signal:
+				confirmT.Stop()
 				if !idle.Stop() {
 					select {
 					case <-idle.C:
@@ -137,6 +152,7 @@ func (w *worker) run(ctx context.Context) {
 				idle.Reset(w.r.cfg.ConnIdle)
 				continue
 			case <-idle.C:
+				confirmT.Stop()
 				if w.r.retire(w) {
 					end = "idle"
 					return
@@ -144,6 +160,7 @@ func (w *worker) run(ctx context.Context) {
 				idle.Reset(w.r.cfg.ConnIdle)
 				continue
 			case <-ctx.Done():
+				confirmT.Stop()
 				return
 			}
 		}
@@ -156,7 +173,7 @@ func (w *worker) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		if w.q.len() == 0 || len(w.unconfirmed) >= confirmEveryMsgs || w.unconfBytes >= confirmEveryBytes ||
+		if len(w.unconfirmed) >= confirmEveryMsgs || w.unconfBytes >= confirmEveryBytes ||
 			(len(w.unconfirmed) > 0 && time.Since(w.unconfSince) >= confirmEveryTime) {
 			if err := w.confirm(ctx); err != nil && ctx.Err() != nil {
 				return
@@ -554,14 +571,19 @@ func (w *worker) writeChunk(ctx context.Context, e *entry) error {
 			return err
 		}
 		var err error
-		if m.w == nil {
-			m.w, err = w.beginMsg(ctx, m)
-		}
-		if err == nil {
-			_, err = m.w.Write(e.data)
-		}
-		if err == nil && c.Last {
-			err = m.w.Close()
+		if c.Index == 0 && c.Last && !m.marked {
+			// A whole message in one chunk: one frame.
+			err = w.sink.WriteMessage(ctx, m.first.Opcode, e.data)
+		} else {
+			if m.w == nil {
+				m.w, err = w.beginMsg(ctx, m)
+			}
+			if err == nil {
+				_, err = m.w.Write(e.data)
+			}
+			if err == nil && c.Last {
+				err = m.w.Close()
+			}
 		}
 		if err != nil {
 			if ctx.Err() != nil {
