@@ -271,6 +271,11 @@ func NewPipeline(t *testing.T, lab *mirrorlab.Lab, o PipelineOptions) *Pipeline 
 			log: filepath.Join(dir, name+".log")}
 	}
 	t.Cleanup(func() {
+		if t.Failed() {
+			for _, name := range []string{"decap", "reassemble", "replay", "archive"} {
+				t.Logf("--- %s metrics ---\n%s", name, p.metricsDump(name))
+			}
+		}
 		for _, name := range []string{"replay", "reassemble", "reassemble2", "archive", "decap", "nats"} {
 			if pr := p.Procs[name]; pr != nil && pr.Running() {
 				pr.Stop()
@@ -397,6 +402,23 @@ lines:
 		return 0, fmt.Errorf("metric %s not found on %s", name, stage)
 	}
 	return sum, nil
+}
+
+// metricsDump is a stage's non-zero tapline_ samples (for failure logs).
+func (p *Pipeline) metricsDump(stage string) string {
+	resp, err := p.HTTPClient().Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", httpPorts[stage]))
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "tapline_") && !strings.HasSuffix(line, " 0") && !strings.Contains(line, "_bucket{") {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 func nsHTTPClient(ns string) *http.Client {
