@@ -33,6 +33,10 @@ type Options struct {
 	// token bucket so mirror packets, and only they, are dropped under
 	// load.
 	TBF *TBF
+	// DeferMirror builds the lab without the mirred filters: nothing is
+	// mirrored until StartMirror, so mirroring can start in the middle of
+	// a connection.
+	DeferMirror bool
 }
 
 // TBF is a tc token bucket (tc-tbf(8)); the strings use tc's syntax.
@@ -81,6 +85,7 @@ type Lab struct {
 	Opts Options
 
 	created []string
+	filters [][]string // mirred filters not added yet (DeferMirror)
 }
 
 // Available says why a lab cannot be built here (nil if it can): not root,
@@ -240,15 +245,19 @@ func Setup(o Options) (l *Lab, err error) {
 	mirror := []string{"protocol", "all", "u32", "match", "u32", "0", "0", "action", "mirred", "egress", "mirror", "dev", VXLANDev}
 	tcSteps := [][]string{
 		{"qdisc", "add", "dev", ProdDev, "ingress"},
-		append([]string{"filter", "add", "dev", ProdDev, "parent", "ffff:"}, mirror...),
 	}
+	l.filters = [][]string{append([]string{"filter", "add", "dev", ProdDev, "parent", "ffff:"}, mirror...)}
 	if !o.InboundOnly {
 		tcSteps = append(tcSteps,
 			// htb without classes: unclassified packets go out directly,
 			// unshaped; the filter only copies them.
 			[]string{"qdisc", "add", "dev", ProdDev, "root", "handle", "1:", "htb"},
-			append([]string{"filter", "add", "dev", ProdDev, "parent", "1:"}, mirror...),
 		)
+		l.filters = append(l.filters, append([]string{"filter", "add", "dev", ProdDev, "parent", "1:"}, mirror...))
+	}
+	if !o.DeferMirror {
+		tcSteps = append(tcSteps, l.filters...)
+		l.filters = nil
 	}
 	if o.TBF != nil {
 		tcSteps = append(tcSteps, []string{"qdisc", "add", "dev", MirrorDev, "root", "tbf",
@@ -265,6 +274,19 @@ func Setup(o Options) (l *Lab, err error) {
 		}
 	}
 	return l, nil
+}
+
+// StartMirror adds the mirred filters of a lab built with DeferMirror:
+// from now on prod0's traffic is mirrored. It does nothing if mirroring
+// already runs.
+func (l *Lab) StartMirror() error {
+	for _, f := range l.filters {
+		if err := l.tc(l.Prod, f...); err != nil {
+			return err
+		}
+	}
+	l.filters = nil
+	return nil
 }
 
 // Close deletes the lab's namespaces (and with them every device in them).
