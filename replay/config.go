@@ -45,7 +45,6 @@ type Config struct {
 	MaxInflight   int64
 	MaxConns      int
 	ConnIdle      time.Duration
-	QueuePerConn  int
 	RetryMin      time.Duration
 	RetryMax      time.Duration
 	GiveUp        time.Duration
@@ -118,7 +117,6 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.Int64Var(&c.MaxInflight, "max-inflight-bytes", 8<<20, "payload bytes held in memory across all connections")
 	fs.IntVar(&c.MaxConns, "max-conns", 4096, "connections replayed at once")
 	fs.DurationVar(&c.ConnIdle, "conn-idle", 5*time.Minute, "end a replayed connection after this long without entries (its close event never came)")
-	fs.IntVar(&c.QueuePerConn, "queue-per-conn", 256, "entries queued per connection")
 	fs.DurationVar(&c.RetryMin, "retry-min", 100*time.Millisecond, "first retry delay when the test system is down")
 	fs.DurationVar(&c.RetryMax, "retry-max", 5*time.Second, "largest retry delay")
 	fs.DurationVar(&c.GiveUp, "give-up", 10*time.Minute, "report a connection failed after the test system refused it this long (0: retry forever)")
@@ -284,8 +282,6 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--max-inflight-bytes must be at least %d (two full chunks)", 2*proto.MaxChunk)
 	case c.MaxConns < 1:
 		return fmt.Errorf("--max-conns must be >= 1")
-	case c.QueuePerConn < 1:
-		return fmt.Errorf("--queue-per-conn must be >= 1")
 	case c.RetryMin <= 0 || c.RetryMax < c.RetryMin:
 		return fmt.Errorf("--retry-min must be > 0 and <= --retry-max")
 	case c.ConnIdle <= 0 || c.WriteTimeout <= 0 || c.DialTimeout <= 0 || c.CloseWait <= 0:
