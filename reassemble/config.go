@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/tapline/tapline/proto"
 	"github.com/tapline/tapline/proto/stage"
 	"github.com/tapline/tapline/reassemble/message"
 )
@@ -35,12 +36,13 @@ type Config struct {
 	MaxHeader  int   // decoder: largest HTTP upgrade header block
 	MaxMessage int64 // decoder: largest message emitted before it is cut
 
-	MaxInflight    int           // publishes awaiting their acknowledgement, per shard
-	AckWait        time.Duration // consumer ack wait (held batches are kept alive with in-progress acks)
-	MaxHeldBatches int           // frame batches held unacknowledged per shard so open connections can be rebuilt after a failover
-	PinnedTTL      time.Duration // how long the server keeps a silent owner pinned before another instance takes over
-	TakeoverSpread time.Duration // start delay spread by which instances prefer different shards
-	Consumer       string        // durable consumer name prefix
+	MaxInflight      int           // publishes awaiting their acknowledgement, per shard
+	MaxInflightBytes int64         // bytes of those publishes, per shard
+	AckWait          time.Duration // consumer ack wait (held batches are kept alive with in-progress acks)
+	MaxHeldBatches   int           // frame batches held unacknowledged per shard so open connections can be rebuilt after a failover
+	PinnedTTL        time.Duration // how long the server keeps a silent owner pinned before another instance takes over
+	TakeoverSpread   time.Duration // start delay spread by which instances prefer different shards
+	Consumer         string        // durable consumer name prefix
 
 	// NewDecoder overrides the message decoder (tests); nil means
 	// message.New.
@@ -62,6 +64,7 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxHeader, "max-header", 64<<10, "largest HTTP upgrade header block held by the decoder")
 	fs.Int64Var(&c.MaxMessage, "max-message", 1<<30, "largest message emitted; longer ones are cut and flagged incomplete")
 	fs.IntVar(&c.MaxInflight, "max-inflight", 256, "publishes awaiting acknowledgement per shard")
+	fs.Int64Var(&c.MaxInflightBytes, "max-inflight-bytes", 16<<20, "bytes of publishes awaiting acknowledgement per shard")
 	fs.DurationVar(&c.AckWait, "ack-wait", 30*time.Second, "frames consumer ack wait")
 	fs.IntVar(&c.MaxHeldBatches, "max-held-batches", 4096, "frame batches per shard kept unacknowledged so open connections can be rebuilt after a failover")
 	fs.DurationVar(&c.PinnedTTL, "pinned-ttl", 15*time.Second, "a shard owner silent for this long loses the shard to another instance")
@@ -94,6 +97,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--max-message must be positive, got %d", c.MaxMessage)
 	case c.MaxInflight < 1:
 		return fmt.Errorf("--max-inflight must be at least 1, got %d", c.MaxInflight)
+	case c.MaxInflightBytes < proto.MaxChunk:
+		return fmt.Errorf("--max-inflight-bytes must be at least %d (one chunk), got %d", proto.MaxChunk, c.MaxInflightBytes)
 	case c.AckWait < time.Second:
 		return fmt.Errorf("--ack-wait must be at least 1s, got %s", c.AckWait)
 	case c.MaxHeldBatches < 0:

@@ -88,6 +88,7 @@ func testConfig(url string, shards int, id string) Config {
 	c.MaxHeader = 64 << 10
 	c.MaxMessage = 1 << 30
 	c.MaxInflight = 64
+	c.MaxInflightBytes = 16 << 20
 	c.AckWait = 30 * time.Second
 	c.MaxHeldBatches = 4096
 	c.PinnedTTL = 5 * time.Second

@@ -28,6 +28,8 @@ type publisher struct {
 	js       jetstream.JetStream
 	log      *slog.Logger
 	max      int
+	maxBytes int
+	bytes    int // payload bytes queued
 	q        []pubItem
 	release  func(*batch)
 	onStored func()
@@ -46,7 +48,8 @@ func (p *publisher) publish(m *nats.Msg, b *batch) error {
 	it := pubItem{msg: m, b: b}
 	it.fut, _ = p.js.PublishMsgAsync(m) // an error here is retried below
 	p.q = append(p.q, it)
-	for len(p.q) >= p.max {
+	p.bytes += len(m.Data)
+	for len(p.q) >= p.max || (p.bytes > p.maxBytes && len(p.q) > 1) {
 		if err := p.waitHead(); err != nil {
 			return err
 		}
@@ -87,6 +90,7 @@ func (p *publisher) pop() {
 	if len(p.q) == 0 {
 		p.q = p.q[:0:0]
 	}
+	p.bytes -= len(it.msg.Data)
 	p.onStored()
 	if it.b != nil {
 		p.release(it.b)

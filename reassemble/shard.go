@@ -73,6 +73,7 @@ func newWorker(e *engine, shard int) *worker {
 		js:       e.js,
 		log:      e.log.With("shard", shard),
 		max:      e.cfg.MaxInflight,
+		maxBytes: int(e.cfg.MaxInflightBytes),
 		release:  w.release,
 		onStored: e.m.published.Inc,
 		onRetry:  e.m.publishRetries.Inc,
