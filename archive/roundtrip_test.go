@@ -3,6 +3,8 @@ package archive
 import (
 	"bytes"
 	"context"
+	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +12,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/gopacket/gopacket/pcapgo"
 
 	"github.com/tapline/tapline/archive/query"
 	"github.com/tapline/tapline/archive/seekable"
@@ -94,6 +99,14 @@ func roundTrip(t *testing.T, sc StoreConfig, cliArgs func([]string) []string) {
 		t.Errorf("%d duplicates without any crash", res.Duplicates)
 	}
 	sameFrames(t, decodeAll(t, out), frames(all))
+	// The captures mix Ethernet and raw IP (GENEVE from a GWLB): classic
+	// pcap cannot hold that and says so.
+	if len(res.LinkTypes) > 1 {
+		_, err := query.WriteFormat(ctx, st, chunks, query.Filter{}, io.Discard, query.FormatPcap, nil)
+		if !errors.Is(err, query.ErrMixedLinkTypes) {
+			t.Errorf("pcap of mixed link types: err = %v, want ErrMixedLinkTypes", err)
+		}
+	}
 
 	// Per capture, through the command: the VNI and time range of the
 	// capture, then exactly its packets (other captures of the same VNI
@@ -133,9 +146,48 @@ func roundTrip(t *testing.T, sc StoreConfig, cliArgs func([]string) []string) {
 			tsharkCount(t, got, len(want))
 			if len(links) == 1 {
 				tcpdumpCount(t, got, len(want))
+				// Classic pcap (ns) for tools that read only pcap.
+				cmd := exec.Command(bin, append(args, "--format", "pcap")...)
+				cmd.Stderr = &stderr
+				pc, err := cmd.Output()
+				if err != nil {
+					t.Fatalf("archive query --format pcap: %v\n%s", err, stderr.String())
+				}
+				samePcap(t, pc, want)
+				tsharkCount(t, pc, len(want))
+				tcpdumpCount(t, pc, len(want))
 			}
 		})
 	}
+}
+
+// samePcap checks a classic pcap holds the frames of want (time in ns,
+// lengths, bytes), in time order.
+func samePcap(t *testing.T, b []byte, want []framebatch.Frame) {
+	t.Helper()
+	r, err := pcapgo.NewReader(bytes.NewReader(b))
+	if err != nil {
+		t.Fatalf("not a pcap: %v", err)
+	}
+	if r.Resolution().ToDuration() != time.Nanosecond {
+		t.Fatalf("pcap resolution %v, want ns", r.Resolution())
+	}
+	var got []framebatch.Frame
+	for {
+		data, ci, err := r.ReadPacketData()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, framebatch.Frame{TimeNs: ci.Timestamp.UnixNano(), OrigLen: ci.Length, Data: data, Link: flow.LinkType(r.LinkType())})
+	}
+	w := make([]framebatch.Frame, len(want))
+	for i, f := range want {
+		w[i] = framebatch.Frame{TimeNs: f.TimeNs, OrigLen: f.OrigLen, Data: f.Data, Link: f.Link}
+	}
+	sameFrames(t, got, w)
 }
 
 func nsArg(ns int64) string {

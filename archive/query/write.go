@@ -1,6 +1,7 @@
 package query
 
 import (
+	"bufio"
 	"cmp"
 	"container/heap"
 	"context"
@@ -57,6 +58,27 @@ type fetched struct {
 // wire contract) to w, in capture-time order. Batches held by more than one
 // chunk (a crash between storing and acknowledging) are written once.
 func Write(ctx context.Context, st store.Store, chunks []Chunk, f Filter, w io.Writer, progress Progress) (Result, error) {
+	return WriteFormat(ctx, st, chunks, f, w, FormatPcapng, progress)
+}
+
+// Output formats of WriteFormat.
+const (
+	// FormatPcapng is one pcapng section: nanosecond timestamps and one
+	// interface per encapsulation/VNI/outer source/link type.
+	FormatPcapng = "pcapng"
+	// FormatPcap is classic pcap with nanosecond timestamps (magic
+	// 0xa1b23c4d): for tools that read only pcap. It holds one link type,
+	// loses the per-packet VNI, and fails on results that mix link types.
+	FormatPcap = "pcap"
+)
+
+// ErrMixedLinkTypes is returned by WriteFormat in FormatPcap when the
+// result mixes link types (e.g. Ethernet and raw IP).
+var ErrMixedLinkTypes = errors.New("the result mixes link types (Ethernet and raw IP), which classic pcap cannot hold: use pcapng or narrow with --vni")
+
+// WriteFormat is Write with a choice of output format (FormatPcapng or
+// FormatPcap).
+func WriteFormat(ctx context.Context, st store.Store, chunks []Chunk, f Filter, w io.Writer, format string, progress Progress) (Result, error) {
 	var res Result
 	res.Chunks = len(chunks)
 	owner := owners(chunks)
@@ -71,7 +93,15 @@ func Write(ctx context.Context, st store.Store, chunks []Chunk, f Filter, w io.W
 	first := func(u unit) int64 { return chunks[u.chunk].Index.Frames[u.frame].FirstNs }
 	slices.SortStableFunc(units, func(a, b unit) int { return cmp.Compare(first(a), first(b)) })
 
-	out := newOutput(w)
+	var out sink
+	switch format {
+	case FormatPcapng, "":
+		out = newOutput(w)
+	case FormatPcap:
+		out = &pcapOutput{bw: bufio.NewWriterSize(w, 1<<20)}
+	default:
+		return res, fmt.Errorf("unknown output format %q (pcapng or pcap)", format)
+	}
 	// Fetch ahead with a few concurrent range GETs, consume in order.
 	const ahead = 4
 	results := make([]chan fetched, len(units))
@@ -182,8 +212,7 @@ func Write(ctx context.Context, st store.Store, chunks []Chunk, f Filter, w io.W
 			return res, err
 		}
 	}
-	res.Packets = out.packets
-	res.LinkTypes = out.links
+	res.Packets, res.LinkTypes = out.stats()
 	return res, out.close()
 }
 
@@ -291,6 +320,53 @@ func (h *pktHeap) Pop() any {
 	return x
 }
 
+// sink is an output format.
+type sink interface {
+	write(p *pkt) error
+	close() error
+	stats() (int64, []flow.LinkType)
+}
+
+// pcapOutput writes classic pcap with nanosecond timestamps.
+type pcapOutput struct {
+	bw      *bufio.Writer
+	w       *pcapgo.Writer
+	link    flow.LinkType
+	packets int64
+}
+
+func (o *pcapOutput) write(p *pkt) error {
+	if o.w == nil {
+		o.w = pcapgo.NewWriterNanos(o.bw)
+		o.link = p.iface.Link
+		if err := o.w.WriteFileHeader(framebatch.SnapLen, layers.LinkType(o.link)); err != nil {
+			return err
+		}
+	}
+	if p.iface.Link != o.link {
+		return ErrMixedLinkTypes
+	}
+	o.packets++
+	return o.w.WritePacket(gopacket.CaptureInfo{Timestamp: time.Unix(0, p.t), CaptureLength: len(p.data), Length: max(p.orig, len(p.data))}, p.data)
+}
+
+func (o *pcapOutput) close() error {
+	if o.w == nil {
+		o.w = pcapgo.NewWriterNanos(o.bw)
+		if err := o.w.WriteFileHeader(framebatch.SnapLen, layers.LinkTypeEthernet); err != nil {
+			return err
+		}
+	}
+	return o.bw.Flush()
+}
+
+func (o *pcapOutput) stats() (int64, []flow.LinkType) {
+	if o.packets == 0 {
+		return 0, nil
+	}
+	return o.packets, []flow.LinkType{o.link}
+}
+
 // output writes one pcapng section with gopacket's pcapng writer
 // (nanosecond resolution, section length unknown so it streams).
 type output struct {
@@ -300,6 +376,8 @@ type output struct {
 	links   []flow.LinkType
 	packets int64
 }
+
+func (o *output) stats() (int64, []flow.LinkType) { return o.packets, o.links }
 
 func newOutput(w io.Writer) *output { return &output{w: w, ifaces: map[framebatch.Iface]int{}} }
 

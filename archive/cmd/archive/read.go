@@ -197,10 +197,10 @@ func fmtNs(ns int64) string { return time.Unix(0, ns).UTC().Format("2006-01-02T1
 
 func queryMain(args []string) int {
 	var r readFlags
-	var out string
-	var progress string
+	var out, progress, format string
 	code, ok := parseArgs("query", args, &r, func(fs *flag.FlagSet) {
 		fs.StringVar(&out, "out", "-", "output file (- for stdout)")
+		fs.StringVar(&format, "format", query.FormatPcapng, "output format: pcapng (one section, ns timestamps, VNI per interface) or pcap (classic, ns timestamps, one link type)")
 		fs.StringVar(&progress, "progress", "auto", "progress on stderr: auto (when stderr is a terminal), always or never")
 	})
 	if !ok {
@@ -209,6 +209,10 @@ func queryMain(args []string) int {
 	f, err := r.filter(time.Now())
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "archive query: %v\n", err)
+		return 2
+	}
+	if format != query.FormatPcapng && format != query.FormatPcap {
+		fmt.Fprintf(os.Stderr, "archive query: --format must be pcapng or pcap, got %q\n", format)
 		return 2
 	}
 	showProgress := progress == "always" || (progress == "auto" && isTerminal(os.Stderr))
@@ -240,7 +244,7 @@ func queryMain(args []string) int {
 			fmt.Fprintf(os.Stderr, "\rarchive query: %d/%d frames, %.1f MiB fetched", done, total, float64(bytes)/(1<<20))
 		}
 	}
-	res, err := query.Write(ctx, st, chunks, f, w, prog)
+	res, err := query.WriteFormat(ctx, st, chunks, f, w, format, prog)
 	if showProgress && res.Frames > 0 {
 		fmt.Fprintln(os.Stderr)
 	}
