@@ -27,12 +27,19 @@ const priorityGroup = "owner"
 // it any more: it has been decoded, the entries it produced are stored,
 // and no open (replayable) connection has frames in it.
 type batch struct {
-	msg     jetstream.Msg
+	reply   string // the delivery's ack subject (the message itself is not kept)
 	seq     uint64
 	refs    int
 	acked   bool
 	touched time.Time // last ack or in-progress sent
 }
+
+// JetStream acknowledgement bodies.
+var (
+	ackAck      = []byte("+ACK")
+	ackNak      = []byte("-NAK")
+	ackProgress = []byte("+WPI")
+)
 
 // worker consumes and reassembles one shard.
 type worker struct {
@@ -224,7 +231,7 @@ func (w *worker) handle(m jetstream.Msg) {
 	}
 	if md.NumDelivered > 1 {
 		if b := w.bySeq[md.Sequence.Stream]; b != nil {
-			b.msg, b.touched = m, time.Now()
+			b.reply, b.touched = m.Reply(), time.Now()
 			return
 		}
 		w.redelivered = append(w.redelivered, m)
@@ -332,7 +339,7 @@ func (w *worker) process(m jetstream.Msg, md *jetstream.MsgMetadata) {
 	}
 	w.lastMsg = now
 	w.lastPktWall = now
-	b := &batch{msg: m, seq: md.Sequence.Stream, refs: 1, touched: now}
+	b := &batch{reply: m.Reply(), seq: md.Sequence.Stream, refs: 1, touched: now}
 	w.pending = append(w.pending, b)
 	w.bySeq[b.seq] = b
 	w.cur = b
@@ -415,7 +422,7 @@ func (w *worker) release(b *batch) {
 	if b.refs == 0 && !b.acked {
 		b.acked = true
 		delete(w.bySeq, b.seq)
-		_ = b.msg.Ack()
+		_ = w.e.nc.Publish(b.reply, ackAck)
 	}
 }
 
@@ -434,7 +441,7 @@ func (w *worker) tick() {
 			continue
 		}
 		if now.Sub(b.touched) > w.e.cfg.AckWait/3 {
-			_ = b.msg.InProgress()
+			_ = w.e.nc.Publish(b.reply, ackProgress)
 			b.touched = now
 		}
 		keep = append(keep, b)
@@ -507,27 +514,30 @@ func (w *worker) handOver(msgs <-chan jetstream.Msg) {
 	if err := w.pub.flush(); err != nil {
 		log.Warn("hand-over: publishes not confirmed; their batches are redelivered", "err", err)
 	}
-	var nak []jetstream.Msg
+	type unacked struct {
+		seq   uint64
+		reply string
+	}
+	var nak []unacked
 	for _, b := range w.pending {
 		if !b.acked {
 			b.acked = true
-			nak = append(nak, b.msg)
+			nak = append(nak, unacked{b.seq, b.reply})
 		}
 	}
-	for _, m := range unprocessed {
+	for _, m := range append(unprocessed, w.redelivered...) {
 		if m != nil {
-			nak = append(nak, m)
+			nak = append(nak, unacked{seqOf(m), m.Reply()})
 		}
 	}
-	nak = append(nak, w.redelivered...)
 	w.redelivered = nil
-	slices.SortFunc(nak, func(a, b jetstream.Msg) int { return cmp.Compare(seqOf(a), seqOf(b)) })
+	slices.SortFunc(nak, func(a, b unacked) int { return cmp.Compare(a.seq, b.seq) })
 	// One at a time, each confirmed by the server: the redelivery queue
 	// then holds them in stream order, before the pin is released.
-	for _, m := range nak {
-		if _, err := w.e.nc.RequestWithContext(ctx, m.Reply(), []byte("-NAK")); err != nil {
+	for _, u := range nak {
+		if _, err := w.e.nc.RequestWithContext(ctx, u.reply, ackNak); err != nil {
 			log.Warn("hand-over: nak", "err", err)
-			_ = m.Nak()
+			_ = w.e.nc.Publish(u.reply, ackNak)
 		}
 	}
 	if w.owned {
