@@ -228,3 +228,24 @@ func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Fatalf("metric %s not registered", name)
 	return 0
 }
+
+// TestNATSRestart: the NATS server restarts (same port and store) while
+// the archive runs; it carries on and nothing is lost or doubled.
+func TestNATSRestart(t *testing.T) {
+	dir := t.TempDir()
+	srv, url := natstest.Run(t)
+	_, js := connect(t, url)
+	t0 := time.Date(2026, 11, 25, 13, 0, 0, 0, time.UTC).UnixNano()
+	in := synth(4000, t0, int64(time.Millisecond), 11, 16, 4, 200)
+	cfg := testConfig(url, dir)
+	stop, _ := runArchive(t, cfg)
+	publish(t, js, in[:2000], 16)
+	waitAcked(t, js, cfg.Consumer)
+	natstest.Restart(t, srv)
+	publish(t, js, in[2000:], 16)
+	waitAcked(t, js, cfg.Consumer)
+	stop()
+	st, _ := store.Open(context.Background(), dir, store.S3Options{})
+	out, _ := queryStore(t, st, query.Filter{})
+	sameFrames(t, decodeAll(t, out), frames(in))
+}

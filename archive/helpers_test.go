@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -75,7 +76,21 @@ func publish(t testing.TB, js jetstream.JetStream, frames []pub, perBatch int) i
 		if w.Frames() == 0 {
 			return
 		}
-		if _, err := js.Publish(ctx, proto.FramesSubject(s.vni, s.shard), w.Bytes()); err != nil {
+		// Short timeouts and retries (the first request after a NATS
+		// restart can be lost); the message ID makes a retry of a
+		// publish that did land a no-op.
+		id := fmt.Sprintf("test-%d-%d-%d", s.vni, s.shard, w.Frames()) + fmt.Sprintf("-%d", frameKey(w))
+		var err error
+		for range 30 {
+			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			_, err = js.Publish(pctx, proto.FramesSubject(s.vni, s.shard), w.Bytes(), jetstream.WithMsgID(id))
+			cancel()
+			if err == nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if err != nil {
 			t.Fatalf("publish: %v", err)
 		}
 		n++
@@ -100,9 +115,14 @@ func publish(t testing.TB, js jetstream.JetStream, frames []pub, perBatch int) i
 	return n
 }
 
+// frameKey identifies a batch's content (for its message ID).
+func frameKey(w *framebatch.Writer) uint64 {
+	return xxhash.Sum64(w.Bytes())
+}
+
 func connect(t testing.TB, url string) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	nc, err := nats.Connect(url)
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -116,7 +116,7 @@ func run(ctx context.Context, cfg Config, d stage.Deps, st store.Store, level zs
 	go a.heartbeat(bgCtx)
 	go a.watchBacklog(bgCtx, cons)
 
-	err = a.consume(ctx, cons)
+	err = a.consume(ctx, js, cons)
 
 	// Drain: store what is open, wait for the uploads up to DrainTimeout.
 	timer := time.AfterFunc(cfg.DrainTimeout, cancelDrain)
@@ -181,30 +181,9 @@ func retry(ctx context.Context, log *slog.Logger, what string, f func(context.Co
 
 // consume is the main loop: batches into chunks, rotation by size, age and
 // memory.
-func (a *archiver) consume(ctx context.Context, cons jetstream.Consumer) error {
-	it, err := cons.Messages(jetstream.PullMaxMessages(a.cfg.Fetch))
-	if err != nil {
-		return fmt.Errorf("consume %s: %w", proto.FramesStream, err)
-	}
+func (a *archiver) consume(ctx context.Context, js jetstream.JetStream, cons jetstream.Consumer) error {
 	msgs := make(chan jetstream.Msg)
-	go func() {
-		defer close(msgs)
-		for {
-			m, err := it.Next()
-			if err != nil {
-				if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-					a.log.Error("consumer stopped", "err", err)
-				}
-				return
-			}
-			select {
-			case msgs <- m:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	defer it.Stop()
+	go a.feed(ctx, js, cons, msgs)
 	tick := time.NewTicker(min(a.cfg.ChunkAge/4, time.Second))
 	defer tick.Stop()
 	for {
@@ -221,12 +200,51 @@ func (a *archiver) consume(ctx context.Context, cons jetstream.Consumer) error {
 			return nil
 		case m, ok := <-in:
 			if !ok {
-				return errors.New("frames consumer closed")
+				return nil // stopping
 			}
 			a.handle(ctx, m)
 		case <-tick.C:
 			a.rotateAged(ctx, time.Now())
 		case <-a.tr.changed:
+		}
+	}
+}
+
+// feed pulls batches into msgs until ctx ends. If the pull iterator ends
+// for another reason (the consumer was deleted, a terminal error), it
+// provisions the consumer again and resumes.
+func (a *archiver) feed(ctx context.Context, js jetstream.JetStream, cons jetstream.Consumer, msgs chan<- jetstream.Msg) {
+	defer close(msgs)
+	for ctx.Err() == nil {
+		it, err := cons.Messages(jetstream.PullMaxMessages(a.cfg.Fetch))
+		if err == nil {
+			stop := context.AfterFunc(ctx, it.Stop)
+			for {
+				var m jetstream.Msg
+				if m, err = it.Next(); err != nil {
+					break
+				}
+				select {
+				case msgs <- m:
+					continue
+				case <-ctx.Done():
+				}
+				break
+			}
+			stop()
+			it.Stop()
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		a.log.Warn("frames consumer stopped; subscribing again", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+		if c, err := a.provision(ctx, js); err == nil {
+			cons = c
 		}
 	}
 }
