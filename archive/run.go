@@ -92,7 +92,7 @@ func run(ctx context.Context, cfg Config, d stage.Deps, st store.Store, level zs
 	d.Health.Add("store", func() error {
 		a.lastErr.Lock()
 		defer a.lastErr.Unlock()
-		if a.lastErr.err != nil && time.Since(a.lastErr.at) < time.Minute {
+		if a.lastErr.err != nil {
 			return fmt.Errorf("storing chunks fails: %v", a.lastErr.err)
 		}
 		return nil
@@ -409,6 +409,9 @@ func (a *archiver) uploader(ctx context.Context) {
 			}
 			err = a.store(ctx, s)
 			if err == nil {
+				a.lastErr.Lock()
+				a.lastErr.err = nil
+				a.lastErr.Unlock()
 				break
 			}
 			a.m.uploadErrors.Inc()
