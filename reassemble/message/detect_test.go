@@ -240,3 +240,33 @@ func TestResponseOnlyThenFrames(t *testing.T) {
 		t.Fatalf("c2s %+v", c)
 	}
 }
+
+// TestManyResyncsInOneSegment: thousands of bad lengths, each followed by
+// frames that verify, in one Data call (no recursion, every good frame out).
+func TestManyResyncsInOneSegment(t *testing.T) {
+	var s2c []byte
+	s2c = append(s2c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"...)
+	const rounds = 20000
+	for i := 0; i < rounds; i++ {
+		s2c = append(s2c, 0x82, 0x7f, 0x80, 0, 0, 0, 0, 0, 0, 0)
+		for j := 0; j < 3; j++ {
+			s2c = append(s2c, frame(false, wsframe.OpText, true, false, []byte("valid text"))...)
+		}
+	}
+	col, dec := run(t, []event{{dir: proto.ServerToClient, b: s2c}}, message.Meta{ClientKnown: true})
+	st := dec.Stats(proto.ServerToClient)
+	if st.BadFrames != rounds || st.Resyncs != rounds {
+		t.Errorf("stats %+v", st)
+	}
+	good := 0
+	for _, m := range col.dir(proto.ServerToClient) {
+		if m.Complete && string(m.Body) == "valid text" {
+			good++
+		} else if m.Complete {
+			t.Fatalf("garbage %q", m.Body)
+		}
+	}
+	if good != 3*rounds {
+		t.Errorf("%d good messages, want %d", good, 3*rounds)
+	}
+}

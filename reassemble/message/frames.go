@@ -48,13 +48,10 @@ type frameState struct {
 	emitFn  func([]byte)
 }
 
-// frames parses WebSocket frames from b.
-func (s *side) frames(b []byte, ts int64) {
+// frames parses WebSocket frames from b. It returns the bytes left when
+// it had to switch to hunting.
+func (s *side) frames(b []byte, ts int64) []byte {
 	for len(b) > 0 {
-		if s.mode != modeWS {
-			s.data(b, ts)
-			return
-		}
 		if !s.inFrame {
 			var h wsframe.Header
 			var n int
@@ -63,7 +60,7 @@ func (s *side) frames(b []byte, ts int64) {
 				h, n, err = wsframe.Parse(b)
 				if err == wsframe.ErrShort {
 					s.fhn = copy(s.fh[:], b)
-					return
+					return nil
 				}
 				b = b[n:]
 			} else {
@@ -71,7 +68,7 @@ func (s *side) frames(b []byte, ts int64) {
 				h, n, err = wsframe.Parse(s.fh[:s.fhn+k])
 				if err == wsframe.ErrShort {
 					s.fhn += k
-					return
+					return nil
 				}
 				b = b[n-s.fhn:]
 				s.fhn = 0
@@ -80,8 +77,7 @@ func (s *side) frames(b []byte, ts int64) {
 				// A 2^63 length: nothing after it can be trusted.
 				s.stats.BadFrames++
 				s.loseSync(0)
-				s.huntData(b, ts)
-				return
+				return b
 			}
 			s.beginFrame(h, ts)
 			if s.rem == 0 {
@@ -101,6 +97,7 @@ func (s *side) frames(b []byte, ts int64) {
 			s.endFrame(ts)
 		}
 	}
+	return nil
 }
 
 // beginFrame classifies a new frame and opens or continues its message.

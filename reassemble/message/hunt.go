@@ -1,6 +1,7 @@
 package message
 
 import (
+	"bytes"
 	"unicode/utf8"
 
 	"github.com/tapline/tapline/proto"
@@ -41,6 +42,7 @@ type cand struct {
 	open   bool     // the chain is inside a fragmented message
 	masked bool
 	dead   bool
+	done   bool // verified, then broken by a bad header: stop following it
 }
 
 // hunter looks for a verifiable frame boundary in one direction.
@@ -53,6 +55,9 @@ type hunter struct {
 	seen  bool            // bytes arrived since the hunt started
 	// created counts the chains started (plausible first headers).
 	created int
+	// borrowed: buf is the caller's Data slice (hunting in place, no copy);
+	// what is kept is copied before the call returns.
+	borrowed bool
 }
 
 // startHunt switches the side to hunting.
@@ -64,14 +69,13 @@ func (s *side) startHunt(resync bool) {
 	_ = resync
 }
 
-// huntData adds bytes while hunting.
-func (s *side) huntData(b []byte, ts int64) {
+// huntData adds bytes while hunting. It returns the bytes to read in the
+// mode it switched to (from the boundary it found on).
+func (s *side) huntData(b []byte, ts int64) []byte {
 	d := s.d
-	s.mode = modeHunt
 	if d.proto == protoTCP {
 		s.mode = modeTCP
-		s.tcpData(b, ts)
-		return
+		return b
 	}
 	if !s.hunt.seen && d.proto == protoUnknown && d.req == nil && d.resp == nil {
 		// A "mid-stream" connection may still start with its handshake
@@ -79,22 +83,32 @@ func (s *side) huntData(b []byte, ts int64) {
 		if k := httpup.Sniff(b); k == httpup.Request || k == httpup.Response {
 			s.mode = modeDetect
 			s.stats.Resyncs--
-			s.detect(b, ts)
-			return
+			return b
 		}
 	}
-	s.hunt.seen = true
-	s.hunt.buf = append(s.hunt.buf, b...)
-	s.huntStep(ts, false)
+	h := &s.hunt
+	h.seen = true
+	if len(h.buf) == 0 {
+		h.buf, h.borrowed = b, true
+	} else {
+		h.buf = append(h.buf, b...)
+	}
+	rest, ok := s.huntStep(ts, false)
+	if ok {
+		return rest
+	}
+	if s.mode == modeHunt && s.hunt.borrowed {
+		s.hunt.buf = bytes.Clone(s.hunt.buf)
+		s.hunt.borrowed = false
+	}
+	return nil
 }
 
 // huntGap: bytes lost while hunting. What was held can no longer be
 // chained across the gap: it is decided now or dropped.
 func (s *side) huntGap(n int64, ts int64) {
-	s.huntStep(ts, true)
-	if s.mode == modeWS {
-		s.wsGap(n, ts)
-		return
+	if rest, ok := s.huntStep(ts, true); ok {
+		s.data(rest, ts)
 	}
 	if s.mode != modeHunt {
 		s.gap(n, ts)
@@ -152,7 +166,7 @@ func (s *side) plausible(h wsframe.Header, c *cand) bool {
 // evidence of their own.
 func (s *side) advance(c *cand, end int64) bool {
 	h := &s.hunt
-	for !c.dead {
+	for !c.dead && !c.done {
 		if c.next < h.base {
 			return false
 		}
@@ -165,12 +179,15 @@ func (s *side) advance(c *cand, end int64) bool {
 			return true
 		}
 		hd, n, err := wsframe.Parse(h.buf[off:])
-		if err != nil || !s.plausible(hd, c) {
-			c.dead = true
-			return false
+		ev := -1
+		if err == nil && s.plausible(hd, c) {
+			ev = s.evidence(hd, h.buf[off+int64(n):])
 		}
-		ev := s.evidence(hd, h.buf[off+int64(n):])
 		if ev < 0 {
+			if c.score >= scoreAccept {
+				c.done = true // the frames so far verified; frame parsing will meet the bad header
+				return true
+			}
 			c.dead = true
 			return false
 		}
@@ -322,6 +339,8 @@ func verified(c *cand, end int64, atEnd bool) bool {
 	switch {
 	case c.score >= scoreAccept:
 		return true
+	case c.done:
+		return true
 	case c.score >= scoreAligned && c.next == end:
 		return true
 	case atEnd && c.score >= scoreAtEnd && c.next == end:
@@ -331,15 +350,23 @@ func verified(c *cand, end int64, atEnd bool) bool {
 }
 
 // huntStep advances the hunt over the bytes held; atEnd means no more
-// contiguous bytes follow (close or gap).
-func (s *side) huntStep(ts int64, atEnd bool) {
+// contiguous bytes follow (close or gap). When it found a boundary it
+// returns the bytes from there on, to be read as frames, and true.
+func (s *side) huntStep(ts int64, atEnd bool) ([]byte, bool) {
 	d := s.d
 	h := &s.hunt
 	end := h.base + int64(len(h.buf))
+	// The earliest verified chain wins; chains are created in start order,
+	// so scanning stops once one verified — after its last header, so that
+	// chains starting inside its frames can still dispute them.
+	var best *cand
 	for _, c := range h.cands {
 		s.advance(c, end)
+		if !c.dead && verified(c, end, atEnd) && (best == nil || c.start < best.start) {
+			best = c
+		}
 	}
-	for h.scan+2 <= end {
+	for h.scan+2 <= end && (best == nil || h.scan <= best.last) {
 		off := h.scan - h.base
 		sz := wsframe.Size(h.buf[off:])
 		if h.scan+int64(sz) > end {
@@ -369,32 +396,32 @@ func (s *side) huntStep(ts int64, atEnd bool) {
 		s.extend(c, pos, hd, n, ev)
 		h.cands = append(h.cands, c)
 		s.advance(c, end)
-	}
-	h.compact()
-	var best *cand
-	for _, c := range h.cands {
-		if verified(c, end, atEnd) && (best == nil || c.start < best.start) {
+		if best == nil && !c.dead && verified(c, end, atEnd) {
 			best = c
 		}
 	}
-	if best != nil {
-		s.resume(best, end, ts)
-		return
+	h.compact()
+	if best != nil && !best.dead {
+		return s.resume(best, end, ts), true
 	}
 	if d.proto == protoUnknown {
 		if int64(len(h.buf)) > midCap || (len(h.buf) >= midQuiet && h.created <= len(h.buf)/1024) {
 			d.settleTCP(ts)
 		}
-		return
+		return nil, false
 	}
 	keep := h.scan
 	for _, c := range h.cands {
 		keep = min(keep, c.start)
 	}
 	keep = max(keep, end-resyncCap, h.base)
-	if drop := keep - h.base; drop > 0 && (drop >= int64(len(h.buf))/2 || int64(len(h.buf)) > resyncCap+resyncCap/4) {
-		n := copy(h.buf, h.buf[drop:])
-		h.buf = h.buf[:n]
+	if drop := keep - h.base; drop > 0 && (h.borrowed || drop >= int64(len(h.buf))/2 || int64(len(h.buf)) > resyncCap+resyncCap/4) {
+		if h.borrowed {
+			h.buf = h.buf[drop:]
+		} else {
+			n := copy(h.buf, h.buf[drop:])
+			h.buf = h.buf[:n]
+		}
 		h.base = keep
 		for pos, c := range h.at {
 			if pos < keep || c.dead {
@@ -402,6 +429,7 @@ func (s *side) huntStep(ts int64, atEnd bool) {
 			}
 		}
 	}
+	return nil, false
 }
 
 // compact drops dead candidates.
@@ -418,8 +446,8 @@ func (h *hunter) compact() {
 
 // resume goes back to frame parsing where chain c says a frame starts:
 // where another chain joined it if one did, else its start, or the first
-// of its headers still held.
-func (s *side) resume(c *cand, end int64, ts int64) {
+// of its headers still held. It returns the bytes from there on.
+func (s *side) resume(c *cand, end int64, ts int64) []byte {
 	d := s.d
 	h := s.hunt
 	if debugHunt != nil {
@@ -449,7 +477,7 @@ func (s *side) resume(c *cand, end int64, ts int64) {
 	s.fhn = 0
 	s.inFrame = false
 	d.open(ts)
-	s.frames(h.buf[r-h.base:], ts)
+	return h.buf[r-h.base:]
 }
 
 // debugHunt, when set by a test, is told about every accepted boundary.

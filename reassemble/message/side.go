@@ -51,51 +51,55 @@ func (s *side) data(b []byte, ts int64) {
 		s.firstTs = ts
 	}
 	s.curTs = ts
-	switch s.mode {
-	case modeDetect:
-		s.detect(b, ts)
-	case modeWS:
-		s.frames(b, ts)
-	case modeHunt:
-		s.huntData(b, ts)
-	case modeTCP:
-		s.tcpData(b, ts)
+	// Each step consumes bytes in one mode and hands back what must be
+	// read in the mode it switched to (a loop, not recursion, so bounded
+	// stack whatever the input).
+	for len(b) > 0 {
+		switch s.mode {
+		case modeDetect:
+			b = s.detect(b, ts)
+		case modeWS:
+			b = s.frames(b, ts)
+		case modeHunt:
+			b = s.huntData(b, ts)
+		default:
+			s.tcpData(b, ts)
+			b = nil
+		}
 	}
 }
 
 // detect looks at the first bytes of the direction: an HTTP upgrade
 // request or 101 response makes it a WebSocket; anything else raw TCP.
-func (s *side) detect(b []byte, ts int64) {
+// It returns the bytes left to read in the mode it switched to.
+func (s *side) detect(b []byte, ts int64) []byte {
 	d := s.d
 	if d.proto == protoTCP {
 		s.mode = modeTCP
-		s.tcpData(b, ts)
-		return
+		return b
 	}
 	s.hdr = append(s.hdr, b...)
 	switch httpup.Sniff(s.hdr) {
 	case httpup.Unknown:
-		return
+		return nil
 	case httpup.Other:
-		s.notHTTP(ts)
-		return
+		return s.notHTTP(ts)
 	}
 	m, err := httpup.Parse(s.hdr)
 	if err == httpup.ErrIncomplete {
 		if len(s.hdr) > d.lim.MaxHeader {
-			s.notHTTP(ts)
+			return s.notHTTP(ts)
 		}
-		return
+		return nil
 	}
 	if err != nil {
-		s.notHTTP(ts)
-		return
+		return s.notHTTP(ts)
 	}
 	if m.Status == 0 {
 		d.req = m
 		if !m.IsUpgradeRequest() {
 			d.settleTCP(ts)
-			return
+			return nil
 		}
 		d.learnClient(s, true)
 		if d.proto == protoUnknown {
@@ -105,7 +109,7 @@ func (s *side) detect(b []byte, ts int64) {
 	} else {
 		if !m.IsUpgradeResponse() {
 			d.settleTCP(ts)
-			return
+			return nil
 		}
 		d.resp = m
 		d.pmd = pmd.Parse(m.Get("Sec-WebSocket-Extensions"))
@@ -119,21 +123,21 @@ func (s *side) detect(b []byte, ts int64) {
 	rest := s.hdr[m.Len:]
 	s.hdr = nil
 	s.mode = modeWS
-	s.frames(rest, ts)
+	return rest
 }
 
 // notHTTP handles a direction whose first bytes are not a handshake: raw
 // TCP, unless the other direction already showed a WebSocket (then this
 // direction's handshake was not mirrored and its frames are looked for).
-func (s *side) notHTTP(ts int64) {
+func (s *side) notHTTP(ts int64) []byte {
 	if s.d.proto != protoWS {
 		s.d.settleTCP(ts)
-		return
+		return nil
 	}
 	held := s.hdr
 	s.hdr = nil
 	s.startHunt(true)
-	s.huntData(held, ts)
+	return held
 }
 
 // flushHandshake settles a connection whose handshake never completed: a
@@ -196,9 +200,10 @@ func (s *side) gap(n int64, ts int64) {
 // close ends the direction: open messages are emitted incomplete.
 func (s *side) close(ts int64) {
 	s.curTs = ts
-	switch s.mode {
-	case modeHunt:
-		s.huntStep(ts, true)
+	if s.mode == modeHunt {
+		if rest, ok := s.huntStep(ts, true); ok {
+			s.data(rest, ts)
+		}
 		if s.mode == modeHunt && s.d.proto != protoWS {
 			s.d.settleTCP(ts)
 		}
