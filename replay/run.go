@@ -253,7 +253,7 @@ func (r *runner) dispatch(wctx context.Context, msg jetstream.Msg) {
 	r.mu.Lock()
 	w := r.workers[e.conn]
 	if w == nil {
-		w = &worker{r: r, id: e.conn, vni: e.vni, shard: e.shard, q: newQueue()}
+		w = newWorker(r, e)
 		r.workers[e.conn] = w
 		r.m.conns.Inc()
 		r.wg.Add(1)
@@ -290,7 +290,7 @@ func (r *runner) retireNow(w *worker) {
 	}
 	r.m.conns.Dec()
 	if rest := w.q.items; len(rest) > 0 {
-		nw := &worker{r: r, id: w.id, vni: w.vni, shard: w.shard, q: newQueue()}
+		nw := newWorker(r, rest[0])
 		for _, e := range rest {
 			nw.q.push(e)
 		}

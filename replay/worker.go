@@ -102,11 +102,17 @@ type worker struct {
 	unconfirmed []*outMsg
 	unconfBytes int64
 	unconfSince time.Time
+	pinging     bool            // an asynchronous confirmation is in flight
+	pingDone    chan pingResult // its outcome (capacity 1)
 
 	cmp    *compare.Conn
 	expect *compare.Builder // production response being received (dial mode)
 	tcpExp *compare.Builder // production byte stream of a raw TCP connection
 	sum    ConnSummary
+}
+
+func newWorker(r *runner, e *entry) *worker {
+	return &worker{r: r, id: e.conn, vni: e.vni, shard: e.shard, q: newQueue(), pingDone: make(chan pingResult, 1)}
 }
 
 func (w *worker) sendDir() proto.Direction { return proto.Direction(w.r.cfg.Dir) }
@@ -127,10 +133,10 @@ func (w *worker) run(ctx context.Context) {
 			// confirmEveryTime old (one ping per batch, not per message),
 			// then wait for more.
 			var confirmC <-chan time.Time
-			if len(w.unconfirmed) > 0 {
+			if len(w.unconfirmed) > 0 && !w.pinging {
 				d := confirmEveryTime - time.Since(w.unconfSince)
 				if d <= 0 {
-					if err := w.confirm(ctx); err != nil && ctx.Err() != nil {
+					if err := w.startConfirm(ctx); err != nil && ctx.Err() != nil {
 						return
 					}
 					continue
@@ -138,8 +144,16 @@ func (w *worker) run(ctx context.Context) {
 				confirmT.Reset(d)
 				confirmC = confirmT.C
 			}
+			var pingC <-chan pingResult
+			if w.pinging {
+				pingC = w.pingDone
+			}
 			select {
 			case <-confirmC:
+				continue
+			case res := <-pingC:
+				confirmT.Stop()
+				w.handlePing(ctx, res)
 				continue
 			case <-w.q.signal:
 				confirmT.Stop()
@@ -173,9 +187,16 @@ func (w *worker) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		if len(w.unconfirmed) >= confirmEveryMsgs || w.unconfBytes >= confirmEveryBytes ||
-			(len(w.unconfirmed) > 0 && time.Since(w.unconfSince) >= confirmEveryTime) {
+		w.pollPing(ctx)
+		switch {
+		case len(w.unconfirmed) >= 4*confirmEveryMsgs || w.unconfBytes >= 4*confirmEveryBytes:
+			// The test system confirms slower than replay writes: wait.
 			if err := w.confirm(ctx); err != nil && ctx.Err() != nil {
+				return
+			}
+		case len(w.unconfirmed) >= confirmEveryMsgs || w.unconfBytes >= confirmEveryBytes ||
+			(len(w.unconfirmed) > 0 && time.Since(w.unconfSince) >= confirmEveryTime):
+			if err := w.startConfirm(ctx); err != nil && ctx.Err() != nil {
 				return
 			}
 		}
@@ -679,6 +700,7 @@ func (w *worker) sendControl(ctx context.Context, e *entry) {
 // confirm makes the test system confirm it read every message written, then
 // acknowledges them and publishes their results.
 func (w *worker) confirm(ctx context.Context) error {
+	w.waitPing(ctx)
 	for len(w.unconfirmed) > 0 {
 		if w.failed {
 			return nil
@@ -702,31 +724,109 @@ func (w *worker) confirm(ctx context.Context) error {
 			w.giveUp(ctx, err)
 			return err
 		}
-		now := time.Now()
-		for _, m := range w.unconfirmed {
-			w.r.acks.ackAll(m.parts)
-			result, reason := "sent", ""
-			if !m.last.Complete {
-				reason = fmt.Sprintf("incomplete (%d bytes missing), sent by --incomplete=%s", m.last.Missing, w.r.cfg.Incomplete)
-			}
-			w.sum.Sent++
-			w.sum.SentBytes += m.size
-			w.r.m.messages.WithLabelValues(result).Inc()
-			w.r.m.bytes.WithLabelValues(result).Add(float64(m.size))
-			lag := 0.0
-			if m.last.LastNs > 0 {
-				lag = now.Sub(time.Unix(0, m.last.LastNs)).Seconds()
-				w.r.m.lag.Observe(lag)
-			}
-			if !m.arrived.IsZero() {
-				w.r.m.latency.Observe(now.Sub(m.arrived).Seconds())
-			}
-			w.r.reportMsg(w, m, result, reason, lag)
-		}
-		w.unconfirmed = w.unconfirmed[:0]
-		w.unconfBytes = 0
+		w.confirmed(len(w.unconfirmed))
 	}
 	return nil
+}
+
+// pingResult is the outcome of an asynchronous confirmation.
+type pingResult struct {
+	s   sink
+	n   int // messages written before the ping
+	err error
+}
+
+// startConfirm asks the test system to confirm what was written without
+// waiting for the answer, so writing goes on meanwhile; the answer is
+// handled by handlePing. Without a connection it confirms synchronously
+// (reconnecting and rewriting).
+func (w *worker) startConfirm(ctx context.Context) error {
+	if w.pinging || len(w.unconfirmed) == 0 || w.failed {
+		return nil
+	}
+	if w.sink == nil {
+		return w.confirm(ctx)
+	}
+	s, n := w.sink, len(w.unconfirmed)
+	w.pinging = true
+	go func() {
+		err := s.Confirm(ctx)
+		w.pingDone <- pingResult{s: s, n: n, err: err}
+	}()
+	return nil
+}
+
+// handlePing applies an asynchronous confirmation's outcome.
+func (w *worker) handlePing(ctx context.Context, res pingResult) {
+	w.pinging = false
+	if res.s != w.sink || ctx.Err() != nil {
+		return // the connection was replaced: its messages were rewritten
+	}
+	if res.err != nil {
+		w.r.m.errors.WithLabelValues("write").Inc()
+		w.dropSink() // the next write or confirmation reconnects and rewrites
+		return
+	}
+	w.confirmed(min(res.n, len(w.unconfirmed)))
+}
+
+// waitPing waits for an asynchronous confirmation in flight.
+func (w *worker) waitPing(ctx context.Context) {
+	if !w.pinging {
+		return
+	}
+	select {
+	case res := <-w.pingDone:
+		w.handlePing(ctx, res)
+	case <-ctx.Done():
+	}
+}
+
+// pollPing handles an asynchronous confirmation that has completed.
+func (w *worker) pollPing(ctx context.Context) {
+	if !w.pinging {
+		return
+	}
+	select {
+	case res := <-w.pingDone:
+		w.handlePing(ctx, res)
+	default:
+	}
+}
+
+// confirmed acknowledges the first n unconfirmed messages and publishes
+// their results.
+func (w *worker) confirmed(n int) {
+	now := time.Now()
+	for _, m := range w.unconfirmed[:n] {
+		w.r.acks.ackAll(m.parts)
+		result, reason := "sent", ""
+		if !m.last.Complete {
+			reason = fmt.Sprintf("incomplete (%d bytes missing), sent by --incomplete=%s", m.last.Missing, w.r.cfg.Incomplete)
+		}
+		w.sum.Sent++
+		w.sum.SentBytes += m.size
+		w.unconfBytes -= m.size
+		w.r.m.messages.WithLabelValues(result).Inc()
+		w.r.m.bytes.WithLabelValues(result).Add(float64(m.size))
+		lag := 0.0
+		if m.last.LastNs > 0 {
+			lag = now.Sub(time.Unix(0, m.last.LastNs)).Seconds()
+			w.r.m.lag.Observe(lag)
+		}
+		if !m.arrived.IsZero() {
+			w.r.m.latency.Observe(now.Sub(m.arrived).Seconds())
+		}
+		w.r.reportMsg(w, m, result, reason, lag)
+	}
+	rest := copy(w.unconfirmed, w.unconfirmed[n:])
+	clear(w.unconfirmed[rest:])
+	w.unconfirmed = w.unconfirmed[:rest]
+	if rest == 0 {
+		w.unconfBytes = 0
+	} else {
+		w.unconfSince = now
+	}
 }
 
 // abortCur gives up the message in progress (its last chunk never came).
