@@ -52,6 +52,7 @@ type hunter struct {
 	scan  int64 // next position to try as a chain start
 	cands []*cand
 	at    map[int64]*cand // header position -> the chain that has it
+	cum   map[int64]int   // header position -> its chain's evidence before it
 	seen  bool            // bytes arrived since the hunt started
 	// created counts the chains started (plausible first headers).
 	created int
@@ -193,25 +194,27 @@ func (s *side) advance(c *cand, end int64) bool {
 		}
 		pos := c.next
 		if o := h.at[pos]; o != nil && o != c && !o.dead {
+			// Two chains meet at pos. Their frames before pos disagree: the
+			// one with clearly more evidence for them wins and keeps its
+			// start; otherwise the earlier one survives and resumes at pos.
+			mine, theirs := c.score, h.cum[pos]
 			switch {
-			case o.start == pos && c.score >= scoreTrusted:
-				o.dead = true // o is the rest of c
-			case o.start == pos:
+			case mine >= theirs+scoreMargin:
+				o.dead = true
+			case theirs >= mine+scoreMargin:
+				c.dead = true
+				return false
+			case o.start == pos || o.start > c.start:
 				o.dead = true
 				if c.merge < 0 {
 					c.merge = pos
 				}
-			case o.start < c.start:
+			default:
 				c.dead = true
 				if o.merge < 0 || pos < o.merge {
 					o.merge = pos
 				}
 				return false
-			default:
-				o.dead = true
-				if c.merge < 0 {
-					c.merge = pos
-				}
 			}
 		}
 		s.extend(c, pos, hd, n, ev)
@@ -226,8 +229,10 @@ func (s *side) advance(c *cand, end int64) bool {
 func (s *side) extend(c *cand, pos int64, hd wsframe.Header, n int, ev int) {
 	if s.hunt.at == nil {
 		s.hunt.at = map[int64]*cand{}
+		s.hunt.cum = map[int64]int{}
 	}
 	s.hunt.at[pos] = c
+	s.hunt.cum[pos] = c.score
 	if c.nh < len(c.hdrs) {
 		c.hdrs[c.nh] = pos
 	}
@@ -247,9 +252,9 @@ const (
 	scoreAccept  = 5
 	scoreAligned = 4
 	scoreAtEnd   = 2
-	// scoreTrusted: frames before the point where a chain lands on the
-	// start of another chain are kept only with this much evidence.
-	scoreTrusted = 3
+	// scoreMargin: where two chains meet, the one with this much more
+	// evidence for its frames before the meeting point keeps them.
+	scoreMargin = 2
 )
 
 // evidence scores one plausible header by what its payload (the bytes
@@ -257,8 +262,8 @@ const (
 // 0 for a short continuation (weak: zero-filled data looks like short
 // empty-ish ones),
 // 1 for a binary, compressed or ping/pong frame, 2 for a text frame whose
-// payload is valid UTF-8 or a close frame with a valid code, 3 for a whole
-// compressed message that inflates without history.
+// payload is valid UTF-8 without control characters (3 from 32 bytes) or
+// a close frame with a valid code, 3 for a whole compressed message that inflates without history.
 func (s *side) evidence(h wsframe.Header, after []byte) int {
 	if !h.Fin && h.Length == 0 {
 		return -1
@@ -296,7 +301,18 @@ func (s *side) evidence(h wsframe.Header, after []byte) int {
 		if !validUTF8Prefix(p[:k], uint64(k) == h.Length) {
 			return -1
 		}
-		if k >= 8 {
+		// Control characters are legal but rare in text; XOR-ed ASCII (a
+		// false header inside masked text, unmasked with a wrong key) is
+		// still valid UTF-8 but full of them.
+		for _, c := range p[:k] {
+			if (c < 0x20 && c != '\t' && c != '\n' && c != '\r') || c == 0x7f {
+				return 1
+			}
+		}
+		switch {
+		case k >= 32:
+			return 3
+		case k >= 8:
 			return 2
 		}
 		return 1
@@ -426,6 +442,7 @@ func (s *side) huntStep(ts int64, atEnd bool) ([]byte, bool) {
 		for pos, c := range h.at {
 			if pos < keep || c.dead {
 				delete(h.at, pos)
+				delete(h.cum, pos)
 			}
 		}
 	}
