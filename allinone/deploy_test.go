@@ -485,12 +485,78 @@ func TestDockerfileBuildsStaticBinaries(t *testing.T) {
 // queries is registered by its stage's code and documented in
 // docs/operations.md.
 func TestDashboardMetricsExist(t *testing.T) {
+	checkMetricsExist(t, "dashboard", dashboardMetrics(t))
+}
+
+// TestAlertRules checks deploy/prometheus/alerts.yml: loaded by the
+// Prometheus configuration and mounted by compose, every rule complete,
+// every metric real.
+func TestAlertRules(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(repoRoot, "deploy/prometheus/alerts.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rules struct {
+		Groups []struct {
+			Name  string `yaml:"name"`
+			Rules []struct {
+				Alert       string            `yaml:"alert"`
+				Expr        string            `yaml:"expr"`
+				Annotations map[string]string `yaml:"annotations"`
+			} `yaml:"rules"`
+		} `yaml:"groups"`
+	}
+	if err := yaml.Unmarshal(b, &rules); err != nil {
+		t.Fatalf("alerts.yml: %v", err)
+	}
+	re := regexp.MustCompile(`tapline_[a-z0-9_]+`)
+	seen := map[string]bool{}
+	n := 0
+	for _, g := range rules.Groups {
+		for _, r := range g.Rules {
+			n++
+			if r.Alert == "" || r.Expr == "" || r.Annotations["summary"] == "" {
+				t.Errorf("incomplete rule %+v", r)
+			}
+			if strings.Count(r.Expr, "(") != strings.Count(r.Expr, ")") {
+				t.Errorf("rule %s: unbalanced parentheses in %s", r.Alert, r.Expr)
+			}
+			for _, m := range re.FindAllString(r.Expr, -1) {
+				seen[strings.TrimSuffix(m, "_bucket")] = true
+			}
+		}
+	}
+	if n < 5 {
+		t.Errorf("only %d alert rules", n)
+	}
+	var ms []string
+	for m := range seen {
+		ms = append(ms, m)
+	}
+	slices.Sort(ms)
+	checkMetricsExist(t, "alerts.yml", ms)
+	prom, _ := os.ReadFile(filepath.Join(repoRoot, "deploy/prometheus/prometheus.yml"))
+	if !strings.Contains(string(prom), "/etc/prometheus/alerts.yml") {
+		t.Error("prometheus.yml does not load /etc/prometheus/alerts.yml")
+	}
+	p := loadCompose(t, "observability")
+	if !slices.ContainsFunc(p.Services["prometheus"].Volumes, func(v types.ServiceVolumeConfig) bool {
+		return v.Target == "/etc/prometheus/alerts.yml" && strings.HasSuffix(v.Source, "deploy/prometheus/alerts.yml")
+	}) {
+		t.Error("compose does not mount deploy/prometheus/alerts.yml into prometheus")
+	}
+}
+
+// checkMetricsExist checks each tapline_<stage>_<what> metric is
+// registered by its stage's code and documented in docs/operations.md.
+func checkMetricsExist(t *testing.T, where string, metrics []string) {
+	t.Helper()
 	ops, err := os.ReadFile(filepath.Join(repoRoot, "docs/operations.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	sources := map[string]string{}
-	for _, m := range dashboardMetrics(t) {
+	for _, m := range metrics {
 		parts := strings.SplitN(m, "_", 3)
 		if len(parts) < 3 {
 			t.Errorf("metric %s: not tapline_<stage>_<what>", m)
@@ -512,10 +578,10 @@ func TestDashboardMetricsExist(t *testing.T) {
 			sources[stageName] = src
 		}
 		if !strings.Contains(src, `"`+m+`"`) && !strings.Contains(src, `"`+rest+`"`) {
-			t.Errorf("dashboard queries %s, which %s does not register", m, stageName)
+			t.Errorf("%s queries %s, which %s does not register", where, m, stageName)
 		}
 		if !strings.Contains(string(ops), "`"+m+"`") {
-			t.Errorf("dashboard metric %s is not documented in docs/operations.md", m)
+			t.Errorf("%s metric %s is not documented in docs/operations.md", where, m)
 		}
 	}
 }
