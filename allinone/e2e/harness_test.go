@@ -3,6 +3,8 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -442,6 +444,7 @@ type Entry struct {
 	Kind  proto.Kind
 	Chunk proto.Chunk // data entries
 	Size  int         // body length
+	SHA   string      // SHA-256 of a data entry's body (one chunk)
 	Open  *proto.OpenEvent
 	Gap   *proto.GapEvent
 	Close *proto.CloseEvent
@@ -491,6 +494,8 @@ func (p *Pipeline) Entries() ([]Entry, error) {
 				return out, fmt.Errorf("seq %d: %w", md.Sequence.Stream, err)
 			}
 			e.Chunk = c
+			sum := sha256.Sum256(m.Data())
+			e.SHA = hex.EncodeToString(sum[:])
 		case proto.KindOpen:
 			e.Open = &proto.OpenEvent{}
 			err = json.Unmarshal(m.Data(), e.Open)
@@ -507,6 +512,56 @@ func (p *Pipeline) Entries() ([]Entry, error) {
 		out = append(out, e)
 		if md.Sequence.Stream >= last {
 			return out, nil
+		}
+	}
+}
+
+// StreamFrames counts the frames in TAPLINE_FRAMES (every batch decap
+// stored).
+func (p *Pipeline) StreamFrames() (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	st, err := p.JS.Stream(ctx, proto.FramesStream)
+	if err != nil {
+		return 0, err
+	}
+	info, err := st.Info(ctx)
+	if err != nil || info.State.Msgs == 0 {
+		return 0, err
+	}
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		return 0, err
+	}
+	it, err := cons.Messages(jetstream.PullMaxBytes(16 << 20))
+	if err != nil {
+		return 0, err
+	}
+	defer it.Stop()
+	n := 0
+	for {
+		m, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			return n, err
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			return n, err
+		}
+		r := framebatch.NewReader(m.Data())
+		var f framebatch.Frame
+		for {
+			err := r.Next(&f)
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return n, fmt.Errorf("frames seq %d: %w", md.Sequence.Stream, err)
+			}
+			n++
+		}
+		if md.Sequence.Stream >= info.State.LastSeq {
+			return n, nil
 		}
 	}
 }

@@ -311,6 +311,13 @@ func (col *Collector) Done(ctx context.Context) error {
 // the target namespace, retrying until replay accepts.
 func ConnectTestSystem(t *testing.T, p *Pipeline, addr string) *Collector {
 	t.Helper()
+	return Collect(dialTestSystem(t, p, addr))
+}
+
+// dialTestSystem connects to replay's listen address and waits until
+// replay counts the connection.
+func dialTestSystem(t *testing.T, p *Pipeline, addr string) *websocket.Conn {
+	t.Helper()
 	var c *websocket.Conn
 	waitFor(t, 60*time.Second, "replay listen address", func() (err error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -331,7 +338,71 @@ func ConnectTestSystem(t *testing.T, p *Pipeline, addr string) *Collector {
 		}
 		return nil
 	})
-	return Collect(c)
+	return c
+}
+
+// Reconnecting is a test system that connects to replay's listen address
+// again whenever its connection ends (replay restarted, or replay aborted
+// an incomplete message), collecting every message it receives.
+type Reconnecting struct {
+	mu    sync.Mutex
+	msgs  []Msg
+	conns int
+}
+
+// ConnectReconnecting starts a reconnecting test system; it stops when
+// the test ends.
+func ConnectReconnecting(t *testing.T, p *Pipeline, addr string) *Reconnecting {
+	t.Helper()
+	first := dialTestSystem(t, p, addr)
+	r := &Reconnecting{conns: 1}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	t.Cleanup(func() { cancel(); <-done })
+	go func() {
+		defer close(done)
+		c := first
+		for {
+			for {
+				m, err := receive(ctx, c)
+				if err != nil {
+					break
+				}
+				r.mu.Lock()
+				r.msgs = append(r.msgs, m)
+				r.mu.Unlock()
+			}
+			_ = c.CloseNow()
+			for {
+				if ctx.Err() != nil {
+					return
+				}
+				dctx, dcancel := context.WithTimeout(ctx, 5*time.Second)
+				nc, err := Dial(dctx, p.Lab.Target, "ws://"+addr+"/", nil)
+				dcancel()
+				if err == nil {
+					c = nc
+					r.mu.Lock()
+					r.conns++
+					r.mu.Unlock()
+					break
+				}
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(200 * time.Millisecond):
+				}
+			}
+		}
+	}()
+	return r
+}
+
+// Msgs returns every message received so far, over all connections.
+func (r *Reconnecting) Msgs() []Msg {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]Msg(nil), r.msgs...)
 }
 
 var _ = net.IPv4len
