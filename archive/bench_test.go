@@ -147,6 +147,7 @@ func (ap *archivePass) run(b *testing.B, d *benchData) (u, c int64) {
 			}
 			u += s.idx.UncompressedSize
 			c += int64(len(s.data) + len(s.idxJSON))
+			p.release(s.data) // as the uploader does once stored
 		}
 	}
 	return u, c

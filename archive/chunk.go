@@ -41,11 +41,40 @@ type chunkParams struct {
 	maxFlows   int
 	// writers recycles pcapng writers (and their section buffers).
 	writers *sync.Pool
+	// bufs keeps a few stored chunks' buffers for the next chunks, so the
+	// compressed data is not written to freshly faulted-in memory each
+	// time (a small bounded free list: sync.Pool is emptied by every GC).
+	bufs chan []byte
 }
 
 func newParams(frameBytes int, chunkBytes int64, maxFlows int) chunkParams {
 	return chunkParams{frameBytes: frameBytes, chunkBytes: chunkBytes, maxFlows: maxFlows,
-		writers: &sync.Pool{New: func() any { return &framebatch.Writer{App: "tapline archive"} }}}
+		writers: &sync.Pool{New: func() any { return &framebatch.Writer{App: "tapline archive"} }},
+		bufs:    make(chan []byte, 2)}
+}
+
+// buffer returns an empty buffer of capacity at least n.
+func (p chunkParams) buffer(n int) []byte {
+	select {
+	case b := <-p.bufs:
+		if cap(b) >= n {
+			return b[:0]
+		}
+	default:
+	}
+	return make([]byte, 0, n)
+}
+
+// release gives back the buffer of a chunk that is stored and no longer
+// referenced.
+func (p chunkParams) release(b []byte) {
+	if cap(b) == 0 {
+		return
+	}
+	select {
+	case p.bufs <- b:
+	default:
+	}
 }
 
 // flowID is a flow in canonical (lower endpoint first) form.
@@ -71,7 +100,10 @@ type chunk struct {
 	idx     index.Index
 	cur     index.Frame // frame in progress
 	flows   map[flowID]*index.Flow
-	grp     *group
+	// lastID and lastFlow skip the map for runs of one flow.
+	lastID   flowID
+	lastFlow *index.Flow
+	grp      *group
 }
 
 func newChunk(p chunkParams, enc *seekable.Encoder, key partKey, now time.Time) *chunk {
@@ -136,7 +168,10 @@ func (c *chunk) flow(f *framebatch.Frame) {
 	if c := id.a.Compare(id.b); c > 0 || (c == 0 && id.ap > id.bp) {
 		id.a, id.b, id.ap, id.bp = id.b, id.a, id.bp, id.ap
 	}
-	fl := c.flows[id]
+	fl := c.lastFlow
+	if fl == nil || id != c.lastID {
+		fl = c.flows[id]
+	}
 	if fl == nil {
 		if len(c.flows) >= c.p.maxFlows {
 			c.idx.FlowsTruncated = true
@@ -145,6 +180,7 @@ func (c *chunk) flow(f *framebatch.Frame) {
 		fl = &index.Flow{Proto: k.Proto, Src: k.Src, SrcPort: k.SrcPort, Dst: k.Dst, DstPort: k.DstPort, FirstNs: f.TimeNs, LastNs: f.TimeNs}
 		c.flows[id] = fl
 	}
+	c.lastID, c.lastFlow = id, fl
 	fl.FirstNs = min(fl.FirstNs, f.TimeNs)
 	fl.LastNs = max(fl.LastNs, f.TimeNs)
 	fl.Packets++
@@ -166,8 +202,8 @@ func (c *chunk) cutFrame() {
 		if off > 0 && c.idx.UncompressedSize > 0 {
 			est = max(est, int(float64(off)/float64(c.idx.UncompressedSize)*float64(c.p.chunkBytes)*1.1))
 		}
-		obj := make([]byte, off, off+est)
-		copy(obj, c.obj)
+		obj := append(c.p.buffer(off+est), c.obj...)
+		c.p.release(c.obj)
 		c.obj = obj
 	}
 	var e seekable.Entry

@@ -439,6 +439,9 @@ func (a *archiver) uploader(ctx context.Context) {
 			continue
 		}
 		a.ack(s)
+		if s.idx != nil {
+			a.p.release(s.data) // stored: the buffer serves the next chunk
+		}
 	}
 }
 
