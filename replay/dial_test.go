@@ -1,7 +1,9 @@
 package replay
 
 import (
+	"bytes"
 	"fmt"
+	"strings"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -111,5 +113,39 @@ func TestDialManyConnectionsByteExact(t *testing.T) {
 	}
 	if got := r.counter("tapline_replay_messages_total", "result", "sent"); got != float64(want) {
 		t.Fatalf("sent counter %v, want %d", got, want)
+	}
+}
+
+// TestDialCompression negotiates permessage-deflate toward the test system
+// independently of the original connection (whose payloads the stream holds
+// decoded) and still delivers every message byte for byte.
+func TestDialCompression(t *testing.T) {
+	for _, mode := range []struct {
+		flag string
+		srv  websocket.CompressionMode
+	}{{"on", websocket.CompressionNoContextTakeover}, {"context-takeover", websocket.CompressionContextTakeover}} {
+		t.Run(mode.flag, func(t *testing.T) {
+			e := newEnv(t)
+			srv := testsys.NewWS(t)
+			srv.Compress = mode.srv
+			c := newConv(1, "/z")
+			var want [][32]byte
+			for i := range 20 {
+				p := []byte(strings.Repeat(fmt.Sprintf(`{"tick":%d,"price":"100.25"}`, i), 40))
+				if i == 7 {
+					p = bytes.Repeat([]byte("compressible "), proto.MaxChunk/6) // two chunks
+				}
+				c.add(proto.ClientToServer, proto.OpText, p)
+				want = append(want, digest(p))
+			}
+			e.publish(c.entries("websocket")...)
+			e.startReplay(nil, "--target", srv.URL(), "--compare=false", "--compression", mode.flag)
+			recs := srv.Wait(t, 60*time.Second, "every message", func(rs []testsys.Record) bool { return len(rs) >= len(want) })
+			for i, w := range want {
+				if recs[i].SHA256 != w {
+					t.Fatalf("message %d differs", i)
+				}
+			}
+		})
 	}
 }

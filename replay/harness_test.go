@@ -288,3 +288,7 @@ func (h *hasher) sum() (out [32]byte) {
 	copy(out[:], h.h.Sum(nil))
 	return out
 }
+
+func openEvent(path, subprotocol string, headers map[string]string) *proto.OpenEvent {
+	return &proto.OpenEvent{Conn: "c", Protocol: "websocket", Path: path, Subprotocol: subprotocol, Headers: headers}
+}
