@@ -182,7 +182,7 @@ func TestCongestion(t *testing.T) {
 
 // requireSubsequence fails unless got is want with some messages left out
 // (same order, each byte-identical).
-func requireSubsequence(t *testing.T, want, got []Msg) {
+func requireSubsequence(t testing.TB, want, got []Msg) {
 	t.Helper()
 	i := 0
 	for j, g := range got {

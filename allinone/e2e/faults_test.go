@@ -199,7 +199,9 @@ func TestFaults(t *testing.T) {
 	// complete messages are never delivered. Detected by replay's own
 	// counter, so any other loss still fails the test.
 	if f, err := p.Metric("replay", "tapline_replay_connections_total", `outcome="filtered"`); err == nil && f > 0 {
-		t.Skipf("blocked: replay filtered %v connection(s) after its restart (first entry seen was a gap event: worker.go \"connection started before replay\"), so their complete messages were never delivered", f)
+		reasons, err := p.FilteredReasons()
+		t.Logf("replay's filtered summaries: %q (%v)", reasons, err)
+		t.Skipf("blocked: replay filtered %v connection(s) after its restart (%s), so their complete messages were never delivered", f, strings.Join(reasons, "; "))
 	}
 
 	// The test system got every complete message, and nothing else.

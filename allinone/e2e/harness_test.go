@@ -70,7 +70,7 @@ func TestMain(m *testing.M) {
 
 // needLab skips when the lab cannot run and fails when the binaries did not
 // build.
-func needLab(t *testing.T) {
+func needLab(t testing.TB) {
 	t.Helper()
 	if err := mirrorlab.Available(); err != nil {
 		t.Skip(err.Error())
@@ -82,7 +82,7 @@ func needLab(t *testing.T) {
 
 // waitFor polls cond every 100 ms until it returns nil or the deadline
 // passes; then it fails the test with cond's last error.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() error) {
+func waitFor(t testing.TB, d time.Duration, what string, cond func() error) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for {
@@ -111,7 +111,7 @@ type Proc struct {
 }
 
 // Start runs the process (again, after a kill).
-func (p *Proc) Start(t *testing.T) {
+func (p *Proc) Start(t testing.TB) {
 	t.Helper()
 	f, err := os.OpenFile(p.log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
@@ -210,7 +210,7 @@ type PipelineOptions struct {
 
 // Pipeline is NATS and the four stages in a lab's target namespace.
 type Pipeline struct {
-	t     *testing.T
+	t     testing.TB
 	Lab   *mirrorlab.Lab
 	Dir   string
 	Store string // archive directory
@@ -228,7 +228,7 @@ const natsURL = "nats://127.0.0.1:4222"
 // NewPipeline starts natsd, then every stage, in lab's target namespace and
 // waits until each one is healthy. Everything is stopped when the test
 // ends; stage logs are printed when it failed.
-func NewPipeline(t *testing.T, lab *mirrorlab.Lab, o PipelineOptions) *Pipeline {
+func NewPipeline(t testing.TB, lab *mirrorlab.Lab, o PipelineOptions) *Pipeline {
 	t.Helper()
 	if o.Shards == 0 {
 		o.Shards = 4
@@ -512,6 +512,52 @@ func (p *Pipeline) Entries() ([]Entry, error) {
 		out = append(out, e)
 		if md.Sequence.Stream >= last {
 			return out, nil
+		}
+	}
+}
+
+// FilteredReasons reads the results stream and returns the reason of every
+// connection summary replay ended as filtered.
+func (p *Pipeline) FilteredReasons() ([]string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	st, err := p.JS.Stream(ctx, proto.ResultsStream)
+	if err != nil {
+		return nil, err
+	}
+	info, err := st.Info(ctx)
+	if err != nil || info.State.Msgs == 0 {
+		return nil, err
+	}
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		return nil, err
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return nil, err
+	}
+	defer it.Stop()
+	var out []string
+	for {
+		m, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			return out, err
+		}
+		var r struct {
+			Kind    string `json:"kind"`
+			Conn    string `json:"conn"`
+			Reason  string `json:"reason"`
+			Summary *struct {
+				End string `json:"end"`
+			} `json:"summary"`
+		}
+		if json.Unmarshal(m.Data(), &r) == nil && r.Summary != nil && r.Summary.End == "filtered" {
+			out = append(out, r.Conn+": "+r.Reason)
+		}
+		md, err := m.Metadata()
+		if err != nil || md.Sequence.Stream >= info.State.LastSeq {
+			return out, err
 		}
 	}
 }

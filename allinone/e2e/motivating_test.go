@@ -71,7 +71,7 @@ func TestMotivatingCase(t *testing.T) {
 }
 
 // requireSame fails unless got equals want (type, size, SHA-256), in order.
-func requireSame(t *testing.T, who string, want, got []Msg) {
+func requireSame(t testing.TB, who string, want, got []Msg) {
 	t.Helper()
 	if len(got) != len(want) {
 		t.Fatalf("%s received %d messages, want %d", who, len(got), len(want))
@@ -85,7 +85,7 @@ func requireSame(t *testing.T, who string, want, got []Msg) {
 
 // waitClose waits until n close events are on the messages stream and
 // returns them.
-func waitClose(t *testing.T, p *Pipeline, n int) []*proto.CloseEvent {
+func waitClose(t testing.TB, p *Pipeline, n int) []*proto.CloseEvent {
 	t.Helper()
 	var closes []*proto.CloseEvent
 	waitFor(t, 3*time.Minute, "close events", func() error {
@@ -111,7 +111,7 @@ func waitClose(t *testing.T, p *Pipeline, n int) []*proto.CloseEvent {
 // requireArchiveComplete waits until the archive holds as many packets as
 // the kernel sent on the mirror link (all of them when the target's UDP
 // sockets dropped none).
-func requireArchiveComplete(t *testing.T, p *Pipeline) {
+func requireArchiveComplete(t testing.TB, p *Pipeline) {
 	t.Helper()
 	var last string
 	waitFor(t, 3*time.Minute, "archive complete", func() error {

@@ -148,7 +148,7 @@ func produce(ctx context.Context, lab *mirrorlab.Lab, ext *Server, i int) ([]Msg
 }
 
 // logConn logs the entries of one connection (for failures).
-func logConn(t *testing.T, es []Entry, conn string) {
+func logConn(t testing.TB, es []Entry, conn string) {
 	t.Helper()
 	for _, e := range es {
 		switch {

@@ -153,7 +153,7 @@ func (sc *ServerConn) Received() []Msg {
 // StartServer listens on addr:0 inside ns. With read, every connection's
 // messages are read and recorded; otherwise the test drives the
 // connection (it must keep a reader going to see control frames).
-func StartServer(t *testing.T, ns string, addr netip.Addr, opts *websocket.AcceptOptions, read bool) *Server {
+func StartServer(t testing.TB, ns string, addr netip.Addr, opts *websocket.AcceptOptions, read bool) *Server {
 	t.Helper()
 	ln, err := mirrorlab.Listen(ns, "tcp4", netip.AddrPortFrom(addr, 0).String())
 	if err != nil {
@@ -309,14 +309,14 @@ func (col *Collector) Done(ctx context.Context) error {
 
 // ConnectTestSystem connects a WebSocket client to replay's listen address inside
 // the target namespace, retrying until replay accepts.
-func ConnectTestSystem(t *testing.T, p *Pipeline, addr string) *Collector {
+func ConnectTestSystem(t testing.TB, p *Pipeline, addr string) *Collector {
 	t.Helper()
 	return Collect(dialTestSystem(t, p, addr))
 }
 
 // dialTestSystem connects to replay's listen address and waits until
 // replay counts the connection.
-func dialTestSystem(t *testing.T, p *Pipeline, addr string) *websocket.Conn {
+func dialTestSystem(t testing.TB, p *Pipeline, addr string) *websocket.Conn {
 	t.Helper()
 	var c *websocket.Conn
 	waitFor(t, 60*time.Second, "replay listen address", func() (err error) {
@@ -352,7 +352,7 @@ type Reconnecting struct {
 
 // ConnectReconnecting starts a reconnecting test system; it stops when
 // the test ends.
-func ConnectReconnecting(t *testing.T, p *Pipeline, addr string) *Reconnecting {
+func ConnectReconnecting(t testing.TB, p *Pipeline, addr string) *Reconnecting {
 	t.Helper()
 	first := dialTestSystem(t, p, addr)
 	r := &Reconnecting{conns: 1}
