@@ -42,10 +42,11 @@ type frameState struct {
 	ctlMissing int64
 	ctlBad     bool
 
-	infl    *pmd.Inflater
-	prober  *pmd.Prober
-	scratch []byte
-	emitFn  func([]byte)
+	infl     *pmd.Inflater
+	prober   *pmd.Prober
+	probeBuf []byte
+	scratch  []byte
+	emitFn   func([]byte)
 }
 
 // frames parses WebSocket frames from b. It returns the bytes left when

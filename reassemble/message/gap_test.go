@@ -171,7 +171,9 @@ func TestGapInsideHeader(t *testing.T) {
 					// may be sacrificed when the boundary after the loss is
 					// disputed by a chain that started in the lost frame's
 					// payload (resync then resumes where the chains meet).
-					if len(lost) == 0 || lost[0] != k || (!s.takeover && (len(lost) > 2 || (len(lost) == 2 && lost[1] != k+1))) {
+					// Resync may also give up up to 3 frames with weak evidence
+					// (binary) after the loss, so up to 3 more messages.
+					if len(lost) == 0 || lost[0] != k || (!s.takeover && lost[len(lost)-1] > k+3) {
 						t.Errorf("header of %d lost: lost %v", k, lost)
 					}
 					if st := dec.Stats(dir); st.Resyncs == 0 {
@@ -196,7 +198,7 @@ func TestGapAcrossMessages(t *testing.T) {
 			col, _ := run(t, withGap(s.tr.ev, dir, off, l.end-off+4), message.Meta{ClientKnown: true})
 			got := dataMsgs(col.dir(dir))
 			lost := checkNoGarbage(t, got, s.tr.sent[dir])
-			if len(lost) < 1 || lost[0] != k || (!s.takeover && len(lost) > 2) {
+			if len(lost) < 1 || lost[0] != k || (!s.takeover && lost[len(lost)-1] > k+4) {
 				t.Errorf("lost %v", lost)
 			}
 			if m := got[k]; m.Complete || m.Missing < int64(l.end-off) {
@@ -258,7 +260,8 @@ func TestMidStream(t *testing.T) {
 				}
 				for _, dir := range []proto.Direction{proto.ClientToServer, proto.ServerToClient} {
 					lost := checkNoGarbage(t, dataMsgs(col.dir(dir)), s.tr.sent[dir])
-					// Every message whose first header is after the cut must be there.
+					// Every message whose first header is after the cut must be
+					// there, but for the first three.
 					first := len(s.tr.sent[dir])
 					for _, f := range fr[dir] {
 						if f.msg >= 0 && f.hdr >= cut[dir] && (f.msg == 0 || fr[dir][0].msg != f.msg) {
@@ -268,8 +271,9 @@ func TestMidStream(t *testing.T) {
 							}
 						}
 					}
+					// Resync gives up to 3 weak (binary) frames after the cut.
 					for _, l := range lost {
-						if l >= first && !s.takeover {
+						if l >= first+3 && !s.takeover {
 							t.Errorf("it %d %s: cut %d, message %d (after the cut) lost; lost %v", it, dir, cut[dir], l, lost)
 							break
 						}

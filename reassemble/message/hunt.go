@@ -33,7 +33,8 @@ const (
 // starting at start, each one where the previous frame ends.
 type cand struct {
 	start  int64
-	hdrs   [3]int64 // positions of the first headers
+	hdrs   [4]int64 // positions of the first headers
+	evs    [4]int   // their evidence
 	nh     int      // headers in the chain
 	last   int64    // position of the last header
 	next   int64    // where the next header must be
@@ -235,6 +236,7 @@ func (s *side) extend(c *cand, pos int64, hd wsframe.Header, n int, ev int) {
 	s.hunt.cum[pos] = c.score
 	if c.nh < len(c.hdrs) {
 		c.hdrs[c.nh] = pos
+		c.evs[c.nh] = ev
 	}
 	c.nh++
 	c.last = pos
@@ -252,6 +254,9 @@ const (
 	scoreAccept  = 5
 	scoreAligned = 4
 	scoreAtEnd   = 2
+	// weakSkip: frames with weak evidence given up at the start of a
+	// resynchronised chain (see resume).
+	weakSkip = 3
 	// scoreMargin: where two chains meet, the one with this much more
 	// evidence for its frames before the meeting point keeps them.
 	scoreMargin = 2
@@ -268,17 +273,27 @@ func (s *side) evidence(h wsframe.Header, after []byte) int {
 	if !h.Fin && h.Length == 0 {
 		return -1
 	}
-	if h.Rsv != 0 && h.Fin && h.Length <= probeMax && uint64(len(after)) >= h.Length {
-		p := make([]byte, h.Length)
-		copy(p, after)
-		if h.Masked {
-			wsframe.MaskCopy(p, p, h.Key, 0)
+	if h.Rsv != 0 {
+		// A compressed first frame: try to inflate it (or the prefix held)
+		// without history. Real data with context takeover may fail (it
+		// refers to earlier messages): that is only weak evidence.
+		whole := h.Fin && h.Length <= probeMax && uint64(len(after)) >= h.Length
+		k := int(min(uint64(len(after)), h.Length, probeMax))
+		if !whole && k < 64 {
+			return 1
 		}
 		if s.prober == nil {
 			s.prober = &pmd.Prober{}
 		}
-		if s.prober.Inflates(p, 4*probeMax) {
+		s.probeBuf = append(s.probeBuf[:0], after[:k]...)
+		if h.Masked {
+			wsframe.MaskCopy(s.probeBuf, s.probeBuf, h.Key, 0)
+		}
+		switch {
+		case whole && s.prober.Inflates(s.probeBuf, 4*probeMax):
 			return 3
+		case !whole && s.prober.InflatesPrefix(s.probeBuf):
+			return 2
 		}
 		return 1
 	}
@@ -470,19 +485,33 @@ func (s *side) resume(c *cand, end int64, ts int64) []byte {
 	if debugHunt != nil {
 		debugHunt(s, *c, end)
 	}
+	// Where the chain's real part begins is uncertain: a false header in
+	// garbage often lands on the real frame grid (its chance is about one
+	// in the grid's spacing). A first frame with weak evidence (binary,
+	// continuation, ping) is therefore given up, up to weakSkip of them,
+	// until a frame with strong evidence (text, close code, inflatable).
 	r := end // c.next == end: the chain ends where the data does
 	if c.last >= h.base {
 		r = c.last
 	}
 	for i := 0; i < min(c.nh, len(c.hdrs)); i++ {
-		if c.hdrs[i] >= h.base {
-			r = c.hdrs[i]
+		if c.evs[i] >= 2 || i >= weakSkip {
+			if c.hdrs[i] >= h.base {
+				r = c.hdrs[i]
+			}
 			break
+		}
+		if i == c.nh-1 {
+			r = end // only weak frames: resume after them
+			if c.nh > len(c.hdrs) || c.next != end {
+				r = max(c.last, h.base)
+			}
 		}
 	}
 	if c.merge >= h.base && c.merge > r {
 		r = c.merge
 	}
+	r = min(r, end)
 	if d.proto == protoUnknown {
 		d.proto = protoWS
 	}

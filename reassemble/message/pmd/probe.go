@@ -42,3 +42,29 @@ func (p *Prober) Inflates(msg []byte, limit int) bool {
 	}
 	return false
 }
+
+// InflatesPrefix reports whether prefix, the first bytes of a compressed
+// message, inflates without error and without history as far as it goes
+// (running out of input is fine; a corrupt block or a reference before
+// the start is not).
+func (p *Prober) InflatesPrefix(prefix []byte) bool {
+	p.in.Reset(prefix)
+	if p.fr == nil {
+		p.fr = flate.NewReader(&p.in)
+		p.out = make([]byte, 4096)
+	} else {
+		_ = p.fr.(flate.Resetter).Reset(&p.in, nil)
+	}
+	for {
+		_, err := p.fr.Read(p.out)
+		switch err {
+		case nil:
+			continue
+		case io.EOF:
+			return p.in.Len() == 0
+		case io.ErrUnexpectedEOF:
+			return true
+		}
+		return false
+	}
+}
