@@ -126,7 +126,7 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxPendingBatches, "max-pending-batches", 20000, "max frame batches received but not yet acknowledged (the consumer's MaxAckPending)")
 	fs.StringVar(&c.Consumer, "consumer", DefaultConsumer, "durable consumer name on TAPLINE_FRAMES")
 	fs.DurationVar(&c.AckWait, "ack-wait", time.Minute, "consumer ack wait: how soon batches of a crashed archive are redelivered")
-	fs.IntVar(&c.Fetch, "fetch", 256, "batches asked for per pull request")
+	fs.IntVar(&c.Fetch, "fetch", 64, "batches buffered ahead by the pull consumer (bounds client-side prefetch: at most this many batches of at most ~1MiB)")
 	fs.IntVar(&c.Uploaders, "uploaders", 2, "chunks stored concurrently")
 	fs.DurationVar(&c.UploadTimeout, "upload-timeout", 2*time.Minute, "timeout of one attempt to store a chunk")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 30*time.Second, "on stop, how long to try to store open chunks")

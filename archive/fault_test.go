@@ -184,14 +184,26 @@ func TestS3Outage(t *testing.T) {
 	cfg := testConfig(url, sc.Location)
 	cfg.Store = sc
 	cfg.UploadTimeout = 5 * time.Second
+	cfg.MaxPending = 256 << 10 // memory bound under test: far less than the backlog
 	stop, _, reg := runArchiveReg(t, cfg)
 	publish(t, js, in[:2000], 16)
 	waitAcked(t, js, cfg.Consumer)
 
 	srv.Stop()
-	publish(t, js, in[2000:], 16)
+	publish(t, js, in[2000:], 16) // ≈ 1.4 MB
 	errs := func() float64 { return counter(t, reg, "tapline_archive_upload_errors_total") }
 	waitFor(t, "upload errors while S3 is down", func() bool { return errs() >= 2 })
+	// The archive holds at most --max-pending (plus one batch) while S3 is
+	// down; the rest waits in JetStream.
+	waitFor(t, "the archive to stop taking batches", func() bool {
+		return counter(t, reg, "tapline_archive_pending_bytes") >= float64(cfg.MaxPending)
+	})
+	for range 20 {
+		if p := counter(t, reg, "tapline_archive_pending_bytes"); p > float64(cfg.MaxPending+64<<10) {
+			t.Fatalf("pending %v bytes exceeds --max-pending %d", p, cfg.MaxPending)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	srv.Restart()
 	waitAcked(t, js, cfg.Consumer)
 	waitFor(t, "backlog metric to drain", func() bool { return counter(t, reg, "tapline_archive_backlog_messages") == 0 })
