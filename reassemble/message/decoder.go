@@ -175,7 +175,9 @@ func (d *decoder) open(ts int64) {
 		ev.Subprotocol = d.resp.Get("Sec-WebSocket-Protocol")
 		ev.Extensions = d.resp.Get("Sec-WebSocket-Extensions")
 	}
-	ev.MidStream = d.req == nil && d.resp == nil && d.meta.MidStream
+	// Mid-stream: the TCP layer missed the start, and (for a WebSocket)
+	// the handshake was not seen either.
+	ev.MidStream = d.meta.MidStream && (d.proto != protoWS || (d.req == nil && d.resp == nil))
 	d.out.Open(ev)
 }
 

@@ -270,3 +270,21 @@ func TestManyResyncsInOneSegment(t *testing.T) {
 		t.Errorf("%d good messages, want %d", good, 3*rounds)
 	}
 }
+
+// TestMidStreamRawTCP: a mid-stream connection carrying text is raw TCP,
+// everything held published.
+func TestMidStreamRawTCP(t *testing.T) {
+	body := bytes.Repeat([]byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nhello world\n"), 20)
+	ev := []event{{dir: proto.ServerToClient, b: body[7:]}, {dir: proto.ClientToServer, b: []byte("GET / HTTP/1.1\r\n\r\n")}}
+	col, _ := run(t, ev, message.Meta{MidStream: true})
+	if o := col.opens[0]; o.Protocol != "tcp" || !o.MidStream {
+		t.Fatalf("open %+v", o)
+	}
+	var s2c []byte
+	for _, m := range col.dir(proto.ServerToClient) {
+		s2c = append(s2c, m.Body...)
+	}
+	if !bytes.Equal(s2c, body[7:]) {
+		t.Fatalf("s2c %d bytes, want %d", len(s2c), len(body)-7)
+	}
+}

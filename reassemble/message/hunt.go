@@ -21,8 +21,9 @@ const (
 	midCap = 1 << 20
 	// midQuiet: a mid-stream direction with this many bytes and hardly a
 	// plausible frame header (fewer than one per KiB: text protocols) is
-	// raw TCP.
-	midQuiet = 4 << 10
+	// raw TCP. It is larger than the frames text-heavy WebSocket peers
+	// send, since a cut inside a text frame looks like this up to its end.
+	midQuiet = 64 << 10
 	// maxCands bounds the candidate boundaries tracked at once.
 	maxCands = 4096
 	// probeMax is the largest compressed frame tried as evidence.
