@@ -1,6 +1,7 @@
 package message_test
 
 import (
+	"fmt"
 	"math/rand"
 	"testing"
 
@@ -282,4 +283,33 @@ func TestMidStream(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestGapContextTakeoverUndecodable: with context takeover, messages
+// after a lost compressed message that refer to it are flagged
+// undecodable — never delivered as complete garbage — while the
+// direction without loss is exact.
+func TestGapContextTakeoverUndecodable(t *testing.T) {
+	var msgs [][]byte
+	for i := 0; i < 30; i++ {
+		msgs = append(msgs, []byte(fmt.Sprintf(`{"seq":%d,"channel":"orders","payload":{"symbol":"ACME","side":"buy","qty":%d,"price":%d.25,"account":"A-1234567","note":"repeated text that the compressor finds in earlier messages"}}`, i, 100+i, 2000+i)))
+	}
+	tr := coderSession(t, coder.CompressionContextTakeover, msgs...)
+	dir := proto.ServerToClient
+	fr := layout(t, stream(tr.ev, dir))
+	f := firstFrame(fr, 5)
+	col, dec := run(t, withGap(tr.ev, dir, f.payload+3, 5), message.Meta{ClientKnown: true})
+	got := dataMsgs(col.dir(dir))
+	lost := checkNoGarbage(t, got, tr.sent[dir])
+	st := dec.Stats(dir)
+	if len(lost) < 2 || lost[0] != 5 || st.Undecodable == 0 {
+		t.Fatalf("lost %v, stats %+v: want message 5 and undecodable ones after it", lost, st)
+	}
+	if int64(len(lost)) != st.MessagesIncomplete {
+		t.Errorf("lost %d, incomplete %d", len(lost), st.MessagesIncomplete)
+	}
+	if l := checkNoGarbage(t, dataMsgs(col.dir(proto.ClientToServer)), tr.sent[proto.ClientToServer]); len(l) != 0 {
+		t.Errorf("client direction lost %v", l)
+	}
+	t.Logf("lost %v, stats %+v", lost, st)
 }

@@ -130,7 +130,10 @@ func serve(t *testing.T, h http.Handler) (addr string, rec *recorder, stop func(
 
 // coderSession runs a coder/websocket client and server with the given
 // compression mode; the client sends every payload, the server replies.
-func coderSession(t *testing.T, mode coder.CompressionMode) traffic {
+func coderSession(t *testing.T, mode coder.CompressionMode, msgs ...[]byte) traffic {
+	if len(msgs) == 0 {
+		msgs = payloads(1)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var mu sync.Mutex
@@ -165,7 +168,7 @@ func coderSession(t *testing.T, mode coder.CompressionMode) traffic {
 		t.Fatal(err)
 	}
 	c.SetReadLimit(64 << 20)
-	for i, p := range payloads(1) {
+	for i, p := range msgs {
 		typ := coder.MessageText
 		if opOf(i) == proto.OpBinary {
 			typ = coder.MessageBinary
