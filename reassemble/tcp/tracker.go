@@ -81,7 +81,8 @@ type Conn struct {
 
 	prev, next *Conn // LRU list, most recent at head
 	closed     bool
-	noCausal   bool // the causal hold is off: the other direction is not mirrored
+	noCausal   bool  // the causal hold is off: the other direction is not mirrored
+	finAt      int64 // capture time all FINs were seen (0: not yet)
 }
 
 // Client returns the client's address (known from the SYN, else guessed).
@@ -132,6 +133,7 @@ type Tracker struct {
 	conns    map[key]*Conn
 	tomb     map[key]int64      // recently closed by FIN/RST: close time
 	waiting  map[*Conn]struct{} // connections with held output
+	finWait  map[*Conn]struct{} // connections past their FINs, with holes
 	head     *Conn              // most recently active
 	tail     *Conn
 	buffered int64
@@ -154,7 +156,7 @@ func New(cfg Config, open Opener) *Tracker {
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = 10 * time.Minute
 	}
-	return &Tracker{cfg: cfg, open: open, conns: make(map[key]*Conn), tomb: make(map[key]int64), waiting: make(map[*Conn]struct{})}
+	return &Tracker{cfg: cfg, open: open, conns: make(map[key]*Conn), tomb: make(map[key]int64), waiting: make(map[*Conn]struct{}), finWait: make(map[*Conn]struct{})}
 }
 
 // Conns returns the number of connections tracked.
@@ -356,9 +358,34 @@ func (t *Tracker) Packet(f *framebatch.Frame) *Conn {
 	}
 	if c.finished() {
 		t.close(c, CloseFIN, f.TimeNs)
+	} else if c.finAt == 0 && c.finSeen() {
+		// Every direction sent its FIN but a hole keeps one from
+		// reaching it: wait a little for reordered bytes, then close.
+		c.finAt = f.TimeNs
+		t.finWait[c] = struct{}{}
 	}
 	return c
 }
+
+// finSeen reports that every direction seen has sent its FIN.
+func (c *Conn) finSeen() bool {
+	any := false
+	for i := range c.halves {
+		h := &c.halves[i]
+		if !h.seen {
+			continue
+		}
+		if !h.finSet {
+			return false
+		}
+		any = true
+	}
+	return any
+}
+
+// finGrace is how long (capture time) a connection whose FINs were all
+// seen waits for the bytes of its holes before it is closed.
+const finGrace = time.Second
 
 func (c *Conn) ix(src netip.AddrPort) int {
 	if src == c.First {
@@ -435,6 +462,7 @@ func (t *Tracker) close(c *Conn, reason string, tsNs int64) {
 		c.halves[ix].flush(t, sk)
 	}
 	delete(t.conns, c.k)
+	delete(t.finWait, c)
 	t.unlink(c)
 	if reason == CloseFIN || reason == CloseRST {
 		if len(t.tomb) >= t.cfg.MaxConnections {
@@ -459,6 +487,11 @@ func (t *Tracker) Expire(nowNs int64) int {
 	}
 	for c := range t.waiting {
 		t.release(c, false)
+	}
+	for c := range t.finWait {
+		if t.nowNs-c.finAt > int64(finGrace) {
+			t.close(c, CloseFIN, t.nowNs)
+		}
 	}
 	n := 0
 	limit := t.nowNs - int64(t.cfg.IdleTimeout)

@@ -365,3 +365,22 @@ func TestCausalHoldBounded(t *testing.T) {
 		t.Fatal("held again")
 	}
 }
+
+// TestFinWithHole: both FINs seen but a segment before one of them never
+// arrives: the connection closes after the grace time, the hole a gap.
+func TestFinWithHole(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.feed(pkt(t, true, 100, "S", nil))
+	h.feed(pkt(t, true, 101, "PA", []byte("abc")))
+	h.feed(pkt(t, true, 110, "PA", []byte("xyz"))) // 104..109 lost
+	h.feed(pkt(t, true, 113, "FA", nil))
+	h.feed(pkt(t, false, 500, "FA", nil))
+	r := h.recs[0]
+	if r.closed != "" {
+		t.Fatalf("closed %q before the grace time", r.closed)
+	}
+	h.tr.Expire(h.nowNs + int64(2*time.Second))
+	if r.closed != CloseFIN || r.c2s.GapBytes != 6 || r.data[proto.ClientToServer].String() != "abc??????xyz" {
+		t.Fatalf("closed %q loss %+v data %q", r.closed, r.c2s, r.data[proto.ClientToServer])
+	}
+}
