@@ -114,7 +114,7 @@ func TestResyncNeverGarbage(t *testing.T) {
 		col, _ := run(t, seg, message.Meta{ClientKnown: true, MidStream: midStream})
 		got := dataMsgs(col.dir(dir))
 		lost := checkNoGarbage(t, got, msgs)
-		if len(lost) > len(msgs)/2+5 {
+		if len(lost) > len(msgs)/2+10 { // the cut is in the first half
 			t.Errorf("it %d: lost %d of %d messages", it, len(lost), len(msgs))
 		}
 	}
