@@ -61,7 +61,17 @@ func readCapture(t testing.TB, path string, shards int) []pub {
 func publish(t testing.TB, js jetstream.JetStream, frames []pub, perBatch int) int {
 	t.Helper()
 	ctx := context.Background()
-	if err := proto.EnsureStreams(ctx, js, proto.StreamOptions{}, proto.FramesStream); err != nil {
+	var err error
+	for range 30 { // short timeouts and retries: see natstest.Restart
+		ectx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err = proto.EnsureStreams(ectx, js, proto.StreamOptions{}, proto.FramesStream)
+		cancel()
+		if err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
 	type subj struct {
@@ -80,7 +90,6 @@ func publish(t testing.TB, js jetstream.JetStream, frames []pub, perBatch int) i
 		// restart can be lost); the message ID makes a retry of a
 		// publish that did land a no-op.
 		id := fmt.Sprintf("test-%d-%d-%d", s.vni, s.shard, w.Frames()) + fmt.Sprintf("-%d", frameKey(w))
-		var err error
 		for range 30 {
 			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			_, err = js.Publish(pctx, proto.FramesSubject(s.vni, s.shard), w.Bytes(), jetstream.WithMsgID(id))
