@@ -283,9 +283,32 @@ func TestSyntheticMidStream(t *testing.T) {
 	if c.open == nil || !c.open.MidStream {
 		t.Fatalf("open %+v", c.open)
 	}
-	checkMessages(t, c, proto.ServerToClient, s.s2cMsgs, 4)
+	// The decoder may give up the first few frames of a resynchronised
+	// chain (weak evidence): what it publishes complete is the tail.
+	checkTail(t, c, proto.ServerToClient, s.s2cMsgs[4:], 3)
 	checkMessages(t, c, proto.ClientToServer, s.c2sMsgs, 0)
 	if c.closeEv.Reason != "idle" {
 		t.Fatalf("close %+v", c.closeEv)
+	}
+}
+
+// checkTail requires the complete data messages of dir to be the last ones
+// of want, exactly, with at most slack of them missing at the front.
+func checkTail(t *testing.T, c *connOut, dir proto.Direction, want [][]byte, slack int) {
+	t.Helper()
+	var got []*gotMsg
+	for _, m := range c.msgs[dir] {
+		if (m.opcode == proto.OpText || m.opcode == proto.OpBinary) && m.complete {
+			got = append(got, m)
+		}
+	}
+	if len(got) < len(want)-slack || len(got) > len(want) {
+		t.Fatalf("%s: %d complete messages, want %d (at most %d fewer)", dir, len(got), len(want), slack)
+	}
+	tail := want[len(want)-len(got):]
+	for i, m := range got {
+		if !bytes.Equal(m.body, tail[i]) {
+			t.Errorf("%s #%d: %d B differ from the message sent", dir, i, len(m.body))
+		}
 	}
 }
