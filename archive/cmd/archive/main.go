@@ -11,6 +11,7 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 	"os"
 
 	"github.com/tapline/tapline/archive"
@@ -26,6 +27,12 @@ func main() {
 			os.Exit(queryMain(os.Args[2:]))
 		case "run":
 			os.Args = append(os.Args[:1], os.Args[2:]...)
+		case "-h", "-help", "--help", "help":
+			fmt.Println("archive: Tapline's packet archive.\n\n" +
+				"  archive [flags]        consume TAPLINE_FRAMES into the archive (also: archive run)\n" +
+				"  archive ls [flags]     list the chunks of a time range (archive ls --help)\n" +
+				"  archive query [flags]  write the packets of a time range as pcapng (archive query --help)")
+			os.Args = append(os.Args[:1], "--help")
 		}
 	}
 	var cfg archive.Config
