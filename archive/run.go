@@ -99,6 +99,9 @@ func run(ctx context.Context, cfg Config, d stage.Deps, st store.Store, level zs
 	})
 	cons, err := a.provision(ctx, js)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while NATS was unreachable
+		}
 		return err
 	}
 	a.log.Info("archiving", "consumer", cfg.Consumer, "chunk_bytes", cfg.ChunkBytes, "chunk_age", cfg.ChunkAge)
