@@ -88,6 +88,9 @@ func roundTrip(t *testing.T, sc StoreConfig, cliArgs func([]string) []string) {
 			t.Fatalf("%s: %d packets, index says %d", c.Index.Chunk, n, c.Index.Packets)
 		}
 		packets += c.Index.Packets
+		if c == chunks[0] {
+			zstdCLI(t, obj, raw, int(c.Index.Packets))
+		}
 	}
 	if packets != int64(len(all)) {
 		t.Fatalf("chunks hold %d packets, published %d", packets, len(all))
@@ -196,6 +199,27 @@ func nsArg(ns int64) string {
 		s = "0" + s
 	}
 	return s[:len(s)-9] + "." + s[len(s)-9:]
+}
+
+// zstdCLI checks a plain `zstd -d` decompresses a chunk to the same
+// multi-section pcapng, which tshark reads.
+func zstdCLI(t *testing.T, obj, raw []byte, packets int) {
+	t.Helper()
+	bin, err := exec.LookPath("zstd")
+	if err != nil {
+		t.Log("zstd not installed: not checked")
+		return
+	}
+	cmd := exec.Command(bin, "-dc")
+	cmd.Stdin = bytes.NewReader(obj)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("zstd -dc: %v", err)
+	}
+	if !bytes.Equal(out, raw) {
+		t.Fatal("zstd -dc output differs from the seekable reader's")
+	}
+	tsharkCount(t, out, packets)
 }
 
 // tsharkCount checks tshark reads the capture from a pipe and sees n
