@@ -261,3 +261,32 @@ func TestNATSRestart(t *testing.T) {
 	out, _ := queryStore(t, st, query.Filter{})
 	sameFrames(t, decodeAll(t, out), frames(in))
 }
+
+// TestProgressAcks: batches wait in an open chunk longer than the ack wait
+// (as with the defaults: 5 min chunks, 1 min ack wait); progress acks keep
+// JetStream from redelivering them.
+func TestProgressAcks(t *testing.T) {
+	dir := t.TempDir()
+	_, url := natstest.Run(t)
+	_, js := connect(t, url)
+	t0 := time.Date(2026, 11, 25, 8, 0, 0, 0, time.UTC).UnixNano()
+	in := synth(500, t0, int64(time.Millisecond), 4, 8, 2, 100)
+	cfg := testConfig(url, dir)
+	cfg.AckWait = 2 * time.Second
+	cfg.ChunkAge = 8 * time.Second // four ack waits
+	cfg.ChunkBytes = 4 << 20       // rotation by age only
+	start := time.Now()
+	stop, _, reg := runArchiveReg(t, cfg)
+	publish(t, js, in, 16)
+	waitAcked(t, js, cfg.Consumer)
+	if time.Since(start) < cfg.ChunkAge {
+		t.Fatalf("acknowledged after %v, before the chunk age", time.Since(start))
+	}
+	stop()
+	if n := counter(t, reg, "tapline_archive_redelivered_batches_total"); n != 0 {
+		t.Fatalf("%v batches redelivered despite progress acks", n)
+	}
+	st, _ := store.Open(context.Background(), dir, store.S3Options{})
+	out, _ := queryStore(t, st, query.Filter{})
+	sameFrames(t, decodeAll(t, out), frames(in))
+}
