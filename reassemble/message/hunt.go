@@ -34,14 +34,16 @@ const (
 // starting at start, each one where the previous frame ends.
 type cand struct {
 	start  int64
-	hdrs   [4]int64 // positions of the first headers
-	evs    [4]int   // their evidence
-	nh     int      // headers in the chain
-	last   int64    // position of the last header
-	next   int64    // where the next header must be
-	score  int      // evidence gathered (see evidence)
-	merge  int64    // where another chain joined this one (-1: none): resume there
-	open   bool     // the chain is inside a fragmented message
+	hdrs   [4]int64  // positions of the first headers
+	evs    [4]int    // their evidence
+	lens   [4]uint64 // their payload lengths
+	rank   int       // chains started before this one in this hunt, plus one
+	nh     int       // headers in the chain
+	last   int64     // position of the last header
+	next   int64     // where the next header must be
+	score  int       // evidence gathered (see evidence)
+	merge  int64     // where another chain joined this one (-1: none): resume there
+	open   bool      // the chain is inside a fragmented message
 	masked bool
 	dead   bool
 	done   bool // verified, then broken by a bad header: stop following it
@@ -238,6 +240,7 @@ func (s *side) extend(c *cand, pos int64, hd wsframe.Header, n int, ev int) {
 	if c.nh < len(c.hdrs) {
 		c.hdrs[c.nh] = pos
 		c.evs[c.nh] = ev
+		c.lens[c.nh] = hd.Length
 	}
 	c.nh++
 	c.last = pos
@@ -258,6 +261,9 @@ const (
 	// weakSkip: frames with weak evidence given up at the start of a
 	// resynchronised chain (see resume).
 	weakSkip = 3
+	// denseGrid: frames closer than this on average make landing on the
+	// real grid by chance likely (see resume).
+	denseGrid = 2048
 	// scoreMargin: where two chains meet, the one with this much more
 	// evidence for its frames before the meeting point keeps them.
 	scoreMargin = 2
@@ -267,7 +273,7 @@ const (
 // held after it, possibly fewer than its length) shows: -1 disproves it,
 // 0 for a short continuation (weak: zero-filled data looks like short
 // empty-ish ones),
-// 1 for a binary, compressed or ping/pong frame, 2 for a text frame whose
+// 0 for a ping or pong, 1 for a binary or compressed frame, 2 for a text frame whose
 // payload is valid UTF-8 without control characters (3 from 32 bytes) or
 // a close frame with a valid code, 3 for a whole compressed message that inflates without history.
 func (s *side) evidence(h wsframe.Header, after []byte) int {
@@ -325,6 +331,24 @@ func (s *side) evidence(h wsframe.Header, after []byte) int {
 				return 1
 			}
 		}
+		if h.Masked {
+			// A false header inside masked text carries 4 bytes of that
+			// text as its key: "unmasking" the following bytes XORs text
+			// with text (the real key cancels out), which often still
+			// reads as text — but hardly as lower-case text (two
+			// lower-case letters XOR to a control character, a letter and
+			// a digit or punctuation to upper case). Masked text counts as
+			// strong only when a quarter of it is lower-case letters.
+			lower := 0
+			for _, c := range p[:k] {
+				if c >= 'a' && c <= 'z' {
+					lower++
+				}
+			}
+			if k < 8 || lower*4 < k {
+				return 1
+			}
+		}
 		switch {
 		case k >= 32:
 			return 3
@@ -332,6 +356,10 @@ func (s *side) evidence(h wsframe.Header, after []byte) int {
 			return 2
 		}
 		return 1
+	case wsframe.OpPing, wsframe.OpPong:
+		// Short and without any checkable content: they follow each other
+		// too easily in structured data (masked text) to count.
+		return 0
 	case wsframe.OpClose:
 		if h.Length == 1 {
 			return -1
@@ -423,8 +451,8 @@ func (s *side) huntStep(ts int64, atEnd bool) ([]byte, bool) {
 		if ev < 0 {
 			continue
 		}
-		c := &cand{start: pos, masked: hd.Masked, merge: -1}
 		h.created++
+		c := &cand{start: pos, masked: hd.Masked, merge: -1, rank: h.created}
 		s.extend(c, pos, hd, n, ev)
 		h.cands = append(h.cands, c)
 		s.advance(c, end)
@@ -487,16 +515,28 @@ func (s *side) resume(c *cand, end int64, ts int64) []byte {
 		debugHunt(s, *c, end)
 	}
 	// Where the chain's real part begins is uncertain: a false header in
-	// garbage often lands on the real frame grid (its chance is about one
-	// in the grid's spacing). A first frame with weak evidence (binary,
-	// continuation, ping) is therefore given up, up to weakSkip of them,
-	// until a frame with strong evidence (text, close code, inflatable).
+	// the garbage before the first real one may land exactly on it (or on
+	// a later real header) and vouch for nothing. A short false frame
+	// (7-bit length) lands on the next real header about once in 126
+	// tries, a longer one about once per real frame spacing. So a first
+	// frame with weak evidence (binary, continuation, ping, compressed
+	// needing history) is given up when it is short or when the real
+	// frames are dense (under 2 KiB apart), up to weakSkip of them, until a
+	// frame with strong evidence (text, close code, inflatable) or a long
+	// weak frame on a sparse grid.
+	dense := false
+	if c.nh >= 2 {
+		dense = (c.next-c.hdrs[1])/int64(c.nh-1) < denseGrid
+	}
 	r := end // c.next == end: the chain ends where the data does
 	if c.last >= h.base {
 		r = c.last
 	}
 	for i := 0; i < min(c.nh, len(c.hdrs)); i++ {
-		if c.evs[i] >= 2 || i >= weakSkip {
+		// The first plausible header of the hunt (nothing before it could
+		// have landed on it by chance) is trusted as it is.
+		weak := c.evs[i] < 2 && (c.lens[i] < 126 || dense) && !(i == 0 && c.rank == 1)
+		if !weak || i >= weakSkip {
 			if c.hdrs[i] >= h.base {
 				r = c.hdrs[i]
 			}

@@ -80,6 +80,9 @@ func TestResyncNeverGarbage(t *testing.T) {
 	if v := os.Getenv("TAPLINE_RESYNC_ITERS"); v != "" { // for long local runs
 		iters, _ = strconv.Atoi(v)
 		seed = time.Now().UnixNano()
+		if v := os.Getenv("TAPLINE_RESYNC_SEED"); v != "" {
+			seed, _ = strconv.ParseInt(v, 10, 64)
+		}
 		t.Logf("seed %d", seed)
 	}
 	rng := rand.New(rand.NewSource(seed))
@@ -111,8 +114,14 @@ func TestResyncNeverGarbage(t *testing.T) {
 			}
 			seg = append(seg, e)
 		}
+		if only := os.Getenv("TAPLINE_RESYNC_ONLY"); only != "" && only != strconv.Itoa(it) {
+			continue
+		}
 		col, _ := run(t, seg, message.Meta{ClientKnown: true, MidStream: midStream})
 		got := dataMsgs(col.dir(dir))
+		if os.Getenv("TAPLINE_RESYNC_DEBUG") != "" {
+			t.Logf("it %d: midstream %v masked %v cut %d len %d", it, midStream, masked, cut, len(st))
+		}
 		lost := checkNoGarbage(t, got, msgs)
 		if len(lost) > len(msgs)/2+10 { // the cut is in the first half
 			t.Errorf("it %d: lost %d of %d messages", it, len(lost), len(msgs))
