@@ -28,12 +28,12 @@ echo
 
 echo "== 1. end-to-end latency (kernel lab, inbound-only mirror, replay listen mode), ${runs} run(s)"
 (cd allinone && go test -run '^$' -bench '^BenchmarkE2ELatency$' -benchtime 1x -count "$runs" -timeout 30m ./e2e/ 2>&1) |
-  grep -E '^(e2e latency|Benchmark|ok|FAIL|---)' || { echo "latency benchmark failed" >&2; exit 1; }
+  grep -oE '(e2e latency:.*|^ok.*|^FAIL.*)' || { echo "latency benchmark failed" >&2; exit 1; }
 echo
 
 echo "== 2. peak RSS per stage relaying one ${TAPLINE_E2E_MB:-100} MB message, ${runs} run(s)"
 (cd allinone && go test -run '^$' -bench '^BenchmarkE2EPeakRSS$' -benchtime 1x -count "$runs" -timeout 30m ./e2e/ 2>&1) |
-  grep -E '^(peak RSS|ok|FAIL|---)' || { echo "RSS benchmark failed" >&2; exit 1; }
+  grep -oE '(peak RSS.*|^ok.*|^FAIL.*)' || { echo "RSS benchmark failed" >&2; exit 1; }
 echo
 
 if [ "${TAPLINE_BENCH_E2E_ONLY:-}" = 1 ]; then
