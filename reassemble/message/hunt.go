@@ -37,7 +37,6 @@ type cand struct {
 	hdrs   [4]int64  // positions of the first headers
 	evs    [4]int    // their evidence
 	lens   [4]uint64 // their payload lengths
-	rank   int       // chains started before this one in this hunt, plus one
 	nh     int       // headers in the chain
 	last   int64     // position of the last header
 	next   int64     // where the next header must be
@@ -452,7 +451,7 @@ func (s *side) huntStep(ts int64, atEnd bool) ([]byte, bool) {
 			continue
 		}
 		h.created++
-		c := &cand{start: pos, masked: hd.Masked, merge: -1, rank: h.created}
+		c := &cand{start: pos, masked: hd.Masked, merge: -1}
 		s.extend(c, pos, hd, n, ev)
 		h.cands = append(h.cands, c)
 		s.advance(c, end)
@@ -533,9 +532,11 @@ func (s *side) resume(c *cand, end int64, ts int64) []byte {
 		r = c.last
 	}
 	for i := 0; i < min(c.nh, len(c.hdrs)); i++ {
-		// The first plausible header of the hunt (nothing before it could
-		// have landed on it by chance) is trusted as it is.
-		weak := c.evs[i] < 2 && (c.lens[i] < 126 || dense) && !(i == 0 && c.rank == 1)
+		// A header at the hunt's very first byte (right after a gap, or
+		// the first byte of a mid-stream capture: where segments, and so
+		// often frames, start) is trusted as it is: nothing before it
+		// could have landed on it by chance.
+		weak := c.evs[i] < 2 && (c.lens[i] < 126 || dense) && !(i == 0 && c.start == 0)
 		if !weak || i >= weakSkip {
 			if c.hdrs[i] >= h.base {
 				r = c.hdrs[i]
