@@ -88,6 +88,8 @@ func requireSame(t testing.TB, who string, want, got []Msg) {
 func waitClose(t testing.TB, p *Pipeline, n int) []*proto.CloseEvent {
 	t.Helper()
 	var closes []*proto.CloseEvent
+	start := time.Now()
+	defer func() { t.Logf("%d close events after %v", len(closes), time.Since(start).Round(time.Millisecond)) }()
 	waitFor(t, 3*time.Minute, "close events", func() error {
 		es, err := p.Entries()
 		if err != nil {
