@@ -46,6 +46,7 @@ type cand struct {
 	masked bool
 	dead   bool
 	done   bool // verified, then broken by a bad header: stop following it
+	closed bool // the chain has a close frame: nothing may follow it
 }
 
 // hunter looks for a verifiable frame boundary in one direction.
@@ -184,11 +185,11 @@ func (s *side) advance(c *cand, end int64) bool {
 		}
 		hd, n, err := wsframe.Parse(h.buf[off:])
 		ev := -1
-		if err == nil && s.plausible(hd, c) {
+		if err == nil && !c.closed && s.plausible(hd, c) {
 			ev = s.evidence(hd, h.buf[off+int64(n):])
 		}
 		if ev < 0 {
-			if c.score >= scoreAccept {
+			if c.score >= c.need() {
 				c.done = true // the frames so far verified; frame parsing will meet the bad header
 				return true
 			}
@@ -221,7 +222,7 @@ func (s *side) advance(c *cand, end int64) bool {
 			}
 		}
 		s.extend(c, pos, hd, n, ev)
-		if c.score >= scoreAccept+2 && c.merge < 0 {
+		if c.score >= c.need()+2 && c.merge < 0 {
 			return true
 		}
 	}
@@ -247,6 +248,9 @@ func (s *side) extend(c *cand, pos int64, hd wsframe.Header, n int, ev int) {
 	if !wsframe.IsControl(hd.Opcode) {
 		c.open = !hd.Fin
 	}
+	if hd.Opcode == wsframe.OpClose {
+		c.closed = true // a peer sends nothing after its close frame
+	}
 	c.next = pos + int64(n) + int64(hd.Length)
 }
 
@@ -257,6 +261,10 @@ const (
 	scoreAccept  = 5
 	scoreAligned = 4
 	scoreAtEnd   = 2
+	// maskedExtra is added to each threshold for masked (client) chains:
+	// masked structured data (text XOR a repeating key) forms chains of
+	// plausible headers far more readily than random bytes.
+	maskedExtra = 3
 	// weakSkip: frames with weak evidence given up at the start of a
 	// resynchronised chain (see resume).
 	weakSkip = 3
@@ -367,7 +375,7 @@ func (s *side) evidence(h wsframe.Header, after []byte) int {
 			return 1
 		}
 		if k >= 2 {
-			if !wsframe.ValidCloseCode(wsframe.CloseCode(p[:k])) {
+			if !wsframe.ValidCloseCode(wsframe.CloseCode(p[:k])) || !validUTF8Prefix(p[2:k], uint64(k) == h.Length) {
 				return -1
 			}
 			return 2
@@ -393,16 +401,27 @@ func validUTF8Prefix(b []byte, whole bool) bool {
 	return true
 }
 
+// extra is the additional evidence a masked chain needs.
+func (c *cand) extra() int {
+	if c.masked {
+		return maskedExtra
+	}
+	return 0
+}
+
+// need is the evidence that verifies c on its own.
+func (c *cand) need() int { return scoreAccept + c.extra() }
+
 // verified reports whether chain c proves a frame boundary.
 func verified(c *cand, end int64, atEnd bool) bool {
 	switch {
-	case c.score >= scoreAccept:
+	case c.score >= c.need():
 		return true
 	case c.done:
 		return true
-	case c.score >= scoreAligned && c.next == end:
+	case c.score >= scoreAligned+c.extra() && c.next == end:
 		return true
-	case atEnd && c.score >= scoreAtEnd && c.next == end:
+	case atEnd && c.score >= scoreAtEnd+c.extra() && c.next == end:
 		return true
 	}
 	return false
