@@ -317,6 +317,9 @@ func (s *side) evidence(h wsframe.Header, after []byte) int {
 	if h.Masked {
 		wsframe.MaskCopy(p[:k], p[:k], h.Key, 0)
 	}
+	if h.Masked && h.Rsv == 0 && (h.Opcode == wsframe.OpBinary || h.Opcode == wsframe.OpContinuation) && k >= 16 && xorText(p[:k]) {
+		return 0
+	}
 	switch h.Opcode {
 	case wsframe.OpContinuation:
 		if h.Length >= 32 {
@@ -346,13 +349,7 @@ func (s *side) evidence(h wsframe.Header, after []byte) int {
 			// lower-case letters XOR to a control character, a letter and
 			// a digit or punctuation to upper case). Masked text counts as
 			// strong only when a quarter of it is lower-case letters.
-			lower := 0
-			for _, c := range p[:k] {
-				if c >= 'a' && c <= 'z' {
-					lower++
-				}
-			}
-			if k < 8 || lower*4 < k {
+			if k < 8 || xorText(p[:k]) {
 				return 1
 			}
 		}
@@ -383,6 +380,23 @@ func (s *side) evidence(h wsframe.Header, after []byte) int {
 		return 1
 	}
 	return 1
+}
+
+// xorText reports whether b looks like text XOR-ed with text: what a
+// false header inside masked text "unmasks" to (its key is 4 bytes of the
+// masked text, so the real key cancels out). Such bytes are all below
+// 0x80 but, unlike real text, hardly ever lower-case letters.
+func xorText(b []byte) bool {
+	lower := 0
+	for _, c := range b {
+		if c >= 0x80 {
+			return false
+		}
+		if c >= 'a' && c <= 'z' {
+			lower++
+		}
+	}
+	return lower*4 < len(b)
 }
 
 // validUTF8Prefix reports whether b is valid UTF-8, allowing a rune cut at
