@@ -2,6 +2,7 @@ package replay
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -155,4 +156,22 @@ func (b *budget) tryAcquire(n int64) (int64, bool) {
 	}
 	b.used += n
 	return n, true
+}
+
+// nakAll hands every held message back to JetStream for redelivery.
+func (a *ackTracker) nakAll() {
+	a.mu.Lock()
+	held := a.held
+	a.held = map[uint64]string{}
+	a.mu.Unlock()
+	seqs := make([]uint64, 0, len(held))
+	for s := range held {
+		seqs = append(seqs, s)
+	}
+	slices.Sort(seqs)
+	for _, s := range seqs {
+		if r := held[s]; r != "" {
+			_ = a.nc.Publish(r, []byte("-NAK"))
+		}
+	}
 }

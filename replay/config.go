@@ -86,6 +86,9 @@ type Config struct {
 
 	// onListen, when set (tests), is told each listen address once bound.
 	onListen func(upstream, addr string)
+	// noNakOnStop (tests) stops without handing held entries back, as a
+	// crash would.
+	noNakOnStop bool
 
 	// derived by Validate
 	wsTarget  *url.URL

@@ -3,8 +3,8 @@ package replay
 import (
 	"bytes"
 	"fmt"
-	"strings"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 

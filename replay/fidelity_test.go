@@ -281,6 +281,17 @@ func waitAcked(t *testing.T, e *env, durable string) {
 			return
 		}
 		if time.Now().After(deadline) {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			if cons, cerr := e.js.Consumer(ctx, proto.MsgsStream, durable); cerr == nil {
+				if info, ierr := cons.Info(ctx); ierr == nil {
+					if s, serr := e.js.Stream(ctx, proto.MsgsStream); serr == nil {
+						if m, merr := s.GetMsg(ctx, info.AckFloor.Stream+1); merr == nil {
+							t.Logf("first unacknowledged entry: seq %d %v", m.Sequence, m.Header)
+						}
+					}
+				}
+			}
 			t.Fatalf("consumer not fully acknowledged: pending %d, ack pending %d, err %v", pending, ack, err)
 		}
 		time.Sleep(20 * time.Millisecond)

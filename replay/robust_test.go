@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tapline/tapline/proto"
@@ -232,5 +233,57 @@ func TestLargeMessageBoundedMemory(t *testing.T) {
 	t.Logf("message %d MB; heap in use before %d MB, peak during replay %d MB", size>>20, base.HeapInuse>>20, p>>20)
 	if limit := uint64(size) * 2 / 5; p > limit && !raceEnabled {
 		t.Fatalf("peak heap in use %d MB while replaying a %d MB message (limit %d MB)", p>>20, size>>20, limit>>20)
+	}
+}
+
+// TestReplayRestartKeepsOrder stops replay in the middle of the stream and
+// starts another on the same durable: gracefully (held entries are handed
+// back) and as a crash (they are not; the new replay waits for their
+// redelivery). Every message arrives, and within each test connection the
+// messages of the original connection never go backwards.
+func TestReplayRestartKeepsOrder(t *testing.T) {
+	for _, crash := range []bool{false, true} {
+		t.Run(map[bool]string{false: "graceful", true: "crash"}[crash], func(t *testing.T) {
+			e := newEnv(t)
+			srv := testsys.NewWS(t)
+			const nConns, nMsgs = 5, 120
+			var all []*nats.Msg
+			for i := range nConns {
+				c := newConv(i, fmt.Sprintf("/r/%d", i))
+				for k := 1; k <= nMsgs; k++ {
+					c.add(proto.ClientToServer, proto.OpText, []byte(fmt.Sprintf("%d/%d/", i, k)))
+				}
+				all = append(all, c.entries("websocket")...)
+			}
+			e.publish(all...)
+			args := []string{"--target", srv.URL(), "--compare=false", "--rate-msgs", "400", "--ack-wait", "2s"}
+			first := e.startReplay(func(c *Config) { c.noNakOnStop = crash }, args...)
+			srv.Wait(t, 60*time.Second, "some messages", func(rs []testsys.Record) bool { return len(rs) >= nConns*nMsgs/4 })
+			first.stop(t)
+			e.startReplay(nil, args...)
+			parse := func(rec testsys.Record) (int, int) {
+				f := strings.SplitN(string(rec.Payload), "/", 3)
+				a, _ := strconv.Atoi(f[0])
+				b, _ := strconv.Atoi(f[1])
+				return a, b
+			}
+			srv.Wait(t, 120*time.Second, "every message", func(rs []testsys.Record) bool {
+				seen := map[[2]int]bool{}
+				for _, r := range rs {
+					a, b := parse(r)
+					seen[[2]int{a, b}] = true
+				}
+				return len(seen) == nConns*nMsgs
+			})
+			last := map[int]int{}
+			for _, rec := range srv.Records() {
+				_, k := parse(rec)
+				if prev, ok := last[rec.ConnN]; ok && k <= prev {
+					t.Fatalf("test connection %d (%s): message %d after %d", rec.ConnN, rec.Path, k, prev)
+				}
+				last[rec.ConnN] = k
+			}
+			waitAcked(t, e, "tapline-replay")
+		})
 	}
 }

@@ -17,6 +17,10 @@ import (
 	"github.com/tapline/tapline/replay/pace"
 )
 
+// cleanStopKey is the consumer metadata key a replay sets when it stopped
+// cleanly, having handed its held entries back.
+const cleanStopKey = "tapline_replay_clean_stop"
+
 // runner is one running replay engine.
 type runner struct {
 	cfg    *Config
@@ -35,9 +39,14 @@ type runner struct {
 	slots chan struct{}
 	wctx  context.Context // workers' context: ends after the consumer stopped
 
-	mu      sync.Mutex
-	workers map[string]*worker
-	wg      sync.WaitGroup
+	consCfg     jetstream.ConsumerConfig
+	prevPending int  // entries a previous replay left unacknowledged
+	prevClean   bool // ... and handed back (NAK) when it stopped
+
+	mu       sync.Mutex
+	workers  map[string]*worker
+	finished map[string]struct{} // connections whose close event was processed
+	wg       sync.WaitGroup
 }
 
 // Run consumes the messages stream and replays it until ctx ends, then
@@ -111,9 +120,20 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 	wctx, stopWorkers := context.WithCancel(context.Background())
 	r.wctx = wctx
 	go r.acks.keepAlive(wctx, cfg.AckWait/3)
+	if err := r.awaitRedelivery(ctx); err != nil {
+		stopWorkers()
+		return nil
+	}
 	err = r.consume(ctx, wctx, cons)
 	stopWorkers()
 	r.wg.Wait()
+	if !cfg.noNakOnStop {
+		// Hand back what was not delivered: JetStream redelivers it first,
+		// in order, to the next replay on this durable.
+		r.acks.nakAll()
+		_ = nc.Flush()
+		r.markCleanStop(r.consCfg)
+	}
 	flush, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	select {
 	case <-rjs.PublishAsyncComplete():
@@ -130,6 +150,36 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 func (r *runner) closeHubs() {
 	for _, h := range r.listen {
 		h.close()
+	}
+}
+
+// awaitRedelivery protects the order of connections a previous replay on
+// this durable left unfinished without handing its entries back (it
+// crashed): JetStream redelivers them only once their ack wait expires, and
+// would meanwhile deliver their connections' later entries first. So when
+// entries are pending, replay waits one ack wait before pulling; the
+// expired entries then come first, in stream order.
+func (r *runner) awaitRedelivery(ctx context.Context) error {
+	if r.prevPending == 0 {
+		return nil
+	}
+	// Even after a clean stop, entries JetStream delivered to the old
+	// subscription after it stopped listening are redelivered only at
+	// their ack wait: wait in both cases.
+	wait := r.cfg.AckWait + time.Second
+	r.log.Warn("a previous replay on this durable left entries unacknowledged; waiting for their redelivery so connections stay in order",
+		"pending", r.prevPending, "clean_stop", r.prevClean, "wait", wait)
+	return sleepCtx(ctx, wait)
+}
+
+// markCleanStop records on the consumer that its held entries were handed
+// back, so the next replay need not wait for their redelivery.
+func (r *runner) markCleanStop(cc jetstream.ConsumerConfig) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	cc.Metadata = map[string]string{cleanStopKey: time.Now().UTC().Format(time.RFC3339)}
+	if _, err := r.stream.UpdateConsumer(ctx, cc); err != nil {
+		r.log.Warn("could not mark the consumer cleanly stopped", "err", err)
 	}
 }
 
@@ -173,6 +223,7 @@ func (r *runner) setup(ctx context.Context) (jetstream.Consumer, error) {
 	if len(filters) == 1 {
 		cc.FilterSubject, cc.FilterSubjects = filters[0], nil
 	}
+	r.consCfg = cc
 	var lastErr error
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 {
@@ -187,6 +238,14 @@ func (r *runner) setup(ctx context.Context) (jetstream.Consumer, error) {
 			r.stream, err = r.js.Stream(actx, proto.MsgsStream)
 		}
 		if err == nil {
+			// What the previous replay on this durable left (before the
+			// update below clears its clean-stop mark).
+			if prev, perr := r.stream.Consumer(actx, cfg.Durable); perr == nil {
+				if info, ierr := prev.Info(actx); ierr == nil {
+					r.prevPending = info.NumAckPending
+					r.prevClean = info.Config.Metadata[cleanStopKey] != ""
+				}
+			}
 			cons, err = r.stream.CreateOrUpdateConsumer(actx, cc)
 		}
 		cancel()
@@ -205,16 +264,26 @@ func (r *runner) consume(ctx, wctx context.Context, cons jetstream.Consumer) err
 	if err != nil {
 		return err
 	}
-	stop := context.AfterFunc(ctx, it.Stop)
+	// On shutdown, drain: entries already pulled but not dispatched are
+	// handed back at once, so the next replay gets them first.
+	stop := context.AfterFunc(ctx, it.Drain)
 	defer stop()
 	defer it.Stop()
 	for {
 		msg, err := it.Next()
 		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
 				return nil
 			}
 			r.log.Debug("pull", "err", err)
+			continue
+		}
+		if ctx.Err() != nil {
+			// Not dispatched: held, and handed back with the rest in
+			// stream order when the workers have stopped.
+			if meta, err := msg.Metadata(); err == nil {
+				r.acks.track(meta.Sequence.Stream, msg.Reply())
+			}
 			continue
 		}
 		r.dispatch(wctx, msg)
@@ -240,6 +309,12 @@ func (r *runner) dispatch(wctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	e.streamSeq, e.reply, e.arrived = seq, msg.Reply(), meta.Timestamp
+	if meta.NumDelivered > 1 && r.wasFinished(e.conn) {
+		// A redelivered entry of a connection this replay already
+		// finished (JetStream does not redeliver strictly in order).
+		r.acks.ack(seq)
+		return
+	}
 	if len(e.data) > 0 {
 		// Wait a little for room (the usual flow control), then queue the
 		// entry without its payload rather than block every connection
@@ -280,8 +355,9 @@ func (r *runner) retire(w *worker) bool {
 	return true
 }
 
-// retireNow removes a worker whose connection closed. Entries queued after
-// the close event (there should be none) go to a new worker.
+// retireNow removes a worker whose connection closed. Entries queued
+// after the close event are stale redeliveries (JetStream does not
+// redeliver strictly in order): they are acknowledged and dropped.
 func (r *runner) retireNow(w *worker) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -289,20 +365,31 @@ func (r *runner) retireNow(w *worker) {
 		delete(r.workers, w.id)
 	}
 	r.m.conns.Dec()
-	if rest := w.q.items; len(rest) > 0 {
-		nw := newWorker(r, rest[0])
-		for _, e := range rest {
-			nw.q.push(e)
-		}
-		w.q.items = nil
-		r.workers[w.id] = nw
-		r.m.conns.Inc()
-		r.wg.Add(1)
-		go func() {
-			defer r.wg.Done()
-			nw.run(r.wctx)
-		}()
+	w.q.mu.Lock()
+	rest := w.q.items
+	w.q.items = nil
+	w.q.mu.Unlock()
+	for _, e := range rest {
+		w.release(e)
+		r.acks.ack(e.streamSeq)
 	}
+}
+
+// markFinished remembers a connection whose close event was processed.
+func (r *runner) markFinished(conn string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.finished == nil || len(r.finished) >= 100000 {
+		r.finished = map[string]struct{}{} // bounded: forget the oldest all at once
+	}
+	r.finished[conn] = struct{}{}
+}
+
+func (r *runner) wasFinished(conn string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.finished[conn]
+	return ok
 }
 
 func (r *runner) acquireSlot(ctx context.Context) error {

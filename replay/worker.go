@@ -85,6 +85,7 @@ type worker struct {
 	q     *queue
 
 	open     *proto.OpenEvent
+	openSeq  uint64 // stream sequence of the open event, acknowledged when the connection ends
 	client   string
 	server   string
 	protocol string // websocket or tcp
@@ -184,7 +185,12 @@ func (w *worker) run(ctx context.Context) {
 			}
 		}
 		closed := w.handle(ctx, e)
-		if ctx.Err() != nil {
+		if closed {
+			end = "close"
+			if ctx.Err() != nil {
+				return // the close event was acknowledged: finish the connection
+			}
+		} else if ctx.Err() != nil {
 			return
 		}
 		w.pollPing(ctx)
@@ -238,10 +244,18 @@ func (w *worker) handle(ctx context.Context, e *entry) bool {
 	defer w.release(e)
 	if !w.decided {
 		w.decide(e)
+	} else if e.open != nil && w.open == nil {
+		w.open = e.open
 	}
 	switch e.kind {
 	case proto.KindOpen:
-		w.r.ack(e)
+		// The open event stays unacknowledged while the connection is
+		// replayed: after a replay restart it is redelivered first, so the
+		// resumed connection keeps its path, subprotocol and headers.
+		if w.openSeq != 0 {
+			w.r.acks.ack(w.openSeq)
+		}
+		w.openSeq = e.streamSeq
 		if w.filtered == "" && !w.failed && w.r.listen == nil {
 			// Connect now, as production did, so the test system sees
 			// the connection even before the first message.
@@ -256,6 +270,7 @@ func (w *worker) handle(ctx context.Context, e *entry) bool {
 		return false
 	case proto.KindClose:
 		w.sum.Loss = e.close
+		w.r.markFinished(w.id)
 		w.r.ack(e)
 		return true
 	}
@@ -988,6 +1003,10 @@ func (w *worker) finish(end string) {
 	}
 	if end == "shutdown" {
 		return // not finished: the rest is replayed after a restart
+	}
+	if w.openSeq != 0 {
+		w.r.acks.ack(w.openSeq)
+		w.openSeq = 0
 	}
 	w.sum.End = end
 	if w.filtered != "" {
