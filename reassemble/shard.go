@@ -34,6 +34,14 @@ type batch struct {
 	touched time.Time // last ack or in-progress sent
 }
 
+// gathered is a delivered batch not processed yet: a redelivery, or any
+// batch received while recovering.
+type gathered struct {
+	m       jetstream.Msg
+	seq     uint64
+	touched time.Time // delivery or last in-progress ack
+}
+
 // JetStream acknowledgement bodies.
 var (
 	ackAck      = []byte("+ACK")
@@ -53,10 +61,12 @@ type worker struct {
 
 	pending      []*batch          // not yet acknowledged, in stream order
 	bySeq        map[uint64]*batch // the same by stream sequence
-	redelivered  []jetstream.Msg   // redelivered batches waiting to be sorted
+	redelivered  []*gathered       // batches waiting to be processed sorted by stream sequence
+	gatheredSeq  map[uint64]int    // stream sequence -> index in redelivered
 	cons         jetstream.Consumer
-	recovering   bool // gathering batches until a dead owner's are redelivered
+	recovering   bool // gathering batches until every pending delivery has reached this instance
 	recoverUntil time.Time
+	lastCons     uint64  // consumer (delivery) sequence of the last delivery handled
 	held         int     // (connection, batch) holds
 	holdQ        []*conn // connections in the order they first held a batch
 
@@ -69,7 +79,7 @@ type worker struct {
 }
 
 func newWorker(e *engine, shard int) *worker {
-	w := &worker{e: e, shard: shard, consName: e.cfg.Consumer + "-" + strconv.Itoa(shard), sid: strconv.Itoa(shard), bySeq: map[uint64]*batch{}}
+	w := &worker{e: e, shard: shard, consName: e.cfg.Consumer + "-" + strconv.Itoa(shard), sid: strconv.Itoa(shard), bySeq: map[uint64]*batch{}, gatheredSeq: map[uint64]int{}}
 	w.tr = tcp.New(tcp.Config{
 		MaxConnections: e.cfg.MaxConnections,
 		MaxBuffered:    e.cfg.MaxBufferedBytes,
@@ -212,6 +222,18 @@ func (w *worker) run(ctx context.Context) {
 // sequence when the first new batch arrives or nothing more is pending.
 // A redelivery of a batch this instance still holds only refreshes the
 // handle used to acknowledge it.
+//
+// Every delivery of the consumer has the next consumer sequence. When the
+// sequence of a delivery does not follow the last one handled — the first
+// delivery to this instance, a delivery lost on its way here (a fetch
+// cut by a NATS server restart or a client-side expiry), deliveries to
+// another owner in between — the server may hold unacknowledged batches
+// that this instance has not got and that it will redeliver only after
+// their ack wait, later than newer batches. Processing newer batches
+// first would move the connections in them past those batches' bytes and
+// report them lost. So the instance then recovers: it gathers batches
+// until every delivery the server has pending is its own, and processes
+// them in stream order.
 func (w *worker) handle(m jetstream.Msg) {
 	md, err := m.Metadata()
 	if err != nil {
@@ -219,24 +241,34 @@ func (w *worker) handle(m jetstream.Msg) {
 		_ = m.Term()
 		return
 	}
-	if !w.owned && !w.recovering && md.NumDelivered == 1 && len(w.redelivered) == 0 {
-		w.startRecovery(md)
-	}
-	if w.recovering {
-		w.redelivered = append(w.redelivered, m)
-		if len(w.redelivered) >= w.e.cfg.MaxHeldBatches+pullBatches {
-			w.endRecovery("buffer full")
-		}
-		return
-	}
+	jump := md.Sequence.Consumer != w.lastCons+1
+	prev := w.lastCons
+	w.lastCons = md.Sequence.Consumer
 	if md.NumDelivered > 1 {
 		if b := w.bySeq[md.Sequence.Stream]; b != nil {
 			b.reply, b.touched = m.Reply(), time.Now()
+			if jump && !w.recovering {
+				w.startRecovery(md, prev)
+			}
 			return
 		}
-		w.redelivered = append(w.redelivered, m)
-		if len(w.redelivered) >= w.e.cfg.MaxHeldBatches+pullBatches {
+	}
+	if jump && !w.recovering {
+		w.gather(m, md)
+		w.startRecovery(md, prev)
+		if !w.recovering {
 			w.flushRedelivered()
+		}
+		return
+	}
+	if w.recovering || md.NumDelivered > 1 {
+		w.gather(m, md)
+		if len(w.redelivered) >= w.e.cfg.MaxHeldBatches+pullBatches {
+			if w.recovering {
+				w.endRecovery("buffer full")
+			} else {
+				w.flushRedelivered()
+			}
 		}
 		return
 	}
@@ -244,30 +276,62 @@ func (w *worker) handle(m jetstream.Msg) {
 	w.process(m, md)
 }
 
-// startRecovery is called when this instance receives a shard's first
-// batch and it is a new one. If older batches of the shard are still
-// unacknowledged — a previous owner died without handing over, and the
-// server will redeliver them only after their ack wait — new batches are
-// gathered too until those redeliveries have arrived (all pending batches
-// are then this instance's) or the ack wait has passed, and everything is
-// processed in stream order: the open connections of the dead owner are
-// rebuilt from their first packets.
-func (w *worker) startRecovery(md *jetstream.MsgMetadata) {
+// gather keeps a batch to process later in stream order; a second delivery
+// of a batch already gathered replaces the first (its ack subject is the
+// current one).
+func (w *worker) gather(m jetstream.Msg, md *jetstream.MsgMetadata) {
+	g := &gathered{m: m, seq: md.Sequence.Stream, touched: time.Now()}
+	if i, ok := w.gatheredSeq[g.seq]; ok {
+		w.redelivered[i] = g
+		return
+	}
+	w.gatheredSeq[g.seq] = len(w.redelivered)
+	w.redelivered = append(w.redelivered, g)
+}
+
+// startRecovery is called when a delivery's consumer sequence does not
+// follow the last one handled (prev; 0 before the first). If the server
+// has unacknowledged deliveries this instance does not have — a previous
+// owner died without handing over, or deliveries were lost on their way
+// here — which it will redeliver only after their ack wait, batches are
+// gathered until those redeliveries have arrived (every pending delivery
+// is then this instance's) or the ack wait has passed, and everything is
+// processed in stream order: the open connections are rebuilt from their
+// first packets and none moves past bytes still to come.
+func (w *worker) startRecovery(md *jetstream.MsgMetadata, prev uint64) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	info, err := w.cons.Info(ctx)
-	// Deliveries between the ack floor and this one, not acknowledged:
-	// they went to the previous owner.
-	if err != nil || info.AckFloor.Consumer+1 >= md.Sequence.Consumer || info.NumAckPending == 0 {
+	if w.haveAll(ctx) {
 		return
 	}
 	w.recovering = true
 	w.recoverUntil = time.Now().Add(w.e.cfg.AckWait + 5*time.Second)
-	w.e.log.Info("previous owner left batches unacknowledged; waiting for their redelivery",
-		"shard", w.shard, "ack_floor", info.AckFloor.Consumer, "first_new", md.Sequence.Consumer, "ack_pending", info.NumAckPending)
+	w.e.log.Info("deliveries pending that this instance has not received; gathering batches until they are redelivered",
+		"shard", w.shard, "last_delivery", prev, "delivery", md.Sequence.Consumer, "stream_seq", md.Sequence.Stream, "delivered", md.NumDelivered)
 }
 
-// checkRecovery ends the recovery when every pending batch is this
+// haveAll reports whether every delivery the server has pending for the
+// consumer is one this instance has received and not acknowledged. False
+// when it cannot tell (the server did not answer, or deliveries are still
+// on their way).
+func (w *worker) haveAll(ctx context.Context) bool {
+	info, err := w.cons.Info(ctx)
+	if err != nil {
+		return false
+	}
+	if info.Delivered.Consumer > w.lastCons {
+		return false // deliveries on their way here: decide later
+	}
+	mine := len(w.redelivered)
+	for _, b := range w.pending {
+		if !b.acked {
+			mine++
+		}
+	}
+	return info.NumAckPending <= mine
+}
+
+// checkRecovery ends the recovery when every pending delivery is this
 // instance's or its deadline passed.
 func (w *worker) checkRecovery(ctx context.Context) {
 	if !w.recovering {
@@ -279,19 +343,7 @@ func (w *worker) checkRecovery(ctx context.Context) {
 	}
 	ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	info, err := w.cons.Info(ictx)
-	if err != nil {
-		return
-	}
-	mine := len(w.redelivered)
-	for _, b := range w.pending {
-		if !b.acked {
-			mine++
-		}
-	}
-	// Batches in the fetch under way are pending too but not counted
-	// here: then the next tick decides.
-	if info.NumAckPending <= mine {
+	if w.haveAll(ictx) {
 		w.endRecovery("redelivered")
 	}
 }
@@ -310,13 +362,18 @@ func (w *worker) flushRedelivered() {
 	}
 	rs := w.redelivered
 	w.redelivered = nil
-	slices.SortFunc(rs, func(a, b jetstream.Msg) int { return cmp.Compare(seqOf(a), seqOf(b)) })
-	for _, m := range rs {
-		md, err := m.Metadata()
+	clear(w.gatheredSeq)
+	slices.SortFunc(rs, func(a, b *gathered) int { return cmp.Compare(a.seq, b.seq) })
+	for _, g := range rs {
+		md, err := g.m.Metadata()
 		if err != nil {
 			continue
 		}
-		w.process(m, md)
+		if b := w.bySeq[g.seq]; b != nil {
+			b.reply, b.touched = g.m.Reply(), time.Now() // already processed and held
+			continue
+		}
+		w.process(g.m, md)
 	}
 }
 
@@ -448,6 +505,12 @@ func (w *worker) tick() {
 	}
 	clear(w.pending[len(keep):])
 	w.pending = keep
+	for _, g := range w.redelivered {
+		if now.Sub(g.touched) > w.e.cfg.AckWait/3 {
+			_ = w.e.nc.Publish(g.m.Reply(), ackProgress)
+			g.touched = now
+		}
+	}
 	q := w.holdQ[:0]
 	for _, c := range w.holdQ {
 		if c.closed || !c.replayable {
@@ -525,12 +588,16 @@ func (w *worker) handOver(msgs <-chan jetstream.Msg) {
 			nak = append(nak, unacked{b.seq, b.reply})
 		}
 	}
-	for _, m := range append(unprocessed, w.redelivered...) {
+	for _, m := range unprocessed {
 		if m != nil {
 			nak = append(nak, unacked{seqOf(m), m.Reply()})
 		}
 	}
+	for _, g := range w.redelivered {
+		nak = append(nak, unacked{g.seq, g.m.Reply()})
+	}
 	w.redelivered = nil
+	clear(w.gatheredSeq)
 	slices.SortFunc(nak, func(a, b unacked) int { return cmp.Compare(a.seq, b.seq) })
 	// One at a time, each confirmed by the server: the redelivery queue
 	// then holds them in stream order, before the pin is released.
