@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -20,7 +19,7 @@ import (
 // long-lived production connections keep pushing 64 KiB messages: kill -9
 // and restart of decap, reassemble, replay and archive; a second
 // reassemble instance taking over a killed one's shards (the NATS server
-// restart is TestFaultsNATSRestart, blocked). Then:
+// restart is TestFaultsNATSRestart). Then:
 //
 //   - every message reassembled complete is byte-identical to one
 //     production sent, and the test system received every one of them
@@ -31,26 +30,16 @@ import (
 //   - the loss report is true: the bytes reported missing match the
 //     frames lost between the kernel and JetStream (packets that arrived
 //     while decap was dead or sat in its socket buffer when it was
-//     killed), within one MSS per frame. (Blocked: reassemble sometimes
-//     over-reports after the restarts; that one check then skips the test
-//     with the figures, see runFaults.)
+//     killed), within one MSS per frame.
 func TestFaults(t *testing.T) { runFaults(t, false) }
 
 // TestFaultsNATSRestart restarts the NATS server (SIGTERM, same store and
-// port) while the connections push messages. The loss report is then not
-// true: reassemble reports "mirror loss (reorder window exceeded)" and
-// "hole at connection end" gaps for frames captured right after the
-// restart although TAPLINE_FRAMES (and the archive) hold them, so the
-// bytes reported missing exceed what the frames lost between the kernel
-// and JetStream could carry (seen in every run with the restart after a
-// settled reassemble takeover, and intermittently otherwise). Likely
-// cause: batches decap retries after the restart are stored after later
-// ones, more than --reorder-window (1 MiB) out of order. Skipped until
-// fixed; run it with TAPLINE_E2E_BLOCKED=1.
+// port) while the connections push messages, after the faults of
+// TestFaults. The same checks hold; in particular reassemble reports no
+// loss for frames TAPLINE_FRAMES holds (a fetch cut by the restart leaves
+// deliveries the server redelivers only after their ack wait: reassemble
+// waits for them before processing newer batches).
 func TestFaultsNATSRestart(t *testing.T) {
-	if os.Getenv("TAPLINE_E2E_BLOCKED") == "" {
-		t.Skip("blocked: after a NATS restart reassemble reports gaps for frames that are in TAPLINE_FRAMES (missing bytes > lost frames × MSS) (set TAPLINE_E2E_BLOCKED=1 to run)")
-	}
 	runFaults(t, true)
 }
 
@@ -322,10 +311,8 @@ func runFaults(t *testing.T, natsRestart bool) {
 	case lost > 0 && missing == 0 && len(complete) < total:
 		t.Errorf("%d frames lost and messages incomplete, but no byte reported missing", lost)
 	case missing > lost*mss:
-		// Known problem (report of issue 6): after stage restarts and
-		// failovers reassemble sometimes reports gaps for frames that are
-		// in TAPLINE_FRAMES. Every other check above has passed; this one
-		// is reported as blocked unless TAPLINE_E2E_BLOCKED is set.
+		// The loss report over-counts: show per gap how many of its bytes
+		// the archive holds (frames that were not lost).
 		msg := fmt.Sprintf("%d bytes reported missing, more than %d lost frames × %d: the loss report over-counts (gaps exceed what the frames missing from TAPLINE_FRAMES carried)", missing, lost, mss)
 		if spans, err := p.archivedSpans(); err != nil {
 			t.Logf("archive coverage: %v", err)
@@ -349,9 +336,6 @@ func runFaults(t *testing.T, natsRestart bool) {
 				t.Logf("gap %s offset %d bytes %d (%s): %d of its bytes are in the archive", e.Gap.Conn, e.Gap.Offset, e.Gap.Bytes, e.Gap.Reason, c)
 			}
 			msg += fmt.Sprintf("; %d of the bytes reported missing are in the archive", inArchive)
-		}
-		if os.Getenv("TAPLINE_E2E_BLOCKED") == "" {
-			t.Skip("blocked: " + msg)
 		}
 		t.Error(msg)
 	}
