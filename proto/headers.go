@@ -86,7 +86,20 @@ type Chunk struct {
 	FirstNs    int64
 	LastNs     int64
 	Size       int64 // set on the last chunk
+	// Reason says why a message is incomplete (one of the Reason values);
+	// empty for complete messages. Sent as Tapline-Reason.
+	Reason string
 }
+
+// Why a message is flagged incomplete (the Tapline-Reason header of data
+// chunks). The first cause that touched the message is reported.
+const (
+	ReasonGap         = "gap"         // bytes lost by the mirror (or by a reassembly bound)
+	ReasonUndecodable = "undecodable" // compressed data whose inflate context was lost or never seen
+	ReasonBadFrame    = "bad-frame"   // a protocol violation (e.g. RSV bits no extension explains, an oversized control frame)
+	ReasonTooLarge    = "too-large"   // cut at the configured maximum message size
+	ReasonCut         = "cut"         // the connection ended before the message did
+)
 
 // MsgID is the JetStream de-duplication id of the chunk, so a chunk
 // published again after a failover is stored once.
@@ -119,6 +132,9 @@ func (c *Chunk) Header() nats.Header {
 	if c.Last {
 		h.Set(HdrSize, strconv.FormatInt(c.Size, 10))
 	}
+	if c.Reason != "" {
+		h.Set(HdrReason, c.Reason)
+	}
 	h.Set(HdrMsgID, c.MsgID())
 	return h
 }
@@ -150,6 +166,7 @@ func ParseChunk(h nats.Header) (Chunk, error) {
 	if c.Last {
 		c.Size = p.int(HdrSize, true)
 	}
+	c.Reason = p.str(HdrReason, false)
 	if p.err != nil {
 		err = p.err
 	} else if c.Dir != ClientToServer && c.Dir != ServerToClient {

@@ -34,7 +34,7 @@ func itoa(n int) string { return strconv.Itoa(n) }
 func TestChunkHeaderRoundTrip(t *testing.T) {
 	in := Chunk{Conn: "c1", VNI: 42, Client: "10.0.0.1:5000", Server: "10.0.0.2:80", Dir: ServerToClient,
 		Seq: 7, Index: 2, Last: true, Opcode: OpClose, Complete: false, Missing: 1234, Compressed: true,
-		CloseCode: 1000, FirstNs: 1, LastNs: 2, Size: 3 << 20}
+		CloseCode: 1000, FirstNs: 1, LastNs: 2, Size: 3 << 20, Reason: ReasonGap}
 	h := in.Header()
 	if h.Get(HdrVersion) != Version || h.Get(nats.MsgIdHdr) != "c1/s2c/7/2" {
 		t.Fatalf("headers %v", h)

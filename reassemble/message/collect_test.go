@@ -107,6 +107,9 @@ func (c *collector) Chunk(ch *proto.Chunk, body []byte) {
 	c.hashes[key].h.Write(body)
 	m.Size += 0
 	if ch.Last {
+		if ch.Complete != (ch.Reason == "") {
+			c.t.Fatalf("%s: complete %v with reason %q", key, ch.Complete, ch.Reason)
+		}
 		delete(c.open, key)
 		m.Complete = ch.Complete
 		m.Missing = ch.Missing

@@ -70,10 +70,14 @@ func (e *emitter) release() {
 	e.buf = nil
 }
 
-// incomplete flags the open message as touched by loss of missing bytes.
-func (e *emitter) incomplete(missing int64) {
+// incomplete flags the open message as touched by loss of missing bytes,
+// for reason (a proto.Reason value; the first one given is kept).
+func (e *emitter) incomplete(missing int64, reason string) {
 	e.c.Complete = false
 	e.c.Missing += missing
+	if e.c.Reason == "" {
+		e.c.Reason = reason
+	}
 }
 
 // write adds payload bytes to the open message, emitting full chunks.
@@ -88,6 +92,9 @@ func (e *emitter) write(p []byte, ts int64) {
 		p = p[:room]
 		e.cut = true
 		e.c.Complete = false
+		if e.c.Reason == "" {
+			e.c.Reason = proto.ReasonTooLarge
+		}
 	}
 	e.sized += int64(len(p))
 	for len(p) > 0 {
@@ -151,11 +158,12 @@ func (e *emitter) emit(body []byte, last bool) {
 }
 
 // single emits a one-chunk message (a control frame).
-func (e *emitter) single(opcode string, body []byte, complete bool, missing int64, closeCode int, first, last int64) {
+// reason says why it is incomplete (empty when complete).
+func (e *emitter) single(opcode string, body []byte, complete bool, missing int64, reason string, closeCode int, first, last int64) {
 	e.seq++
 	c := proto.Chunk{
 		Seq: e.seq, Last: true, Opcode: opcode, Complete: complete, Missing: missing,
-		CloseCode: closeCode, FirstNs: first, LastNs: last, Size: int64(len(body)),
+		CloseCode: closeCode, FirstNs: first, LastNs: last, Size: int64(len(body)), Reason: reason,
 	}
 	e.s.d.fill(&c, e.s.dir)
 	e.s.d.out.Chunk(&c, body)

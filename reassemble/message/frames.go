@@ -138,7 +138,7 @@ func (s *side) beginFrame(h wsframe.Header, ts int64) {
 				s.stats.BadFrames++
 			}
 			s.em.begin(proto.OpBinary, false, ts)
-			s.em.incomplete(s.pendingMissing)
+			s.em.incomplete(s.pendingMissing, proto.ReasonGap)
 			s.pendingMissing = 0
 			s.msgOpen = true
 			s.compressed = false
@@ -150,7 +150,7 @@ func (s *side) beginFrame(h wsframe.Header, ts int64) {
 			if !s.lostSync && s.em.c.Complete {
 				s.stats.BadFrames++
 			}
-			s.em.incomplete(0)
+			s.em.incomplete(0, proto.ReasonGap)
 			s.endMessage(ts)
 		}
 		s.compressed = h.Rsv&wsframe.RSV1 != 0 && rsvOK
@@ -187,7 +187,7 @@ func (s *side) beginFrame(h wsframe.Header, ts int64) {
 // drop marks the rest of the open message undeliverable, n bytes missing.
 func (s *side) drop(n uint64) {
 	s.kind = kindDrop
-	s.em.incomplete(int64(min(n, 1<<62)))
+	s.em.incomplete(int64(min(n, 1<<62)), proto.ReasonBadFrame)
 	if s.compressed && !s.undecoded {
 		s.infl.Abort()
 	}
@@ -260,7 +260,7 @@ func (s *side) undecodable() {
 	if !s.undecoded {
 		s.undecoded = true
 		s.stats.Undecodable++
-		s.em.incomplete(0)
+		s.em.incomplete(0, proto.ReasonUndecodable)
 	}
 }
 
@@ -270,11 +270,18 @@ func (s *side) endFrame(ts int64) {
 	switch s.kind {
 	case kindControl:
 		complete := !s.ctlBad && s.ctlMissing == 0
+		reason := ""
+		switch {
+		case s.ctlMissing > 0:
+			reason = proto.ReasonGap
+		case s.ctlBad:
+			reason = proto.ReasonBadFrame
+		}
 		code := 0
 		if s.h.Opcode == wsframe.OpClose && s.ctlMissing == 0 {
 			code = wsframe.CloseCode(s.ctl)
 		}
-		s.em.single(opName(s.h.Opcode), s.ctl, complete, s.ctlMissing, code, s.ctlFirst, ts)
+		s.em.single(opName(s.h.Opcode), s.ctl, complete, s.ctlMissing, reason, code, s.ctlFirst, ts)
 		if cap(s.ctl) > 4<<10 {
 			s.ctl = nil
 		}
@@ -309,13 +316,13 @@ func (s *side) lose(n uint64) {
 	case kindControl:
 		s.ctlMissing += int64(n)
 	case kindData:
-		s.em.incomplete(int64(n))
+		s.em.incomplete(int64(n), proto.ReasonGap)
 		if s.compressed && !s.undecoded {
 			s.infl.Abort() // the window is lost too
 		}
 		s.undecoded = s.undecoded || s.compressed
 	case kindDrop:
-		s.em.incomplete(int64(n))
+		s.em.incomplete(int64(n), proto.ReasonGap)
 	}
 }
 
@@ -348,7 +355,7 @@ func (s *side) loseSync(n int64) {
 	s.fhn = 0
 	s.inFrame = false
 	if s.msgOpen {
-		s.em.incomplete(n)
+		s.em.incomplete(n, proto.ReasonGap)
 		if s.compressed && !s.undecoded {
 			s.infl.Abort()
 			s.undecoded = true
@@ -373,7 +380,7 @@ func (s *side) wsClose(ts int64) {
 			s.infl.Abort()
 			s.undecoded = true
 		}
-		s.em.incomplete(0)
+		s.em.incomplete(0, proto.ReasonCut)
 		s.endMessage(ts)
 	}
 }

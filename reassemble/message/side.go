@@ -228,7 +228,7 @@ func (s *side) tcpData(b []byte, ts int64) {
 		if !s.em.open {
 			s.em.begin(proto.OpTCP, false, ts)
 			if s.pendingMissing > 0 {
-				s.em.incomplete(s.pendingMissing)
+				s.em.incomplete(s.pendingMissing, proto.ReasonGap)
 				s.pendingMissing = 0
 			}
 		}
@@ -248,7 +248,7 @@ func (s *side) tcpData(b []byte, ts int64) {
 // tcpGap ends the open run as incomplete, or marks the next one.
 func (s *side) tcpGap(n int64, ts int64) {
 	if s.em.open {
-		s.em.incomplete(n)
+		s.em.incomplete(n, proto.ReasonGap)
 		s.em.end(nil, ts)
 		return
 	}
