@@ -21,7 +21,8 @@ type Options struct {
 	Port int
 	// StoreDir holds JetStream files. Empty: a new temporary directory.
 	StoreDir string
-	// MaxStore bounds JetStream file storage in bytes (0: 16 GiB).
+	// MaxStore bounds JetStream file storage in bytes (0: 64 GiB, more than
+	// the default limits of all four streams together, 17.25 GiB).
 	MaxStore int64
 	// MaxPayload raises the per-message limit (0: 8 MiB, which fits a full
 	// chunk and a large frame batch).
@@ -45,7 +46,7 @@ func Start(o Options) (*server.Server, error) {
 		o.StoreDir = dir
 	}
 	if o.MaxStore == 0 {
-		o.MaxStore = 16 << 30
+		o.MaxStore = 64 << 30
 	}
 	if o.MaxPayload == 0 {
 		o.MaxPayload = 8 << 20
