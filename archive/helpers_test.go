@@ -27,6 +27,7 @@ import (
 	"github.com/tapline/tapline/decap"
 	"github.com/tapline/tapline/proto"
 	"github.com/tapline/tapline/proto/framebatch"
+	"github.com/tapline/tapline/proto/natstest"
 	"github.com/tapline/tapline/proto/stage"
 )
 
@@ -131,16 +132,7 @@ func frameKey(w *framebatch.Writer) uint64 {
 
 func connect(t testing.TB, url string) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return nc, js
+	return natstest.Connect(t, url)
 }
 
 // testConfig is a Config for tests: small chunks and frames so a few

@@ -12,7 +12,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tapline/tapline/decap/udpin"
 	"github.com/tapline/tapline/proto"
@@ -102,7 +101,7 @@ func runKernelLab(t *testing.T, opts mirrorlab.Options, flows int, perFlow int64
 		after = labCounters(t, lab)
 		sent = after.Sent - before.Sent
 		st := in.Stats()
-		published := gatherSum(t, reg, "tapline_decap_published_frames_total")
+		published := metric(t, reg, "tapline_decap_published_frames_total")
 		if st.Datagrams >= sent && published >= float64(sent) {
 			break
 		}
@@ -132,7 +131,7 @@ func runKernelLab(t *testing.T, opts mirrorlab.Options, flows int, perFlow int64
 		t.Errorf("intake %+v, want %d datagrams, no drops, no truncation", st, sent)
 	}
 	for _, m := range []string{"tapline_decap_publish_dropped_frames_total"} {
-		if v := gatherSum(t, reg, m); v != 0 {
+		if v := metric(t, reg, m); v != 0 {
 			t.Errorf("%s = %v", m, v)
 		}
 	}
@@ -183,24 +182,6 @@ func labCounters(t *testing.T, l *mirrorlab.Lab) mirrorlab.Counters {
 		t.Fatal(err)
 	}
 	return c
-}
-
-// gatherSum sums every series of one metric.
-func gatherSum(t *testing.T, g prometheus.Gatherer, name string) float64 {
-	t.Helper()
-	mfs, err := g.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			for _, m := range mf.GetMetric() {
-				sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
-			}
-		}
-	}
-	return sum
 }
 
 // labConn is what the stream holds of one lab TCP connection.

@@ -16,6 +16,7 @@ import (
 	"github.com/tapline/tapline/decap"
 	"github.com/tapline/tapline/proto"
 	"github.com/tapline/tapline/proto/framebatch"
+	"github.com/tapline/tapline/proto/natstest"
 	"github.com/tapline/tapline/proto/stage"
 	"github.com/tapline/tapline/reassemble/message"
 )
@@ -129,30 +130,13 @@ func startEngineReg(t *testing.T, cfg Config) (cancel func(), reg *prometheus.Re
 // metricValue sums the series of a metric whose labels include want.
 func metricValue(t *testing.T, reg *prometheus.Registry, name string, want map[string]string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
+	var labels []string
+	for k, v := range want {
+		labels = append(labels, k, v)
+	}
+	sum, err := stage.MetricSum(reg, name, labels...)
 	if err != nil {
 		t.Fatal(err)
-	}
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	metric:
-		for _, m := range mf.GetMetric() {
-			for k, v := range want {
-				found := false
-				for _, lp := range m.GetLabel() {
-					if lp.GetName() == k && lp.GetValue() == v {
-						found = true
-					}
-				}
-				if !found {
-					continue metric
-				}
-			}
-			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
-		}
 	}
 	return sum
 }
@@ -160,15 +144,7 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name string, want map[s
 // connect returns a JetStream client with the streams provisioned.
 func connect(t *testing.T, url string) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js := natstest.Connect(t, url)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := proto.EnsureStreams(ctx, js, testStreams, proto.FramesStream, proto.MsgsStream, proto.EventsStream); err != nil {

@@ -186,36 +186,7 @@ func (r *replayer) stop(t testing.TB) {
 
 // counter reads a counter of the replay registry.
 func (r *replayer) counter(name string, labels ...string) float64 {
-	mfs, _ := r.reg.Gather()
-	total := 0.0
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			for i := 0; i+1 < len(labels); i += 2 {
-				ok := false
-				for _, lp := range m.GetLabel() {
-					if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
-						ok = true
-					}
-				}
-				if !ok {
-					continue next
-				}
-			}
-			if c := m.GetCounter(); c != nil {
-				total += c.GetValue()
-			}
-			if g := m.GetGauge(); g != nil {
-				total += g.GetValue()
-			}
-			if h := m.GetHistogram(); h != nil {
-				total += float64(h.GetSampleCount())
-			}
-		}
-	}
+	total, _ := stage.MetricSum(r.reg, name, labels...)
 	return total
 }
 

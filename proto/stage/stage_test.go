@@ -8,6 +8,8 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func newFS(c *Common) (*flag.FlagSet, *string) {
@@ -143,5 +145,34 @@ func TestRedact(t *testing.T) {
 	got := redact("nats://user:secret@host:4222,nats://other:4222")
 	if strings.Contains(got, "secret") || !strings.Contains(got, "other:4222") {
 		t.Errorf("redact: %s", got)
+	}
+}
+
+func TestMetricSum(t *testing.T) {
+	reg := NewRegistry()
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "t_packets_total"}, []string{"vni", "dir"})
+	h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "t_lag_seconds"})
+	reg.MustRegister(c, h)
+	c.WithLabelValues("1", "c2s").Add(3)
+	c.WithLabelValues("1", "s2c").Add(4)
+	c.WithLabelValues("2", "c2s").Add(5)
+	h.Observe(1)
+	h.Observe(2)
+	for _, tc := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"t_packets_total", nil, 12},
+		{"t_packets_total", []string{"vni", "1"}, 7},
+		{"t_packets_total", []string{"vni", "1", "dir", "c2s"}, 3},
+		{"t_packets_total", []string{"vni", "9"}, 0},
+		{"t_lag_seconds", nil, 2},
+		{"t_missing", nil, 0},
+	} {
+		got, err := MetricSum(reg, tc.name, tc.labels...)
+		if err != nil || got != tc.want {
+			t.Errorf("MetricSum(%s, %v) = %v, %v; want %v", tc.name, tc.labels, got, err, tc.want)
+		}
 	}
 }
