@@ -29,17 +29,7 @@ func TestCongestion(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	c, err := Dial(ctx, lab.Prod, "ws://"+ext.Addr.String()+"/feed", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.CloseNow()
-	prod := Collect(c)
-	conns, err := ext.Accepted(ctx, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc := conns[0]
+	prod, sc := OpenFeed(ctx, t, lab, ext)
 
 	// Messages stay below proto.MaxChunk so each is decided (complete or
 	// not) on its only chunk: replay's skip policy then never starts one

@@ -23,17 +23,7 @@ func TestMidStream(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	c, err := Dial(ctx, lab.Prod, "ws://"+ext.Addr.String()+"/feed", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.CloseNow()
-	prod := Collect(c)
-	conns, err := ext.Accepted(ctx, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc := conns[0]
+	prod, sc := OpenFeed(ctx, t, lab, ext)
 	var sent []Msg
 	push := func(typ websocket.MessageType, kind string, size int64) {
 		t.Helper()

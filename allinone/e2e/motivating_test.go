@@ -28,17 +28,7 @@ func TestMotivatingCase(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	c, err := Dial(ctx, lab.Prod, "ws://"+ext.Addr.String()+"/feed", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.CloseNow()
-	prod := Collect(c)
-	conns, err := ext.Accepted(ctx, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc := conns[0]
+	prod, sc := OpenFeed(ctx, t, lab, ext)
 	var sent []Msg
 	for i, size := range []int64{1 << 20, 10 << 20, 100 << 20} {
 		m, err := send(ctx, sc.C, websocket.MessageBinary, payload("binary", uint64(i), size), 64<<10)

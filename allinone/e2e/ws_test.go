@@ -406,3 +406,22 @@ func (r *Reconnecting) Msgs() []Msg {
 }
 
 var _ = net.IPv4len
+
+// OpenFeed connects a production client in lab.Prod to ext's /feed and
+// returns what the client receives and the server side of the connection,
+// which the test pushes production messages on. The client is closed when
+// the test ends.
+func OpenFeed(ctx context.Context, t testing.TB, lab *mirrorlab.Lab, ext *Server) (*Collector, *ServerConn) {
+	t.Helper()
+	c, err := Dial(ctx, lab.Prod, "ws://"+ext.Addr.String()+"/feed", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.CloseNow() })
+	prod := Collect(c)
+	conns, err := ext.Accepted(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return prod, conns[0]
+}
