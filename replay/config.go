@@ -62,6 +62,10 @@ type Config struct {
 	SetHeaders   stage.ListFlag
 	DropHeaders  stage.ListFlag
 	ForwardHdrs  bool
+	// ForwardCreds also forwards production credentials (Authorization,
+	// Proxy-Authorization, Cookie); off by default so production secrets
+	// do not reach a test system by accident.
+	ForwardCreds bool
 	TLSInsecure  bool
 	Compare      bool
 	CompareMax   int
@@ -134,7 +138,8 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.StringVar(&c.Compression, "compression", "off", "permessage-deflate toward the test system: off, on (no context takeover) or context-takeover")
 	fs.Var(&c.SetHeaders, "set-header", "handshake header 'Name: value' to set (repeatable), e.g. 'Authorization: Bearer test'")
 	fs.Var(&c.DropHeaders, "drop-header", "handshake header to drop (repeatable), e.g. Cookie")
-	fs.BoolVar(&c.ForwardHdrs, "forward-headers", true, "dial mode: send the original upgrade request's headers (Origin, Cookie, Authorization, ...) before --drop-header/--set-header")
+	fs.BoolVar(&c.ForwardHdrs, "forward-headers", true, "dial mode: send the original upgrade request's headers (Origin, User-Agent, custom headers, ...) before --drop-header/--set-header")
+	fs.BoolVar(&c.ForwardCreds, "forward-credentials", false, "dial mode: with --forward-headers, also send production's Authorization, Proxy-Authorization and Cookie headers (off: production secrets never reach the test system)")
 	fs.BoolVar(&c.TLSInsecure, "tls-insecure", false, "wss: do not verify the test system's certificate")
 	fs.BoolVar(&c.Compare, "compare", true, "dial mode: compare the test system's responses with production's")
 	fs.IntVar(&c.CompareMax, "compare-max-bytes", 1<<20, "responses larger than this are compared by SHA-256 only (ignore rules not applied)")

@@ -74,6 +74,15 @@ func TestHandshake(t *testing.T) {
 		h.Get("Sec-Websocket-Key") != "" || h.Get("X-Custom") != "1" || h.Get("Host") != "" {
 		t.Fatalf("headers %v", h)
 	}
+	// Production credentials stay behind unless asked for.
+	c3, _ := parseConfig(t, "--target", "ws://test:8080")
+	if _, h3, _, _ := c3.handshake(open); h3.Get("Cookie") != "" || h3.Get("Authorization") != "" || h3.Get("X-Custom") != "1" {
+		t.Fatalf("default forwarded credentials: %v", h3)
+	}
+	c4, _ := parseConfig(t, "--target", "ws://test:8080", "--forward-credentials")
+	if _, h4, _, _ := c4.handshake(open); h4.Get("Cookie") != "prod" || h4.Get("Authorization") != "Bearer prod" {
+		t.Fatalf("--forward-credentials: %v", h4)
+	}
 	c2, _ := parseConfig(t, "--target", "ws://test:8080", "--path", "/other", "--subprotocol", "-", "--forward-headers=false")
 	u, h, _, subs = c2.handshake(open)
 	if u != "ws://test:8080/other" || len(subs) != 0 || len(h) != 0 {

@@ -94,7 +94,7 @@ func (c *Config) handshake(open *proto.OpenEvent) (u string, h http.Header, host
 	if c.ForwardHdrs && open != nil {
 		for k, v := range open.Headers {
 			k = http.CanonicalHeaderKey(k)
-			if !hopHeaders[k] {
+			if !hopHeaders[k] && (c.ForwardCreds || !credentialHeaders[k]) {
 				h.Set(k, v)
 			}
 		}
@@ -120,6 +120,10 @@ func (c *Config) handshake(open *proto.OpenEvent) (u string, h http.Header, host
 	}
 	return t.String(), h, host, subprotos
 }
+
+// credentialHeaders are the production credentials not forwarded unless
+// --forward-credentials.
+var credentialHeaders = map[string]bool{"Authorization": true, "Proxy-Authorization": true, "Cookie": true}
 
 // httpClient is the client used for ws/wss handshakes.
 func (c *Config) httpClient() *http.Client {
