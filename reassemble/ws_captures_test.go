@@ -1,69 +1,25 @@
 package reassemble
 
 import (
-	"bufio"
 	"crypto/sha1"
 	"encoding/hex"
-	"encoding/json"
-	"os"
 	"path/filepath"
-	"regexp"
-	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/tapline/tapline/proto"
+	"github.com/tapline/tapline/proto/captures"
 )
 
 // wantMsg is one message line of expected/*.wsmsgs.txt (tshark-derived).
-type wantMsg struct {
-	Kind string `json:"kind"`
-	Len  int    `json:"len"`
-	Sha1 string `json:"sha1_8"`
-	Code int    `json:"code"`
-	Data string `json:"data"`
-}
-
-var (
-	kindField = regexp.MustCompile(`"kind": "(\w+)"`)
-	lenField  = regexp.MustCompile(`"len": (\d+)`)
-	codeField = regexp.MustCompile(`"code": (\d+)`)
-)
+type wantMsg = captures.WSMsg
 
 func readWantMsgs(t *testing.T, path string) map[proto.Direction][]wantMsg {
-	f, err := os.Open(path)
+	t.Helper()
+	w, err := captures.ReadWSMessages(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	out := map[proto.Direction][]wantMsg{}
-	var dir proto.Direction
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		l := strings.TrimSpace(sc.Text())
-		switch {
-		case strings.HasPrefix(l, "c2s:"):
-			dir = proto.ClientToServer
-		case strings.HasPrefix(l, "s2c:"):
-			dir = proto.ServerToClient
-		case strings.HasPrefix(l, "{"):
-			var m wantMsg
-			if json.Unmarshal([]byte(l), &m) != nil { // a line cut short: take what it has
-				if k := kindField.FindStringSubmatch(l); k != nil {
-					m.Kind = k[1]
-				}
-				if k := lenField.FindStringSubmatch(l); k != nil {
-					m.Len, _ = strconv.Atoi(k[1])
-				}
-				if k := codeField.FindStringSubmatch(l); k != nil {
-					m.Code, _ = strconv.Atoi(k[1])
-				}
-			}
-			out[dir] = append(out[dir], m)
-		}
-	}
-	return out
+	return w.Msgs
 }
 
 // TestCapturesWebSocket runs every WebSocket capture end to end: decap's

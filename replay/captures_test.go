@@ -1,17 +1,12 @@
 package replay
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha1"
 	"encoding/hex"
-	"encoding/json"
 	"flag"
-	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -20,6 +15,7 @@ import (
 
 	"github.com/tapline/tapline/decap"
 	"github.com/tapline/tapline/proto"
+	"github.com/tapline/tapline/proto/captures"
 	"github.com/tapline/tapline/proto/framebatch"
 	"github.com/tapline/tapline/proto/stage"
 	"github.com/tapline/tapline/reassemble"
@@ -36,56 +32,22 @@ var smallStreamOpts = proto.StreamOptions{Frames: proto.StreamLimits{MaxBytes: 1
 	Msgs: proto.StreamLimits{MaxBytes: 1 << 30}, Results: proto.StreamLimits{MaxBytes: 64 << 20}}
 
 // capMsg is one message line of expected/*.wsmsgs.txt (tshark-derived).
-type capMsg struct {
-	Kind string `json:"kind"`
-	Len  int    `json:"len"`
-	Sha1 string `json:"sha1_8"`
-}
+type capMsg = captures.WSMsg
 
 type capWant struct {
 	server string
 	msgs   map[proto.Direction][]capMsg
 }
 
-var (
-	streamLine = regexp.MustCompile(`^-- stream \d+ (\S+) -> (\S+)`)
-	kindRe     = regexp.MustCompile(`"kind": "(\w+)"`)
-	lenRe      = regexp.MustCompile(`"len": (\d+)`)
-	sha1Re     = regexp.MustCompile(`"sha1_8": "([0-9a-f]+)"`)
-)
-
 func readCapWant(t *testing.T, path string) capWant {
-	f, err := os.Open(path)
+	t.Helper()
+	e, err := captures.ReadWSMessages(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	w := capWant{msgs: map[proto.Direction][]capMsg{}}
-	var dir proto.Direction
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		l := strings.TrimSpace(sc.Text())
-		switch {
-		case streamLine.MatchString(l):
-			w.server = streamLine.FindStringSubmatch(l)[2]
-		case strings.HasPrefix(l, "c2s:"):
-			dir = proto.ClientToServer
-		case strings.HasPrefix(l, "s2c:"):
-			dir = proto.ServerToClient
-		case strings.HasPrefix(l, "{"):
-			var m capMsg
-			if json.Unmarshal([]byte(l), &m) != nil { // a line cut short
-				if k := kindRe.FindStringSubmatch(l); k != nil {
-					m.Kind = k[1]
-				}
-				if k := lenRe.FindStringSubmatch(l); k != nil {
-					m.Len, _ = strconv.Atoi(k[1])
-				}
-				if k := sha1Re.FindStringSubmatch(l); k != nil {
-					m.Sha1 = k[1]
-				}
-			}
+	w := capWant{server: e.Server, msgs: map[proto.Direction][]capMsg{}}
+	for dir, msgs := range e.Msgs {
+		for _, m := range msgs {
 			if m.Kind == proto.OpText || m.Kind == proto.OpBinary {
 				w.msgs[dir] = append(w.msgs[dir], m)
 			}

@@ -1,8 +1,6 @@
 package message_test
 
 import (
-	"bufio"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +14,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
 	"github.com/tapline/tapline/proto"
+	"github.com/tapline/tapline/proto/captures"
 	"github.com/tapline/tapline/reassemble/message"
 )
 
@@ -139,57 +138,15 @@ func feed(t testing.TB, segs []segment, midStream bool) *collector {
 }
 
 // expMsg is one line of expected/<capture>.wsmsgs.txt.
-type expMsg struct {
-	Kind   string `json:"kind"`
-	Len    int    `json:"len"`
-	Sha1   string `json:"sha1_8"`
-	Code   int    `json:"code"`
-	Data   string `json:"data"`
-	Reason string `json:"reason"`
-}
+type expMsg = captures.WSMsg
 
 func readExpected(t *testing.T, path string) map[proto.Direction][]expMsg {
-	f, err := os.Open(path)
+	t.Helper()
+	w, err := captures.ReadWSMessages(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	out := map[proto.Direction][]expMsg{}
-	var dir proto.Direction
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		l := strings.TrimSpace(sc.Text())
-		switch {
-		case strings.HasPrefix(l, "c2s:"):
-			dir = proto.ClientToServer
-		case strings.HasPrefix(l, "s2c:"):
-			dir = proto.ServerToClient
-		case strings.HasPrefix(l, "{"):
-			var m expMsg
-			if err := json.Unmarshal([]byte(l), &m); err != nil {
-				// The oversized close line is cut short in the file: keep its fields.
-				m.Kind = jsonField(l, "kind")
-				fmt.Sscan(jsonField(l, "len"), &m.Len)
-				fmt.Sscan(jsonField(l, "code"), &m.Code)
-			}
-			out[dir] = append(out[dir], m)
-		}
-	}
-	return out
-}
-
-func jsonField(l, name string) string {
-	i := strings.Index(l, `"`+name+`": `)
-	if i < 0 {
-		return ""
-	}
-	v := l[i+len(name)+4:]
-	v = strings.TrimPrefix(v, `"`)
-	if j := strings.IndexAny(v, `",}`); j >= 0 {
-		v = v[:j]
-	}
-	return v
+	return w.Msgs
 }
 
 func TestCaptures(t *testing.T) {
