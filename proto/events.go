@@ -46,6 +46,11 @@ type DirLoss struct {
 	MessagesComplete   int64 `json:"messages_complete"`
 	MessagesIncomplete int64 `json:"messages_incomplete"`
 	Undecodable        int64 `json:"undecodable,omitempty"` // messages that could not be decoded (e.g. compressed without context)
+	// MessagesLost counts messages whose start the decoder saw but could
+	// not publish (bad frames skipped, frames given up while
+	// resynchronising after a loss); messages whose header was lost
+	// entirely are accounted by the gap events' bytes only.
+	MessagesLost int64 `json:"messages_lost,omitempty"`
 }
 
 // CloseEvent is the JSON body of a KindClose entry: the connection ended (FIN,

@@ -132,6 +132,9 @@ func (c *conn) dirLoss(dir proto.Direction, l tcp.Loss) proto.DirLoss {
 	if st.Undecodable > 0 {
 		m.decodeFailures.WithLabelValues("undecodable").Add(float64(st.Undecodable))
 	}
+	if st.MessagesLost > 0 {
+		m.decodeFailures.WithLabelValues("lost_message").Add(float64(st.MessagesLost))
+	}
 	if st.Resyncs > 0 {
 		m.decodeFailures.WithLabelValues("resync").Add(float64(st.Resyncs))
 	}
@@ -143,6 +146,7 @@ func (c *conn) dirLoss(dir proto.Direction, l tcp.Loss) proto.DirLoss {
 		MessagesComplete:   st.MessagesComplete,
 		MessagesIncomplete: st.MessagesIncomplete,
 		Undecodable:        st.Undecodable,
+		MessagesLost:       st.MessagesLost,
 	}
 }
 

@@ -19,6 +19,7 @@ type msg struct {
 	Opcode     string
 	Complete   bool
 	Missing    int64
+	Reason     string
 	Compressed bool
 	CloseCode  int
 	Size       int64
@@ -113,6 +114,7 @@ func (c *collector) Chunk(ch *proto.Chunk, body []byte) {
 		delete(c.open, key)
 		m.Complete = ch.Complete
 		m.Missing = ch.Missing
+		m.Reason = ch.Reason
 		m.Compressed = ch.Compressed
 		m.CloseCode = ch.CloseCode
 		m.Size = ch.Size

@@ -34,13 +34,15 @@ type frameState struct {
 
 	msgOpen    bool // a data message is open (its final frame not seen)
 	compressed bool
-	undecoded  bool // inflating the open message stopped (lost bytes, corrupt, too large)
-	lostSync   bool // bytes were lost since the last frame boundary we trust
+	undecoded  bool   // inflating the open message stopped (lost bytes, corrupt, too large)
+	lostSync   bool   // bytes were lost since the last frame boundary we trust
+	syncReason string // why (a proto.Reason value): what a message touched by it is flagged with
 
 	ctl        []byte
 	ctlFirst   int64
 	ctlMissing int64
 	ctlBad     bool
+	ctlReason  string // why bytes of the control frame are missing (first cause)
 
 	infl     *pmd.Inflater
 	prober   *pmd.Prober
@@ -75,9 +77,13 @@ func (s *side) frames(b []byte, ts int64) []byte {
 				s.fhn = 0
 			}
 			if err != nil {
-				// A 2^63 length: nothing after it can be trusted.
+				// A 64-bit length with the top bit set (RFC 6455 forbids
+				// it): where the frame ends is unknown. Its message is
+				// flagged and the direction hunts for the next boundary.
 				s.stats.BadFrames++
-				s.loseSync(0)
+				s.lostHeader(h.Fin, h.Opcode, proto.ReasonBadFrame, ts)
+				s.startHunt(true)
+				s.syncReason = proto.ReasonBadFrame
 				return b
 			}
 			s.beginFrame(h, ts)
@@ -113,6 +119,7 @@ func (s *side) beginFrame(h wsframe.Header, ts int64) {
 	switch {
 	case !wsframe.Known(op):
 		s.stats.BadFrames++
+		s.stats.MessagesLost++
 		s.kind = kindSkip
 		return
 	case wsframe.IsControl(op):
@@ -121,11 +128,13 @@ func (s *side) beginFrame(h wsframe.Header, ts int64) {
 		s.ctlFirst = ts
 		s.ctlMissing = 0
 		s.ctlBad = false
+		s.ctlReason = ""
 		if !h.Fin || h.Rsv != 0 || h.Length > uint64(d.lim.MaxControl) {
 			s.stats.BadFrames++
 			s.ctlBad = true
 			if !h.Fin || h.Length > badControlCap {
 				s.kind = kindSkip
+				s.stats.MessagesLost++
 			}
 		}
 		return
@@ -134,11 +143,13 @@ func (s *side) beginFrame(h wsframe.Header, ts int64) {
 	if op == wsframe.OpContinuation {
 		if !s.msgOpen {
 			// The start of this message was lost (or never sent).
+			reason := s.syncReason
 			if !s.lostSync {
 				s.stats.BadFrames++
+				reason = proto.ReasonBadFrame
 			}
 			s.em.begin(proto.OpBinary, false, ts)
-			s.em.incomplete(s.pendingMissing, proto.ReasonGap)
+			s.em.incomplete(s.pendingMissing, reason)
 			s.pendingMissing = 0
 			s.msgOpen = true
 			s.compressed = false
@@ -146,11 +157,14 @@ func (s *side) beginFrame(h wsframe.Header, ts int64) {
 		}
 	} else {
 		if s.msgOpen {
-			// A new message while one is open: the open one lost its end.
+			// A new message while one is open: the open one lost its end
+			// (to a loss, or the sender violated the protocol).
+			reason := s.syncReason
 			if !s.lostSync && s.em.c.Complete {
 				s.stats.BadFrames++
+				reason = proto.ReasonBadFrame
 			}
-			s.em.incomplete(0, proto.ReasonGap)
+			s.em.incomplete(0, reason)
 			s.endMessage(ts)
 		}
 		s.compressed = h.Rsv&wsframe.RSV1 != 0 && rsvOK
@@ -168,6 +182,12 @@ func (s *side) beginFrame(h wsframe.Header, ts int64) {
 	s.lostSync = false
 	s.kind = kindData
 	if !s.compressed {
+		if h.Length > uint64(d.lim.MaxMessage-s.em.sized) {
+			// Known from the header: the message will be cut at MaxMessage
+			// (a frame claiming 2^63-1 bytes or 2 GiB is flagged as such,
+			// whatever ends it first).
+			s.em.incomplete(0, proto.ReasonTooLarge)
+		}
 		s.em.reserve(h.Length)
 	} else if h.Length >= bigMessage/4 {
 		s.em.reserve(proto.MaxChunk)
@@ -272,10 +292,10 @@ func (s *side) endFrame(ts int64) {
 		complete := !s.ctlBad && s.ctlMissing == 0
 		reason := ""
 		switch {
-		case s.ctlMissing > 0:
-			reason = proto.ReasonGap
 		case s.ctlBad:
 			reason = proto.ReasonBadFrame
+		case s.ctlMissing > 0:
+			reason = s.ctlReason
 		}
 		code := 0
 		if s.h.Opcode == wsframe.OpClose && s.ctlMissing == 0 {
@@ -310,19 +330,64 @@ func (s *side) endMessage(ts int64) {
 	s.em.end(nil, ts)
 }
 
-// lose accounts n bytes lost inside the current frame's payload.
-func (s *side) lose(n uint64) {
+// lose accounts n bytes of the current frame's payload that will not
+// arrive, for reason (lost by the mirror, or cut by the connection's end).
+func (s *side) lose(n uint64, reason string) {
 	switch s.kind {
 	case kindControl:
 		s.ctlMissing += int64(n)
+		if s.ctlReason == "" {
+			s.ctlReason = reason
+		}
 	case kindData:
-		s.em.incomplete(int64(n), proto.ReasonGap)
+		s.em.incomplete(int64(n), reason)
 		if s.compressed && !s.undecoded {
 			s.infl.Abort() // the window is lost too
 		}
 		s.undecoded = s.undecoded || s.compressed
 	case kindDrop:
-		s.em.incomplete(int64(n), proto.ReasonGap)
+		s.em.incomplete(int64(n), reason)
+	}
+}
+
+// lostHeader accounts a frame header whose frame cannot be parsed — cut
+// by a gap or the connection's end (only its first byte, fin and opcode,
+// may be known), or with a forbidden length — for reason. Its message is
+// emitted flagged, never dropped: a data frame opens (and, when final,
+// ends) a flagged message, so that continuations found later are appended
+// to it rather than counted twice; a frame that cannot become a message
+// (control, unknown opcode) is counted in Stats.MessagesLost.
+func (s *side) lostHeader(fin bool, op uint8, reason string, ts int64) {
+	s.fhn = 0
+	s.inFrame = false
+	switch {
+	case wsframe.IsControl(op) || !wsframe.Known(op):
+		s.stats.MessagesLost++
+		return
+	case op == wsframe.OpContinuation && s.msgOpen:
+		s.em.incomplete(0, reason)
+	default:
+		if s.msgOpen {
+			s.em.incomplete(0, reason) // its end is lost with this header
+			s.endMessage(ts)
+		}
+		if op == wsframe.OpContinuation {
+			op = wsframe.OpBinary // the rest of a message whose start was lost
+		}
+		s.em.begin(opName(op), false, ts)
+		s.em.incomplete(s.pendingMissing, reason)
+		s.pendingMissing = 0
+		s.msgOpen = true
+		s.compressed = false
+	}
+	if s.compressed && !s.undecoded {
+		s.infl.Abort()
+	}
+	// Nothing of this frame's payload can be placed, so nothing later of
+	// its message is delivered either.
+	s.undecoded = true
+	if fin {
+		s.endMessage(ts)
 	}
 }
 
@@ -330,13 +395,13 @@ func (s *side) lose(n uint64) {
 func (s *side) wsGap(n int64, ts int64) {
 	if s.inFrame {
 		if uint64(n) < s.rem {
-			s.lose(uint64(n))
+			s.lose(uint64(n), proto.ReasonGap)
 			s.rem -= uint64(n)
 			s.mpos += uint64(n)
 			return
 		}
 		k := s.rem
-		s.lose(k)
+		s.lose(k, proto.ReasonGap)
 		s.rem = 0
 		s.mpos += k
 		s.endFrame(ts)
@@ -347,11 +412,15 @@ func (s *side) wsGap(n int64, ts int64) {
 			return
 		}
 	}
-	s.loseSync(n)
+	s.loseSync(n, ts)
 }
 
-// loseSync starts hunting for a frame boundary after n lost bytes.
-func (s *side) loseSync(n int64) {
+// loseSync starts hunting for a frame boundary after n lost bytes (the
+// gap covers the next header, or part of it).
+func (s *side) loseSync(n int64, ts int64) {
+	if s.fhn > 0 {
+		s.lostHeader(s.fh[0]&0x80 != 0, s.fh[0]&0x0f, proto.ReasonGap, ts)
+	}
 	s.fhn = 0
 	s.inFrame = false
 	if s.msgOpen {
@@ -366,10 +435,14 @@ func (s *side) loseSync(n int64) {
 	s.startHunt(true)
 }
 
-// wsClose ends the direction: a frame or message cut short is incomplete.
+// wsClose ends the direction (also while hunting): a frame or message cut
+// short is incomplete, reason cut unless an earlier cause touched it.
 func (s *side) wsClose(ts int64) {
+	if s.fhn > 0 {
+		s.lostHeader(s.fh[0]&0x80 != 0, s.fh[0]&0x0f, proto.ReasonCut, ts)
+	}
 	if s.inFrame {
-		s.lose(s.rem)
+		s.lose(s.rem, proto.ReasonCut)
 		s.rem = 0
 		if s.kind == kindControl {
 			s.endFrame(ts)

@@ -47,6 +47,26 @@ type cand struct {
 	dead   bool
 	done   bool // verified, then broken by a bad header: stop following it
 	closed bool // the chain has a close frame: nothing may follow it
+
+	// What resuming at one of its points gives up (see resume): the
+	// message starts (a control frame, or a data message's first frame)
+	// before it, and whether it is inside a fragmented message whose
+	// start the chain has (own).
+	starts   int
+	data     int
+	own      bool
+	before   [4]mark // at hdrs[i]
+	atLast   mark    // at last
+	atMerge  mark    // at merge
+	lastHdr  wsframe.Header
+	lastSize int // encoded size of lastHdr
+}
+
+// mark is what a chain gave up before one of its points.
+type mark struct {
+	starts int  // message starts
+	data   int  // of which data messages
+	own    bool // inside a fragmented message whose start the chain has
 }
 
 // hunter looks for a verifiable frame boundary in one direction.
@@ -57,6 +77,7 @@ type hunter struct {
 	cands []*cand
 	at    map[int64]*cand // header position -> the chain that has it
 	cum   map[int64]int   // header position -> its chain's evidence before it
+	marks map[int64]mark  // header position -> its chain's mark before it
 	seen  bool            // bytes arrived since the hunt started
 	// created counts the chains started (plausible first headers).
 	created int
@@ -70,6 +91,7 @@ func (s *side) startHunt(resync bool) {
 	s.mode = modeHunt
 	s.hunt = hunter{}
 	s.lostSync = true
+	s.syncReason = proto.ReasonGap
 	s.stats.Resyncs++
 	_ = resync
 }
@@ -114,16 +136,46 @@ func (s *side) huntData(b []byte, ts int64) []byte {
 func (s *side) huntGap(n int64, ts int64) {
 	if rest, ok := s.huntStep(ts, true); ok {
 		s.data(rest, ts)
+	} else if rest, ok := s.huntSpan(ts); ok {
+		s.data(rest, ts) // ends inside the frame the gap falls in: its end is known
 	}
 	if s.mode != modeHunt {
 		s.gap(n, ts)
 		return
 	}
-	s.pendingMissing += n
+	if s.msgOpen {
+		s.em.incomplete(n, proto.ReasonGap) // the open message lost these bytes too
+	} else {
+		s.pendingMissing += n
+	}
 	if s.d.proto == protoUnknown {
 		s.pendingMissing += int64(len(s.hunt.buf))
 	}
 	s.hunt = hunter{seen: s.hunt.seen}
+}
+
+// huntSpan accepts, when no more contiguous bytes follow (a gap or the
+// connection's end), the earliest chain whose last frame reaches past the
+// bytes held, if its evidence would verify it had that frame ended there
+// (scoreAligned): decoding resumes inside that frame, so a gap then falls
+// at a known position of it and the next header after the gap is found
+// without searching.
+func (s *side) huntSpan(ts int64) ([]byte, bool) {
+	h := &s.hunt
+	if s.d.proto != protoWS {
+		return nil, false
+	}
+	end := h.base + int64(len(h.buf))
+	var best *cand
+	for _, c := range h.cands {
+		if !c.dead && c.next > end && c.score >= scoreAligned+c.extra() && (best == nil || c.start < best.start) {
+			best = c
+		}
+	}
+	if best == nil {
+		return nil, false
+	}
+	return s.resume(best, end, ts), true
 }
 
 // plausible reports whether h can be a real frame header of this
@@ -212,11 +264,13 @@ func (s *side) advance(c *cand, end int64) bool {
 				o.dead = true
 				if c.merge < 0 {
 					c.merge = pos
+					c.atMerge = mark{c.starts, c.data, c.own}
 				}
 			default:
 				c.dead = true
 				if o.merge < 0 || pos < o.merge {
 					o.merge = pos
+					o.atMerge = s.hunt.marks[pos]
 				}
 				return false
 			}
@@ -234,19 +288,32 @@ func (s *side) extend(c *cand, pos int64, hd wsframe.Header, n int, ev int) {
 	if s.hunt.at == nil {
 		s.hunt.at = map[int64]*cand{}
 		s.hunt.cum = map[int64]int{}
+		s.hunt.marks = map[int64]mark{}
 	}
+	m := mark{c.starts, c.data, c.own}
 	s.hunt.at[pos] = c
 	s.hunt.cum[pos] = c.score
+	s.hunt.marks[pos] = m
 	if c.nh < len(c.hdrs) {
 		c.hdrs[c.nh] = pos
 		c.evs[c.nh] = ev
 		c.lens[c.nh] = hd.Length
+		c.before[c.nh] = m
 	}
 	c.nh++
 	c.last = pos
+	c.atLast = m
+	c.lastHdr, c.lastSize = hd, n
 	c.score += ev
+	if wsframe.IsControl(hd.Opcode) || hd.Opcode != wsframe.OpContinuation {
+		c.starts++
+		if !wsframe.IsControl(hd.Opcode) {
+			c.data++
+		}
+	}
 	if !wsframe.IsControl(hd.Opcode) {
 		c.open = !hd.Fin
+		c.own = !hd.Fin && (hd.Opcode != wsframe.OpContinuation || c.own)
 	}
 	if hd.Opcode == wsframe.OpClose {
 		c.closed = true // a peer sends nothing after its close frame
@@ -519,6 +586,7 @@ func (s *side) huntStep(ts int64, atEnd bool) ([]byte, bool) {
 			if pos < keep || c.dead {
 				delete(h.at, pos)
 				delete(h.cum, pos)
+				delete(h.marks, pos)
 			}
 		}
 	}
@@ -539,7 +607,10 @@ func (h *hunter) compact() {
 
 // resume goes back to frame parsing where chain c says a frame starts:
 // where another chain joined it if one did, else its start, or the first
-// of its headers still held. It returns the bytes from there on.
+// of its headers still held. It returns the bytes from there on. The
+// message starts of c before that point are given up: counted in
+// Stats.MessagesLost (or, for the message open there, emitted flagged
+// from its next fragment on).
 func (s *side) resume(c *cand, end int64, ts int64) []byte {
 	d := s.d
 	h := s.hunt
@@ -560,10 +631,7 @@ func (s *side) resume(c *cand, end int64, ts int64) []byte {
 	if c.nh >= 2 {
 		dense = (c.next-c.hdrs[1])/int64(c.nh-1) < denseGrid
 	}
-	r := end // c.next == end: the chain ends where the data does
-	if c.last >= h.base {
-		r = c.last
-	}
+	r, m := c.last, c.atLast
 	for i := 0; i < min(c.nh, len(c.hdrs)); i++ {
 		// A header at the hunt's very first byte (right after a gap, or
 		// the first byte of a mid-stream capture: where segments, and so
@@ -571,20 +639,26 @@ func (s *side) resume(c *cand, end int64, ts int64) []byte {
 		// could have landed on it by chance.
 		weak := c.evs[i] < 2 && (c.lens[i] < 126 || dense) && !(i == 0 && c.start == 0)
 		if !weak || i >= weakSkip {
-			if c.hdrs[i] >= h.base {
-				r = c.hdrs[i]
-			}
+			r, m = c.hdrs[i], c.before[i]
 			break
 		}
-		if i == c.nh-1 {
-			r = end // only weak frames: resume after them
-			if c.nh > len(c.hdrs) || c.next != end {
-				r = max(c.last, h.base)
-			}
+		if i == c.nh-1 && c.nh <= len(c.hdrs) && c.next == end {
+			r, m = end, mark{c.starts, c.data, c.own} // only weak frames: resume after them
 		}
 	}
 	if c.merge >= h.base && c.merge > r {
-		r = c.merge
+		r, m = c.merge, c.atMerge
+	}
+	inside := false
+	if r < h.base {
+		// The header chosen is no longer held (frames longer than the
+		// bytes kept while hunting): resume where the chain ends if that
+		// is held, else inside its last frame.
+		if c.next >= h.base && c.next <= end {
+			r, m = c.next, mark{c.starts, c.data, c.own}
+		} else {
+			r, m, inside = end, c.atLast, true
+		}
 	}
 	r = min(r, end)
 	if d.proto == protoUnknown {
@@ -598,7 +672,43 @@ func (s *side) resume(c *cand, end int64, ts int64) []byte {
 	s.fhn = 0
 	s.inFrame = false
 	d.open(ts)
+	lost := int64(m.starts)
+	if m.data > 0 && s.msgOpen {
+		// The message open before the loss ended among the frames given up.
+		if s.compressed && !s.undecoded {
+			s.infl.Abort()
+		}
+		s.undecoded = true
+		s.em.incomplete(0, s.syncReason)
+		s.endMessage(ts)
+	}
+	if m.own {
+		lost-- // it continues at r: emitted, flagged, from there on
+	}
+	s.stats.MessagesLost += lost
+	if inside {
+		s.resumeInside(c, end, ts)
+	}
 	return h.buf[r-h.base:]
+}
+
+// resumeInside continues parsing at end, inside the last frame of chain c
+// whose header and first payload bytes were not held any more: its
+// message is emitted flagged, without the bytes dropped.
+func (s *side) resumeInside(c *cand, end int64, ts int64) {
+	hd := c.lastHdr
+	payload := c.last + int64(c.lastSize)
+	s.beginFrame(hd, ts)
+	dropped := uint64(end - payload)
+	s.lose(dropped, s.syncReason)
+	if s.kind == kindData && s.compressed {
+		s.kind = kindDrop // a deflate stream cannot be entered in its middle
+	}
+	s.rem = hd.Length - dropped
+	s.mpos = dropped
+	if s.rem == 0 {
+		s.endFrame(ts)
+	}
 }
 
 // debugHunt, when set by a test, is told about every accepted boundary.

@@ -66,7 +66,14 @@ type Stats struct {
 	MessagesIncomplete int64
 	Undecodable        int64 // e.g. compressed without its negotiated context
 	BadFrames          int64 // protocol violations (oversized control frame, unknown opcode, 2^63 length)
-	Resyncs            int64 // times the parser searched for a frame boundary
+	// MessagesLost counts messages whose start the decoder saw but that it
+	// could not emit: frames skipped as bad (unknown opcode, a control
+	// frame too large or not final), a header cut by a gap or the
+	// connection's end, and frames given up while resynchronising (see
+	// README: one of those may rarely be a false header). Messages whose
+	// header was lost entirely are accounted by the gap's bytes only.
+	MessagesLost int64
+	Resyncs      int64 // times the parser searched for a frame boundary
 }
 
 // Decoder is the per-connection decoder. It is not safe for concurrent use.

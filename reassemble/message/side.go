@@ -203,13 +203,17 @@ func (s *side) close(ts int64) {
 	if s.mode == modeHunt {
 		if rest, ok := s.huntStep(ts, true); ok {
 			s.data(rest, ts)
+		} else if rest, ok := s.huntSpan(ts); ok {
+			s.data(rest, ts)
 		}
 		if s.mode == modeHunt && s.d.proto != protoWS {
 			s.d.settleTCP(ts)
 		}
 	}
 	switch s.mode {
-	case modeWS:
+	case modeWS, modeHunt:
+		// Hunting without a verified boundary: the message open before
+		// the loss still gets its (flagged) last chunk.
 		s.wsClose(ts)
 	case modeTCP:
 		if s.em.open {
