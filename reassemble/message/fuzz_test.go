@@ -45,6 +45,23 @@ func FuzzDecoder(f *testing.F) {
 		[]byte{3, 9}, rec(1, frame(false, wsframe.OpClose, true, false, []byte{3, 232})))
 	add(0, rec(0, []byte("SSH-2.0-x\r\n")), []byte{2, 5}, rec(1, []byte("SSH-2.0-y\r\n")))
 	add(2, rec(1, resp), rec(1, []byte{0x82, 0x7f, 0x80, 0, 0, 0, 0, 0, 0, 0, 0x81, 0x01, 'x'}))
+	// A fragmented message whose first frame has a top-bit length, then
+	// its continuations and text messages (the hunt resumes; the message
+	// is flagged bad-frame, not dropped).
+	text := []byte("the quick brown fox jumps over the lazy dog again and again")
+	add(2, rec(1, resp), rec(1, []byte{0x02, 0x7f, 0x80, 0, 0, 0, 0, 0, 0, 0x10}), rec(1, []byte("payload of the bad frame")),
+		rec(1, frame(false, wsframe.OpContinuation, true, false, text)), rec(1, frame(false, wsframe.OpText, true, false, text)),
+		rec(1, frame(false, wsframe.OpText, true, false, text)))
+	// Lengths of 2^63-1 and 2 GiB without any gap: too-large, not gap.
+	add(2, rec(1, resp), rec(1, []byte{0x82, 0x7f, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1, 2, 3}))
+	add(2, rec(1, resp), rec(1, []byte{0x82, 0x7f, 0, 0, 0, 0, 0x80, 0, 0, 0, 1, 2, 3}))
+	// A gap over the next header of a fragmented message, then the close
+	// while hunting: the message still gets its flagged last chunk.
+	add(2, rec(1, resp), rec(1, frame(false, wsframe.OpBinary, false, false, text)), []byte{3, 3}, rec(1, text[:9]))
+	// A gap inside a frame whose length is known, ending in the next frame
+	// of the same message: the boundary after it is known.
+	add(2, rec(1, resp), rec(1, frame(false, wsframe.OpBinary, false, false, text)[:20]), []byte{3, 13},
+		rec(1, frame(false, wsframe.OpContinuation, true, false, text)), rec(1, frame(false, wsframe.OpText, true, false, text)))
 	// The real captures as seeds: each direction's reassembled bytes.
 	files, _ := filepath.Glob(filepath.Join(capturesDir, "ws-*.pcap*"))
 	for _, p := range files {
@@ -102,6 +119,20 @@ func FuzzDecoder(f *testing.F) {
 		for _, m := range col.msgs {
 			if m.Size > 1<<16 {
 				t.Fatalf("message of %d bytes past MaxMessage", m.Size)
+			}
+		}
+		// The loss summary's counts are those of the messages published.
+		for _, dir := range []proto.Direction{proto.ClientToServer, proto.ServerToClient} {
+			var complete, incomplete int64
+			for _, m := range col.dir(dir) {
+				if m.Complete {
+					complete++
+				} else {
+					incomplete++
+				}
+			}
+			if st := dec.Stats(dir); st.MessagesComplete != complete || st.MessagesIncomplete != incomplete {
+				t.Fatalf("%s: stats %+v, published %d complete and %d incomplete", dir, st, complete, incomplete)
 			}
 		}
 	})
