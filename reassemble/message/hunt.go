@@ -305,7 +305,7 @@ func (s *side) extend(c *cand, pos int64, hd wsframe.Header, n int, ev int) {
 	c.atLast = m
 	c.lastHdr, c.lastSize = hd, n
 	c.score += ev
-	if wsframe.IsControl(hd.Opcode) || hd.Opcode != wsframe.OpContinuation {
+	if hd.Opcode != wsframe.OpContinuation { // a control frame or a message's first frame
 		c.starts++
 		if !wsframe.IsControl(hd.Opcode) {
 			c.data++

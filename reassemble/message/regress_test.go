@@ -5,6 +5,7 @@ import (
 	"math/rand"
 	"testing"
 
+	coder "github.com/coder/websocket"
 	"github.com/tapline/tapline/proto"
 	"github.com/tapline/tapline/reassemble/message"
 	"github.com/tapline/tapline/reassemble/message/wsframe"
@@ -162,4 +163,42 @@ func TestGapInLargeMessages(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestGapOverHeaderContextTakeover: permessage-deflate with context
+// takeover, a gap over a message's header: the messages after it that
+// cannot be inflated are published flagged undecodable (or counted lost by
+// the hunt), never dropped silently; nothing garbage is complete.
+func TestGapOverHeaderContextTakeover(t *testing.T) {
+	var msgs [][]byte
+	for i := 0; i < 30; i++ {
+		msgs = append(msgs, []byte(fmt.Sprintf(`{"seq":%d,"channel":"orders","payload":{"symbol":"ACME","side":"buy","qty":%d,"price":%d.25,"note":"repeated text that the compressor finds in earlier messages"}}`, i, 100+i, 2000+i)))
+	}
+	tr := coderSession(t, coder.CompressionContextTakeover, msgs...)
+	dir := proto.ServerToClient
+	fr := layout(t, stream(tr.ev, dir))
+	f := firstFrame(fr, 5)
+	col, dec := run(t, withGap(tr.ev, dir, f.hdr, f.payload-f.hdr+3), message.Meta{ClientKnown: true})
+	got := dataMsgs(col.dir(dir))
+	checkNoGarbage(t, got, tr.sent[dir])
+	st := dec.Stats(dir)
+	var complete, incomplete int64
+	for _, m := range col.dir(dir) {
+		if m.Complete {
+			complete++
+		} else {
+			incomplete++
+		}
+	}
+	if complete != st.MessagesComplete || incomplete != st.MessagesIncomplete {
+		t.Errorf("stats %+v, published %d complete %d incomplete", st, complete, incomplete)
+	}
+	// Message 5's header is lost: it may be accounted by the gap only.
+	if n := int64(len(got)) + st.MessagesLost; n < int64(len(tr.sent[dir]))-1 {
+		t.Errorf("%d data messages published + %d lost of %d sent (stats %+v)", len(got), st.MessagesLost, len(tr.sent[dir]), st)
+	}
+	if st.Undecodable == 0 {
+		t.Errorf("no message flagged undecodable after losing the context (stats %+v)", st)
+	}
+	t.Logf("%d published, stats %+v", len(got), st)
 }
