@@ -70,10 +70,11 @@ type Conn struct {
 	First    netip.AddrPort // the sender of the first packet seen
 	Second   netip.AddrPort
 	FirstNs  int64
-	LastNs   int64
-	SYN      bool // the connection's opening (SYN) was seen, so client and server are known
-	Mid      bool // the start was not seen (first packet carried data without SYN)
-	clientIx int  // index into halves of the client's half
+	LastNs   int64 // capture time of the latest packet (never moves back)
+	activeNs int64 // the tracker's clock at its latest packet: what idle is measured from
+	SYN      bool  // the connection's opening (SYN) was seen, so client and server are known
+	Mid      bool  // the start was not seen (first packet carried data without SYN)
+	clientIx int   // index into halves of the client's half
 	halves   [2]half
 	sinks    [2]halfSink
 	h        Handler
@@ -334,7 +335,13 @@ func (t *Tracker) Packet(f *framebatch.Frame) *Conn {
 	} else {
 		t.touch(c)
 	}
-	c.LastNs = f.TimeNs
+	// A packet captured before the tracker's clock (a redelivered batch,
+	// or a clock advanced by the wall time while frames were on their way)
+	// still shows the connection active now: idle time is measured from
+	// the clock, never from an older capture time, so the connections stay
+	// in the order of their activity and none is expired early.
+	c.LastNs = max(c.LastNs, f.TimeNs)
+	c.activeNs = t.nowNs
 	ix := c.ix(src)
 	h := &c.halves[ix]
 	h.seen = true
@@ -361,7 +368,7 @@ func (t *Tracker) Packet(f *framebatch.Frame) *Conn {
 	} else if c.finAt == 0 && c.finSeen() {
 		// Every direction sent its FIN but a hole keeps one from
 		// reaching it: wait a little for reordered bytes, then close.
-		c.finAt = f.TimeNs
+		c.finAt = t.nowNs
 		t.finWait[c] = struct{}{}
 	}
 	return c
@@ -427,7 +434,7 @@ func (c *Conn) finished() bool {
 }
 
 func (t *Tracker) newConn(k key, f *framebatch.Frame, src, dst netip.AddrPort, s *segment) *Conn {
-	c := &Conn{k: k, VNI: f.VNI, First: src, Second: dst, FirstNs: f.TimeNs, LastNs: f.TimeNs}
+	c := &Conn{k: k, VNI: f.VNI, First: src, Second: dst, FirstNs: f.TimeNs, LastNs: f.TimeNs, activeNs: t.nowNs}
 	switch {
 	case s.flags&flagSYN != 0 && s.flags&flagACK == 0:
 		c.SYN, c.clientIx = true, 0
@@ -479,8 +486,11 @@ func (t *Tracker) close(c *Conn, reason string, tsNs int64) {
 }
 
 // Expire closes connections idle for longer than the idle timeout, judged
-// by capture time: nowNs is the latest capture time known (the tracker also
-// advances its clock with every packet). It returns the number closed.
+// by the tracker's clock: the latest capture time seen, or nowNs when that
+// is later (the caller's estimate of the capture time now, e.g. the
+// capture time of the last packet plus the wall time since it). The clock
+// never moves back; pass an estimate, never a sum of estimates. It returns
+// the number closed.
 func (t *Tracker) Expire(nowNs int64) int {
 	if nowNs > t.nowNs {
 		t.nowNs = nowNs
@@ -495,7 +505,7 @@ func (t *Tracker) Expire(nowNs int64) int {
 	}
 	n := 0
 	limit := t.nowNs - int64(t.cfg.IdleTimeout)
-	for t.tail != nil && t.tail.LastNs < limit {
+	for t.tail != nil && t.tail.activeNs < limit {
 		t.close(t.tail, CloseIdle, t.nowNs)
 		n++
 	}

@@ -303,6 +303,31 @@ func TestIdleTimeout(t *testing.T) {
 	}
 }
 
+// TestIdleOldCaptureTime: packets captured behind the tracker's clock (a
+// redelivered batch, or a clock advanced by the wall time while frames
+// were on their way) show their connection active at the clock: it is not
+// expired before a full idle timeout of clock time.
+func TestIdleOldCaptureTime(t *testing.T) {
+	h := newHarness(t, Config{IdleTimeout: 10 * time.Second})
+	h.feed(pkt(t, true, 1, "PA", []byte("abc")))
+	h.feed(pkt(t, false, 1, "PA", []byte("de")))
+	now := h.nowNs + int64(9*time.Second)
+	h.tr.Expire(now)
+	h.nowNs -= int64(5 * time.Second) // captured before the clock
+	h.feed(pkt(t, true, 4, "PA", []byte("fgh")))
+	h.tr.Expire(now + int64(9*time.Second))
+	if h.recs[0].closed != "" || h.tr.Conns() != 1 {
+		t.Fatalf("closed %q after 9 s of clock time", h.recs[0].closed)
+	}
+	h.tr.Expire(now + int64(11*time.Second))
+	if h.recs[0].closed != CloseIdle || len(h.recs) != 1 {
+		t.Fatalf("closed %q, %d connections", h.recs[0].closed, len(h.recs))
+	}
+	if got := h.recs[0].data[proto.ClientToServer].String(); got != "abcfgh" {
+		t.Fatalf("stream %q", got)
+	}
+}
+
 // FuzzTracker feeds arbitrary frames: no panic, bounded buffers.
 func FuzzTracker(f *testing.F) {
 	f.Add(pkt(f, true, 1, "PA", []byte("hello")), uint16(0))
