@@ -91,6 +91,8 @@ func newWorker(e *engine, shard int) *worker {
 		MaxBuffered:    e.cfg.MaxBufferedBytes,
 		ReorderWindow:  e.cfg.ReorderWindow,
 		IdleTimeout:    e.cfg.IdleTimeout,
+		MaxSeqJump:     e.cfg.MaxSeqJump,
+		MaxFlowRate:    e.cfg.MaxFlowRate,
 	}, w.openConn)
 	w.pub = &publisher{
 		js:       e.js,

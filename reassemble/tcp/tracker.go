@@ -31,6 +31,13 @@ type Config struct {
 	MaxBuffered    int64         // out-of-order bytes held over all connections
 	ReorderWindow  int           // bytes held ahead of a hole in one direction before the hole is declared lost
 	IdleTimeout    time.Duration // a connection without packets for this long (capture time) is closed
+	// MaxSeqJump bounds the bytes a direction may have in flight (the
+	// receiver's window) when the window is not known from the handshake
+	// (default 1 GiB, the largest TCP window). See Conn.jump.
+	MaxSeqJump int64
+	// MaxFlowRate is the fastest a direction of one connection can send,
+	// in bytes per second (default 25 Gbit/s). See Conn.jump.
+	MaxFlowRate int64
 }
 
 // Close reasons.
@@ -41,6 +48,11 @@ const (
 	CloseEvicted  = "evicted"
 	CloseShutdown = "shutdown"
 	CloseReused   = "reused" // a new SYN on the 5-tuple of a connection with data
+	// CloseSeqJump: a packet's sequence number is further from what its
+	// direction sent before than TCP allows (see Conn.jump): not mirror
+	// loss but another stream on the 5-tuple. The packet opens a new
+	// connection, which resumes this one (Conn.Resumed).
+	CloseSeqJump = "seq_jump"
 )
 
 // Handler receives a connection's stream in order. Dir is relative to the
@@ -79,11 +91,32 @@ type Conn struct {
 	sinks    [2]halfSink
 	h        Handler
 	User     any // for the Handler's owner
+	// Carry is set by the Handler (at the latest in its Close): when the
+	// connection closes idle, evicted or by a sequence jump, it is kept
+	// with the connection's sequence state and handed to the connection
+	// that later continues it on the same 5-tuple, as Resumed.
+	Carry any
+	// Resumed is the Carry of the connection this one continues (nil: a
+	// connection of its own). Set before the Opener is called.
+	Resumed any
 
 	prev, next *Conn // LRU list, most recent at head
 	closed     bool
 	noCausal   bool  // the causal hold is off: the other direction is not mirrored
 	finAt      int64 // capture time all FINs were seen (0: not yet)
+	jumpIx     int   // 1 + the half whose sequence jumped (0: none)
+}
+
+// Continued reports whether direction dir of a resumed connection
+// continues its predecessor's stream exactly where it stopped (the first
+// bytes delivered follow the predecessor's last ones, or a gap says how
+// many are missing between them).
+func (c *Conn) Continued(dir proto.Direction) bool {
+	ix := c.clientIx
+	if dir == proto.ServerToClient {
+		ix ^= 1
+	}
+	return c.halves[ix].resumeOK
 }
 
 // Client returns the client's address (known from the SYN, else guessed).
@@ -119,6 +152,8 @@ type Stats struct {
 	BufferCapHits                         int64
 	Held                                  int64 // bytes held by the causal hold (one direction waiting for the other)
 	Ignored                               int64 // packets of no tracked connection without payload, or late after its close
+	SeqJumps                              int64 // connections closed by a sequence jump
+	Resumed                               int64 // connections opened as the continuation of one closed idle, evicted or by a jump
 }
 
 // lateAfterClose is how long (capture time) after a FIN or RST close packets
@@ -133,6 +168,8 @@ type Tracker struct {
 	open     Opener
 	conns    map[key]*Conn
 	tomb     map[key]int64      // recently closed by FIN/RST: close time
+	gone     map[key]*gone      // closed idle, evicted or by a jump: what a continuation resumes
+	goneQ    []key              // gone keys in the order they were added (bounded by MaxConnections)
 	waiting  map[*Conn]struct{} // connections with held output
 	finWait  map[*Conn]struct{} // connections past their FINs, with holes
 	head     *Conn              // most recently active
@@ -157,7 +194,13 @@ func New(cfg Config, open Opener) *Tracker {
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = 10 * time.Minute
 	}
-	return &Tracker{cfg: cfg, open: open, conns: make(map[key]*Conn), tomb: make(map[key]int64), waiting: make(map[*Conn]struct{}), finWait: make(map[*Conn]struct{})}
+	if cfg.MaxSeqJump <= 0 {
+		cfg.MaxSeqJump = DefaultMaxSeqJump
+	}
+	if cfg.MaxFlowRate <= 0 {
+		cfg.MaxFlowRate = DefaultMaxFlowRate
+	}
+	return &Tracker{cfg: cfg, open: open, conns: make(map[key]*Conn), tomb: make(map[key]int64), gone: make(map[key]*gone), waiting: make(map[*Conn]struct{}), finWait: make(map[*Conn]struct{})}
 }
 
 // Conns returns the number of connections tracked.
@@ -312,6 +355,12 @@ func (t *Tracker) Packet(f *framebatch.Frame) *Conn {
 	}
 	c := t.conns[k]
 	syn := s.flags&flagSYN != 0 && s.flags&flagACK == 0
+	if c != nil && c.jump(t, c.ix(src), &s, f.TimeNs) {
+		t.SeqJumps++
+		c.jumpIx = 1 + c.ix(src)
+		t.close(c, CloseSeqJump, t.nowNs)
+		c = nil
+	}
 	if c != nil && syn && c.hasData() && c.halves[c.ix(src)].newSYN(s.seq) {
 		t.close(c, CloseReused, f.TimeNs)
 		c = nil
@@ -349,11 +398,24 @@ func (t *Tracker) Packet(f *framebatch.Frame) *Conn {
 		// A SYN-ACK names the other direction's first sequence number.
 		h.peerNext, h.peerKnown = s.ack, true
 	}
+	if h.originTs == 0 {
+		h.originTs = f.TimeNs
+	}
 	sk := &c.sinks[ix]
 	sk.t, sk.c, sk.ix, sk.ts = t, c, ix, f.TimeNs
 	sk.hold = c.holdFor(ix, &s)
+	if n := len(s.data) + s.lost; h.resumed && n > 0 {
+		// The first data of a resumed stream: bytes between where the
+		// predecessor stopped and this packet are known lost now (no
+		// reordered packet of an idle connection is expected).
+		h.resumed = false
+		if d := seqDiff(s.seq, h.next); d > 0 {
+			h.skip(d, ReasonResumed, sk)
+		}
+	}
 	h.add(t, &s, sk)
 	sk.hold = false
+	h.reach(&s, f.TimeNs)
 	if len(t.waiting) > 0 {
 		if _, ok := t.waiting[c]; ok {
 			t.release(c, false)
@@ -448,6 +510,12 @@ func (t *Tracker) newConn(k key, f *framebatch.Frame, src, dst netip.AddrPort, s
 		}
 	}
 	c.ID = strconv.FormatUint(uint64(f.VNI), 10) + "_" + src.String() + "_" + dst.String() + "_" + strconv.FormatInt(f.TimeNs, 10)
+	if g := t.gone[k]; g != nil {
+		delete(t.gone, k)
+		if !c.SYN {
+			t.resume(c, g)
+		}
+	}
 	t.conns[k] = c
 	t.Opened++
 	t.pushFront(c)
@@ -471,6 +539,7 @@ func (t *Tracker) close(c *Conn, reason string, tsNs int64) {
 	delete(t.conns, c.k)
 	delete(t.finWait, c)
 	t.unlink(c)
+	delete(t.gone, c.k)
 	if reason == CloseFIN || reason == CloseRST {
 		if len(t.tomb) >= t.cfg.MaxConnections {
 			clear(t.tomb)
@@ -483,6 +552,9 @@ func (t *Tracker) close(c *Conn, reason string, tsNs int64) {
 		l0, l1 = l1, l0
 	}
 	c.h.Close(reason, tsNs, l0, l1)
+	if reason == CloseIdle || reason == CloseEvicted || reason == CloseSeqJump {
+		t.bury(c, tsNs)
+	}
 }
 
 // Expire closes connections idle for longer than the idle timeout, judged
