@@ -132,3 +132,111 @@ func TestIdleQuietConnectionStaysOpen(t *testing.T) {
 		t.Fatalf("close summary %+v", c)
 	}
 }
+
+// TestIdleResumedWebSocket: a WebSocket silent past the idle timeout is
+// closed idle; its next messages, on the same 5-tuple, open a connection
+// that resumes it as a WebSocket — same path, mid_stream, resumes the
+// first. A single binary message that then goes quiet again used to be
+// published as a complete raw TCP run (a mid-stream hunt cannot verify
+// one binary frame); now it is exact. With bytes lost before the next
+// messages the connection still resumes as a WebSocket: what comes out is
+// exact or flagged, never a raw TCP run.
+func TestIdleResumedWebSocket(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		lost, fin bool
+		n         int
+		binary    bool
+	}{
+		{"one binary", false, false, 1, true},
+		{"three text", false, true, 3, false},
+		{"lost, three text", true, true, 3, false},
+		{"lost, one binary", true, false, 1, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, url := natstestRun(t)
+			_, js := connect(t, url)
+			col := collect(t, js)
+			cfg := testConfig(url, 2, "resume")
+			cfg.NewDecoder = nil
+			cfg.IdleTimeout = 2 * time.Second
+			startEngine(t, cfg)
+
+			l := newLiveWS(t, js, "10.9.0.1:51000")
+			l.open()
+			first := l.push()
+			waitFor(t, "idle close", func() bool { return len(col.closed()) == 1 })
+			if r := col.closed()[0].closeEv.Reason; r != "idle" {
+				t.Fatalf("close reason %q", r)
+			}
+			if tc.lost {
+				l.c.seq[1] += 40 // a segment of the server never mirrored
+			}
+			var want [][]byte
+			for i := 0; i < tc.n; i++ {
+				if tc.binary {
+					m := pattern(300+i, byte(i))
+					l.send(l.pkt(false, "PA", wsFrame(2, m, false)))
+					want = append(want, m)
+				} else {
+					want = append(want, l.push())
+				}
+			}
+			if tc.fin {
+				l.send(l.pkt(true, "FA", nil), l.pkt(false, "FA", nil))
+			}
+			waitFor(t, "second close", func() bool { return len(col.closed()) == 2 })
+			cs, _ := serverMsgs(col)
+			if len(cs) != 2 {
+				t.Fatalf("%d connections", len(cs))
+			}
+			a, b := cs[0], cs[1]
+			if len(a.msgs[proto.ServerToClient]) != 1 || !bytes.Equal(a.msgs[proto.ServerToClient][0].body, first) {
+				t.Fatalf("first connection's messages %+v", a.msgs)
+			}
+			col.mu.Lock()
+			defer col.mu.Unlock()
+			var got []*gotMsg
+			for _, m := range b.msgs[proto.ServerToClient] {
+				if m.opcode == proto.OpTCP {
+					t.Fatalf("raw TCP run of %d B (complete %v) on a resumed WebSocket", len(m.body), m.complete)
+				}
+				got = append(got, m)
+			}
+			if b.open == nil || b.open.Protocol != "websocket" || !b.open.MidStream || b.open.Resumes != a.id || b.open.Path != "/feed" {
+				t.Fatalf("resumed connection's open %+v", b.open)
+			}
+			if !tc.lost {
+				if len(got) != len(want) {
+					t.Fatalf("%d messages after the idle close, want %d", len(got), len(want))
+				}
+				for i, m := range got {
+					if !m.complete || !bytes.Equal(m.body, want[i]) {
+						t.Fatalf("message %d: complete %v %q", i, m.complete, m.body)
+					}
+				}
+				return
+			}
+			if len(b.gaps) != 1 || b.gaps[0].Bytes != 40 || b.closeEv.S2C.BytesMissing != 40 {
+				t.Fatalf("gaps %+v, close %+v", b.gaps, b.closeEv)
+			}
+			exact := 0
+			for _, m := range got {
+				if !m.complete {
+					continue
+				}
+				ok := false
+				for _, w := range want {
+					ok = ok || bytes.Equal(m.body, w)
+				}
+				if !ok {
+					t.Fatalf("complete message %q was not sent", m.body)
+				}
+				exact++
+			}
+			if tc.n > 1 && exact < 1 {
+				t.Fatalf("no message exact after the loss: %d messages", len(got))
+			}
+		})
+	}
+}
