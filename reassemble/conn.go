@@ -50,6 +50,11 @@ func (w *worker) openConn(tc *tcp.Conn) tcp.Handler {
 		rr.Contiguous = [2]bool{tc.Continued(proto.ClientToServer), tc.Continued(proto.ServerToClient)}
 		c.meta.Resume = &rr
 		w.e.m.resumed.Inc()
+		// A successor could not rebuild it: its predecessor's batches
+		// are acknowledged and the tracker's record of it is not shared.
+		// It is closed (shutdown) at a hand-over rather than published
+		// again differently under the same ids.
+		c.replayable = false
 	}
 	tc.User = c
 	c.dec = w.e.newDecoder(c.meta, c, w.e.limits)
