@@ -23,7 +23,12 @@ type OpenEvent struct {
 	Extensions  string            `json:"extensions,omitempty"` // Sec-WebSocket-Extensions as negotiated by the 101 response
 	Headers     map[string]string `json:"headers,omitempty"`    // other upgrade request headers, first value each
 	MidStream   bool              `json:"mid_stream,omitempty"`
-	FirstNs     int64             `json:"first_ns"`
+	// Resumes is the id of the connection this one continues: closed
+	// (idle, evicted, seq_jump) before more of its packets came on the same
+	// 5-tuple. Same client, server and handshake (path, headers,
+	// extensions); Seq counts from 1 again.
+	Resumes string `json:"resumes,omitempty"`
+	FirstNs int64  `json:"first_ns"`
 }
 
 // GapEvent is the JSON body of a KindGap entry: Bytes bytes of Dir were lost
@@ -57,7 +62,7 @@ type DirLoss struct {
 // RST, idle timeout or shutdown) and this is its loss summary.
 type CloseEvent struct {
 	Conn   string  `json:"conn"`
-	Reason string  `json:"reason"` // fin, rst, idle, shutdown, evicted
+	Reason string  `json:"reason"` // fin, rst, idle, evicted, reused, seq_jump, shutdown
 	AtNs   int64   `json:"at_ns"`
 	C2S    DirLoss `json:"c2s"`
 	S2C    DirLoss `json:"s2c"`

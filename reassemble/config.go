@@ -10,6 +10,7 @@ import (
 	"github.com/tapline/tapline/proto"
 	"github.com/tapline/tapline/proto/stage"
 	"github.com/tapline/tapline/reassemble/message"
+	"github.com/tapline/tapline/reassemble/tcp"
 )
 
 // DecoderFunc creates the message decoder of one connection. The default
@@ -32,6 +33,8 @@ type Config struct {
 	MaxBufferedBytes int64         // out-of-order bytes held per shard
 	ReorderWindow    int           // bytes held ahead of a hole in one direction
 	IdleTimeout      time.Duration // capture-time idle timeout of a connection
+	MaxSeqJump       int64         // bytes in flight assumed when a connection's window is unknown (sequence jump rule)
+	MaxFlowRate      int64         // fastest one direction of a connection sends, bytes per second (sequence jump rule)
 
 	MaxHeader  int   // decoder: largest HTTP upgrade header block
 	MaxMessage int64 // decoder: largest message emitted before it is cut
@@ -61,6 +64,8 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.Int64Var(&c.MaxBufferedBytes, "max-buffered-bytes", 256<<20, "out-of-order bytes held per shard; past it the oldest hole is declared lost")
 	fs.IntVar(&c.ReorderWindow, "reorder-window", 1<<20, "bytes held ahead of a hole in one direction before the hole is declared lost")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 10*time.Minute, "close a connection after this long without packets (capture time)")
+	fs.Int64Var(&c.MaxSeqJump, "max-seq-jump", tcp.DefaultMaxSeqJump, "bytes a direction may have in flight when its window is not known from the handshake; a sequence jump beyond what the window and --max-flow-rate allow closes the connection (reason seq_jump) instead of being reported as loss")
+	fs.Int64Var(&c.MaxFlowRate, "max-flow-rate", tcp.DefaultMaxFlowRate, "fastest one direction of a connection can send, in bytes per second (sequence jump rule)")
 	fs.IntVar(&c.MaxHeader, "max-header", 64<<10, "largest HTTP upgrade header block held by the decoder")
 	fs.Int64Var(&c.MaxMessage, "max-message", 1<<30, "largest message emitted; longer ones are cut and flagged incomplete")
 	fs.IntVar(&c.MaxInflight, "max-inflight", 256, "publishes awaiting acknowledgement per shard")
@@ -91,6 +96,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--reorder-window must be between 4096 and --max-buffered-bytes, got %d", c.ReorderWindow)
 	case c.IdleTimeout < time.Second:
 		return fmt.Errorf("--idle-timeout must be at least 1s, got %s", c.IdleTimeout)
+	case c.MaxSeqJump < 1<<16 || c.MaxSeqJump > 1<<30:
+		return fmt.Errorf("--max-seq-jump must be between 65536 and 1073741824 (the largest TCP window), got %d", c.MaxSeqJump)
+	case c.MaxFlowRate < 1<<20:
+		return fmt.Errorf("--max-flow-rate must be at least 1048576 bytes per second, got %d", c.MaxFlowRate)
 	case c.MaxHeader < 1024:
 		return fmt.Errorf("--max-header must be at least 1024, got %d", c.MaxHeader)
 	case c.MaxMessage < 1:

@@ -33,6 +33,8 @@ func TestConfigFlagsAndEnv(t *testing.T) {
 		{"--idle-timeout 1ms", "--idle-timeout"},
 		{"--pinned-ttl 0s", "--pinned-ttl"},
 		{"--max-buffered-bytes 5", "--max-buffered-bytes"},
+		{"--max-seq-jump 5", "--max-seq-jump"},
+		{"--max-flow-rate 5", "--max-flow-rate"},
 	} {
 		var c Config
 		fs := flag.NewFlagSet("reassemble", flag.ContinueOnError)

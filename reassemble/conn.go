@@ -43,6 +43,19 @@ func (w *worker) openConn(tc *tcp.Conn) tcp.Handler {
 		ClientKnown: tc.SYN,
 		MidStream:   tc.Mid,
 	}
+	if r, ok := tc.Resumed.(*message.Resume); ok && r != nil {
+		// The connection continues one closed idle, evicted or after a
+		// sequence jump: decode it as what that one was.
+		rr := *r
+		rr.Contiguous = [2]bool{tc.Continued(proto.ClientToServer), tc.Continued(proto.ServerToClient)}
+		c.meta.Resume = &rr
+		w.e.m.resumed.Inc()
+		// A successor could not rebuild it: its predecessor's batches
+		// are acknowledged and the tracker's record of it is not shared.
+		// It is closed (shutdown) at a hand-over rather than published
+		// again differently under the same ids.
+		c.replayable = false
+	}
 	tc.User = c
 	c.dec = w.e.newDecoder(c.meta, c, w.e.limits)
 	w.e.m.connsOpened.Inc()
@@ -105,6 +118,13 @@ func (c *conn) Gap(dir proto.Direction, offset, n int64, tsNs int64, reason stri
 // Close ends the decoder, publishes the loss summary and releases the
 // connection's batches.
 func (c *conn) Close(reason string, tsNs int64, c2s, s2c tcp.Loss) {
+	if reason == tcp.CloseIdle || reason == tcp.CloseEvicted || reason == tcp.CloseSeqJump {
+		// What a later connection on the 5-tuple needs to continue this
+		// one (the tracker keeps it, bounded by --max-connections).
+		if r := message.Snapshot(c.dec, c.meta.Conn); r != nil {
+			c.tc.Carry = r
+		}
+	}
 	c.dec.Close(tsNs)
 	ev := &proto.CloseEvent{Conn: c.meta.Conn, Reason: reason, AtNs: tsNs,
 		C2S: c.dirLoss(proto.ClientToServer, c2s), S2C: c.dirLoss(proto.ServerToClient, s2c)}

@@ -86,6 +86,8 @@ func testConfig(url string, shards int, id string) Config {
 	c.MaxBufferedBytes = 64 << 20
 	c.ReorderWindow = 1 << 20
 	c.IdleTimeout = 2 * time.Second
+	c.MaxSeqJump = 1 << 30
+	c.MaxFlowRate = 25e9 / 8
 	c.MaxHeader = 64 << 10
 	c.MaxMessage = 1 << 30
 	c.MaxInflight = 64

@@ -29,6 +29,7 @@ type metrics struct {
 	ackPending     *prometheus.GaugeVec // shard
 	held           *prometheus.GaugeVec // shard
 	unreplayable   prometheus.Counter
+	resumed        prometheus.Counter
 	published      prometheus.Counter
 	publishRetries prometheus.Counter
 	inflight       *prometheus.GaugeVec // shard
@@ -59,6 +60,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		pending:        prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: ns + "consumer_pending", Help: "Consumer lag: frame batches in the stream not yet delivered to this shard's consumer."}, []string{"shard"}),
 		ackPending:     prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: ns + "consumer_ack_pending", Help: "Frame batches delivered but not yet acknowledged."}, []string{"shard"}),
 		held:           prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: ns + "held_batches", Help: "Frame batches held unacknowledged for open connections."}, []string{"shard"}),
+		resumed:        prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "resumed_connections_total", Help: "Connections opened as the continuation of one closed idle, evicted or by a sequence jump on the same 5-tuple (decoded as that one was)."}),
 		unreplayable:   prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "unreplayable_connections_total", Help: "Connections whose batches were acknowledged before they ended (--max-held-batches): a failover resumes them mid-stream."}),
 		published:      prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "published_total", Help: "Entries (chunks and events) stored in the messages stream."}),
 		publishRetries: prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "publish_retries_total", Help: "Times the unacknowledged publishes of a shard were sent again after a failure."}),
@@ -67,7 +69,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	for _, c := range []prometheus.Collector{m.batches, m.batchErrors, m.frames, m.framesIgnored, m.connsOpened, m.connsClosed, m.conns,
 		m.streamBytes, m.retransBytes, m.messages, m.messageBytes, m.incomplete, m.gapBytes, m.gaps, m.decodeFailures, m.truncated, m.causalHeld,
-		m.buffered, m.pending, m.ackPending, m.held, m.unreplayable, m.published, m.publishRetries, m.inflight, m.takeovers} {
+		m.buffered, m.pending, m.ackPending, m.held, m.unreplayable, m.resumed, m.published, m.publishRetries, m.inflight, m.takeovers} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

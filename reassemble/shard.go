@@ -9,6 +9,7 @@ import (
 	"io"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -72,10 +73,15 @@ type worker struct {
 
 	streamBytes [2]int64
 	lastStats   tcp.Stats
-	lastPktWall time.Time
-	owned       bool
-	lastMsg     time.Time
-	pubErr      error
+	lastPktWall time.Time // when the last batch was processed
+	lastPktNs   int64     // the tracker's clock (capture time) then
+	// caughtUpAt is the wall time (Unix ns) at which the latest fetch that
+	// found nothing more pending was sent: every batch published before it
+	// has been delivered. Set by the fetch goroutine.
+	caughtUpAt atomic.Int64
+	owned      bool
+	lastMsg    time.Time
+	pubErr     error
 }
 
 func newWorker(e *engine, shard int) *worker {
@@ -85,6 +91,8 @@ func newWorker(e *engine, shard int) *worker {
 		MaxBuffered:    e.cfg.MaxBufferedBytes,
 		ReorderWindow:  e.cfg.ReorderWindow,
 		IdleTimeout:    e.cfg.IdleTimeout,
+		MaxSeqJump:     e.cfg.MaxSeqJump,
+		MaxFlowRate:    e.cfg.MaxFlowRate,
 	}, w.openConn)
 	w.pub = &publisher{
 		js:       e.js,
@@ -162,6 +170,7 @@ func (w *worker) run(ctx context.Context) {
 	go func() {
 		defer close(msgs)
 		for ctx.Err() == nil {
+			sent := time.Now()
 			mb, err := cons.Fetch(pullBatches, jetstream.FetchMaxWait(expiry), jetstream.FetchPriorityGroup(priorityGroup))
 			if err != nil {
 				log.Debug("fetch", "err", err)
@@ -176,11 +185,14 @@ func (w *worker) run(ctx context.Context) {
 				msgs <- m
 				n++
 			}
+			err = mb.Error()
+			if err != nil && !errors.Is(err, nats.ErrTimeout) {
+				log.Debug("fetch", "err", err)
+			} else if n < pullBatches {
+				w.caughtUpAt.Store(sent.UnixNano())
+			}
 			if n < pullBatches {
 				msgs <- nil // caught up: nothing more to redeliver
-			}
-			if err := mb.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-				log.Debug("fetch", "err", err)
 			}
 		}
 	}()
@@ -422,6 +434,7 @@ func (w *worker) process(m jetstream.Msg, md *jetstream.MsgMetadata) {
 		}
 	}
 	w.e.m.frames.Add(float64(n))
+	w.lastPktNs = w.tr.Now()
 	w.cur = nil
 	w.release(b)
 	w.pub.poll()
@@ -487,9 +500,32 @@ func (w *worker) release(b *batch) {
 // wall clock while no frames come), in-progress acks of held batches,
 // gauges.
 func (w *worker) tick() {
-	if !w.lastPktWall.IsZero() {
-		w.tr.Expire(w.tr.Now() + int64(time.Since(w.lastPktWall)))
+	w.tr.Expire(w.captureNow())
+	w.pubTick()
+}
+
+// captureNow estimates the capture time now: the capture time of the last
+// packet processed plus the wall time since — an estimate computed afresh
+// each time, never added to the clock it advances — and only as far as the
+// consumer is known to be caught up: up to the sending of the latest fetch
+// that found nothing more pending, so frames still on their way (a NATS
+// outage, a backlog) never look like silence. While batches are gathered
+// for a recovery, or wait to be processed in stream order, the clock does
+// not advance at all. 0 means no estimate (the tracker keeps its clock).
+func (w *worker) captureNow() int64 {
+	if w.lastPktWall.IsZero() || w.recovering || len(w.redelivered) > 0 {
+		return 0
 	}
+	quiet := w.caughtUpAt.Load() - w.lastPktWall.UnixNano()
+	if quiet <= 0 {
+		return 0
+	}
+	return w.lastPktNs + quiet
+}
+
+// pubTick is the rest of tick: publishes acknowledged, in-progress acks,
+// gauges.
+func (w *worker) pubTick() {
 	w.pub.poll()
 	keep := w.pending[:0]
 	now := time.Now()

@@ -55,6 +55,9 @@ func New(meta Meta, out Output, limits Limits) Decoder {
 	for i, dir := range []proto.Direction{proto.ClientToServer, proto.ServerToClient} {
 		d.sides[i] = newSide(d, dir)
 	}
+	if meta.Resume != nil {
+		d.applyResume(meta.Resume)
+	}
 	return d
 }
 
@@ -178,6 +181,7 @@ func (d *decoder) open(ts int64) {
 	// Mid-stream: the TCP layer missed the start, and (for a WebSocket)
 	// the handshake was not seen either.
 	ev.MidStream = d.meta.MidStream && (d.proto != protoWS || (d.req == nil && d.resp == nil))
+	d.resumeOpen(ev)
 	d.out.Open(ev)
 }
 

@@ -27,6 +27,9 @@ type Meta struct {
 	// MidStream is true when the connection's start (SYN or first bytes)
 	// was not seen: mirroring started after the connection opened.
 	MidStream bool
+	// Resume, when set, is the closed connection this one continues (see
+	// Resume and Snapshot).
+	Resume *Resume
 }
 
 // Output receives what a Decoder produces, in order.

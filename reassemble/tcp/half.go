@@ -10,6 +10,9 @@ const (
 	ReasonBufferCap = "mirror loss (buffer cap reached)"
 	ReasonTruncated = "truncated by the mirror"
 	ReasonClose     = "mirror loss (hole at connection end)"
+	// ReasonResumed: bytes missing between where a closed connection's
+	// stream stopped and the first packet of the connection resuming it.
+	ReasonResumed = "mirror loss (before a resumed connection's first packet)"
 )
 
 // pending is an out-of-order segment held until the bytes before it arrive.
@@ -47,6 +50,18 @@ type half struct {
 	waitSince int64  // capture time of the oldest waiting output
 	peerNext  uint32 // the other direction's first sequence number, known from a SYN-ACK
 	peerKnown bool
+
+	// Sequence jump detection (see Conn.jump).
+	wscale    int8   // window scale option of this direction's SYN (-1: none); valid when syn
+	refSet    bool   // refSeq, refEnd, refTs are set
+	refSeq    uint32 // start of the segment that reached furthest so far
+	refEnd    uint32 // its end
+	refTs     int64  // its capture time
+	originTs  int64  // capture time of this direction's first packet (or its predecessor's)
+	used      int64  // stream bytes of predecessor connections since originTs
+	resumed   bool   // next continues a closed connection's stream; cleared at the first data
+	resumeOK  bool   // the stream continues a predecessor's from where it stopped
+	afterJump bool   // the stream (or a predecessor's) began with a sequence jump
 
 	loss Loss
 }
@@ -86,7 +101,7 @@ func (h *half) add(t *Tracker, s *segment, out sink) {
 		seq++ // the SYN takes one sequence number
 	}
 	if s.flags&flagSYN != 0 && !h.syn {
-		h.syn, h.isn = true, s.seq
+		h.syn, h.isn, h.wscale = true, s.seq, s.wscale
 	}
 	if !h.started {
 		h.started = true

@@ -28,8 +28,10 @@ type segment struct {
 	seq   uint32
 	ack   uint32
 	flags uint8
-	data  []byte // captured payload
-	lost  int    // payload bytes the IP header implies but the capture lacks (truncation)
+	// wscale is the window scale option of a SYN (-1: none, or not a SYN).
+	wscale int8
+	data   []byte // captured payload
+	lost   int    // payload bytes the IP header implies but the capture lacks (truncation)
 }
 
 // parseSegment reads the TCP header and payload of a frame whose flow is k.
@@ -56,6 +58,10 @@ func parseSegment(k *flow.Key, frame []byte) (segment, error) {
 	s.seq = binary.BigEndian.Uint32(h[4:8])
 	s.ack = binary.BigEndian.Uint32(h[8:12])
 	s.flags = h[13]
+	s.wscale = -1
+	if s.flags&flagSYN != 0 {
+		s.wscale = windowScale(h[20:doff])
+	}
 	ipEnd := k.L3Offset + k.IPTotalLen
 	if k.Proto == flow.ProtoTCP && k.IPTotalLen == 40 && isIPv6Jumbo(frame, k) {
 		ipEnd = len(frame)
@@ -77,4 +83,26 @@ func parseSegment(k *flow.Key, frame []byte) (segment, error) {
 // a capture of a TSO/GRO super-packet): its length is the captured length.
 func isIPv6Jumbo(frame []byte, k *flow.Key) bool {
 	return k.L3Offset < len(frame) && frame[k.L3Offset]>>4 == 6
+}
+
+// windowScale returns the window scale option (RFC 7323) in TCP options
+// opts, capped at 14; -1 when there is none.
+func windowScale(opts []byte) int8 {
+	for len(opts) > 0 {
+		switch opts[0] {
+		case 0: // end of options
+			return -1
+		case 1: // no-op
+			opts = opts[1:]
+			continue
+		}
+		if len(opts) < 2 || opts[1] < 2 || int(opts[1]) > len(opts) {
+			return -1
+		}
+		if opts[0] == 3 && opts[1] == 3 {
+			return int8(min(opts[2], 14))
+		}
+		opts = opts[opts[1]:]
+	}
+	return -1
 }

@@ -31,6 +31,13 @@ type Config struct {
 	MaxBuffered    int64         // out-of-order bytes held over all connections
 	ReorderWindow  int           // bytes held ahead of a hole in one direction before the hole is declared lost
 	IdleTimeout    time.Duration // a connection without packets for this long (capture time) is closed
+	// MaxSeqJump bounds the bytes a direction may have in flight (the
+	// receiver's window) when the window is not known from the handshake
+	// (default 1 GiB, the largest TCP window). See Conn.jump.
+	MaxSeqJump int64
+	// MaxFlowRate is the fastest a direction of one connection can send,
+	// in bytes per second (default 25 Gbit/s). See Conn.jump.
+	MaxFlowRate int64
 }
 
 // Close reasons.
@@ -41,6 +48,11 @@ const (
 	CloseEvicted  = "evicted"
 	CloseShutdown = "shutdown"
 	CloseReused   = "reused" // a new SYN on the 5-tuple of a connection with data
+	// CloseSeqJump: a packet's sequence number is further from what its
+	// direction sent before than TCP allows (see Conn.jump): not mirror
+	// loss but another stream on the 5-tuple. The packet opens a new
+	// connection, which resumes this one (Conn.Resumed).
+	CloseSeqJump = "seq_jump"
 )
 
 // Handler receives a connection's stream in order. Dir is relative to the
@@ -70,19 +82,41 @@ type Conn struct {
 	First    netip.AddrPort // the sender of the first packet seen
 	Second   netip.AddrPort
 	FirstNs  int64
-	LastNs   int64
-	SYN      bool // the connection's opening (SYN) was seen, so client and server are known
-	Mid      bool // the start was not seen (first packet carried data without SYN)
-	clientIx int  // index into halves of the client's half
+	LastNs   int64 // capture time of the latest packet (never moves back)
+	activeNs int64 // the tracker's clock at its latest packet: what idle is measured from
+	SYN      bool  // the connection's opening (SYN) was seen, so client and server are known
+	Mid      bool  // the start was not seen (first packet carried data without SYN)
+	clientIx int   // index into halves of the client's half
 	halves   [2]half
 	sinks    [2]halfSink
 	h        Handler
 	User     any // for the Handler's owner
+	// Carry is set by the Handler (at the latest in its Close): when the
+	// connection closes idle, evicted or by a sequence jump, it is kept
+	// with the connection's sequence state and handed to the connection
+	// that later continues it on the same 5-tuple, as Resumed.
+	Carry any
+	// Resumed is the Carry of the connection this one continues (nil: a
+	// connection of its own). Set before the Opener is called.
+	Resumed any
 
 	prev, next *Conn // LRU list, most recent at head
 	closed     bool
 	noCausal   bool  // the causal hold is off: the other direction is not mirrored
 	finAt      int64 // capture time all FINs were seen (0: not yet)
+	jumpIx     int   // 1 + the half whose sequence jumped (0: none)
+}
+
+// Continued reports whether direction dir of a resumed connection
+// continues its predecessor's stream exactly where it stopped (the first
+// bytes delivered follow the predecessor's last ones, or a gap says how
+// many are missing between them).
+func (c *Conn) Continued(dir proto.Direction) bool {
+	ix := c.clientIx
+	if dir == proto.ServerToClient {
+		ix ^= 1
+	}
+	return c.halves[ix].resumeOK
 }
 
 // Client returns the client's address (known from the SYN, else guessed).
@@ -118,6 +152,8 @@ type Stats struct {
 	BufferCapHits                         int64
 	Held                                  int64 // bytes held by the causal hold (one direction waiting for the other)
 	Ignored                               int64 // packets of no tracked connection without payload, or late after its close
+	SeqJumps                              int64 // connections closed by a sequence jump
+	Resumed                               int64 // connections opened as the continuation of one closed idle, evicted or by a jump
 }
 
 // lateAfterClose is how long (capture time) after a FIN or RST close packets
@@ -132,6 +168,8 @@ type Tracker struct {
 	open     Opener
 	conns    map[key]*Conn
 	tomb     map[key]int64      // recently closed by FIN/RST: close time
+	gone     map[key]*gone      // closed idle, evicted or by a jump: what a continuation resumes
+	goneQ    []key              // gone keys in the order they were added (bounded by MaxConnections)
 	waiting  map[*Conn]struct{} // connections with held output
 	finWait  map[*Conn]struct{} // connections past their FINs, with holes
 	head     *Conn              // most recently active
@@ -156,7 +194,13 @@ func New(cfg Config, open Opener) *Tracker {
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = 10 * time.Minute
 	}
-	return &Tracker{cfg: cfg, open: open, conns: make(map[key]*Conn), tomb: make(map[key]int64), waiting: make(map[*Conn]struct{}), finWait: make(map[*Conn]struct{})}
+	if cfg.MaxSeqJump <= 0 {
+		cfg.MaxSeqJump = DefaultMaxSeqJump
+	}
+	if cfg.MaxFlowRate <= 0 {
+		cfg.MaxFlowRate = DefaultMaxFlowRate
+	}
+	return &Tracker{cfg: cfg, open: open, conns: make(map[key]*Conn), tomb: make(map[key]int64), gone: make(map[key]*gone), waiting: make(map[*Conn]struct{}), finWait: make(map[*Conn]struct{})}
 }
 
 // Conns returns the number of connections tracked.
@@ -311,6 +355,12 @@ func (t *Tracker) Packet(f *framebatch.Frame) *Conn {
 	}
 	c := t.conns[k]
 	syn := s.flags&flagSYN != 0 && s.flags&flagACK == 0
+	if c != nil && c.jump(t, c.ix(src), &s, f.TimeNs) {
+		t.SeqJumps++
+		c.jumpIx = 1 + c.ix(src)
+		t.close(c, CloseSeqJump, t.nowNs)
+		c = nil
+	}
 	if c != nil && syn && c.hasData() && c.halves[c.ix(src)].newSYN(s.seq) {
 		t.close(c, CloseReused, f.TimeNs)
 		c = nil
@@ -334,7 +384,13 @@ func (t *Tracker) Packet(f *framebatch.Frame) *Conn {
 	} else {
 		t.touch(c)
 	}
-	c.LastNs = f.TimeNs
+	// A packet captured before the tracker's clock (a redelivered batch,
+	// or a clock advanced by the wall time while frames were on their way)
+	// still shows the connection active now: idle time is measured from
+	// the clock, never from an older capture time, so the connections stay
+	// in the order of their activity and none is expired early.
+	c.LastNs = max(c.LastNs, f.TimeNs)
+	c.activeNs = t.nowNs
 	ix := c.ix(src)
 	h := &c.halves[ix]
 	h.seen = true
@@ -342,11 +398,24 @@ func (t *Tracker) Packet(f *framebatch.Frame) *Conn {
 		// A SYN-ACK names the other direction's first sequence number.
 		h.peerNext, h.peerKnown = s.ack, true
 	}
+	if h.originTs == 0 {
+		h.originTs = f.TimeNs
+	}
 	sk := &c.sinks[ix]
 	sk.t, sk.c, sk.ix, sk.ts = t, c, ix, f.TimeNs
 	sk.hold = c.holdFor(ix, &s)
+	if n := len(s.data) + s.lost; h.resumed && n > 0 {
+		// The first data of a resumed stream: bytes between where the
+		// predecessor stopped and this packet are known lost now (no
+		// reordered packet of an idle connection is expected).
+		h.resumed = false
+		if d := seqDiff(s.seq, h.next); d > 0 {
+			h.skip(d, ReasonResumed, sk)
+		}
+	}
 	h.add(t, &s, sk)
 	sk.hold = false
+	h.reach(&s, f.TimeNs)
 	if len(t.waiting) > 0 {
 		if _, ok := t.waiting[c]; ok {
 			t.release(c, false)
@@ -361,7 +430,7 @@ func (t *Tracker) Packet(f *framebatch.Frame) *Conn {
 	} else if c.finAt == 0 && c.finSeen() {
 		// Every direction sent its FIN but a hole keeps one from
 		// reaching it: wait a little for reordered bytes, then close.
-		c.finAt = f.TimeNs
+		c.finAt = t.nowNs
 		t.finWait[c] = struct{}{}
 	}
 	return c
@@ -427,7 +496,7 @@ func (c *Conn) finished() bool {
 }
 
 func (t *Tracker) newConn(k key, f *framebatch.Frame, src, dst netip.AddrPort, s *segment) *Conn {
-	c := &Conn{k: k, VNI: f.VNI, First: src, Second: dst, FirstNs: f.TimeNs, LastNs: f.TimeNs}
+	c := &Conn{k: k, VNI: f.VNI, First: src, Second: dst, FirstNs: f.TimeNs, LastNs: f.TimeNs, activeNs: t.nowNs}
 	switch {
 	case s.flags&flagSYN != 0 && s.flags&flagACK == 0:
 		c.SYN, c.clientIx = true, 0
@@ -441,6 +510,12 @@ func (t *Tracker) newConn(k key, f *framebatch.Frame, src, dst netip.AddrPort, s
 		}
 	}
 	c.ID = strconv.FormatUint(uint64(f.VNI), 10) + "_" + src.String() + "_" + dst.String() + "_" + strconv.FormatInt(f.TimeNs, 10)
+	if g := t.gone[k]; g != nil {
+		delete(t.gone, k)
+		if !c.SYN {
+			t.resume(c, g)
+		}
+	}
 	t.conns[k] = c
 	t.Opened++
 	t.pushFront(c)
@@ -464,6 +539,7 @@ func (t *Tracker) close(c *Conn, reason string, tsNs int64) {
 	delete(t.conns, c.k)
 	delete(t.finWait, c)
 	t.unlink(c)
+	delete(t.gone, c.k)
 	if reason == CloseFIN || reason == CloseRST {
 		if len(t.tomb) >= t.cfg.MaxConnections {
 			clear(t.tomb)
@@ -476,11 +552,17 @@ func (t *Tracker) close(c *Conn, reason string, tsNs int64) {
 		l0, l1 = l1, l0
 	}
 	c.h.Close(reason, tsNs, l0, l1)
+	if reason == CloseIdle || reason == CloseEvicted || reason == CloseSeqJump {
+		t.bury(c, tsNs)
+	}
 }
 
 // Expire closes connections idle for longer than the idle timeout, judged
-// by capture time: nowNs is the latest capture time known (the tracker also
-// advances its clock with every packet). It returns the number closed.
+// by the tracker's clock: the latest capture time seen, or nowNs when that
+// is later (the caller's estimate of the capture time now, e.g. the
+// capture time of the last packet plus the wall time since it). The clock
+// never moves back; pass an estimate, never a sum of estimates. It returns
+// the number closed.
 func (t *Tracker) Expire(nowNs int64) int {
 	if nowNs > t.nowNs {
 		t.nowNs = nowNs
@@ -495,7 +577,7 @@ func (t *Tracker) Expire(nowNs int64) int {
 	}
 	n := 0
 	limit := t.nowNs - int64(t.cfg.IdleTimeout)
-	for t.tail != nil && t.tail.LastNs < limit {
+	for t.tail != nil && t.tail.activeNs < limit {
 		t.close(t.tail, CloseIdle, t.nowNs)
 		n++
 	}

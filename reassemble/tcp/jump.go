@@ -1,0 +1,192 @@
+package tcp
+
+import (
+	"math"
+	"net/netip"
+	"time"
+)
+
+// Defaults of Config.MaxSeqJump and Config.MaxFlowRate.
+const (
+	// DefaultMaxSeqJump is the largest TCP window (65535 << 14, RFC 7323).
+	DefaultMaxSeqJump = 1 << 30
+	// DefaultMaxFlowRate is 25 Gbit/s, above the fastest single flow an
+	// AWS instance sends (5 Gbit/s, 10 in a placement group, 25 with ENA
+	// Express).
+	DefaultMaxFlowRate = 25e9 / 8
+)
+
+// jumpSlack is the capture-time jitter allowed between two packets of a
+// direction (the mirror may deliver one later than it was sent).
+const jumpSlack = 2 * time.Millisecond
+
+// rateBytes is the most a direction can send in dt nanoseconds.
+func (t *Tracker) rateBytes(dt int64) int64 {
+	if dt <= 0 {
+		return 0
+	}
+	b := float64(dt) * float64(t.cfg.MaxFlowRate) / 1e9
+	if b > math.MaxInt64/4 {
+		return math.MaxInt64 / 4
+	}
+	return int64(b)
+}
+
+// window is the most half ix can have sent beyond what its receiver
+// acknowledged: the receiver's largest window (65535 << its window scale
+// when both SYNs were seen, RFC 7323), else Config.MaxSeqJump. A stream
+// that began with a sequence jump of its 5-tuple is held to an unscaled
+// window (65535): its predecessor just showed sequence numbers no TCP
+// sends, so its holes are not believed beyond that (a flood of scattered
+// segments is then one jump per segment, not a window of loss each).
+func (c *Conn) window(t *Tracker, ix int) int64 {
+	x, r := &c.halves[ix], &c.halves[ix^1]
+	w := t.cfg.MaxSeqJump
+	if x.afterJump {
+		w = min(w, 65535)
+	}
+	if x.syn && r.syn {
+		k := int64(65535)
+		if x.wscale >= 0 && r.wscale >= 0 {
+			k <<= r.wscale
+		}
+		w = min(w, k)
+	}
+	return w
+}
+
+// jump reports whether segment s, sent by half ix at capture time ts, is
+// further from what the direction sent before than TCP allows — so the
+// bytes between are not mirror loss but the sequence numbers of another
+// stream (a reused 5-tuple whose SYN was not mirrored, a forged or broken
+// packet). A sender's unacknowledged bytes never exceed its receiver's
+// window W, and its sequence number advances at most at the flow's rate R:
+//
+//   - against the segment that reached furthest so far (start p, end e,
+//     captured at t0, so the sender had not yet had p acknowledged): the
+//     segment may end at most p + W + R·(ts−t0) and start at least e − W;
+//   - against the direction's first packet (and its predecessors after a
+//     resume): the stream may be at most W + R·(ts−origin) long.
+//
+// Both with jumpSlack of capture jitter. A violation is a sequence jump.
+func (c *Conn) jump(t *Tracker, ix int, s *segment, ts int64) bool {
+	h := &c.halves[ix]
+	n := len(s.data) + s.lost
+	if !h.started || n == 0 || s.flags&flagSYN != 0 {
+		return false
+	}
+	w := c.window(t, ix)
+	slack := t.rateBytes(int64(jumpSlack))
+	end := s.seq + uint32(n)
+	if h.refSet {
+		if seqDiff(end, h.refSeq) > w+t.rateBytes(ts-h.refTs)+slack || seqDiff(h.refEnd, s.seq) > w+slack {
+			return true
+		}
+	}
+	length := h.used + h.offset + seqDiff(end, h.next)
+	return length > w+t.rateBytes(ts-h.originTs)+slack
+}
+
+// reach records segment s as the one that reached furthest when it did.
+func (h *half) reach(s *segment, ts int64) {
+	n := len(s.data) + s.lost
+	if n == 0 || s.flags&flagSYN != 0 {
+		return
+	}
+	end := s.seq + uint32(n)
+	if !h.refSet || seqDiff(end, h.refEnd) > 0 {
+		h.refSet, h.refSeq, h.refEnd, h.refTs = true, s.seq, end, ts
+	}
+}
+
+// gone is what is kept of a connection closed idle, evicted or by a
+// sequence jump, for the connection that continues it on its 5-tuple.
+type gone struct {
+	at     int64
+	client netip.AddrPort
+	halves [2]goneHalf // by sender address
+	carry  any
+}
+
+// goneHalf is one direction's sequence state.
+type goneHalf struct {
+	addr          netip.AddrPort
+	started, cont bool // cont: the stream continues at next (false after a jump of this half)
+	jumped        bool // this half's sequence jumped: its next packet starts another stream
+	next          uint32
+	syn           bool
+	wscale        int8
+	refSet        bool
+	refSeq        uint32
+	refEnd        uint32
+	refTs         int64
+	originTs      int64
+	used          int64
+}
+
+// bury keeps what a continuation of c needs (bounded by MaxConnections
+// entries: the oldest is forgotten first).
+func (t *Tracker) bury(c *Conn, tsNs int64) {
+	g := &gone{at: tsNs, client: c.Client(), carry: c.Carry}
+	for ix := range c.halves {
+		h := &c.halves[ix]
+		gh := &g.halves[ix]
+		gh.addr = c.First
+		if ix == 1 {
+			gh.addr = c.Second
+		}
+		gh.originTs, gh.used = h.originTs, h.used+h.offset
+		if c.jumpIx == ix+1 || h.afterJump {
+			gh.jumped = true
+		}
+		if c.jumpIx == ix+1 {
+			continue // its next packet starts another stream
+		}
+		gh.started, gh.cont, gh.next = h.started, h.started, h.next
+		gh.syn, gh.wscale = h.syn, h.wscale
+		gh.refSet, gh.refSeq, gh.refEnd, gh.refTs = h.refSet, h.refSeq, h.refEnd, h.refTs
+	}
+	for len(t.gone) >= t.cfg.MaxConnections && len(t.goneQ) > 0 {
+		k := t.goneQ[0]
+		t.goneQ = t.goneQ[1:]
+		if o := t.gone[k]; o != nil {
+			delete(t.gone, k)
+		}
+	}
+	if len(t.goneQ) >= 2*t.cfg.MaxConnections { // stale keys of resumed entries
+		q := t.goneQ[:0]
+		for _, k := range t.goneQ {
+			if t.gone[k] != nil {
+				q = append(q, k)
+			}
+		}
+		clear(t.goneQ[len(q):])
+		t.goneQ = q
+	}
+	t.gone[c.k] = g
+	t.goneQ = append(t.goneQ, c.k)
+}
+
+// resume makes the new connection c (not opened by a SYN) continue g:
+// the same client, and each direction's stream from where it stopped.
+func (t *Tracker) resume(c *Conn, g *gone) {
+	t.Resumed++
+	c.Resumed = g.carry
+	if g.client == c.First {
+		c.clientIx = 0
+	} else {
+		c.clientIx = 1
+	}
+	for _, gh := range g.halves {
+		ix := c.ix(gh.addr)
+		h := &c.halves[ix]
+		h.originTs, h.used, h.afterJump = gh.originTs, gh.used, gh.jumped
+		if !gh.cont {
+			continue
+		}
+		h.started, h.next, h.start = true, gh.next, gh.next
+		h.resumed, h.resumeOK = true, true
+		h.syn, h.wscale = gh.syn, gh.wscale
+		h.refSet, h.refSeq, h.refEnd, h.refTs = gh.refSet, gh.refSeq, gh.refEnd, gh.refTs
+	}
+}
