@@ -376,11 +376,13 @@ func (t *Tracker) Packet(f *framebatch.Frame) *Conn {
 		}
 	}
 	if c == nil {
+		g := t.gone[k] // taken before an eviction can make room for another
+		delete(t.gone, k)
 		if len(t.conns) >= t.cfg.MaxConnections && t.tail != nil {
 			t.Evicted++
 			t.close(t.tail, CloseEvicted, f.TimeNs)
 		}
-		c = t.newConn(k, f, src, dst, &s)
+		c = t.newConn(k, f, src, dst, &s, g)
 	} else {
 		t.touch(c)
 	}
@@ -495,7 +497,7 @@ func (c *Conn) finished() bool {
 	return any
 }
 
-func (t *Tracker) newConn(k key, f *framebatch.Frame, src, dst netip.AddrPort, s *segment) *Conn {
+func (t *Tracker) newConn(k key, f *framebatch.Frame, src, dst netip.AddrPort, s *segment, g *gone) *Conn {
 	c := &Conn{k: k, VNI: f.VNI, First: src, Second: dst, FirstNs: f.TimeNs, LastNs: f.TimeNs, activeNs: t.nowNs}
 	switch {
 	case s.flags&flagSYN != 0 && s.flags&flagACK == 0:
@@ -510,11 +512,8 @@ func (t *Tracker) newConn(k key, f *framebatch.Frame, src, dst netip.AddrPort, s
 		}
 	}
 	c.ID = strconv.FormatUint(uint64(f.VNI), 10) + "_" + src.String() + "_" + dst.String() + "_" + strconv.FormatInt(f.TimeNs, 10)
-	if g := t.gone[k]; g != nil {
-		delete(t.gone, k)
-		if !c.SYN {
-			t.resume(c, g)
-		}
+	if g != nil && !c.SYN {
+		t.resume(c, g)
 	}
 	t.conns[k] = c
 	t.Opened++

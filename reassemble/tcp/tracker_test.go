@@ -481,3 +481,37 @@ func TestSeqJumpNotLoss(t *testing.T) {
 		t.Fatalf("%d connections, closed %q, loss %+v", len(h.recs), h.recs[0].closed, h.recs[0].c2s)
 	}
 }
+
+// TestResumeAfterEviction: a connection evicted at the table limit and
+// then active again continues where it stopped: the new connection gets
+// the old one's Carry, the same client, and its streams continue (bytes
+// missing in between are one gap).
+func TestResumeAfterEviction(t *testing.T) {
+	h := newHarness(t, Config{MaxConnections: 1})
+	h.feed(pkt(t, true, 99, "S", nil))
+	h.feed(pkt(t, false, 899, "SA", nil))
+	h.feed(pkt(t, true, 100, "PA", []byte("hello")))
+	h.feed(pkt(t, false, 900, "PA", []byte("world")))
+	h.recs[0].conn.Carry = "state of A"
+	other := pkt(t, true, 5000, "PA", []byte("x"))
+	other[26+3] = 9 // another client address: another connection
+	h.feed(other)
+	if h.recs[0].closed != CloseEvicted {
+		t.Fatalf("closed %q", h.recs[0].closed)
+	}
+	h.feed(pkt(t, false, 905, "PA", []byte("again")))  // exactly where it stopped
+	h.feed(pkt(t, true, 105+7, "PA", []byte("later"))) // 7 bytes never mirrored
+	r := h.recs[len(h.recs)-1]
+	if len(h.recs) != 3 || r.conn.Resumed != "state of A" || r.conn.Client().Port() != cliPort {
+		t.Fatalf("%d connections, resumed %v, client %v", len(h.recs), r.conn.Resumed, r.conn.Client())
+	}
+	if !r.conn.Continued(proto.ClientToServer) || !r.conn.Continued(proto.ServerToClient) {
+		t.Fatal("streams do not continue")
+	}
+	if got := r.data[proto.ServerToClient].String(); got != "again" {
+		t.Fatalf("s2c %q", got)
+	}
+	if got := r.data[proto.ClientToServer].String(); got != "???????later" || len(r.events) != 1 || r.events[0] != ReasonResumed {
+		t.Fatalf("c2s %q, gaps %v", got, r.events)
+	}
+}
