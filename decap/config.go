@@ -178,5 +178,29 @@ func (c *Config) Validate() error {
 	if c.AckTimeout <= 0 || c.DrainTimeout < 0 || c.EventsInterval <= 0 {
 		return errors.New("--ack-timeout and --events-interval must be positive, --drain-timeout not negative")
 	}
+	return c.checkPorts()
+}
+
+// checkPorts refuses to start a network intake on a port another process
+// already listens on (see udpin.CheckPort); Run's udpin.Open checks again
+// once bound, for two processes starting at the same moment.
+func (c *Config) checkPorts() error {
+	if c.Read != "" || c.Intake != nil {
+		return nil
+	}
+	hosts := []netip.Addr{{}}
+	if len(c.ListenAddr) > 0 {
+		hosts = hosts[:0]
+		for _, a := range c.ListenAddr {
+			hosts = append(hosts, netip.MustParseAddr(a))
+		}
+	}
+	for _, h := range hosts {
+		for _, p := range []int{c.VXLANPort, c.GENEVEPort} {
+			if err := udpin.CheckPort(h, uint16(p)); err != nil {
+				return err
+			}
+		}
+	}
 	return nil
 }
