@@ -195,7 +195,7 @@ var (
 	descReserved  = prometheus.NewDesc("tapline_decap_reserved_bits_total", "VXLAN/GENEVE headers with reserved bits set; accepted.", []string{"vni", "encap"}, nil)
 	descMalformed = prometheus.NewDesc("tapline_decap_malformed_total", "Datagrams or captured frames dropped because the outer or encapsulation header is unusable, by reason (vni empty when unknown).", []string{"vni", "encap", "reason"}, nil)
 	descInnerBad  = prometheus.NewDesc("tapline_decap_inner_malformed_total", "Inner frames with broken IP headers, kept and published on shard 0, by reason.", []string{"vni", "encap", "reason"}, nil)
-	descFiltered  = prometheus.NewDesc("tapline_decap_filtered_total", "Datagrams dropped by the --vni or --allow-src filter, by reason.", []string{"vni", "encap", "reason"}, nil)
+	descFiltered  = prometheus.NewDesc("tapline_decap_filtered_total", "Datagrams dropped by the --vni or --allow-src filter or beyond --max-vnis (reasons vni, src, vni_cap).", []string{"vni", "encap", "reason"}, nil)
 )
 
 // Describe implements prometheus.Collector.
