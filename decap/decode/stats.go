@@ -47,7 +47,10 @@ type reasonKey struct {
 
 // MaxVNIs is how many distinct VNIs Stats counts separately; counts of
 // further VNIs go to OtherVNI (label vni="other"), so memory and metric
-// cardinality stay bounded whatever VNIs arrive.
+// cardinality stay bounded whatever VNIs arrive. Only frames handed on
+// (For, Admit) take a VNI slot: reason counts (Count) of a VNI that has
+// none are labelled "other", so malformed or refused input cannot use up
+// the slots.
 const MaxVNIs = 4096
 
 // OtherVNI stands for every VNI beyond the first MaxVNIs (outside the
