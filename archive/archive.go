@@ -105,6 +105,11 @@ type Config struct {
 	DrainTimeout time.Duration
 	// MaxFlows bounds the flows listed in one index.
 	MaxFlows int
+	// MaxVNIs bounds the distinct VNIs archived (each has its own chunks,
+	// so its own objects): batches of VNIs beyond the first MaxVNIs seen
+	// are acknowledged without being stored, counted and reported (see
+	// vnicap.go). 0: DefaultMaxVNIs.
+	MaxVNIs int
 
 	// testDropAck, when set, is asked after a chunk is stored; true means
 	// "forget this chunk's batches without acknowledging them", as a crash
@@ -131,6 +136,7 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.UploadTimeout, "upload-timeout", 2*time.Minute, "timeout of one attempt to store a chunk")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 30*time.Second, "on stop, how long to try to store open chunks")
 	fs.IntVar(&c.MaxFlows, "max-flows", 10000, "max flows listed in one chunk index")
+	fs.IntVar(&c.MaxVNIs, "max-vnis", DefaultMaxVNIs, "distinct VNIs archived; batches of further VNIs are not stored, counted (tapline_archive_vni_overflow_*) and reported on tapline.events.archive.drops")
 }
 
 // Validate checks the configuration and returns one clear error.
@@ -163,6 +169,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--upload-timeout must be at least 1s")
 	case c.MaxFlows < 0:
 		return fmt.Errorf("--max-flows must not be negative")
+	case c.MaxVNIs < 0 || c.MaxVNIs > 1<<24:
+		return fmt.Errorf("--max-vnis must be between 1 and 16777216, got %d", c.MaxVNIs)
 	}
 	if _, err := ParseLevel(c.Level); err != nil {
 		return err

@@ -50,6 +50,7 @@ type archiver struct {
 	enc   *seekable.Encoder
 	p     chunkParams
 	open  map[partKey]*chunk
+	vnis  *vniCap
 	parts map[int64][]framebatch.Frame
 	order []int64
 	up    chan *sealed
@@ -74,6 +75,7 @@ func run(ctx context.Context, cfg Config, d stage.Deps, st store.Store, level zs
 		cfg: cfg, log: d.Log.With("store", st.String()), m: newMetrics(d.Metrics), st: st, tr: newTracker(4 * cfg.MaxPendingBatches), enc: enc,
 		p:     newParams(int(cfg.FrameBytes), cfg.ChunkBytes, cfg.MaxFlows),
 		open:  map[partKey]*chunk{},
+		vnis:  newVNICap(cfg.MaxVNIs),
 		parts: map[int64][]framebatch.Frame{},
 		up:    make(chan *sealed, cfg.Uploaders),
 	}
@@ -125,6 +127,7 @@ func run(ctx context.Context, cfg Config, d stage.Deps, st store.Store, level zs
 	timer := time.AfterFunc(cfg.DrainTimeout, cancelDrain)
 	defer timer.Stop()
 	a.sealAll(drainCtx, time.Now())
+	a.reportOverflow()
 	close(a.up)
 	wg.Wait()
 	if b, n := a.tr.load(); n > 0 {
@@ -293,6 +296,11 @@ func (a *archiver) handle(ctx context.Context, m jetstream.Msg) {
 	}
 	if len(a.frms) == 0 {
 		a.ackReplies(a.tr.finish(pm)) // nothing to archive
+		return
+	}
+	if !a.vnis.admit(vni) {
+		a.overflow(vni, len(a.frms))
+		a.ackReplies(a.tr.finish(pm)) // not archived: counted and reported
 		return
 	}
 	// Split by hour (almost always one): every packet goes to the chunk of

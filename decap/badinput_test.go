@@ -89,6 +89,10 @@ func TestValidate(t *testing.T) {
 		{[]string{"--batch-bytes", "10"}, "--batch-bytes"},
 		{[]string{"--buffer-bytes", "100"}, "--buffer-bytes"},
 		{[]string{"--shards", "0"}, "--shards"},
+		{[]string{"--allow-src", "10.0.0.0/8", "--allow-any-source"}, "exclude each other"},
+		{[]string{"--max-vnis", "0"}, "--max-vnis"},
+		{[]string{"--max-vnis", "5000"}, "--max-vnis"},
+		{[]string{"--max-vnis", "1", "--vni", "1,2"}, "--max-vnis"},
 	} {
 		var c Config
 		fs := flag.NewFlagSet("decap", flag.ContinueOnError)

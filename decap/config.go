@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tapline/tapline/decap/batch"
+	"github.com/tapline/tapline/decap/decode"
 	"github.com/tapline/tapline/decap/publish"
 	"github.com/tapline/tapline/decap/shard"
 	"github.com/tapline/tapline/decap/udpin"
@@ -35,7 +36,13 @@ type Config struct {
 
 	// Filters.
 	VNI      stage.ListFlag // --vni: allow list of VNIs (empty: all)
-	AllowSrc stage.ListFlag // --allow-src: allow list of outer source CIDRs (empty: all)
+	AllowSrc stage.ListFlag // --allow-src: allow list of outer source CIDRs (empty: DefaultAllowSrc)
+	// AllowAnySource (--allow-any-source) turns the outer source filter
+	// off: any host that can reach the ports may inject traffic.
+	AllowAnySource bool
+	// MaxVNIs (--max-vnis) caps the distinct VNIs tracked: frames of VNIs
+	// beyond the first MaxVNIs seen are dropped and counted.
+	MaxVNIs int
 
 	// Batching and publishing.
 	BatchBytes      int           // --batch-bytes
@@ -80,7 +87,9 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxDatagram, "max-datagram", 65535, "largest datagram read whole, in bytes")
 	fs.StringVar(&c.Read, "read", "", "read this pcap/pcapng file (encapsulated or plain) instead of the network, publish it, drain and exit")
 	fs.Var(&c.VNI, "vni", "allow list of VNIs, comma-separated (default: all)")
-	fs.Var(&c.AllowSrc, "allow-src", "allow list of outer source CIDRs, comma-separated (default: any source)")
+	fs.Var(&c.AllowSrc, "allow-src", "allow list of outer source CIDRs or addresses, comma-separated; replaces the default (private and loopback addresses: "+DefaultAllowSrcString()+")")
+	fs.BoolVar(&c.AllowAnySource, "allow-any-source", false, "accept VXLAN/GENEVE from any outer source (anyone who can reach the ports can inject traffic; only behind a security group that admits the mirror sources alone)")
+	fs.IntVar(&c.MaxVNIs, "max-vnis", DefaultMaxVNIs, "distinct VNIs tracked (metrics, shards, archive chunks); frames of further VNIs are dropped and counted (reason vni_cap)")
 	fs.IntVar(&c.BatchBytes, "batch-bytes", batch.DefaultMaxBytes, "frame batch size at which a batch is published")
 	fs.DurationVar(&c.BatchDelay, "batch-delay", batch.DefaultDelay, "longest a frame waits in a batch")
 	fs.IntVar(&c.MaxInflight, "max-inflight", publish.DefaultMaxInflight, "batches awaiting a JetStream ack at most")
@@ -124,6 +133,15 @@ func (c *Config) Validate() error {
 		}
 		c.vnis = append(c.vnis, uint32(n))
 	}
+	if c.MaxVNIs < 1 || c.MaxVNIs > decode.MaxVNIs {
+		return fmt.Errorf("--max-vnis must be between 1 and %d, got %d", decode.MaxVNIs, c.MaxVNIs)
+	}
+	if len(c.vnis) > c.MaxVNIs {
+		return fmt.Errorf("--vni lists %d VNIs, more than --max-vnis %d: raise --max-vnis", len(c.vnis), c.MaxVNIs)
+	}
+	if c.AllowAnySource && len(c.AllowSrc) > 0 {
+		return errors.New("--allow-src and --allow-any-source exclude each other: give one")
+	}
 	c.prefixes = c.prefixes[:0]
 	for _, s := range c.AllowSrc {
 		p, err := netip.ParsePrefix(s)
@@ -159,6 +177,30 @@ func (c *Config) Validate() error {
 	}
 	if c.AckTimeout <= 0 || c.DrainTimeout < 0 || c.EventsInterval <= 0 {
 		return errors.New("--ack-timeout and --events-interval must be positive, --drain-timeout not negative")
+	}
+	return c.checkPorts()
+}
+
+// checkPorts refuses to start a network intake on a port another process
+// already listens on (see udpin.CheckPort); Run's udpin.Open checks again
+// once bound, for two processes starting at the same moment.
+func (c *Config) checkPorts() error {
+	if c.Read != "" || c.Intake != nil {
+		return nil
+	}
+	hosts := []netip.Addr{{}}
+	if len(c.ListenAddr) > 0 {
+		hosts = hosts[:0]
+		for _, a := range c.ListenAddr {
+			hosts = append(hosts, netip.MustParseAddr(a))
+		}
+	}
+	for _, h := range hosts {
+		for _, p := range []int{c.VXLANPort, c.GENEVEPort} {
+			if err := udpin.CheckPort(h, uint16(p)); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }

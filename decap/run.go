@@ -40,6 +40,7 @@ type engine struct {
 	dropsMu   sync.Mutex
 	lastDrops uint64
 	intake    atomic.Pointer[udpin.Intake]
+	refused   refusedLog
 }
 
 // Run is the decap engine. It connects to NATS, provisions TAPLINE_FRAMES
@@ -59,11 +60,17 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	if len(cfg.prefixes) > 0 {
-		d.Log.Info("outer source allow list on: datagrams from other sources are dropped and counted", "allow_src", cfg.AllowSrc.String())
-	} else {
-		d.Log.Info("outer source allow list off: any source may send VXLAN/GENEVE (set --allow-src to restrict)")
+	if cfg.Read == "" {
+		switch {
+		case cfg.AllowAnySource:
+			d.Log.Warn("outer source allow list off (--allow-any-source): any host that reaches the ports can inject traffic; restrict the ports with a security group")
+		case len(cfg.prefixes) > 0:
+			d.Log.Info("outer source allow list on: datagrams from other sources are dropped and counted", "allow_src", cfg.AllowSrc.String())
+		default:
+			d.Log.Info("outer source allow list: private and loopback sources only (default); set --allow-src to choose", "allow_src", DefaultAllowSrcString())
+		}
 	}
+	d.Log.Info("VNIs tracked at most", "max_vnis", cfg.MaxVNIs)
 	if len(cfg.vnis) > 0 {
 		d.Log.Info("VNI allow list on", "vni", cfg.VNI.String())
 	}
@@ -93,6 +100,7 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 		cfg.BatchBytes = limit
 	}
 	e := &engine{cfg: cfg, d: d, stats: decode.NewStats(), sharder: shard.New(cfg.Common.Shards, cfg.FragTable), nc: nc}
+	e.refused.log = d.Log
 	if err := d.Metrics.Register(e.stats); err != nil {
 		return err
 	}
@@ -201,7 +209,9 @@ func ensureStreams(ctx context.Context, js jetstream.JetStream, cfg Config, d st
 // readFile publishes every frame of a capture file, as fast as JetStream
 // takes them (the publisher blocks when its buffer is full).
 func (e *engine) readFile(ctx context.Context, f *os.File) error {
-	dec := decode.New(e.decodeConfig(), e.stats)
+	dc := e.decodeConfig()
+	dc.AllowSrc = e.cfg.prefixes // a file is the user's choice: only an explicit --allow-src applies
+	dec := decode.New(dc, e.stats)
 	cr, err := capture.NewReader(f)
 	if err != nil {
 		return fmt.Errorf("--read %s: %w", e.cfg.Read, err)
@@ -229,8 +239,10 @@ func (e *engine) decodeConfig() decode.Config {
 		VXLANPort:     uint16(e.cfg.VXLANPort),
 		GENEVEPort:    uint16(e.cfg.GENEVEPort),
 		VNIs:          e.cfg.vnis,
-		AllowSrc:      e.cfg.prefixes,
+		AllowSrc:      e.cfg.sourcePolicy(),
 		SkipChecksums: !e.cfg.VerifyChecksums,
+		MaxVNIs:       e.cfg.MaxVNIs,
+		Refused:       e.refused.note,
 	}
 }
 
@@ -238,7 +250,9 @@ func (e *engine) decodeConfig() decode.Config {
 // whenever something was lost since the previous report: totals since
 // start of batches dropped before JetStream stored them (by reason), the
 // kernel's receive drops on decap's sockets, datagrams too large to read,
-// and datagrams dropped as malformed or filtered (by reason).
+// and datagrams dropped as malformed or filtered (by reason: "src" outer
+// source not allowed, "vni" not in --vni, "vni_cap" beyond --max-vnis).
+// TrackedVNIs is how many distinct VNIs are tracked (at most MaxVNIs).
 type DropsEvent struct {
 	Stage     string                       `json:"stage"`
 	AtNs      int64                        `json:"at_ns"`
@@ -247,6 +261,9 @@ type DropsEvent struct {
 	Oversize  uint64                       `json:"oversize_datagrams,omitempty"`
 	Malformed map[string]uint64            `json:"malformed,omitempty"`
 	Filtered  map[string]uint64            `json:"filtered,omitempty"`
+	// TrackedVNIs and MaxVNIs: VNIs tracked so far and --max-vnis.
+	TrackedVNIs int `json:"tracked_vnis"`
+	MaxVNIs     int `json:"max_vnis"`
 }
 
 func (e *engine) reportDrops(ctx context.Context) {
@@ -268,6 +285,7 @@ func (e *engine) publishDrops(final bool) {
 	ev := DropsEvent{Stage: "decap", AtNs: time.Now().UnixNano(), Drops: e.pub.Drops()}
 	t := e.stats.Totals()
 	ev.Malformed, ev.Filtered = t.Malformed, t.Filtered
+	ev.TrackedVNIs, ev.MaxVNIs = e.stats.Admitted(), e.cfg.MaxVNIs
 	if in := e.intake.Load(); in != nil {
 		st := in.Stats()
 		ev.Kernel, ev.Oversize = st.KernelDrops, st.Truncated

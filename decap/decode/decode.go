@@ -33,6 +33,16 @@ type Config struct {
 	// SkipChecksums turns off the inner checksum verification (the
 	// bad-checksum counter then stays at zero).
 	SkipChecksums bool
+	// MaxVNIs, when positive, caps the distinct VNIs whose frames are
+	// handed on: the first MaxVNIs VNIs seen (shared by every Decoder of
+	// one Stats, see Stats.Admit) are tracked; frames of further VNIs are
+	// dropped and counted (reason "vni_cap", label vni="other").
+	MaxVNIs int
+	// Refused, when not nil, is called with the outer source of every
+	// datagram the AllowSrc filter drops (after counting it), e.g. to log
+	// a rate-limited warning. It must be cheap and safe for concurrent
+	// use.
+	Refused func(src netip.Addr)
 }
 
 // Packet is one decoded inner frame and its flow.
@@ -52,6 +62,7 @@ type Decoder struct {
 	cfg      Config
 	stats    *Stats
 	vniAllow map[uint32]struct{}
+	admitted map[uint32]struct{} // VNIs Stats admitted under MaxVNIs (at most MaxVNIs)
 	cache    map[statKey]*Counters
 	lastKey  statKey
 	last     *Counters
@@ -113,6 +124,9 @@ func (d *Decoder) Datagram(p *Packet, payload []byte, src netip.Addr, localPort 
 	src = src.Unmap()
 	if len(d.cfg.AllowSrc) > 0 && !allowed(d.cfg.AllowSrc, src) {
 		d.stats.Count(KindFiltered, -1, encapOfPort(d, localPort), "src")
+		if d.cfg.Refused != nil {
+			d.cfg.Refused(src)
+		}
 		return false
 	}
 	*p = Packet{}
@@ -286,6 +300,10 @@ func (d *Decoder) finish(p *Packet, reserved bool) bool {
 			return false
 		}
 	}
+	if d.cfg.MaxVNIs > 0 && !d.admit(f.VNI) {
+		d.stats.Count(KindFiltered, OtherVNI, f.Encap, "vni_cap")
+		return false
+	}
 	c := d.counters(f.VNI, f.Encap)
 	c.Packets.Add(1)
 	c.Bytes.Add(uint64(len(f.Data)))
@@ -309,6 +327,21 @@ func (d *Decoder) finish(p *Packet, reserved bool) bool {
 	default:
 		d.stats.Count(KindInnerMalformed, int64(f.VNI), f.Encap, "bad_ip_header")
 	}
+	return true
+}
+
+// admit reports whether frames of vni are tracked under Config.MaxVNIs.
+func (d *Decoder) admit(vni uint32) bool {
+	if _, ok := d.admitted[vni]; ok {
+		return true
+	}
+	if !d.stats.Admit(vni, d.cfg.MaxVNIs) {
+		return false
+	}
+	if d.admitted == nil {
+		d.admitted = map[uint32]struct{}{}
+	}
+	d.admitted[vni] = struct{}{}
 	return true
 }
 

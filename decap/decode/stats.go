@@ -47,7 +47,10 @@ type reasonKey struct {
 
 // MaxVNIs is how many distinct VNIs Stats counts separately; counts of
 // further VNIs go to OtherVNI (label vni="other"), so memory and metric
-// cardinality stay bounded whatever VNIs arrive.
+// cardinality stay bounded whatever VNIs arrive. Only frames handed on
+// (For, Admit) take a VNI slot: reason counts (Count) of a VNI that has
+// none are labelled "other", so malformed or refused input cannot use up
+// the slots.
 const MaxVNIs = 4096
 
 // OtherVNI stands for every VNI beyond the first MaxVNIs (outside the
@@ -61,11 +64,41 @@ type Stats struct {
 	per     map[statKey]*Counters
 	reasons map[reasonKey]*atomic.Uint64
 	vnis    map[uint32]struct{}
+	// admitted are the VNIs Admit let in (a subset of vnis).
+	admitted map[uint32]struct{}
 }
 
 // NewStats returns empty counters.
 func NewStats() *Stats {
-	return &Stats{per: map[statKey]*Counters{}, reasons: map[reasonKey]*atomic.Uint64{}, vnis: map[uint32]struct{}{}}
+	return &Stats{per: map[statKey]*Counters{}, reasons: map[reasonKey]*atomic.Uint64{}, vnis: map[uint32]struct{}{}, admitted: map[uint32]struct{}{}}
+}
+
+// Admit reports whether frames of vni may be handed on when at most max
+// distinct VNIs are tracked: true for the first max VNIs Admit is asked
+// about (and ever after for them), false for every other VNI. Admitted
+// VNIs are counted under their own label (max is at most MaxVNIs for that
+// to hold); refusals do not take a slot.
+func (s *Stats) Admit(vni uint32, max int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.admitted[vni]; ok {
+		return true
+	}
+	if len(s.admitted) >= max {
+		return false
+	}
+	s.admitted[vni] = struct{}{}
+	if len(s.vnis) < MaxVNIs {
+		s.vnis[vni] = struct{}{}
+	}
+	return true
+}
+
+// Admitted returns how many VNIs Admit let in.
+func (s *Stats) Admitted() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.admitted)
 }
 
 // vniLocked maps a VNI to itself while fewer than MaxVNIs are tracked,
@@ -104,8 +137,10 @@ func (s *Stats) For(vni uint32, encap framebatch.Encap) *Counters {
 // Count adds one to a reason counter. vni < 0 means the VNI is unknown.
 func (s *Stats) Count(kind Kind, vni int64, encap framebatch.Encap, reason string) {
 	s.mu.Lock()
-	if vni >= 0 {
-		vni = int64(s.vniLocked(uint32(vni)))
+	if vni >= 0 && vni != OtherVNI {
+		if _, ok := s.vnis[uint32(vni)]; !ok {
+			vni = OtherVNI // reasons never take a VNI slot: only frames handed on do
+		}
 	}
 	k := reasonKey{kind, vni, encap, reason}
 	c := s.reasons[k]
@@ -163,7 +198,7 @@ var (
 	descReserved  = prometheus.NewDesc("tapline_decap_reserved_bits_total", "VXLAN/GENEVE headers with reserved bits set; accepted.", []string{"vni", "encap"}, nil)
 	descMalformed = prometheus.NewDesc("tapline_decap_malformed_total", "Datagrams or captured frames dropped because the outer or encapsulation header is unusable, by reason (vni empty when unknown).", []string{"vni", "encap", "reason"}, nil)
 	descInnerBad  = prometheus.NewDesc("tapline_decap_inner_malformed_total", "Inner frames with broken IP headers, kept and published on shard 0, by reason.", []string{"vni", "encap", "reason"}, nil)
-	descFiltered  = prometheus.NewDesc("tapline_decap_filtered_total", "Datagrams dropped by the --vni or --allow-src filter, by reason.", []string{"vni", "encap", "reason"}, nil)
+	descFiltered  = prometheus.NewDesc("tapline_decap_filtered_total", "Datagrams dropped by the --vni or --allow-src filter or beyond --max-vnis (reasons vni, src, vni_cap).", []string{"vni", "encap", "reason"}, nil)
 )
 
 // Describe implements prometheus.Collector.

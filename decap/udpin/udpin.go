@@ -137,6 +137,16 @@ func Open(cfg Config, log *slog.Logger) (*Intake, error) {
 			return nil, err
 		}
 	}
+	// SO_REUSEPORT lets another process join our ports (or us join its):
+	// the kernel would split the datagrams between us. Checked after
+	// binding, so two processes starting together both see each other.
+	for _, s := range in.socks {
+		la := s.conn.LocalAddr().(*net.UDPAddr).AddrPort()
+		if err := CheckPort(la.Addr(), la.Port()); err != nil {
+			in.Close()
+			return nil, err
+		}
+	}
 	return in, nil
 }
 
