@@ -845,21 +845,45 @@ func (w *worker) confirmed(n int) {
 }
 
 // abortCur gives up the message in progress (its last chunk never came).
+// A partly written message is never finished at the test system (that
+// would deliver its first part as a complete message): the connection is
+// closed with status 1011, and the result says complete false.
 func (w *worker) abortCur(ctx context.Context, reason string) {
 	m := w.cur
 	if m.w != nil {
+		// Confirm the messages before this one: closing the connection
+		// must not lose them.
 		_ = w.confirm(ctx)
 	}
 	w.cur = nil
 	if m.w != nil {
 		m.w.Abort("tapline: " + reason)
+		m.w = nil
 		w.sink = nil
 		w.sum.Reconnects++
+		w.r.m.incomplete.WithLabelValues("aborted").Inc()
+		reason += fmt.Sprintf(": message aborted after %d bytes were streamed (connection closed with status 1011)", m.size)
 	}
 	w.r.acks.ackAll(m.parts)
 	w.sum.Skipped++
+	w.sum.Incomplete++
 	w.r.m.messages.WithLabelValues("skipped").Inc()
+	m.last.Complete = false // it cannot be finished exactly
 	w.r.reportMsg(w, m, "skipped", reason, 0)
+}
+
+// abortForRestart stops writing the message in progress when replay shuts
+// down: the partial message is aborted at the test system (status 1011),
+// and its chunks stay unacknowledged and unreported, so the next replay on
+// the durable sends it whole.
+func (w *worker) abortForRestart() {
+	m := w.cur
+	w.cur = nil
+	if m.w != nil {
+		m.w.Abort("tapline: replay stopping inside the message; it is sent again")
+		m.w = nil
+		w.sink = nil
+	}
 }
 
 func (w *worker) finishSkipped(e *entry) {
@@ -975,8 +999,25 @@ func (w *worker) reportComparison(o compare.Outcome) {
 // the comparison is completed and the summary published.
 func (w *worker) finish(end string) {
 	if w.cur != nil && !w.cur.skip {
-		// The connection ended inside a message: never complete it.
-		w.abortCur(context.Background(), "connection ended inside the message")
+		// The connection (or replay) ended inside a message: never
+		// complete it.
+		if end == "shutdown" {
+			w.abortForRestart()
+		} else {
+			w.abortCur(context.Background(), "connection ended inside the message")
+		}
+	} else if m := w.cur; m != nil && end != "shutdown" {
+		// A message being skipped whose last chunk never came: its
+		// result would otherwise never be published.
+		w.cur = nil
+		result := "skipped"
+		if w.failed {
+			result = "failed"
+		}
+		m.last.Complete = false
+		w.sum.Skipped++
+		w.r.m.messages.WithLabelValues(result).Inc()
+		w.r.reportMsg(w, m, result, m.reason+"; the connection ended inside the message", 0)
 	}
 	if len(w.unconfirmed) > 0 && end != "shutdown" {
 		_ = w.confirm(context.Background())
