@@ -91,6 +91,9 @@ type worker struct {
 	protocol string // websocket or tcp
 	decided  bool
 	filtered string // non-empty: why the connection is not replayed
+	// undeliverable: filtered because the target can never take the
+	// connection's messages; each is counted as not deliverable.
+	undeliverable bool
 	hub      *hub
 
 	sink        sink
@@ -277,6 +280,9 @@ func (w *worker) handle(ctx context.Context, e *entry) bool {
 	c := &e.chunk
 	switch {
 	case w.filtered != "":
+		if w.undeliverable && c.Dir == w.sendDir() && c.Last {
+			w.r.m.undeliver.Inc()
+		}
 		w.r.ack(e)
 	case c.Dir == w.sendDir():
 		w.sendChunk(ctx, e)
@@ -340,6 +346,8 @@ func (w *worker) decide(e *entry) {
 		}
 		if w.hub == nil {
 			w.filtered = fmt.Sprintf("no --listen for upstream %s (path %q, host %q)", w.server, path, host)
+		} else if w.protocol == "tcp" {
+			w.markUndeliverable("raw TCP connection: --listen " + w.hub.spec.Addr + " serves WebSocket test connections only")
 		}
 		return
 	}
@@ -371,7 +379,7 @@ func (w *worker) ensure(ctx context.Context) error {
 		}
 		if err := w.rewrite(ctx); err != nil {
 			w.dropSink()
-			if ctx.Err() != nil {
+			if ctx.Err() != nil || isPermanent(err) {
 				return ctx.Err()
 			}
 			if err := w.failure(ctx, err); err != nil {
@@ -592,9 +600,45 @@ func (w *worker) sendChunk(ctx context.Context, e *entry) {
 		return
 	}
 	if err := w.writeChunk(ctx, e); err != nil {
+		if isPermanent(err) {
+			w.undeliverableCur(e, err)
+			return
+		}
 		w.giveUp(ctx, err)
 		return
 	}
+}
+
+// markUndeliverable stops replaying a connection the target can never
+// take: its messages are acknowledged without sending, each counted in
+// tapline_replay_undeliverable_messages_total, and one result says why.
+func (w *worker) markUndeliverable(reason string) {
+	w.filtered, w.undeliverable = reason, true
+	w.r.log.Warn("connection cannot be delivered to the test system; its messages are acknowledged without sending", "conn", w.id, "reason", reason)
+	w.r.publish(Result{Kind: "message", Conn: w.id, VNI: w.vni, shard: w.shard, Result: "skipped",
+		Reason: "not deliverable: " + reason, Target: w.target()})
+}
+
+// undeliverableCur gives up the current message after a permanent
+// delivery error (a message of a kind the target cannot take), and with
+// it the connection's later messages.
+func (w *worker) undeliverableCur(e *entry, err error) {
+	m := w.cur
+	w.cur = nil
+	if m.w != nil {
+		m.w.Abort("tapline: message cannot be delivered")
+		m.w = nil
+		w.sink = nil
+	}
+	w.r.acks.ackAll(m.parts)
+	w.r.ack(e)
+	if e.chunk.Last {
+		// Otherwise the last chunk is counted when it arrives (filtered).
+		w.r.m.undeliver.Inc()
+	}
+	w.r.m.messages.WithLabelValues("skipped").Inc()
+	w.sum.Skipped++
+	w.markUndeliverable(err.Error())
 }
 
 // writeChunk writes e's payload as the next part of the current message,
@@ -624,6 +668,9 @@ func (w *worker) writeChunk(ctx context.Context, e *entry) error {
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
+			}
+			if isPermanent(err) {
+				return err
 			}
 			w.r.m.errors.WithLabelValues("write").Inc()
 			w.dropSink()
