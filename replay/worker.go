@@ -94,7 +94,7 @@ type worker struct {
 	// undeliverable: filtered because the target can never take the
 	// connection's messages; each is counted as not deliverable.
 	undeliverable bool
-	hub      *hub
+	hub           *hub
 
 	sink        sink
 	slot        bool // holds a --max-conns slot
