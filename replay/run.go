@@ -35,6 +35,7 @@ type runner struct {
 	res    *resultsPub
 	client *http.Client
 	listen []*hub
+	opens  *openLedger // nil when the bucket could not be set up
 
 	slots chan struct{}
 	wctx  context.Context // workers' context: ends after the consumer stopped
@@ -116,6 +117,13 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 		return err
 	}
 	d.Health.Add("consumer", func() error { return nil })
+	lctx, lcancel := context.WithTimeout(ctx, 10*time.Second)
+	if l, err := newOpenLedger(lctx, js, cfg.Durable); err == nil {
+		r.opens = l
+	} else {
+		d.Log.Warn("no open event ledger: connections whose open event was acknowledged are replayed without it", "err", err)
+	}
+	lcancel()
 
 	wctx, stopWorkers := context.WithCancel(context.Background())
 	r.wctx = wctx

@@ -259,6 +259,11 @@ func (w *worker) handle(ctx context.Context, e *entry) bool {
 			w.r.acks.ack(w.openSeq)
 		}
 		w.openSeq = e.streamSeq
+		if w.r.opens != nil {
+			if err := w.r.opens.put(w.id, e.streamSeq); err != nil {
+				w.r.log.Warn("open event ledger", "conn", w.id, "err", err)
+			}
+		}
 		if w.filtered == "" && !w.failed && w.r.listen == nil {
 			// Connect now, as production did, so the test system sees
 			// the connection even before the first message.
@@ -300,10 +305,18 @@ func (w *worker) decide(e *entry) {
 	w.decided = true
 	cfg := w.r.cfg
 	path, host := "", ""
-	if e.open != nil {
-		w.open = e.open
-		w.client, w.server, w.protocol = e.open.Client, e.open.Server, e.open.Protocol
-		path, host = e.open.Path, e.open.Host
+	open := e.open
+	if open == nil {
+		// Entries of a connection whose open event this replay has not
+		// seen: it was acknowledged earlier (the connection idled out, or
+		// a previous replay) or comes later among redeliveries. Recover
+		// it from the stream.
+		open = w.r.recoverOpen(w.id)
+	}
+	if open != nil {
+		w.open = open
+		w.client, w.server, w.protocol = open.Client, open.Server, open.Protocol
+		path, host = open.Path, open.Host
 	} else if e.kind == proto.KindData {
 		w.client, w.server = e.chunk.Client, e.chunk.Server
 		w.protocol = "websocket"
@@ -312,7 +325,8 @@ func (w *worker) decide(e *entry) {
 		}
 	}
 	w.sum.Client, w.sum.Server, w.sum.Path, w.sum.Protocol = w.client, w.server, path, w.protocol
-	if e.kind == proto.KindClose || e.kind == proto.KindGap {
+	if open == nil && e.kind == proto.KindClose {
+		// Nothing of the connection is left to replay.
 		w.filtered = "connection started before replay (no open event or message seen)"
 		return
 	}
@@ -1095,6 +1109,13 @@ func (w *worker) finish(end string) {
 	if w.openSeq != 0 {
 		w.r.acks.ack(w.openSeq)
 		w.openSeq = 0
+	}
+	if w.r.opens != nil && end == "close" {
+		// An idle connection may go on later: its record stays (bounded
+		// by the bucket's TTL).
+		if err := w.r.opens.forget(w.id); err != nil {
+			w.r.log.Warn("open event ledger", "conn", w.id, "err", err)
+		}
 	}
 	w.sum.End = end
 	if w.filtered != "" {
