@@ -17,9 +17,14 @@ import (
 // bigMsg adds a binary message of n full chunks to c and returns its
 // chunk entries and payload.
 func bigMsg(c *conv, n int, seed uint64) ([]*nats.Msg, []byte) {
+	return bigMsgDir(c, proto.ClientToServer, n, seed)
+}
+
+// bigMsgDir is bigMsg in direction dir.
+func bigMsgDir(c *conv, dir proto.Direction, n int, seed uint64) ([]*nats.Msg, []byte) {
 	p := make([]byte, n*proto.MaxChunk)
 	replaytest.Gen(seed)(0, p)
-	m := c.add(proto.ClientToServer, proto.OpBinary, p)
+	m := c.add(dir, proto.OpBinary, p)
 	var out []*nats.Msg
 	for ch := range m.Chunks() {
 		out = append(out, ch)
@@ -146,4 +151,39 @@ func TestShutdownInsideMessageResends(t *testing.T) {
 			waitAcked(t, e, "tapline-replay")
 		})
 	}
+}
+
+// TestListenReconnectInsideMessage: in listen mode the test system's
+// connection goes away while a large message is being pushed to it, and
+// the test system connects again. The new test connection gets the whole
+// message, the old one never read a partial message as complete.
+func TestListenReconnectInsideMessage(t *testing.T) {
+	e := newEnv(t)
+	addrCh := make(chan string, 1)
+	r := e.startReplay(func(c *Config) { c.onListen = func(_, a string) { addrCh <- a } }, "--listen", "127.0.0.1:0=/feed")
+	addr := <-addrCh
+	cl1 := testsys.Dial(t, "ws://"+addr+"/feed")
+	c := newConv(1, "/feed")
+	chunks, payload := bigMsgDir(c, proto.ServerToClient, 5, 13)
+	e.publish(append([]*nats.Msg{c.open("websocket")}, chunks[:3]...)...)
+	deadline := time.Now().Add(30 * time.Second)
+	for r.counter("tapline_replay_unacked_messages") < 4 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond) // let replay push what it holds
+	cl1.Close()
+	<-cl1.Done()
+	cl2 := testsys.Dial(t, "ws://"+addr+"/feed")
+	e.publish(append(chunks[3:], c.close())...)
+	deadline = time.Now().Add(60 * time.Second)
+	for len(cl2.Records()) < 1 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if recs := cl2.Records(); len(recs) != 1 || recs[0].SHA256 != digest(payload) {
+		t.Fatalf("new test connection read %d messages, want the whole message", len(recs))
+	}
+	if recs := cl1.Records(); len(recs) != 0 {
+		t.Fatalf("the test connection that went away read %d messages (%d bytes), want none", len(recs), recs[0].Size)
+	}
+	waitAcked(t, e, "tapline-replay")
 }
