@@ -1,8 +1,11 @@
 package replay
 
 import (
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/tapline/tapline/proto"
 	"github.com/tapline/tapline/replay/internal/testsys"
@@ -49,4 +52,32 @@ func TestConnectionResumesWithoutItsOpenEvent(t *testing.T) {
 		}
 	}
 	waitAcked(t, e, "tapline-replay")
+}
+
+// TestMessageAfterCloseReported: a message entry that comes after its
+// connection's close event (as redeliveries out of order can) is not
+// dropped silently: it is either delivered or reported failed with why.
+func TestMessageAfterCloseReported(t *testing.T) {
+	e := newEnv(t)
+	srv := testsys.NewWS(t)
+	c := newConv(1, "/late")
+	m := c.add(proto.ClientToServer, proto.OpText, []byte("late"))
+	msgs := []*nats.Msg{c.open("websocket"), c.close()}
+	for ch := range m.Chunks() {
+		msgs = append(msgs, ch)
+	}
+	e.publish(msgs...)
+	e.startReplay(nil, "--target", srv.URL(), "--compare=false")
+	waitAcked(t, e, "tapline-replay")
+	e.waitResults(30*time.Second, "the late message delivered or reported", func(rs []resultMsg) bool {
+		if len(srv.Records()) == 1 {
+			return true
+		}
+		for _, r := range rs {
+			if r.body.Kind == "message" && r.body.Seq == 1 && r.body.Result == "failed" && strings.Contains(r.body.Reason, "after the connection's close") {
+				return true
+			}
+		}
+		return false
+	})
 }

@@ -94,6 +94,7 @@ type worker struct {
 	// undeliverable: filtered because the target can never take the
 	// connection's messages; each is counted as not deliverable.
 	undeliverable bool
+	lastSeq       uint64 // highest message seq of the replayed direction seen
 	hub           *hub
 
 	sink        sink
@@ -278,11 +279,14 @@ func (w *worker) handle(ctx context.Context, e *entry) bool {
 		return false
 	case proto.KindClose:
 		w.sum.Loss = e.close
-		w.r.markFinished(w.id)
+		w.r.markFinished(w.id, w.lastSeq)
 		w.r.ack(e)
 		return true
 	}
 	c := &e.chunk
+	if c.Dir == w.sendDir() && c.Seq > w.lastSeq {
+		w.lastSeq = c.Seq
+	}
 	switch {
 	case w.filtered != "":
 		if w.undeliverable && c.Dir == w.sendDir() && c.Last {
