@@ -38,7 +38,7 @@ func BenchmarkSmallLatencyJetStreamOnly(b *testing.B) {
 	b.ResetTimer()
 	paced(b.N, func(i int) {
 		binary.LittleEndian.PutUint64(payload, uint64(time.Now().UnixNano()))
-		if _, err := e.js.PublishAsync(proto.MsgsSubject(1, 1), append([]byte(nil), payload...)); err != nil {
+		if _, err := e.js.PublishAsync(proto.MsgsSubject(1, 1), append([]byte(nil), payload...), jetstream.WithStallWait(time.Minute)); err != nil {
 			b.Fatal(err)
 		}
 	})

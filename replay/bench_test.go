@@ -14,6 +14,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tapline/tapline/proto"
 	"github.com/tapline/tapline/replay/replaytest"
@@ -177,7 +178,7 @@ func BenchmarkSmallLatency(b *testing.B) {
 		m := replaytest.Message{Conn: c.id, VNI: c.vni, Shard: c.shard, Client: c.client, Server: c.server,
 			Dir: proto.ClientToServer, Seq: seqs[i%nConns], Opcode: proto.OpBinary, Payload: payload, FirstNs: 1}
 		for ch := range m.Chunks() {
-			if _, err := e.js.PublishMsgAsync(ch); err != nil {
+			if _, err := e.js.PublishMsgAsync(ch, jetstream.WithStallWait(time.Minute)); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -2,7 +2,6 @@ package replay
 
 import (
 	"context"
-	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -177,7 +176,7 @@ func (s *hubSink) Name() string { return "listen " + s.h.spec.Addr }
 
 func (s *hubSink) Begin(ctx context.Context, opcode string) (msgWriter, error) {
 	if opcode == proto.OpTCP {
-		return nil, errors.New("raw TCP bytes cannot go to WebSocket test connections")
+		return nil, permanent("raw TCP bytes cannot go to WebSocket test connections")
 	}
 	select {
 	case s.h.send <- struct{}{}:

@@ -17,6 +17,7 @@ type metrics struct {
 	connsTotal  *prometheus.CounterVec // by outcome
 	held        prometheus.GaugeFunc
 	subscribers prometheus.Gauge
+	undeliver   prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, held func() float64) (*metrics, error) {
@@ -56,8 +57,11 @@ func newMetrics(reg prometheus.Registerer, held func() float64) (*metrics, error
 		subscribers: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "tapline_replay_listen_subscribers", Help: "Test system connections accepted in listen mode.",
 		}),
+		undeliver: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tapline_replay_undeliverable_messages_total", Help: "Messages acknowledged without sending because the test system can never take them (wrong kind for the target).",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.messages, m.bytes, m.mismatches, m.incomplete, m.errors, m.lag, m.latency, m.conns, m.connsTotal, m.held, m.subscribers} {
+	for _, c := range []prometheus.Collector{m.messages, m.bytes, m.mismatches, m.incomplete, m.errors, m.lag, m.latency, m.conns, m.connsTotal, m.held, m.subscribers, m.undeliver} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -35,6 +35,7 @@ type runner struct {
 	res    *resultsPub
 	client *http.Client
 	listen []*hub
+	opens  *openLedger // nil when the bucket could not be set up
 
 	slots chan struct{}
 	wctx  context.Context // workers' context: ends after the consumer stopped
@@ -45,7 +46,7 @@ type runner struct {
 
 	mu       sync.Mutex
 	workers  map[string]*worker
-	finished map[string]struct{} // connections whose close event was processed
+	finished map[string]uint64 // connections whose close event was processed -> highest message seq seen
 	wg       sync.WaitGroup
 }
 
@@ -116,6 +117,13 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 		return err
 	}
 	d.Health.Add("consumer", func() error { return nil })
+	lctx, lcancel := context.WithTimeout(ctx, 10*time.Second)
+	if l, err := newOpenLedger(lctx, js, cfg.Durable); err == nil {
+		r.opens = l
+	} else {
+		d.Log.Warn("no open event ledger: connections whose open event was acknowledged are replayed without it", "err", err)
+	}
+	lcancel()
 
 	wctx, stopWorkers := context.WithCancel(context.Background())
 	r.wctx = wctx
@@ -309,9 +317,10 @@ func (r *runner) dispatch(wctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	e.streamSeq, e.reply, e.arrived = seq, msg.Reply(), meta.Timestamp
-	if meta.NumDelivered > 1 && r.wasFinished(e.conn) {
+	if last, ok := r.wasFinished(e.conn); ok && meta.NumDelivered > 1 {
 		// A redelivered entry of a connection this replay already
 		// finished (JetStream does not redeliver strictly in order).
+		r.dropAfterClose(e, last)
 		r.acks.ack(seq)
 		return
 	}
@@ -371,25 +380,43 @@ func (r *runner) retireNow(w *worker) {
 	w.q.mu.Unlock()
 	for _, e := range rest {
 		w.release(e)
+		r.dropAfterClose(e, w.lastSeq)
 		r.acks.ack(e.streamSeq)
 	}
 }
 
-// markFinished remembers a connection whose close event was processed.
-func (r *runner) markFinished(conn string) {
+// markFinished remembers a connection whose close event was processed,
+// with the highest sequence of the replayed direction's messages seen.
+func (r *runner) markFinished(conn string, lastSeq uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.finished == nil || len(r.finished) >= 100000 {
-		r.finished = map[string]struct{}{} // bounded: forget the oldest all at once
+		r.finished = map[string]uint64{} // bounded: forget the oldest all at once
 	}
-	r.finished[conn] = struct{}{}
+	r.finished[conn] = lastSeq
 }
 
-func (r *runner) wasFinished(conn string) bool {
+func (r *runner) wasFinished(conn string) (uint64, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	_, ok := r.finished[conn]
-	return ok
+	last, ok := r.finished[conn]
+	return last, ok
+}
+
+// dropAfterClose reports an entry dropped because it came after its
+// connection's close event was processed: a message of the replayed
+// direction beyond the last one seen was never delivered, and is reported
+// failed with the reason; earlier ones are duplicates.
+func (r *runner) dropAfterClose(e *entry, lastSeq uint64) {
+	c := &e.chunk
+	if e.kind != proto.KindData || c.Dir != proto.Direction(r.cfg.Dir) || !c.Last || c.Seq <= lastSeq {
+		return
+	}
+	complete := c.Complete
+	r.m.messages.WithLabelValues("failed").Inc()
+	r.publish(Result{Kind: "message", Conn: e.conn, VNI: e.vni, shard: e.shard, Dir: c.Dir, Seq: c.Seq,
+		Result: "failed", Reason: "arrived after the connection's close event was replayed: not delivered",
+		Opcode: c.Opcode, Size: c.Size, Complete: &complete, Missing: c.Missing})
 }
 
 func (r *runner) acquireSlot(ctx context.Context) error {

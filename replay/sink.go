@@ -53,6 +53,23 @@ type sink interface {
 
 var errNoSubscribers = errors.New("no test system connected")
 
+// permanentError is a delivery error retrying cannot cure: the message is
+// of a kind the target can never take.
+type permanentError struct{ msg string }
+
+func (e *permanentError) Error() string { return e.msg }
+
+// permanent returns a permanent delivery error.
+func permanent(format string, args ...any) error {
+	return &permanentError{msg: fmt.Sprintf(format, args...)}
+}
+
+// isPermanent reports whether err (or an error it wraps) is permanent.
+func isPermanent(err error) bool {
+	var p *permanentError
+	return errors.As(err, &p)
+}
+
 // opType maps a text/binary opcode to the WebSocket message type.
 func opType(op string) websocket.MessageType {
 	if op == proto.OpText {
@@ -192,7 +209,7 @@ func (s *wsSink) Name() string { return s.url }
 
 func (s *wsSink) Begin(ctx context.Context, opcode string) (msgWriter, error) {
 	if opcode == proto.OpTCP {
-		return nil, fmt.Errorf("raw TCP bytes cannot go to a WebSocket target")
+		return nil, permanent("raw TCP bytes cannot go to a WebSocket target")
 	}
 	// The writer keeps the context of Writer for the whole message, which
 	// may take long to arrive: use ctx, and bound each write separately.
@@ -205,7 +222,7 @@ func (s *wsSink) Begin(ctx context.Context, opcode string) (msgWriter, error) {
 
 func (s *wsSink) WriteMessage(ctx context.Context, opcode string, p []byte) error {
 	if opcode == proto.OpTCP {
-		return fmt.Errorf("raw TCP bytes cannot go to a WebSocket target")
+		return permanent("raw TCP bytes cannot go to a WebSocket target")
 	}
 	return s.guard(func() error { return s.c.Write(ctx, opType(opcode), p) })
 }
@@ -325,7 +342,7 @@ func (s *tcpSink) Name() string { return s.addr }
 
 func (s *tcpSink) Begin(_ context.Context, opcode string) (msgWriter, error) {
 	if opcode != proto.OpTCP {
-		return nil, fmt.Errorf("a WebSocket %s message cannot go to a tcp target", opcode)
+		return nil, permanent("a WebSocket %s message cannot go to a tcp target", opcode)
 	}
 	return tcpWriter{s}, nil
 }

@@ -91,7 +91,11 @@ type worker struct {
 	protocol string // websocket or tcp
 	decided  bool
 	filtered string // non-empty: why the connection is not replayed
-	hub      *hub
+	// undeliverable: filtered because the target can never take the
+	// connection's messages; each is counted as not deliverable.
+	undeliverable bool
+	lastSeq       uint64 // highest message seq of the replayed direction seen
+	hub           *hub
 
 	sink        sink
 	slot        bool // holds a --max-conns slot
@@ -256,6 +260,11 @@ func (w *worker) handle(ctx context.Context, e *entry) bool {
 			w.r.acks.ack(w.openSeq)
 		}
 		w.openSeq = e.streamSeq
+		if w.r.opens != nil {
+			if err := w.r.opens.put(w.id, e.streamSeq); err != nil {
+				w.r.log.Warn("open event ledger", "conn", w.id, "err", err)
+			}
+		}
 		if w.filtered == "" && !w.failed && w.r.listen == nil {
 			// Connect now, as production did, so the test system sees
 			// the connection even before the first message.
@@ -270,13 +279,19 @@ func (w *worker) handle(ctx context.Context, e *entry) bool {
 		return false
 	case proto.KindClose:
 		w.sum.Loss = e.close
-		w.r.markFinished(w.id)
+		w.r.markFinished(w.id, w.lastSeq)
 		w.r.ack(e)
 		return true
 	}
 	c := &e.chunk
+	if c.Dir == w.sendDir() && c.Seq > w.lastSeq {
+		w.lastSeq = c.Seq
+	}
 	switch {
 	case w.filtered != "":
+		if w.undeliverable && c.Dir == w.sendDir() && c.Last {
+			w.r.m.undeliver.Inc()
+		}
 		w.r.ack(e)
 	case c.Dir == w.sendDir():
 		w.sendChunk(ctx, e)
@@ -294,10 +309,18 @@ func (w *worker) decide(e *entry) {
 	w.decided = true
 	cfg := w.r.cfg
 	path, host := "", ""
-	if e.open != nil {
-		w.open = e.open
-		w.client, w.server, w.protocol = e.open.Client, e.open.Server, e.open.Protocol
-		path, host = e.open.Path, e.open.Host
+	open := e.open
+	if open == nil {
+		// Entries of a connection whose open event this replay has not
+		// seen: it was acknowledged earlier (the connection idled out, or
+		// a previous replay) or comes later among redeliveries. Recover
+		// it from the stream.
+		open = w.r.recoverOpen(w.id)
+	}
+	if open != nil {
+		w.open = open
+		w.client, w.server, w.protocol = open.Client, open.Server, open.Protocol
+		path, host = open.Path, open.Host
 	} else if e.kind == proto.KindData {
 		w.client, w.server = e.chunk.Client, e.chunk.Server
 		w.protocol = "websocket"
@@ -306,7 +329,8 @@ func (w *worker) decide(e *entry) {
 		}
 	}
 	w.sum.Client, w.sum.Server, w.sum.Path, w.sum.Protocol = w.client, w.server, path, w.protocol
-	if e.kind == proto.KindClose || e.kind == proto.KindGap {
+	if open == nil && e.kind == proto.KindClose {
+		// Nothing of the connection is left to replay.
 		w.filtered = "connection started before replay (no open event or message seen)"
 		return
 	}
@@ -340,6 +364,8 @@ func (w *worker) decide(e *entry) {
 		}
 		if w.hub == nil {
 			w.filtered = fmt.Sprintf("no --listen for upstream %s (path %q, host %q)", w.server, path, host)
+		} else if w.protocol == "tcp" {
+			w.markUndeliverable("raw TCP connection: --listen " + w.hub.spec.Addr + " serves WebSocket test connections only")
 		}
 		return
 	}
@@ -371,7 +397,7 @@ func (w *worker) ensure(ctx context.Context) error {
 		}
 		if err := w.rewrite(ctx); err != nil {
 			w.dropSink()
-			if ctx.Err() != nil {
+			if ctx.Err() != nil || isPermanent(err) {
 				return ctx.Err()
 			}
 			if err := w.failure(ctx, err); err != nil {
@@ -592,9 +618,45 @@ func (w *worker) sendChunk(ctx context.Context, e *entry) {
 		return
 	}
 	if err := w.writeChunk(ctx, e); err != nil {
+		if isPermanent(err) {
+			w.undeliverableCur(e, err)
+			return
+		}
 		w.giveUp(ctx, err)
 		return
 	}
+}
+
+// markUndeliverable stops replaying a connection the target can never
+// take: its messages are acknowledged without sending, each counted in
+// tapline_replay_undeliverable_messages_total, and one result says why.
+func (w *worker) markUndeliverable(reason string) {
+	w.filtered, w.undeliverable = reason, true
+	w.r.log.Warn("connection cannot be delivered to the test system; its messages are acknowledged without sending", "conn", w.id, "reason", reason)
+	w.r.publish(Result{Kind: "message", Conn: w.id, VNI: w.vni, shard: w.shard, Result: "skipped",
+		Reason: "not deliverable: " + reason, Target: w.target()})
+}
+
+// undeliverableCur gives up the current message after a permanent
+// delivery error (a message of a kind the target cannot take), and with
+// it the connection's later messages.
+func (w *worker) undeliverableCur(e *entry, err error) {
+	m := w.cur
+	w.cur = nil
+	if m.w != nil {
+		m.w.Abort("tapline: message cannot be delivered")
+		m.w = nil
+		w.sink = nil
+	}
+	w.r.acks.ackAll(m.parts)
+	w.r.ack(e)
+	if e.chunk.Last {
+		// Otherwise the last chunk is counted when it arrives (filtered).
+		w.r.m.undeliver.Inc()
+	}
+	w.r.m.messages.WithLabelValues("skipped").Inc()
+	w.sum.Skipped++
+	w.markUndeliverable(err.Error())
 }
 
 // writeChunk writes e's payload as the next part of the current message,
@@ -624,6 +686,9 @@ func (w *worker) writeChunk(ctx context.Context, e *entry) error {
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
+			}
+			if isPermanent(err) {
+				return err
 			}
 			w.r.m.errors.WithLabelValues("write").Inc()
 			w.dropSink()
@@ -845,21 +910,45 @@ func (w *worker) confirmed(n int) {
 }
 
 // abortCur gives up the message in progress (its last chunk never came).
+// A partly written message is never finished at the test system (that
+// would deliver its first part as a complete message): the connection is
+// closed with status 1011, and the result says complete false.
 func (w *worker) abortCur(ctx context.Context, reason string) {
 	m := w.cur
 	if m.w != nil {
+		// Confirm the messages before this one: closing the connection
+		// must not lose them.
 		_ = w.confirm(ctx)
 	}
 	w.cur = nil
 	if m.w != nil {
 		m.w.Abort("tapline: " + reason)
+		m.w = nil
 		w.sink = nil
 		w.sum.Reconnects++
+		w.r.m.incomplete.WithLabelValues("aborted").Inc()
+		reason += fmt.Sprintf(": message aborted after %d bytes were streamed (connection closed with status 1011)", m.size)
 	}
 	w.r.acks.ackAll(m.parts)
 	w.sum.Skipped++
+	w.sum.Incomplete++
 	w.r.m.messages.WithLabelValues("skipped").Inc()
+	m.last.Complete = false // it cannot be finished exactly
 	w.r.reportMsg(w, m, "skipped", reason, 0)
+}
+
+// abortForRestart stops writing the message in progress when replay shuts
+// down: the partial message is aborted at the test system (status 1011),
+// and its chunks stay unacknowledged and unreported, so the next replay on
+// the durable sends it whole.
+func (w *worker) abortForRestart() {
+	m := w.cur
+	w.cur = nil
+	if m.w != nil {
+		m.w.Abort("tapline: replay stopping inside the message; it is sent again")
+		m.w = nil
+		w.sink = nil
+	}
 }
 
 func (w *worker) finishSkipped(e *entry) {
@@ -975,8 +1064,25 @@ func (w *worker) reportComparison(o compare.Outcome) {
 // the comparison is completed and the summary published.
 func (w *worker) finish(end string) {
 	if w.cur != nil && !w.cur.skip {
-		// The connection ended inside a message: never complete it.
-		w.abortCur(context.Background(), "connection ended inside the message")
+		// The connection (or replay) ended inside a message: never
+		// complete it.
+		if end == "shutdown" {
+			w.abortForRestart()
+		} else {
+			w.abortCur(context.Background(), "connection ended inside the message")
+		}
+	} else if m := w.cur; m != nil && end != "shutdown" {
+		// A message being skipped whose last chunk never came: its
+		// result would otherwise never be published.
+		w.cur = nil
+		result := "skipped"
+		if w.failed {
+			result = "failed"
+		}
+		m.last.Complete = false
+		w.sum.Skipped++
+		w.r.m.messages.WithLabelValues(result).Inc()
+		w.r.reportMsg(w, m, result, m.reason+"; the connection ended inside the message", 0)
 	}
 	if len(w.unconfirmed) > 0 && end != "shutdown" {
 		_ = w.confirm(context.Background())
@@ -1007,6 +1113,13 @@ func (w *worker) finish(end string) {
 	if w.openSeq != 0 {
 		w.r.acks.ack(w.openSeq)
 		w.openSeq = 0
+	}
+	if w.r.opens != nil && end == "close" {
+		// An idle connection may go on later: its record stays (bounded
+		// by the bucket's TTL).
+		if err := w.r.opens.forget(w.id); err != nil {
+			w.r.log.Warn("open event ledger", "conn", w.id, "err", err)
+		}
 	}
 	w.sum.End = end
 	if w.filtered != "" {

@@ -138,26 +138,96 @@ func Close(vni uint32, shard int, ev proto.CloseEvent) *nats.Msg {
 	return m
 }
 
+// DefaultWindow is how many publishes a Publisher lets await their
+// acknowledgement at once when Window is 0. It stays well below the
+// JetStream client's default limit of pending asynchronous publishes
+// (4000) and below the 256 the tests' clients set, so a publisher never
+// stalls the client, even with another call's window still pending.
+const DefaultWindow = 64
+
 // Publisher publishes entries to JetStream asynchronously, keeping at most
-// a bounded number unacknowledged.
+// Window of them awaiting their acknowledgement within one call: before
+// publishing more it waits for the oldest one's acknowledgement, and a
+// publish JetStream refused is returned as an error.
 type Publisher struct {
 	JS jetstream.JetStream
+	// Window bounds the publishes awaiting acknowledgement (0: DefaultWindow).
+	Window int
+}
+
+// window tracks the outstanding publishes of one call.
+type window struct {
+	max  int
+	futs []jetstream.PubAckFuture
+}
+
+// add publishes m once fewer than max publishes await acknowledgement.
+func (w *window) add(ctx context.Context, js jetstream.JetStream, m *nats.Msg) error {
+	for len(w.futs) >= w.max {
+		if err := w.waitOldest(ctx); err != nil {
+			return err
+		}
+	}
+	f, err := js.PublishMsgAsync(m)
+	if err != nil {
+		return err
+	}
+	w.futs = append(w.futs, f)
+	return nil
+}
+
+func (w *window) waitOldest(ctx context.Context) error {
+	f := w.futs[0]
+	w.futs[0] = nil
+	w.futs = w.futs[1:]
+	select {
+	case <-f.Ok():
+		return nil
+	case err := <-f.Err():
+		return fmt.Errorf("replaytest: publish to %s: %w", f.Msg().Subject, err)
+	case <-ctx.Done():
+		return fmt.Errorf("replaytest: publish not acknowledged: %w", ctx.Err())
+	}
+}
+
+// drain waits for every publish of the call.
+func (w *window) drain(ctx context.Context) error {
+	for len(w.futs) > 0 {
+		if err := w.waitOldest(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p Publisher) window() *window {
+	n := p.Window
+	if n <= 0 {
+		n = DefaultWindow
+	}
+	return &window{max: n}
 }
 
 // Publish publishes msgs in order and waits for every acknowledgement.
 func (p Publisher) Publish(ctx context.Context, msgs ...*nats.Msg) error {
+	w := p.window()
 	for _, m := range msgs {
-		if _, err := p.JS.PublishMsgAsync(m); err != nil {
+		if err := w.add(ctx, p.JS, m); err != nil {
 			return err
 		}
+	}
+	if err := w.drain(ctx); err != nil {
+		return err
 	}
 	return p.Wait(ctx)
 }
 
-// PublishMessage publishes every chunk of m.
+// PublishMessage publishes every chunk of m; at most Window of them are
+// left awaiting their acknowledgement when it returns (Wait waits for them).
 func (p Publisher) PublishMessage(ctx context.Context, m *Message) error {
+	w := p.window()
 	for c := range m.Chunks() {
-		if _, err := p.JS.PublishMsgAsync(c); err != nil {
+		if err := w.add(ctx, p.JS, c); err != nil {
 			return err
 		}
 	}

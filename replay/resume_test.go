@@ -1,0 +1,83 @@
+package replay
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/tapline/tapline/proto"
+	"github.com/tapline/tapline/replay/internal/testsys"
+	"github.com/tapline/tapline/replay/replaytest"
+)
+
+// TestConnectionResumesWithoutItsOpenEvent: a connection idles out of
+// replay (its open event is acknowledged), replay is restarted, and the
+// connection goes on with a gap and more messages. The new replay's first
+// entry of the connection is the gap event; it recovers the open event
+// from the stream, so the later messages are delivered, on the original
+// path, instead of the connection being filtered as started before
+// replay.
+func TestConnectionResumesWithoutItsOpenEvent(t *testing.T) {
+	e := newEnv(t)
+	srv := testsys.NewWS(t)
+	c := newConv(1, "/resume?x=1")
+	c.add(proto.ClientToServer, proto.OpText, []byte("first"))
+	m2 := c.add(proto.ClientToServer, proto.OpText, []byte("after the gap"))
+	e.publish(c.open("websocket"))
+	for ch := range c.msgs[0].Chunks() {
+		e.publish(ch)
+	}
+	args := []string{"--target", srv.URL(), "--compare=false", "--conn-idle", "500ms", "--ack-wait", "2s"}
+	first := e.startReplay(nil, args...)
+	e.waitResults(30*time.Second, "the idle summary", func(rs []resultMsg) bool {
+		return countResults(rs, "summary", "sent") == 1
+	})
+	waitAcked(t, e, "tapline-replay") // the open event too
+	first.stop(t)
+	e.startReplay(nil, args...)
+	e.publish(replaytest.Gap(c.vni, c.shard, proto.GapEvent{Conn: c.id, Dir: proto.ServerToClient, Offset: 100, Bytes: 10}))
+	for ch := range m2.Chunks() {
+		e.publish(ch)
+	}
+	e.publish(c.close())
+	recs := srv.Wait(t, 30*time.Second, "the message after the gap", func(rs []testsys.Record) bool { return len(rs) == 2 })
+	if string(recs[1].Payload) != "after the gap" || recs[1].Path != "/resume?x=1" {
+		t.Fatalf("second message %q on %s, want %q on /resume?x=1", recs[1].Payload, recs[1].Path, "after the gap")
+	}
+	for _, r := range e.Results() {
+		if r.body.Kind == "summary" && r.body.Result == "skipped" {
+			t.Fatalf("connection filtered: %s", r.body.Reason)
+		}
+	}
+	waitAcked(t, e, "tapline-replay")
+}
+
+// TestMessageAfterCloseReported: a message entry that comes after its
+// connection's close event (as redeliveries out of order can) is not
+// dropped silently: it is either delivered or reported failed with why.
+func TestMessageAfterCloseReported(t *testing.T) {
+	e := newEnv(t)
+	srv := testsys.NewWS(t)
+	c := newConv(1, "/late")
+	m := c.add(proto.ClientToServer, proto.OpText, []byte("late"))
+	msgs := []*nats.Msg{c.open("websocket"), c.close()}
+	for ch := range m.Chunks() {
+		msgs = append(msgs, ch)
+	}
+	e.publish(msgs...)
+	e.startReplay(nil, "--target", srv.URL(), "--compare=false")
+	waitAcked(t, e, "tapline-replay")
+	e.waitResults(30*time.Second, "the late message delivered or reported", func(rs []resultMsg) bool {
+		if len(srv.Records()) == 1 {
+			return true
+		}
+		for _, r := range rs {
+			if r.body.Kind == "message" && r.body.Seq == 1 && r.body.Result == "failed" && strings.Contains(r.body.Reason, "after the connection's close") {
+				return true
+			}
+		}
+		return false
+	})
+}
