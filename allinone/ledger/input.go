@@ -82,4 +82,7 @@ type Options struct {
 	// NoResults skips the TAPLINE_RESULTS checks (replay ran with
 	// --results off).
 	NoResults bool
+	// NoTestSystem skips the checks against what the test system received
+	// (no deliveries are known).
+	NoTestSystem bool
 }

@@ -327,6 +327,9 @@ func (r *Report) checkDelivery(prod []Production, s *Stream, res *Results, got [
 				Detail: fmt.Sprintf("seq %d: ", m.Seq) + fmt.Sprintf(format, a...)})
 		}
 		delivered := have[m.Msg()] > 0
+		if o.NoTestSystem {
+			delivered = true
+		}
 		if m.Complete && !delivered {
 			viol(ClassTestSystem, "exact in the stream (%v) but never reached the test system", m.Msg())
 		}
