@@ -52,6 +52,10 @@ type LedgerCheck struct {
 	// Bounds computes the loss report's bounds from the lab's counters
 	// and the frames stream (nil: DropBounds).
 	Bounds func(lost, tbfDrops int64) *ledger.Bounds
+	// Settle is how long nothing may change before an unbalanced ledger
+	// fails (default 20 s): longer than every timeout the stages were
+	// given, so nothing is still in flight.
+	Settle time.Duration
 }
 
 // mss is the TCP payload one mirrored packet can carry in the lab (MTU
@@ -76,7 +80,10 @@ func (p *Pipeline) Ledger(c LedgerCheck) *ledger.Report {
 	if c.Bounds == nil {
 		c.Bounds = DropBounds
 	}
-	const settle = 20 * time.Second
+	settle := c.Settle
+	if settle == 0 {
+		settle = 20 * time.Second
+	}
 	deadline := time.Now().Add(6 * time.Minute)
 	var last string
 	lastChange := time.Now()

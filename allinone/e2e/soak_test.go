@@ -249,7 +249,7 @@ func TestSoak(t *testing.T) {
 		_ = pc.sc.C.Close(websocket.StatusNormalClosure, "done")
 		prod = append(prod, production(pc.sc.Remote, ext.Addr.String(), proto.ServerToClient, pc.sent))
 	}
-	rep := p.Ledger(LedgerCheck{Prod: prod, Deliveries: ts.Deliveries})
+	rep := p.Ledger(LedgerCheck{Prod: prod, Deliveries: ts.Deliveries, Settle: 3 * soakTimeout})
 	cnt, _ := lab.Counters()
 	flagged := 0
 	for _, n := range rep.Flagged {

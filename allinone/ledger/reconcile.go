@@ -240,7 +240,9 @@ func (r *Report) checkCloses(s *Stream) {
 		}{{proto.ClientToServer, c.C2S}, {proto.ServerToClient, c.S2C}} {
 			n := get(id, d.dir)
 			l := d.loss
-			r.BytesMissing += l.BytesMissing
+			// The loss report is the larger of the two accounts, so that
+			// neither can over-count unseen by the bounds.
+			r.BytesMissing += max(l.BytesMissing, n.gapBytes)
 			if l.MessagesComplete != n.complete || l.MessagesIncomplete != n.incomplete {
 				viol(d.dir, "close event counts %d complete / %d incomplete, the stream holds %d / %d",
 					l.MessagesComplete, l.MessagesIncomplete, n.complete, n.incomplete)

@@ -74,8 +74,8 @@ type Figures struct {
 	// those beyond the first of one message, Aborted its aborted ones.
 	Delivered, Duplicates, Aborted int
 	// BytesMissing is the loss report: bytes missing over every
-	// connection and direction (close events, and gap events of
-	// connections not closed).
+	// connection and direction (per connection and direction the larger
+	// of its close event's figure and its gap events' total).
 	BytesMissing int64
 	Bounds       *Bounds
 }
