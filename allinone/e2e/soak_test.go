@@ -109,6 +109,7 @@ func TestSoak(t *testing.T) {
 	var left atomic.Int64
 	left.Store(budget)
 	var bigInFlight atomic.Int32
+	var wantBig atomic.Bool // a fault waits for a large message
 	var totalBytes atomic.Int64
 	// size draws a message size: mostly small, some up to 2 MB, a few up
 	// to 100 MB while the budget allows.
@@ -124,6 +125,9 @@ func TestSoak(t *testing.T) {
 			}
 			return int64(float64(lo) * math.Pow(float64(hi)/float64(lo), r.Float64()))
 		})
+		if wantBig.Load() && left.Load() > 96<<20 && wantBig.CompareAndSwap(true, false) {
+			s = rnd(func(r *rand.Rand) int64 { return 4<<20 + r.Int64N(28<<20) })
+		}
 		if s > left.Load()/3 {
 			s = 1<<10 + rnd(func(r *rand.Rand) int64 { return r.Int64N(15 << 10) })
 		}
@@ -214,12 +218,20 @@ func TestSoak(t *testing.T) {
 				rngMu.Unlock()
 			}
 			name := targets[k%len(targets)]
-			inside := false
-			for w := 0; w < 50 && !inside; w++ {
+			inside := bigInFlight.Load() > 0
+			if !inside {
+				wantBig.Store(true)
+			}
+			for w := 0; w < 100 && !inside; w++ {
 				inside = bigInFlight.Load() > 0
 				if !inside {
 					time.Sleep(100 * time.Millisecond)
 				}
+			}
+			wantBig.Store(false)
+			if inside {
+				// Into the message, not at its first byte.
+				time.Sleep(between(50*time.Millisecond, 500*time.Millisecond))
 			}
 			p.Procs[name].Kill9()
 			if name == "nats" {
