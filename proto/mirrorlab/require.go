@@ -17,6 +17,7 @@ func Unavailable(t testing.TB, reason string) {
 	t.Helper()
 	if os.Getenv(RequireEnv) == "1" {
 		t.Fatalf("%s (%s=1: required)", reason, RequireEnv)
+		return
 	}
 	t.Skip(reason)
 }
