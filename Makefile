@@ -4,7 +4,7 @@ BIN     ?= bin
 STAGES  := decap reassemble replay archive
 PKGS    := work
 
-.PHONY: all build test test-short bench run demo lint fuzz clean
+.PHONY: all build test test-short soak bench run demo lint fuzz clean
 
 all: build
 
@@ -21,6 +21,11 @@ test:
 ## test-short: the tests that need neither root nor external tools
 test-short:
 	$(GO) test -short -count=1 $(PKGS)
+
+## soak: the production-like soak of the kernel mirror lab for DURATION (default 30m; TestSoak runs ~2m inside make test)
+DURATION ?= 30m
+soak:
+	TAPLINE_SOAK_DURATION=$(DURATION) $(GO) test -count=1 -v -run '^TestSoak$$' -timeout 0 ./allinone/e2e/
 
 ## bench: every benchmark and the whole-binary comparison script (docs/BENCHMARKS.md)
 bench:

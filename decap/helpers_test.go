@@ -23,6 +23,8 @@ import (
 	"github.com/tapline/tapline/proto/framebatch"
 	"github.com/tapline/tapline/proto/natstest"
 	"github.com/tapline/tapline/proto/stage"
+
+	"github.com/tapline/tapline/proto/mirrorlab"
 )
 
 // published is one frame read back from TAPLINE_FRAMES.
@@ -146,7 +148,7 @@ type pdml struct {
 func tsharkInner(t *testing.T, path string) []expectedFrame {
 	t.Helper()
 	if _, err := exec.LookPath("tshark"); err != nil {
-		t.Skip("tshark not installed")
+		mirrorlab.Unavailable(t, "tshark not installed")
 	}
 	out, err := exec.Command("tshark", "-r", path, "-T", "pdml").Output()
 	if err != nil {

@@ -13,6 +13,8 @@ import (
 	"github.com/tapline/tapline/decap/internal/testutil"
 	"github.com/tapline/tapline/proto/flow"
 	"github.com/tapline/tapline/proto/framebatch"
+
+	"github.com/tapline/tapline/proto/mirrorlab"
 )
 
 // encapCaptures are the VXLAN/GENEVE captures of testdata/captures.
@@ -253,7 +255,7 @@ func TestPlainCapture(t *testing.T) {
 // and publishes it whole with the original length from the IP header.
 func TestTruncatedCounted(t *testing.T) {
 	if _, err := exec.LookPath("tshark"); err != nil {
-		t.Skip("tshark not installed")
+		mirrorlab.Unavailable(t, "tshark not installed")
 	}
 	path := captures + "tcp-gaps-truncated-http.pcap"
 	out, err := exec.Command("tshark", "-r", path, "-T", "fields", "-e", "frame.cap_len", "-e", "ip.len").Output()

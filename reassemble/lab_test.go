@@ -32,7 +32,7 @@ import (
 // the client's messages.
 func TestKernelLabWebSocket(t *testing.T) {
 	if err := mirrorlab.Available(); err != nil {
-		t.Skip(err)
+		mirrorlab.Unavailable(t, err.Error())
 	}
 	for _, inbound := range []bool{false, true} {
 		name := "both-directions"
@@ -74,7 +74,7 @@ func TestKernelLabWebSocket(t *testing.T) {
 // in the middle of the connections (the kernel here has no netem).
 func TestKernelLabImpaired(t *testing.T) {
 	if err := mirrorlab.Available(); err != nil {
-		t.Skip(err)
+		mirrorlab.Unavailable(t, err.Error())
 	}
 	t.Run("reorder-duplicate", func(t *testing.T) {
 		r := &relay{reorderEvery: 5, duplicateEvery: 7}

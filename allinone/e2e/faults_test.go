@@ -11,6 +11,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/tapline/tapline/allinone/ledger"
 	"github.com/tapline/tapline/proto"
 	"github.com/tapline/tapline/proto/mirrorlab"
 )
@@ -19,18 +20,11 @@ import (
 // long-lived production connections keep pushing 64 KiB messages: kill -9
 // and restart of decap, reassemble, replay and archive; a second
 // reassemble instance taking over a killed one's shards (the NATS server
-// restart is TestFaultsNATSRestart). Then:
-//
-//   - every message reassembled complete is byte-identical to one
-//     production sent, and the test system received every one of them
-//     (duplicates are allowed: replay is at least once across its own
-//     restart, see replay/README.md);
-//   - the test system received nothing that is not a complete message;
-//   - the archive holds every frame decap stored, once;
-//   - the loss report is true: the bytes reported missing match the
-//     frames lost between the kernel and JetStream (packets that arrived
-//     while decap was dead or sat in its socket buffer when it was
-//     killed), within one MSS per frame.
+// restart is TestFaultsNATSRestart). Then the ledger balances (every
+// message production received is exact at the test system once, flagged
+// with a reason or reported lost; nothing twice; the bytes reported missing
+// at most one MSS per frame lost between the kernel and JetStream), and
+// the archive holds every frame decap stored, once.
 func TestFaults(t *testing.T) { runFaults(t, false) }
 
 // TestFaultsNATSRestart restarts the NATS server (SIGTERM, same store and
@@ -171,116 +165,20 @@ func runFaults(t *testing.T, natsRestart bool) {
 		_ = pc.sc.C.Close(websocket.StatusNormalClosure, "done")
 	}
 
-	sentSet := map[string]bool{}
-	total := 0
+	// The ledger: every message production received is exact at the
+	// test system once, flagged or reported lost; the loss report lies
+	// within what the mirror path lost (packets that arrived while decap
+	// was dead or sat in its socket buffer when it was killed).
+	var prod []ledger.Production
 	for _, pc := range pcs {
-		for _, m := range pc.sent {
-			sentSet[m.SHA] = true
-			total++
-		}
+		prod = append(prod, production(pc.sc.Remote, ext.Addr.String(), proto.ServerToClient, pc.sent))
 	}
-	closes := waitClose(t, p, nconns)
-	es, err := p.Entries()
-	if err != nil {
-		t.Fatal(err)
+	rep := p.Ledger(LedgerCheck{Prod: prod, Deliveries: ts.Deliveries})
+	if rep.BytesMissing > 0 {
+		logArchiveCoverage(t, p)
 	}
-	for _, e := range es {
-		switch {
-		case e.Open != nil:
-			t.Logf("open %+v", *e.Open)
-		case e.Close != nil:
-			t.Logf("close %+v", *e.Close)
-		case e.Gap != nil:
-			t.Logf("gap %+v", *e.Gap)
-		}
-	}
-	// Complete messages of the stream, by content.
-	complete := map[string]bool{}
-	incomplete := 0
-	for _, e := range es {
-		if e.Kind != proto.KindData || e.Chunk.Dir != proto.ServerToClient || e.Chunk.Opcode != proto.OpBinary {
-			continue
-		}
-		if !e.Chunk.Last || e.Chunk.Index != 0 {
-			t.Fatalf("a 64 KiB message took more than one chunk: %+v", e.Chunk)
-		}
-		if !e.Chunk.Complete {
-			incomplete++
-			continue
-		}
-		if !sentSet[e.SHA] {
-			t.Errorf("message %s/%d reported complete is not one production sent (%d bytes)", e.Chunk.Conn, e.Chunk.Seq, e.Size)
-		}
-		complete[e.SHA] = true
-	}
-	var missing int64
-	for _, c := range closes {
-		missing += c.S2C.BytesMissing + c.C2S.BytesMissing
-		if c.S2C.BytesImplied-c.S2C.BytesSeen != c.S2C.BytesMissing {
-			t.Errorf("close event %s inconsistent: %+v", c.Conn, c.S2C)
-		}
-	}
-	t.Logf("%d messages sent, %d complete in the stream, %d incomplete; %d bytes reported missing; %d close events",
-		total, len(complete), incomplete, missing, len(closes))
 
-	// The test system got every complete message. Known replay problem
-	// (see the report of issue 6): after a replay restart a connection
-	// whose first entry a new worker sees is a gap or close event is
-	// "filtered" as started before replay, so its later complete messages
-	// may never be delivered. When delivery stalls with such connections,
-	// the test is skipped as blocked, naming them; any other shortfall
-	// fails.
-	var got []Msg
-	missingMsgs := func() int {
-		got = ts.Msgs()
-		seen := map[string]bool{}
-		for _, m := range got {
-			seen[m.SHA] = true
-		}
-		n := 0
-		for sha := range complete {
-			if !seen[sha] {
-				n++
-			}
-		}
-		return n
-	}
-	deadline := time.Now().Add(4 * time.Minute)
-	lastCount, lastChange := -1, time.Now()
-	for {
-		short := missingMsgs()
-		if short == 0 {
-			break
-		}
-		if len(got) != lastCount {
-			lastCount, lastChange = len(got), time.Now()
-		}
-		stalled := time.Since(lastChange) > 30*time.Second
-		if f, err := p.Metric("replay", "tapline_replay_connections_total", `outcome="filtered"`); stalled && err == nil && f > 0 {
-			reasons, err := p.FilteredReasons()
-			t.Logf("replay's filtered summaries: %q (%v)", reasons, err)
-			t.Skipf("blocked: %d complete messages never reached the test system; replay filtered %v connection(s) after its restart (%s)", short, f, strings.Join(reasons, "; "))
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("test system: %d messages received, %d complete messages missing", len(got), short)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	dups := 0
-	seen := map[string]bool{}
-	for _, m := range got {
-		if !complete[m.SHA] {
-			t.Errorf("test system received %v, which is not a complete message", m)
-		}
-		if seen[m.SHA] {
-			dups++
-		}
-		seen[m.SHA] = true
-	}
-	t.Logf("test system: %d messages, %d duplicates, %d connections", len(got), dups, ts.conns)
-
-	// The archive holds every stored frame exactly once; what the kernel
-	// sent and JetStream never stored is the mirror's loss.
+	// The archive holds every stored frame exactly once.
 	frames, err := p.StreamFrames()
 	if err != nil {
 		t.Fatal(err)
@@ -298,48 +196,40 @@ func runFaults(t *testing.T, natsRestart bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lost := int64(cnt.Sent) - int64(frames)
-	t.Logf("mirror sent %d packets, frames stream %d, archive %d; lost %d (target NoPorts %d, rcvbuf %d)",
-		cnt.Sent, frames, archived, lost, cnt.TargetUDP.NoPorts, cnt.TargetUDP.RcvbufErrors)
-	if lost < 0 {
+	t.Logf("mirror sent %d packets, frames stream %d, archive %d (target NoPorts %d, rcvbuf %d)",
+		cnt.Sent, frames, archived, cnt.TargetUDP.NoPorts, cnt.TargetUDP.RcvbufErrors)
+	if int64(frames) > int64(cnt.Sent) {
 		t.Errorf("the frames stream holds %d frames, more than the %d the kernel mirrored", frames, cnt.Sent)
 	}
-	const mss = 1460
-	switch {
-	case lost == 0 && missing != 0:
-		t.Errorf("no frame was lost but %d bytes are reported missing", missing)
-	case lost > 0 && missing == 0 && len(complete) < total:
-		t.Errorf("%d frames lost and messages incomplete, but no byte reported missing", lost)
-	case missing > lost*mss:
-		// The loss report over-counts: show per gap how many of its bytes
-		// the archive holds (frames that were not lost).
-		msg := fmt.Sprintf("%d bytes reported missing, more than %d lost frames × %d: the loss report over-counts (gaps exceed what the frames missing from TAPLINE_FRAMES carried)", missing, lost, mss)
-		if spans, err := p.archivedSpans(); err != nil {
-			t.Logf("archive coverage: %v", err)
-		} else {
-			var inArchive int64
-			for _, e := range es {
-				if e.Gap == nil || e.Gap.Dir != proto.ServerToClient {
-					continue
-				}
-				var open *proto.OpenEvent
-				for _, o := range es {
-					if o.Open != nil && o.Open.Conn == e.Gap.Conn {
-						open = o.Open
-					}
-				}
-				if open == nil {
-					continue
-				}
-				c := covered(spans[open.Server+"-"+open.Client], e.Gap.Offset, e.Gap.Offset+e.Gap.Bytes)
-				inArchive += c
-				t.Logf("gap %s offset %d bytes %d (%s): %d of its bytes are in the archive", e.Gap.Conn, e.Gap.Offset, e.Gap.Bytes, e.Gap.Reason, c)
-			}
-			msg += fmt.Sprintf("; %d of the bytes reported missing are in the archive", inArchive)
-		}
-		t.Error(msg)
+}
+
+// logArchiveCoverage logs, per gap event, how many of its bytes the
+// archive holds: reported loss the archive covers was not lost by the
+// mirror (the diagnosis of a loss report that over-counts).
+func logArchiveCoverage(t testing.TB, p *Pipeline) {
+	t.Helper()
+	es, err := p.Entries()
+	if err != nil {
+		t.Logf("archive coverage: %v", err)
+		return
 	}
-	if missing == 0 && len(complete) != total {
-		t.Errorf("nothing reported missing but only %d of %d messages complete", len(complete), total)
+	spans, err := p.archivedSpans()
+	if err != nil {
+		t.Logf("archive coverage: %v", err)
+		return
+	}
+	opens := map[string]*proto.OpenEvent{}
+	for _, e := range es {
+		if e.Open != nil {
+			opens[e.Open.Conn] = e.Open
+		}
+	}
+	for _, e := range es {
+		if e.Gap == nil || e.Gap.Dir != proto.ServerToClient || opens[e.Gap.Conn] == nil {
+			continue
+		}
+		open := opens[e.Gap.Conn]
+		c := covered(spans[open.Server+"-"+open.Client], e.Gap.Offset, e.Gap.Offset+e.Gap.Bytes)
+		t.Logf("gap %s offset %d bytes %d (%s): %d of its bytes are in the archive", e.Gap.Conn, e.Gap.Offset, e.Gap.Bytes, e.Gap.Reason, c)
 	}
 }

@@ -7,6 +7,8 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/tapline/tapline/allinone/ledger"
+	"github.com/tapline/tapline/proto"
 	"github.com/tapline/tapline/proto/mirrorlab"
 )
 
@@ -57,7 +59,10 @@ func TestMidStream(t *testing.T) {
 	}
 	requireSame(t, "test system", later, got)
 
-	waitClose(t, p, 1)
+	p.Ledger(LedgerCheck{
+		Prod:       []ledger.Production{production(sc.Remote, ext.Addr.String(), proto.ServerToClient, later)},
+		Deliveries: ts.Deliveries,
+	})
 	es, err := p.Entries()
 	if err != nil {
 		t.Fatal(err)

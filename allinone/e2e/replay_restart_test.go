@@ -7,6 +7,8 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/tapline/tapline/allinone/ledger"
+	"github.com/tapline/tapline/proto"
 	"github.com/tapline/tapline/proto/mirrorlab"
 )
 
@@ -72,6 +74,11 @@ func TestReplayRestartAfterGap(t *testing.T) {
 			}
 		}
 		return nil
+	})
+	_ = sc.C.Close(websocket.StatusNormalClosure, "done")
+	p.Ledger(LedgerCheck{
+		Prod:       []ledger.Production{production(sc.Remote, ext.Addr.String(), proto.ServerToClient, sent)},
+		Deliveries: ts.Deliveries,
 	})
 }
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/tapline/tapline/allinone/ledger"
 	"github.com/tapline/tapline/proto/mirrorlab"
 )
 
@@ -109,16 +110,23 @@ func send(ctx context.Context, c *websocket.Conn, typ websocket.MessageType, src
 
 // receive reads one message and hashes it.
 func receive(ctx context.Context, c *websocket.Conn) (Msg, error) {
+	m, _, err := receiveStarted(ctx, c)
+	return m, err
+}
+
+// receiveStarted is receive that also says whether a message had begun
+// when the read failed (an aborted message).
+func receiveStarted(ctx context.Context, c *websocket.Conn) (Msg, bool, error) {
 	typ, r, err := c.Reader(ctx)
 	if err != nil {
-		return Msg{}, err
+		return Msg{}, false, err
 	}
 	h := sha256.New()
 	n, err := io.Copy(h, r)
 	if err != nil {
-		return Msg{}, err
+		return Msg{}, true, err
 	}
-	return Msg{Type: typ, Size: n, SHA: hex.EncodeToString(h.Sum(nil))}, nil
+	return Msg{Type: typ, Size: n, SHA: hex.EncodeToString(h.Sum(nil))}, false, nil
 }
 
 // Server is a coder/websocket server in a namespace (the external system,
@@ -136,6 +144,9 @@ type Server struct {
 type ServerConn struct {
 	C    *websocket.Conn
 	Path string
+	// Remote is the client's address (ip:port): with the server's, the
+	// connection's key in the ledger.
+	Remote string
 	// Got collects what the peer sent (read by a background reader when
 	// the server was started with read = true).
 	mu   sync.Mutex
@@ -166,7 +177,7 @@ func StartServer(t testing.TB, ns string, addr netip.Addr, opts *websocket.Accep
 			return
 		}
 		c.SetReadLimit(-1)
-		sc := &ServerConn{C: c, Path: r.URL.Path, done: make(chan struct{})}
+		sc := &ServerConn{C: c, Path: r.URL.Path, Remote: r.RemoteAddr, done: make(chan struct{})}
 		s.mu.Lock()
 		s.conns = append(s.conns, sc)
 		close(s.wake)
@@ -236,12 +247,13 @@ func Dial(ctx context.Context, ns, url string, opts *websocket.DialOptions) (*we
 
 // Collector reads every message of a connection in the background.
 type Collector struct {
-	C    *websocket.Conn
-	mu   sync.Mutex
-	msgs []Msg
-	err  error
-	wake chan struct{}
-	done chan struct{}
+	C       *websocket.Conn
+	mu      sync.Mutex
+	msgs    []Msg
+	aborted bool // the read that ended the connection was inside a message
+	err     error
+	wake    chan struct{}
+	done    chan struct{}
 }
 
 // Collect starts reading c.
@@ -250,10 +262,10 @@ func Collect(c *websocket.Conn) *Collector {
 	go func() {
 		defer close(col.done)
 		for {
-			m, err := receive(context.Background(), c)
+			m, started, err := receiveStarted(context.Background(), c)
 			col.mu.Lock()
 			if err != nil {
-				col.err = err
+				col.err, col.aborted = err, started
 			} else {
 				col.msgs = append(col.msgs, m)
 			}
@@ -273,6 +285,17 @@ func (col *Collector) Msgs() []Msg {
 	col.mu.Lock()
 	defer col.mu.Unlock()
 	return append([]Msg(nil), col.msgs...)
+}
+
+// Deliveries returns what was received so far, for the ledger.
+func (col *Collector) Deliveries() []ledger.Delivery {
+	col.mu.Lock()
+	defer col.mu.Unlock()
+	out := ledgerMsgs(col.msgs)
+	if col.aborted {
+		out = append(out, ledger.Delivery{Aborted: true})
+	}
+	return out
 }
 
 // Wait waits until n messages arrived (or the connection ended, or ctx).
@@ -345,9 +368,10 @@ func dialTestSystem(t testing.TB, p *Pipeline, addr string) *websocket.Conn {
 // again whenever its connection ends (replay restarted, or replay aborted
 // an incomplete message), collecting every message it receives.
 type Reconnecting struct {
-	mu    sync.Mutex
-	msgs  []Msg
-	conns int
+	mu      sync.Mutex
+	msgs    []Msg
+	aborted int
+	conns   int
 }
 
 // ConnectReconnecting starts a reconnecting test system; it stops when
@@ -364,8 +388,13 @@ func ConnectReconnecting(t testing.TB, p *Pipeline, addr string) *Reconnecting {
 		c := first
 		for {
 			for {
-				m, err := receive(ctx, c)
+				m, started, err := receiveStarted(ctx, c)
 				if err != nil {
+					if started {
+						r.mu.Lock()
+						r.aborted++
+						r.mu.Unlock()
+					}
 					break
 				}
 				r.mu.Lock()
@@ -396,6 +425,19 @@ func ConnectReconnecting(t testing.TB, p *Pipeline, addr string) *Reconnecting {
 		}
 	}()
 	return r
+}
+
+// Deliveries returns what the test system received so far, for the
+// ledger: every complete message and one aborted delivery per message cut
+// short.
+func (r *Reconnecting) Deliveries() []ledger.Delivery {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := ledgerMsgs(r.msgs)
+	for range r.aborted {
+		out = append(out, ledger.Delivery{Aborted: true})
+	}
+	return out
 }
 
 // Msgs returns every message received so far, over all connections.

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/tapline/tapline/proto/mirrorlab"
 )
 
 func build(t testing.TB, parts ...[]byte) []byte {
@@ -67,7 +69,7 @@ func TestRoundTrip(t *testing.T) {
 func TestZstdCLI(t *testing.T) {
 	bin, err := exec.LookPath("zstd")
 	if err != nil {
-		t.Skip("zstd CLI not installed")
+		mirrorlab.Unavailable(t, "zstd CLI not installed")
 	}
 	a := bytes.Repeat([]byte("abc"), 1<<19)
 	obj := build(t, a, a[:1000])

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/tapline/tapline/proto/mirrorlab"
 )
 
 // TestTsharkReadsBatches checks the contract's promise that concatenated
@@ -13,7 +15,7 @@ import (
 // nanosecond timestamps and original lengths intact.
 func TestTsharkReadsBatches(t *testing.T) {
 	if _, err := exec.LookPath("tshark"); err != nil {
-		t.Skip("tshark not installed")
+		mirrorlab.Unavailable(t, "tshark not installed")
 	}
 	in := sampleFrames()
 	var all []byte

@@ -52,7 +52,7 @@
 // including RcvbufErrors) — the figures a loss test compares with what
 // Tapline received.
 //
-// New skips the test (t.Skip, with the reason) when not root, when ip or tc
+// New skips the test (Unavailable: a failure when TAPLINE_REQUIRE_LAB=1) when not root, when ip or tc
 // is missing, or when the kernel cannot create a VXLAN device. Namespaces are
 // removed by t.Cleanup even when the test fails; namespaces left behind by a
 // process that no longer exists (a killed test binary) are removed when the

@@ -115,11 +115,11 @@ var ErrNoVXLAN = errors.New("mirrorlab: kernel VXLAN unavailable")
 func New(t testing.TB, o Options) *Lab {
 	t.Helper()
 	if err := Available(); err != nil {
-		t.Skip(err.Error())
+		Unavailable(t, err.Error())
 	}
 	l, err := Setup(o)
 	if errors.Is(err, ErrNoVXLAN) {
-		t.Skip(err.Error())
+		Unavailable(t, err.Error())
 	}
 	if err != nil {
 		t.Fatal(err)

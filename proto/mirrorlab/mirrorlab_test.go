@@ -256,11 +256,11 @@ func TestDoIsolatesSockets(t *testing.T) {
 
 func TestCloseRemovesNamespaces(t *testing.T) {
 	if err := Available(); err != nil {
-		t.Skip(err)
+		Unavailable(t, err.Error())
 	}
 	l, err := Setup(Options{})
 	if err != nil {
-		t.Skip(err)
+		Unavailable(t, err.Error())
 	}
 	names := []string{l.Ext, l.Prod, l.Target}
 	if err := l.Close(); err != nil {
@@ -295,7 +295,7 @@ func contains(b []byte, s string) bool { return strings.Contains(string(b), s) }
 // namespaces, every mirror packet accounted for in each.
 func TestConcurrentLabs(t *testing.T) {
 	if err := Available(); err != nil {
-		t.Skip(err)
+		Unavailable(t, err.Error())
 	}
 	const labs = 3
 	var wg sync.WaitGroup
@@ -362,7 +362,7 @@ func TestConcurrentLabs(t *testing.T) {
 // is removed; one of a live process (this one) is kept.
 func TestRemoveLeftovers(t *testing.T) {
 	if err := Available(); err != nil {
-		t.Skip(err)
+		Unavailable(t, err.Error())
 	}
 	dead := NamePrefix + "2147483646-deadbeef-ext" // no such pid
 	mine := newName("keep")

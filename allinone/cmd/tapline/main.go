@@ -5,6 +5,7 @@
 //	tapline demo [flags]        the whole flow on a bundled capture
 //	tapline testsystem [flags]  a WebSocket/TCP server printing what it receives
 //	tapline healthcheck [flags] probe the running all-in-one's /healthz
+//	tapline ledger [flags]      reconcile production's messages with the streams
 //
 // `tapline run --help` lists every flag, each stage's prefixed with its
 // name (--decap.listen …) and its environment variable.
@@ -18,6 +19,7 @@ import (
 
 	"github.com/tapline/tapline/allinone"
 	"github.com/tapline/tapline/allinone/demo"
+	"github.com/tapline/tapline/allinone/ledger"
 	"github.com/tapline/tapline/allinone/testsystem"
 	"github.com/tapline/tapline/proto/stage"
 )
@@ -46,11 +48,13 @@ func run(args []string) int {
 		return demo.Main(args)
 	case "testsystem":
 		return testsystem.Main(args)
+	case "ledger":
+		return ledger.Main(args, os.Stdout, os.Stderr)
 	case "help", "-h", "--help":
 		usage()
 		return 0
 	default:
-		fmt.Fprintf(os.Stderr, "tapline: unknown command %q (run, demo, testsystem, healthcheck)\n", cmd)
+		fmt.Fprintf(os.Stderr, "tapline: unknown command %q (run, demo, testsystem, ledger, healthcheck)\n", cmd)
 		return 2
 	}
 }
@@ -63,5 +67,7 @@ func usage() {
   demo         the whole flow on a bundled capture, within a minute
   testsystem   a WebSocket/TCP server that prints what it receives
   healthcheck  probe the running all-in-one's /healthz (exit 0 when healthy)
+  ledger       reconcile the messages production received (--expected, JSON
+               lines) with TAPLINE_MSGS, TAPLINE_RESULTS and the test system
 `)
 }

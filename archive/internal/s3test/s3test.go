@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tapline/tapline/proto/mirrorlab"
 )
 
 // Credentials of the test server; tests set them as AWS_ACCESS_KEY_ID and
@@ -56,12 +58,12 @@ func Binary() string {
 
 // Start runs versitygw on a free loopback port with a bucket named Bucket,
 // sets the AWS credential environment for the test, and stops the server
-// when the test ends. It skips the test when versitygw is not installed.
+// when the test ends. It skips the test when versitygw is not installed (fails it with TAPLINE_REQUIRE_LAB=1).
 func Start(t testing.TB) *Server {
 	t.Helper()
 	bin := Binary()
 	if bin == "" {
-		t.Skip("versitygw not installed (go install github.com/versity/versitygw/cmd/versitygw@v1.8.0): S3 tests skipped")
+		mirrorlab.Unavailable(t, "versitygw not installed (go install github.com/versity/versitygw/cmd/versitygw@v1.8.0): S3 tests skipped")
 	}
 	t.Setenv("AWS_ACCESS_KEY_ID", AccessKey)
 	t.Setenv("AWS_SECRET_ACCESS_KEY", SecretKey)
