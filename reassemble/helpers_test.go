@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
 	"sort"
 	"sync"
 	"testing"
@@ -111,6 +113,9 @@ func startEngine(t *testing.T, cfg Config) (cancel func()) {
 func startEngineReg(t *testing.T, cfg Config) (cancel func(), reg *prometheus.Registry) {
 	t.Helper()
 	d, reg := stage.TestDeps("reassemble")
+	if os.Getenv("TAPLINE_TEST_LOG") != "" { // debugging: the engine's info logs
+		d.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})).With("instance", cfg.InstanceID)
+	}
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, cfg, d) }()
