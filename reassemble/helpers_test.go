@@ -234,6 +234,10 @@ type connOut struct {
 	msgs           map[proto.Direction][]*gotMsg
 	incomplete     int
 	entries        int
+	// reordered counts data chunks stored after a later chunk of their
+	// direction (stream order is not Tapline-Seq/Tapline-Chunk order).
+	reordered int
+	last      map[proto.Direction][2]uint64 // highest (seq, chunk) stored
 }
 
 // gotMsg is one message assembled from its chunks.
@@ -297,6 +301,14 @@ func (col *collector) add(m jetstream.Msg) {
 		c.bytes[ch.Dir] += int64(len(m.Data()))
 		c.body[ch.Dir] = append(c.body[ch.Dir], m.Data()...)
 		c.chunks[ch.MsgID()]++
+		if c.last == nil {
+			c.last = map[proto.Direction][2]uint64{}
+		}
+		if l, at := c.last[ch.Dir], [2]uint64{ch.Seq, uint64(ch.Index)}; at[0] < l[0] || (at[0] == l[0] && at[1] < l[1]) {
+			c.reordered++
+		} else {
+			c.last[ch.Dir] = at
+		}
 		if c.chunks[ch.MsgID()] == 1 {
 			ms := c.msgs[ch.Dir]
 			if len(ms) == 0 || ms[len(ms)-1].seq != ch.Seq {

@@ -99,6 +99,9 @@ func newWorker(e *engine, shard int) *worker {
 		onStored: e.m.published.Inc,
 		onRetry:  e.m.publishRetries.Inc,
 	}
+	if e.nc != nil {
+		w.pub.connected = e.nc.IsConnected
+	}
 	return w
 }
 
