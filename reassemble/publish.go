@@ -36,6 +36,7 @@ type publisher struct {
 	onRetry  func()
 	// connected reports whether the NATS connection is up (nil: always).
 	connected func() bool
+	unsent    bool // a queued entry was not taken by the client: resend
 	// retryAt is the earliest time of the next resend by repair, and
 	// retryGap the backoff between resends that keep failing.
 	retryAt  time.Time
@@ -54,9 +55,8 @@ func (p *publisher) publish(m *nats.Msg, b *batch) error {
 	if b != nil {
 		b.refs++
 	}
-	it := pubItem{msg: m, b: b}
-	it.fut, _ = p.js.PublishMsgAsync(m) // an error here is retried below
-	p.q = append(p.q, it)
+	p.q = append(p.q, pubItem{msg: m, b: b})
+	p.send(len(p.q) - 1)
 	p.bytes += len(m.Data)
 	for len(p.q) >= p.max || (p.bytes > p.maxBytes && len(p.q) > 1) {
 		if err := p.waitHead(); err != nil {
@@ -69,11 +69,14 @@ func (p *publisher) publish(m *nats.Msg, b *batch) error {
 // poll pops the publishes already acknowledged, without waiting, and
 // resends the queue when one failed and the connection is up.
 func (p *publisher) poll() {
-	defer func() {
-		if p.connected == nil || p.connected() {
-			_ = p.repair(false)
-		}
-	}()
+	p.popAcked()
+	if p.connected == nil || p.connected() {
+		_ = p.repair(false)
+	}
+}
+
+// popAcked pops the publishes already acknowledged, without waiting.
+func (p *publisher) popAcked() {
 	for len(p.q) > 0 {
 		f := p.q[0].fut
 		if f == nil {
@@ -112,24 +115,29 @@ func (p *publisher) pop() {
 	}
 }
 
-// broken reports whether a queued publish failed (not sent, or its
-// acknowledgement reported an error: the client fails every pending
-// acknowledgement when the connection drops). A failure read here is
-// kept as a nil future.
+// broken reports whether a queued publish failed: one was not sent, or
+// the oldest not acknowledged has an error (the client fails every
+// pending acknowledgement at once when the connection drops, the oldest
+// with them). A failure read here is kept as a nil future.
 func (p *publisher) broken() bool {
-	for i := range p.q {
-		f := p.q[i].fut
-		if f == nil {
-			return true
-		}
-		select {
-		case <-f.Err():
-			p.q[i].fut = nil
-			return true
-		default:
-		}
+	p.popAcked()
+	if p.unsent {
+		return true
 	}
-	return false
+	if len(p.q) == 0 {
+		return false
+	}
+	f := p.q[0].fut
+	if f == nil {
+		return true
+	}
+	select {
+	case <-f.Err():
+		p.q[0].fut = nil
+		return true
+	default:
+		return false
+	}
 }
 
 // repair resends the whole queue in order, once the connection is up,
@@ -143,6 +151,10 @@ func (p *publisher) broken() bool {
 func (p *publisher) repair(block bool) error {
 	if !p.broken() {
 		p.retryGap = 0
+		return nil
+	}
+	if len(p.q) == 0 {
+		p.unsent = false
 		return nil
 	}
 	if d := time.Until(p.retryAt); d > 0 {
@@ -168,10 +180,20 @@ func (p *publisher) repair(block bool) error {
 	p.retryAt = time.Now().Add(p.retryGap)
 	p.onRetry()
 	p.log.Warn("publish failed; resending unacknowledged entries in order", "queued", len(p.q), "subject", p.q[0].msg.Subject)
+	p.unsent = false
 	for i := range p.q {
-		p.q[i].fut, _ = p.js.PublishMsgAsync(p.q[i].msg)
+		p.send(i)
 	}
 	return nil
+}
+
+// send publishes queue entry i; an error (the client did not take it)
+// marks the queue for a resend.
+func (p *publisher) send(i int) {
+	var err error
+	if p.q[i].fut, err = p.js.PublishMsgAsync(p.q[i].msg); err != nil {
+		p.q[i].fut, p.unsent = nil, true
+	}
 }
 
 // waitHead waits for the oldest publish; on failure it resends the whole
