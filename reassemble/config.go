@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/tapline/tapline/proto"
@@ -48,7 +49,8 @@ type Config struct {
 	// message.New.
 	NewDecoder DecoderFunc
 
-	crashOnStop bool // tests: Run's end imitates a crash (no hand-over)
+	crashOnStop bool         // tests: Run's end imitates a crash (no hand-over)
+	stallFetch  *atomic.Bool // tests: while true the shard workers request no batch (a stalled owner)
 }
 
 // Register adds the common flags and the reassembler's own to fs.
