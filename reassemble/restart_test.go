@@ -233,7 +233,7 @@ func TestFailoverStalledOwner(t *testing.T) {
 		return p != "" && p != pinA
 	})
 	time.Sleep(time.Second) // it gets new batches first
-	stall.Store(false)      // the stalled owner pulls again and is refused
+	stall.Store(false) // the stalled owner pulls again and is refused
 	<-done
 	checkExact(t, col, want)
 }
