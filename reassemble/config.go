@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/tapline/tapline/proto"
@@ -49,8 +48,7 @@ type Config struct {
 	// message.New.
 	NewDecoder DecoderFunc
 
-	crashOnStop bool         // tests: Run's end imitates a crash (no hand-over)
-	stallFetch  *atomic.Bool // tests: while true the shard workers request no batch (a stalled owner)
+	crashOnStop bool // tests: Run's end imitates a crash (no hand-over)
 }
 
 // Register adds the common flags and the reassembler's own to fs.

@@ -3,7 +3,6 @@ package reassemble
 import (
 	"context"
 	"fmt"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -147,93 +146,4 @@ func TestRecoveryRestartMidMessage(t *testing.T) {
 			t.Errorf("%s: close %+v", oc.id, oc.closeEv)
 		}
 	}
-}
-
-// TestFailoverStalledOwner: the owner stays alive but stops pulling for
-// longer than the pinned TTL (a stall); the server pins the shard to the
-// other instance, which gets new batches first. When the stalled owner
-// pulls again and is refused, it must hand its held batches back (not
-// keep them alive for ever), so the new owner rebuilds the connection
-// from its first packet: one connection, exact, no gap.
-func TestFailoverStalledOwner(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short")
-	}
-	_, url := natstestRun(t)
-	_, js := connect(t, url)
-	col := collect(t, js)
-	cfgA := recoveryConfig(url)
-	cfgA.PinnedTTL, cfgA.AckWait = 2*time.Second, 4*time.Second
-	cfgA.InstanceID = "stalls"
-	var stall atomic.Bool
-	cfgA.stallFetch = &stall
-	cfgB := cfgA
-	cfgB.InstanceID, cfgB.stallFetch = "takes-over", nil
-
-	clock := time.Date(2026, 3, 3, 0, 0, 0, 0, time.UTC).UnixNano()
-	c := newSynthConn(t, "10.2.0.1:40018", "10.2.0.2:9000", 7, &clock)
-	want := pattern(600*1000, 13)
-	var batches [][]byte
-	batches = append(batches, frameBatch(t, c.frame(true, "S", nil), c.frame(false, "SA", nil)))
-	for i := 0; i < 600; i += 2 {
-		batches = append(batches, frameBatch(t, c.frame(false, "PA", want[i*1000:(i+1)*1000]), c.frame(false, "PA", want[(i+1)*1000:(i+2)*1000])))
-	}
-	batches = append(batches, frameBatch(t, c.frame(false, "FA", nil), c.frame(true, "FA", nil)))
-	pub := func(i int) {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if _, err := js.Publish(ctx, proto.FramesSubject(7, 0), batches[i], jetstream.WithMsgID(fmt.Sprintf("stall-%d", i))); err != nil {
-			t.Error(err)
-		}
-	}
-	half := len(batches) / 2
-	for i := range half {
-		pub(i)
-	}
-	startEngine(t, cfgA)
-	waitFor(t, "the first half processed", func() bool {
-		col.mu.Lock()
-		defer col.mu.Unlock()
-		for _, c := range col.conns {
-			if len(c.body[proto.ServerToClient]) >= (half-1)*2000 {
-				return true
-			}
-		}
-		return false
-	})
-	pinned := func() string {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		cons, err := js.Consumer(ctx, proto.FramesStream, cfgA.Consumer+"-0")
-		if err != nil {
-			return ""
-		}
-		info, err := cons.Info(ctx)
-		if err != nil || len(info.PriorityGroups) == 0 {
-			return ""
-		}
-		return info.PriorityGroups[0].PinnedClientID
-	}
-	pinA := pinned()
-	if pinA == "" {
-		t.Fatal("no instance pinned")
-	}
-	stall.Store(true)
-	startEngine(t, cfgB)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for i := half; i < len(batches); i++ {
-			pub(i)
-			time.Sleep(10 * time.Millisecond)
-		}
-	}()
-	waitFor(t, "the other instance to be pinned", func() bool {
-		p := pinned()
-		return p != "" && p != pinA
-	})
-	time.Sleep(time.Second) // it gets new batches first
-	stall.Store(false) // the stalled owner pulls again and is refused
-	<-done
-	checkExact(t, col, want)
 }

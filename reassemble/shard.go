@@ -84,7 +84,12 @@ type worker struct {
 
 func newWorker(e *engine, shard int) *worker {
 	w := &worker{e: e, shard: shard, consName: e.cfg.Consumer + "-" + strconv.Itoa(shard), sid: strconv.Itoa(shard), bySeq: map[uint64]*batch{}, gatheredSeq: map[uint64]int{}}
-	w.tr = w.newTracker()
+	w.tr = tcp.New(tcp.Config{
+		MaxConnections: e.cfg.MaxConnections,
+		MaxBuffered:    e.cfg.MaxBufferedBytes,
+		ReorderWindow:  e.cfg.ReorderWindow,
+		IdleTimeout:    e.cfg.IdleTimeout,
+	}, w.openConn)
 	w.pub = &publisher{
 		js:       e.js,
 		log:      e.log.With("shard", shard),
@@ -98,15 +103,6 @@ func newWorker(e *engine, shard int) *worker {
 		w.pub.connected = e.nc.IsConnected
 	}
 	return w
-}
-
-func (w *worker) newTracker() *tcp.Tracker {
-	return tcp.New(tcp.Config{
-		MaxConnections: w.e.cfg.MaxConnections,
-		MaxBuffered:    w.e.cfg.MaxBufferedBytes,
-		ReorderWindow:  w.e.cfg.ReorderWindow,
-		IdleTimeout:    w.e.cfg.IdleTimeout,
-	}, w.openConn)
 }
 
 // preferDelay is how long this instance waits before asking for a shard:
@@ -170,17 +166,9 @@ func (w *worker) run(ctx context.Context) {
 	// Short requests: a hand-over waits for the last one to end.
 	expiry := min(max(w.e.cfg.PinnedTTL/3, time.Second), 5*time.Second)
 	msgs := make(chan jetstream.Msg, pullBatches)
-	lost := make(chan struct{}, 1) // the server pinned another instance
 	go func() {
 		defer close(msgs)
 		for ctx.Err() == nil {
-			if st := w.e.cfg.stallFetch; st != nil && st.Load() {
-				select {
-				case <-time.After(50 * time.Millisecond):
-				case <-ctx.Done():
-				}
-				continue
-			}
 			if d := time.Until(time.Unix(0, w.fetchPause.Load())); d > 0 {
 				select {
 				case <-time.After(min(d, 100*time.Millisecond)):
@@ -207,12 +195,6 @@ func (w *worker) run(ctx context.Context) {
 			}
 			if err := mb.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
 				log.Debug("fetch", "err", err)
-				if errors.Is(err, jetstream.ErrPinIDMismatch) {
-					select {
-					case lost <- struct{}{}:
-					default:
-					}
-				}
 			}
 		}
 	}()
@@ -232,8 +214,6 @@ func (w *worker) run(ctx context.Context) {
 				continue
 			}
 			w.handle(m)
-		case <-lost:
-			w.pinLost(ctx, msgs)
 		case <-tick.C:
 			w.tick()
 			w.checkRecovery(ctx)
@@ -626,27 +606,6 @@ func (w *worker) handOver(msgs <-chan jetstream.Msg) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	n := w.giveBack(ctx, unprocessed)
-	if w.owned {
-		stream, err := w.e.js.Stream(ctx, proto.FramesStream)
-		if err == nil {
-			err = stream.UnpinConsumer(ctx, w.consName, priorityGroup)
-		}
-		if err != nil {
-			log.Debug("hand-over: unpin", "err", err)
-		}
-		w.e.ownershipEvent(w.shard, "released")
-	}
-	w.flushStats()
-	log.Info("shard handed over", "instance", w.e.cfg.InstanceID, "redelivered_batches", n, "open_connections", w.tr.Conns())
-}
-
-// giveBack is the hand-over without the unpin: the entries in flight are
-// stored, the connections that cannot be rebuilt are closed (reason
-// shutdown), and every batch not acknowledged is negatively acknowledged
-// in stream order, each confirmed by the server. It returns how many.
-func (w *worker) giveBack(ctx context.Context, unprocessed []jetstream.Msg) int {
-	log := w.e.log.With("shard", w.shard)
 	w.pub.retryCtx = ctx
 	w.pubErr = nil
 	w.tr.CloseIf(func(c *tcp.Conn) bool {
@@ -686,5 +645,16 @@ func (w *worker) giveBack(ctx context.Context, unprocessed []jetstream.Msg) int 
 			_ = w.e.nc.Publish(u.reply, ackNak)
 		}
 	}
-	return len(nak)
+	if w.owned {
+		stream, err := w.e.js.Stream(ctx, proto.FramesStream)
+		if err == nil {
+			err = stream.UnpinConsumer(ctx, w.consName, priorityGroup)
+		}
+		if err != nil {
+			log.Debug("hand-over: unpin", "err", err)
+		}
+		w.e.ownershipEvent(w.shard, "released")
+	}
+	w.flushStats()
+	log.Info("shard handed over", "instance", w.e.cfg.InstanceID, "redelivered_batches", len(nak), "open_connections", w.tr.Conns())
 }
