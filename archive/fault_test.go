@@ -290,3 +290,65 @@ func TestProgressAcks(t *testing.T) {
 	out, _ := queryStore(t, st, query.Filter{})
 	sameFrames(t, decodeAll(t, out), frames(in))
 }
+
+// TestKillAndNATSRestart combines the faults: the archive is killed (-9)
+// with chunks open and stored, the NATS server restarts (same port and
+// store) while the archive is down and again while it runs, and the
+// archive is killed once more: every frame the stream holds is in the
+// archive exactly once.
+func TestKillAndNATSRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	dir := t.TempDir()
+	srv, url := natstest.Run(t)
+	_, js := connect(t, url)
+	t0 := time.Date(2026, 11, 25, 14, 0, 0, 0, time.UTC).UnixNano()
+	in := synth(24000, t0, int64(time.Millisecond), 7, 64, 4, 300)
+	st, err := store.Open(context.Background(), dir, store.S3Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"--nats-url", url, "--http", "", "--store", dir,
+		"--chunk-bytes", "512KiB", "--frame-bytes", "64KiB", "--chunk-age", "2s", "--ack-wait", "2s",
+		"--max-pending-batches", "400", "--log-level", "warn"}
+	kill := func(cmd *exec.Cmd, errb *syncBuf, what string) {
+		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		cmd.Wait()
+		t.Logf("%s: killed with %d chunks stored\n%s", what, countIndexes(t, st), errb.String())
+	}
+	publish(t, js, in[:8000], 16)
+	cmd, errb := startProc(t, args, nil)
+	waitFor(t, "a chunk stored", func() bool { return countIndexes(t, st) >= 1 })
+	kill(cmd, errb, "first run")
+	srv = natstest.Restart(t, srv) // while the archive is down
+
+	cmd, errb = startProc(t, args, nil)
+	before := countIndexes(t, st)
+	published := make(chan struct{})
+	go func() {
+		defer close(published)
+		publish(t, js, in[8000:16000], 16)
+	}()
+	waitFor(t, "a chunk stored", func() bool { return countIndexes(t, st) >= before+1 })
+	srv = natstest.Restart(t, srv) // while the archive runs
+	<-published
+	before = countIndexes(t, st)
+	waitFor(t, "a chunk stored", func() bool { return countIndexes(t, st) >= before+1 })
+	kill(cmd, errb, "second run")
+
+	publish(t, js, in[16000:], 16)
+	cmd, errb = startProc(t, args, nil)
+	waitAcked(t, js, DefaultConsumer)
+	natstest.Restart(t, srv) // acknowledgements lost in the restart are redelivered
+	waitAcked(t, js, DefaultConsumer)
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("archive after SIGTERM: %v\n%s", err, errb.String())
+	}
+	out, res := queryStore(t, st, query.Filter{})
+	t.Logf("%d packets, %d duplicates dropped by the query", res.Packets, res.Duplicates)
+	sameFrames(t, decodeAll(t, out), frames(in))
+}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
 	"sort"
 	"sync"
 	"testing"
@@ -113,6 +115,9 @@ func startEngine(t *testing.T, cfg Config) (cancel func()) {
 func startEngineReg(t *testing.T, cfg Config) (cancel func(), reg *prometheus.Registry) {
 	t.Helper()
 	d, reg := stage.TestDeps("reassemble")
+	if os.Getenv("TAPLINE_TEST_LOG") != "" { // debugging: the engine's info logs
+		d.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})).With("instance", cfg.InstanceID)
+	}
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, cfg, d) }()
@@ -231,6 +236,10 @@ type connOut struct {
 	msgs           map[proto.Direction][]*gotMsg
 	incomplete     int
 	entries        int
+	// reordered counts data chunks stored after a later chunk of their
+	// direction (stream order is not Tapline-Seq/Tapline-Chunk order).
+	reordered int
+	last      map[proto.Direction][2]uint64 // highest (seq, chunk) stored
 }
 
 // gotMsg is one message assembled from its chunks.
@@ -294,6 +303,14 @@ func (col *collector) add(m jetstream.Msg) {
 		c.bytes[ch.Dir] += int64(len(m.Data()))
 		c.body[ch.Dir] = append(c.body[ch.Dir], m.Data()...)
 		c.chunks[ch.MsgID()]++
+		if c.last == nil {
+			c.last = map[proto.Direction][2]uint64{}
+		}
+		if l, at := c.last[ch.Dir], [2]uint64{ch.Seq, uint64(ch.Index)}; at[0] < l[0] || (at[0] == l[0] && at[1] < l[1]) {
+			c.reordered++
+		} else {
+			c.last[ch.Dir] = at
+		}
 		if c.chunks[ch.MsgID()] == 1 {
 			ms := c.msgs[ch.Dir]
 			if len(ms) == 0 || ms[len(ms)-1].seq != ch.Seq {

@@ -34,6 +34,13 @@ type publisher struct {
 	release  func(*batch)
 	onStored func()
 	onRetry  func()
+	// connected reports whether the NATS connection is up (nil: always).
+	connected func() bool
+	unsent    bool // a queued entry was not taken by the client: resend
+	// retryAt is the earliest time of the next resend by repair, and
+	// retryGap the backoff between resends that keep failing.
+	retryAt  time.Time
+	retryGap time.Duration
 	// retryCtx bounds retries; set to a context with a deadline during
 	// shutdown.
 	retryCtx context.Context
@@ -42,12 +49,14 @@ type publisher struct {
 // publish queues m, produced by batch b, and waits while too many are in
 // flight.
 func (p *publisher) publish(m *nats.Msg, b *batch) error {
+	if err := p.repair(true); err != nil {
+		return err
+	}
 	if b != nil {
 		b.refs++
 	}
-	it := pubItem{msg: m, b: b}
-	it.fut, _ = p.js.PublishMsgAsync(m) // an error here is retried below
-	p.q = append(p.q, it)
+	p.q = append(p.q, pubItem{msg: m, b: b})
+	p.send(len(p.q) - 1)
 	p.bytes += len(m.Data)
 	for len(p.q) >= p.max || (p.bytes > p.maxBytes && len(p.q) > 1) {
 		if err := p.waitHead(); err != nil {
@@ -57,8 +66,17 @@ func (p *publisher) publish(m *nats.Msg, b *batch) error {
 	return nil
 }
 
-// poll pops the publishes already acknowledged, without waiting.
+// poll pops the publishes already acknowledged, without waiting, and
+// resends the queue when one failed and the connection is up.
 func (p *publisher) poll() {
+	p.popAcked()
+	if p.connected == nil || p.connected() {
+		_ = p.repair(false)
+	}
+}
+
+// popAcked pops the publishes already acknowledged, without waiting.
+func (p *publisher) popAcked() {
 	for len(p.q) > 0 {
 		f := p.q[0].fut
 		if f == nil {
@@ -94,6 +112,87 @@ func (p *publisher) pop() {
 	p.onStored()
 	if it.b != nil {
 		p.release(it.b)
+	}
+}
+
+// broken reports whether a queued publish failed: one was not sent, or
+// the oldest not acknowledged has an error (the client fails every
+// pending acknowledgement at once when the connection drops, the oldest
+// with them). A failure read here is kept as a nil future.
+func (p *publisher) broken() bool {
+	p.popAcked()
+	if p.unsent {
+		return true
+	}
+	if len(p.q) == 0 {
+		return false
+	}
+	f := p.q[0].fut
+	if f == nil {
+		return true
+	}
+	select {
+	case <-f.Err():
+		p.q[0].fut = nil
+		return true
+	default:
+		return false
+	}
+}
+
+// repair resends the whole queue in order, once the connection is up,
+// when a queued publish failed — before anything newer is sent. Sending
+// new entries first (they are stored after a reconnect while the failed
+// earlier ones are not) stored a connection's entries out of order after
+// a NATS server restart (issue 10): equal bytes, different order.
+//
+// Resends back off while they keep failing; block says to wait for the
+// next one (before a new entry is sent) rather than leave it for later.
+func (p *publisher) repair(block bool) error {
+	if !p.broken() {
+		p.retryGap = 0
+		return nil
+	}
+	if len(p.q) == 0 {
+		p.unsent = false
+		return nil
+	}
+	if d := time.Until(p.retryAt); d > 0 {
+		if !block {
+			return nil
+		}
+		select {
+		case <-time.After(d):
+		case <-p.retryCtx.Done():
+			return p.retryCtx.Err()
+		}
+	}
+	backoff := 50 * time.Millisecond
+	for p.connected != nil && !p.connected() {
+		select {
+		case <-time.After(backoff):
+		case <-p.retryCtx.Done():
+			return p.retryCtx.Err()
+		}
+		backoff = min(2*backoff, time.Second)
+	}
+	p.retryGap = min(max(2*p.retryGap, 50*time.Millisecond), 2*time.Second)
+	p.retryAt = time.Now().Add(p.retryGap)
+	p.onRetry()
+	p.log.Warn("publish failed; resending unacknowledged entries in order", "queued", len(p.q), "subject", p.q[0].msg.Subject)
+	p.unsent = false
+	for i := range p.q {
+		p.send(i)
+	}
+	return nil
+}
+
+// send publishes queue entry i; an error (the client did not take it)
+// marks the queue for a resend.
+func (p *publisher) send(i int) {
+	var err error
+	if p.q[i].fut, err = p.js.PublishMsgAsync(p.q[i].msg); err != nil {
+		p.q[i].fut, p.unsent = nil, true
 	}
 }
 

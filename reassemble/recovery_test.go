@@ -57,7 +57,8 @@ func checkExact(t *testing.T, col *collector, want []byte) {
 			t.Errorf("%s: close %+v, %d incomplete", c.id, c.closeEv, c.incomplete)
 		}
 		if got := c.body[proto.ServerToClient]; !bytes.Equal(got, want) {
-			t.Errorf("%s: server stream %d B, want %d B exact", c.id, len(got), len(want))
+			t.Errorf("%s: server stream %d B, want %d B exact; first difference at offset %d; %d chunks stored out of order",
+				c.id, len(got), len(want), firstDiff(got, want), c.reordered)
 		}
 	}
 }
@@ -185,4 +186,18 @@ func TestRecoveryNATSRestart(t *testing.T) {
 	natstest.Restart(t, srv)
 	<-done
 	checkExact(t, col, want)
+}
+
+// firstDiff is the offset of the first byte where a and b differ (the
+// shorter length when one is a prefix of the other; -1 when equal).
+func firstDiff(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	if len(a) == len(b) {
+		return -1
+	}
+	return min(len(a), len(b))
 }

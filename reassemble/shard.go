@@ -67,9 +67,12 @@ type worker struct {
 	cons         jetstream.Consumer
 	recovering   bool // gathering batches until every pending delivery has reached this instance
 	recoverUntil time.Time
-	lastCons     uint64  // consumer (delivery) sequence of the last delivery handled
-	held         int     // (connection, batch) holds
-	holdQ        []*conn // connections in the order they first held a batch
+	dueBy        time.Time    // every delivery held for another owner is due for redelivery by then
+	paused       bool         // this recovery stopped taking new batches once (see pauseFetching)
+	fetchPause   atomic.Int64 // Unix ns before which the fetch loop requests no batch
+	lastCons     uint64       // consumer (delivery) sequence of the last delivery handled
+	held         int          // (connection, batch) holds
+	holdQ        []*conn      // connections in the order they first held a batch
 
 	streamBytes [2]int64
 	lastStats   tcp.Stats
@@ -102,6 +105,9 @@ func newWorker(e *engine, shard int) *worker {
 		release:  w.release,
 		onStored: e.m.published.Inc,
 		onRetry:  e.m.publishRetries.Inc,
+	}
+	if e.nc != nil {
+		w.pub.connected = e.nc.IsConnected
 	}
 	return w
 }
@@ -170,6 +176,13 @@ func (w *worker) run(ctx context.Context) {
 	go func() {
 		defer close(msgs)
 		for ctx.Err() == nil {
+			if d := time.Until(time.Unix(0, w.fetchPause.Load())); d > 0 {
+				select {
+				case <-time.After(min(d, 100*time.Millisecond)):
+				case <-ctx.Done():
+				}
+				continue
+			}
 			sent := time.Now()
 			mb, err := cons.Fetch(pullBatches, jetstream.FetchMaxWait(expiry), jetstream.FetchPriorityGroup(priorityGroup))
 			if err != nil {
@@ -277,7 +290,7 @@ func (w *worker) handle(m jetstream.Msg) {
 		w.gather(m, md)
 		if len(w.redelivered) >= w.e.cfg.MaxHeldBatches+pullBatches {
 			if w.recovering {
-				w.endRecovery("buffer full")
+				w.pauseFetching()
 			} else {
 				w.flushRedelivered()
 			}
@@ -316,8 +329,10 @@ func (w *worker) startRecovery(md *jetstream.MsgMetadata, prev uint64) {
 	if w.haveAll(ctx) {
 		return
 	}
-	w.recovering = true
-	w.recoverUntil = time.Now().Add(w.e.cfg.AckWait + 5*time.Second)
+	now := time.Now()
+	w.recovering, w.paused = true, false
+	w.dueBy = now.Add(w.e.cfg.AckWait + time.Second)
+	w.recoverUntil = now.Add(w.e.cfg.AckWait + 5*time.Second)
 	w.e.log.Info("deliveries pending that this instance has not received; gathering batches until they are redelivered",
 		"shard", w.shard, "last_delivery", prev, "delivery", md.Sequence.Consumer, "stream_seq", md.Sequence.Stream, "delivered", md.NumDelivered)
 }
@@ -360,8 +375,30 @@ func (w *worker) checkRecovery(ctx context.Context) {
 	}
 }
 
+// pauseFetching is called when a recovery has gathered as many batches
+// as the shard may hold and the deliveries it waits for are still not
+// back. Ending the recovery then would process the new batches before the
+// missing ones and move their connections past those bytes (issue 17: a
+// large message of a connection held over a restart, new batches
+// arriving fast). Instead the instance takes no new batch until every
+// delivery held for the previous owner is due for redelivery (the ack wait
+// after this recovery began); the server delivers redeliveries before new
+// batches, and it never has more than the consumer's MaxAckPending
+// unacknowledged, which bounds what is gathered.
+func (w *worker) pauseFetching() {
+	if w.paused {
+		return
+	}
+	w.paused = true
+	w.fetchPause.Store(w.dueBy.UnixNano())
+	w.recoverUntil = w.dueBy.Add(w.e.cfg.AckWait + 5*time.Second)
+	w.e.log.Info("recovery: batch buffer full; taking no new batch until the missing deliveries are due",
+		"shard", w.shard, "batches", len(w.redelivered), "until", w.dueBy)
+}
+
 func (w *worker) endRecovery(why string) {
 	w.recovering = false
+	w.fetchPause.Store(0)
 	w.e.log.Info("recovery done", "shard", w.shard, "why", why, "batches", len(w.redelivered))
 	w.flushRedelivered()
 }
