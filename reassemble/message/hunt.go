@@ -94,6 +94,14 @@ func (s *side) startHunt(resync bool) {
 	s.syncReason = proto.ReasonGap
 	s.stats.Resyncs++
 	_ = resync
+	if s.infl != nil {
+		// Bytes of this direction were not placed: whatever they held is
+		// missing from the sender's compression history, so the window
+		// kept for context takeover is no longer its exact suffix. Later
+		// messages then inflate exactly without it or are flagged
+		// undecodable, never inflated against a stale window.
+		s.infl.Abort()
+	}
 }
 
 // huntData adds bytes while hunting. It returns the bytes to read in the

@@ -3,6 +3,7 @@ package message_test
 import (
 	"fmt"
 	"math/rand"
+	"strings"
 	"testing"
 
 	coder "github.com/coder/websocket"
@@ -201,4 +202,27 @@ func TestGapOverHeaderContextTakeover(t *testing.T) {
 		t.Errorf("no message flagged undecodable after losing the context (stats %+v)", st)
 	}
 	t.Logf("%d published, stats %+v", len(got), st)
+}
+
+// A gap that swallows whole compressed messages — from one frame header
+// exactly to a later one — takes their output out of the sender's
+// history: the window kept for context takeover is no longer the exact
+// suffix of that history, so the messages after it must be flagged
+// undecodable (or inflate exactly), never inflated against the stale
+// window into text of the right length and the wrong bytes.
+func TestGapOfWholeMessagesContextTakeover(t *testing.T) {
+	var msgs [][]byte
+	for i := 0; i < 12; i++ {
+		// Each message repeats a phrase only the message before it had,
+		// so it references exactly the history the gap removes.
+		msgs = append(msgs, []byte(fmt.Sprintf(`{"seq":%d,"word":"w%03d-%s","prev":"w%03d-%s"}`, i, i, strings.Repeat(string(rune('a'+i%26)), 40), i-1, strings.Repeat(string(rune('a'+(i+25)%26)), 40))))
+	}
+	tr := coderSession(t, coder.CompressionContextTakeover, msgs...)
+	dir := proto.ServerToClient
+	fr := layout(t, stream(tr.ev, dir))
+	from, to := firstFrame(fr, 4), lastFrame(fr, 5)
+	col, dec := run(t, withGap(tr.ev, dir, from.hdr, to.end-from.hdr), message.Meta{ClientKnown: true})
+	got := dataMsgs(col.dir(dir))
+	checkNoGarbage(t, got, tr.sent[dir])
+	t.Logf("%d published, stats %+v", len(got), dec.Stats(dir))
 }
