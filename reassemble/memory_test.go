@@ -43,9 +43,13 @@ func floodWorker(t testing.TB, maxMemory int64, maxConns int) (*worker, *prometh
 	e := &engine{cfg: cfg, log: slog.New(slog.NewTextHandler(io.Discard, nil)), m: m, newDecoder: message.New,
 		limits: message.Limits{MaxHeader: cfg.MaxHeader, MaxControl: 125, MaxMessage: cfg.MaxMessage}}
 	w := newWorker(e, 0)
-	w.pubErr = errors.New("flood test: not published")
+	w.pubErr = errFloodUnpublished
 	return w, reg
 }
+
+// errFloodUnpublished stands for a failed publish: the flood workers
+// publish nothing.
+var errFloodUnpublished = errors.New("flood test: not published")
 
 // heapInuse returns the heap in use after a collection.
 func heapInuse() int64 {
