@@ -29,6 +29,7 @@ type Config struct {
 	// 0..Common.Shards-1).
 	ShardList stage.ListFlag
 
+	MaxMemory        int64         // bytes charged for all connections and what they hold, over all shards of this instance (see memory.go)
 	MaxConnections   int           // connections tracked per shard
 	MaxBufferedBytes int64         // out-of-order bytes held per shard
 	ReorderWindow    int           // bytes held ahead of a hole in one direction
@@ -60,6 +61,7 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	host, _ := os.Hostname()
 	fs.StringVar(&c.InstanceID, "instance-id", host+"-"+strconv.Itoa(os.Getpid()), "name of this instance (consumer client name, shard preference key)")
 	fs.Var(&c.ShardList, "shard", "shards to consume, comma-separated or repeated (default: all)")
+	fs.Int64Var(&c.MaxMemory, "max-memory", 1<<30, "bytes for all connections and what they hold (table entries, out-of-order and held bytes, header buffers, inflater windows, hunt buffers, partial messages), split evenly over this instance's shards; past it the least recently active connection is closed (reason memory)")
 	fs.IntVar(&c.MaxConnections, "max-connections", 100000, "connections tracked per shard; past it the least recently active is closed (reason evicted)")
 	fs.Int64Var(&c.MaxBufferedBytes, "max-buffered-bytes", 256<<20, "out-of-order bytes held per shard; past it the oldest hole is declared lost")
 	fs.IntVar(&c.ReorderWindow, "reorder-window", 1<<20, "bytes held ahead of a hole in one direction before the hole is declared lost")
@@ -88,6 +90,8 @@ func (c *Config) Validate() error {
 	switch {
 	case c.InstanceID == "":
 		return fmt.Errorf("--instance-id must not be empty")
+	case c.MaxMemory < int64(c.shardCount())*minShardMemory:
+		return fmt.Errorf("--max-memory must be at least %d per shard consumed (%d shards), got %d", minShardMemory, c.shardCount(), c.MaxMemory)
 	case c.MaxConnections < 1:
 		return fmt.Errorf("--max-connections must be at least 1, got %d", c.MaxConnections)
 	case c.MaxBufferedBytes < 1<<16:

@@ -118,7 +118,7 @@ func (c *conn) Gap(dir proto.Direction, offset, n int64, tsNs int64, reason stri
 // Close ends the decoder, publishes the loss summary and releases the
 // connection's batches.
 func (c *conn) Close(reason string, tsNs int64, c2s, s2c tcp.Loss) {
-	if reason == tcp.CloseIdle || reason == tcp.CloseEvicted || reason == tcp.CloseSeqJump {
+	if reason == tcp.CloseIdle || reason == tcp.CloseEvicted || reason == tcp.CloseMemory || reason == tcp.CloseSeqJump {
 		// What a later connection on the 5-tuple needs to continue this
 		// one (the tracker keeps it, bounded by --max-connections).
 		if r := message.Snapshot(c.dec, c.meta.Conn); r != nil {
@@ -141,6 +141,17 @@ func (c *conn) Close(reason string, tsNs int64, c2s, s2c tcp.Loss) {
 	}
 	c.closed = true
 	c.w.releaseHolds(c)
+}
+
+// Memory reports what the connection's decoder holds (tcp.Sizer); the
+// holds slice is charged too (the batches themselves are bounded by
+// --max-held-batches).
+func (c *conn) Memory() int64 {
+	n := int64(cap(c.holds)) * 8
+	if s, ok := c.dec.(message.Sizer); ok {
+		n += s.Memory()
+	}
+	return n
 }
 
 func (c *conn) dirLoss(dir proto.Direction, l tcp.Loss) proto.DirLoss {

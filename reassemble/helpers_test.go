@@ -84,6 +84,7 @@ func testConfig(url string, shards int, id string) Config {
 	c.Common.LogLevel, c.Common.LogFormat = "info", "text"
 	c.Common.Streams = testStreams
 	c.InstanceID = id
+	c.MaxMemory = 1 << 30
 	c.MaxConnections = 10000
 	c.MaxBufferedBytes = 64 << 20
 	c.ReorderWindow = 1 << 20

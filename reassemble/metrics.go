@@ -44,7 +44,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		frames:         prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "frames_total", Help: "Frames read from batches."}),
 		framesIgnored:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "frames_ignored_total", Help: "Frames not used for reassembly, by reason (not_tcp, fragment, malformed, stray)."}, []string{"reason"}),
 		connsOpened:    prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "connections_opened_total", Help: "TCP connections seen."}),
-		connsClosed:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "connections_closed_total", Help: "TCP connections ended, by reason (fin, rst, idle, evicted, reused, shutdown)."}, []string{"reason"}),
+		connsClosed:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "connections_closed_total", Help: "TCP connections ended, by reason (fin, rst, idle, evicted, memory, reused, seq_jump, shutdown)."}, []string{"reason"}),
 		conns:          prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: ns + "connections", Help: "TCP connections tracked now."}, []string{"shard"}),
 		streamBytes:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "stream_bytes_total", Help: "Unique TCP payload bytes reassembled, by direction."}, []string{"dir"}),
 		retransBytes:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "retransmitted_bytes_total", Help: "TCP payload bytes seen again (retransmissions, duplicates, overlaps), by direction."}, []string{"dir"}),

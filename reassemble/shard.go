@@ -91,6 +91,8 @@ func newWorker(e *engine, shard int) *worker {
 	w := &worker{e: e, shard: shard, consName: e.cfg.Consumer + "-" + strconv.Itoa(shard), sid: strconv.Itoa(shard), bySeq: map[uint64]*batch{}, gatheredSeq: map[uint64]int{}}
 	w.tr = tcp.New(tcp.Config{
 		MaxConnections: e.cfg.MaxConnections,
+		MaxMemory:      e.cfg.shardMemory(),
+		ConnCost:       ConnCost,
 		MaxBuffered:    e.cfg.MaxBufferedBytes,
 		ReorderWindow:  e.cfg.ReorderWindow,
 		IdleTimeout:    e.cfg.IdleTimeout,

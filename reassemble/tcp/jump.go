@@ -106,6 +106,7 @@ type gone struct {
 	client netip.AddrPort
 	halves [2]goneHalf // by sender address
 	carry  any
+	mem    int64 // its charge against MaxMemory
 }
 
 // goneHalf is one direction's sequence state.
@@ -149,9 +150,7 @@ func (t *Tracker) bury(c *Conn, tsNs int64) {
 	for len(t.gone) >= t.cfg.MaxConnections && len(t.goneQ) > 0 {
 		k := t.goneQ[0]
 		t.goneQ = t.goneQ[1:]
-		if o := t.gone[k]; o != nil {
-			delete(t.gone, k)
-		}
+		t.forget(k)
 	}
 	if len(t.goneQ) >= 2*t.cfg.MaxConnections { // stale keys of resumed entries
 		q := t.goneQ[:0]
@@ -163,6 +162,8 @@ func (t *Tracker) bury(c *Conn, tsNs int64) {
 		clear(t.goneQ[len(q):])
 		t.goneQ = q
 	}
+	g.mem = carryCost(g)
+	t.goneMem += g.mem
 	t.gone[c.k] = g
 	t.goneQ = append(t.goneQ, c.k)
 }

@@ -38,6 +38,11 @@ type Config struct {
 	// MaxFlowRate is the fastest a direction of one connection can send,
 	// in bytes per second (default 25 Gbit/s). See Conn.jump.
 	MaxFlowRate int64
+	// MaxMemory bounds the bytes charged for all connections and what
+	// they hold (0: no bound); see Sizer. ConnCost is the fixed charge
+	// per connection (default DefaultConnCost).
+	MaxMemory int64
+	ConnCost  int64
 }
 
 // Close reasons.
@@ -105,6 +110,7 @@ type Conn struct {
 	noCausal   bool  // the causal hold is off: the other direction is not mirrored
 	finAt      int64 // capture time all FINs were seen (0: not yet)
 	jumpIx     int   // 1 + the half whose sequence jumped (0: none)
+	mem        int64 // the Handler's Memory at its last measure
 }
 
 // Continued reports whether direction dir of a resumed connection
@@ -154,6 +160,8 @@ type Stats struct {
 	Ignored                               int64 // packets of no tracked connection without payload, or late after its close
 	SeqJumps                              int64 // connections closed by a sequence jump
 	Resumed                               int64 // connections opened as the continuation of one closed idle, evicted or by a jump
+	MemEvicted                            int64 // connections closed to stay within MaxMemory (reason memory)
+	GoneDropped                           int64 // resume records forgotten to stay within MaxMemory
 }
 
 // lateAfterClose is how long (capture time) after a FIN or RST close packets
@@ -177,6 +185,9 @@ type Tracker struct {
 	buffered int64
 	nowNs    int64
 
+	handlerMem int64 // sum of the connections' Handler Memory
+	goneMem    int64 // charge of the resume records
+
 	Stats
 }
 
@@ -199,6 +210,9 @@ func New(cfg Config, open Opener) *Tracker {
 	}
 	if cfg.MaxFlowRate <= 0 {
 		cfg.MaxFlowRate = DefaultMaxFlowRate
+	}
+	if cfg.ConnCost <= 0 {
+		cfg.ConnCost = DefaultConnCost
 	}
 	return &Tracker{cfg: cfg, open: open, conns: make(map[key]*Conn), tomb: make(map[key]int64), gone: make(map[key]*gone), waiting: make(map[*Conn]struct{}), finWait: make(map[*Conn]struct{})}
 }
@@ -315,6 +329,7 @@ func (t *Tracker) release(c *Conn, force bool) {
 	if len(c.halves[0].wait) == 0 && len(c.halves[1].wait) == 0 {
 		delete(t.waiting, c)
 	}
+	t.measure(c)
 }
 
 // Packet processes one frame. It returns the connection the frame belongs
@@ -376,12 +391,12 @@ func (t *Tracker) Packet(f *framebatch.Frame) *Conn {
 		}
 	}
 	if c == nil {
-		g := t.gone[k] // taken before an eviction can make room for another
-		delete(t.gone, k)
+		g := t.forget(k) // taken before an eviction can make room for another
 		if len(t.conns) >= t.cfg.MaxConnections && t.tail != nil {
 			t.Evicted++
 			t.close(t.tail, CloseEvicted, f.TimeNs)
 		}
+		t.enforce(nil, t.cfg.ConnCost)
 		c = t.newConn(k, f, src, dst, &s, g)
 	} else {
 		t.touch(c)
@@ -425,6 +440,11 @@ func (t *Tracker) Packet(f *framebatch.Frame) *Conn {
 	}
 	if s.flags&flagRST != 0 {
 		t.close(c, CloseRST, f.TimeNs)
+		return c
+	}
+	t.measure(c)
+	t.enforce(c, 0)
+	if c.closed {
 		return c
 	}
 	if c.finished() {
@@ -519,6 +539,7 @@ func (t *Tracker) newConn(k key, f *framebatch.Frame, src, dst netip.AddrPort, s
 	t.Opened++
 	t.pushFront(c)
 	c.h = t.open(c)
+	t.measure(c)
 	return c
 }
 
@@ -538,7 +559,7 @@ func (t *Tracker) close(c *Conn, reason string, tsNs int64) {
 	delete(t.conns, c.k)
 	delete(t.finWait, c)
 	t.unlink(c)
-	delete(t.gone, c.k)
+	t.forget(c.k)
 	if reason == CloseFIN || reason == CloseRST {
 		if len(t.tomb) >= t.cfg.MaxConnections {
 			clear(t.tomb)
@@ -551,7 +572,9 @@ func (t *Tracker) close(c *Conn, reason string, tsNs int64) {
 		l0, l1 = l1, l0
 	}
 	c.h.Close(reason, tsNs, l0, l1)
-	if reason == CloseIdle || reason == CloseEvicted || reason == CloseSeqJump {
+	t.handlerMem -= c.mem
+	c.mem = 0
+	if reason == CloseIdle || reason == CloseEvicted || reason == CloseMemory || reason == CloseSeqJump {
 		t.bury(c, tsNs)
 	}
 }
@@ -569,6 +592,7 @@ func (t *Tracker) Expire(nowNs int64) int {
 	for c := range t.waiting {
 		t.release(c, false)
 	}
+	t.enforce(nil, 0)
 	for c := range t.finWait {
 		if t.nowNs-c.finAt > int64(finGrace) {
 			t.close(c, CloseFIN, t.nowNs)
