@@ -467,15 +467,19 @@ func (w *worker) connect(ctx context.Context) error {
 	return nil
 }
 
-// dropSink kills the current connection after a failure.
+// dropSink kills the current connection after a failure. A message being
+// written is aborted, never just forgotten: its writer would otherwise
+// stay open (in listen mode holding the listen address, so no other
+// message could start) and could later finish another message.
 func (w *worker) dropSink() {
+	if w.cur != nil && w.cur.w != nil {
+		w.cur.w.Abort("tapline: test connection failed inside the message; it is sent again")
+		w.cur.w = nil
+	}
 	if w.sink != nil {
 		w.sink.Kill()
 		w.sink = nil
 		w.sum.Reconnects++
-	}
-	if w.cur != nil {
-		w.cur.w = nil
 	}
 }
 
