@@ -273,6 +273,11 @@ func (m *hubWriter) Close() error {
 }
 
 func (m *hubWriter) Abort(reason string) {
+	if m.done {
+		// Finished or failed already: its test connections may be
+		// carrying another message now.
+		return
+	}
 	for _, sub := range m.subs {
 		_ = sub.c.Close(websocket.StatusInternalError, truncReason(reason))
 		m.s.h.drop(sub)

@@ -467,15 +467,19 @@ func (w *worker) connect(ctx context.Context) error {
 	return nil
 }
 
-// dropSink kills the current connection after a failure.
+// dropSink kills the current connection after a failure. A message being
+// written is aborted, never just forgotten: its writer would otherwise
+// stay open (in listen mode holding the listen address, so no other
+// message could start) and could later finish another message.
 func (w *worker) dropSink() {
+	if w.cur != nil && w.cur.w != nil {
+		w.cur.w.Abort("tapline: test connection failed inside the message; it is sent again")
+		w.cur.w = nil
+	}
 	if w.sink != nil {
 		w.sink.Kill()
 		w.sink = nil
 		w.sum.Reconnects++
-	}
-	if w.cur != nil {
-		w.cur.w = nil
 	}
 }
 
@@ -567,6 +571,27 @@ func (w *worker) sendChunk(ctx context.Context, e *entry) {
 		return
 	}
 	m := w.cur
+	if c.Index != 0 && !m.skip {
+		if c.Index <= m.last.Index {
+			// A chunk already written (published again under another
+			// stream sequence): writing it would repeat its bytes.
+			w.r.ack(e)
+			return
+		}
+		if c.Index != m.last.Index+1 {
+			// A chunk is missing before this one (entries redelivered
+			// out of order): the message cannot be finished exactly.
+			if !w.stopStreaming(ctx, m, fmt.Sprintf("chunk %d came after chunk %d: message aborted, never finished out of order", c.Index, m.last.Index)) {
+				return
+			}
+		}
+	}
+	if c.Last && !m.skip && c.Complete && !c.Compressed && c.Size > 0 && m.size+int64(len(e.data)) != c.Size {
+		// Finishing would deliver other bytes than the message's.
+		if !w.stopStreaming(ctx, m, fmt.Sprintf("%d bytes written of a %d-byte message: message aborted, never finished with other bytes", m.size+int64(len(e.data)), c.Size)) {
+			return
+		}
+	}
 	m.last = *c
 	if m.skip {
 		w.r.ack(e)
@@ -935,6 +960,31 @@ func (w *worker) abortCur(ctx context.Context, reason string) {
 	w.r.m.messages.WithLabelValues("skipped").Inc()
 	m.last.Complete = false // it cannot be finished exactly
 	w.r.reportMsg(w, m, "skipped", reason, 0)
+}
+
+// stopStreaming gives up the message in progress when it cannot be
+// finished exactly: the messages before it are confirmed, a partly written
+// message is aborted at the test system (status 1011, never finished), its
+// chunks are acknowledged and the rest of it is skipped; its result is
+// published once, at its last chunk or when the connection ends. It
+// returns false when replay is stopping (nothing was changed).
+func (w *worker) stopStreaming(ctx context.Context, m *outMsg, reason string) bool {
+	if m.w != nil {
+		// Closing the connection must not lose the messages before it.
+		if err := w.confirm(ctx); err != nil && ctx.Err() != nil {
+			return false
+		}
+	}
+	m.skip, m.reason = true, reason
+	w.r.m.incomplete.WithLabelValues("aborted").Inc()
+	if m.w != nil {
+		m.w.Abort("tapline: " + reason)
+		m.w = nil
+		w.sink = nil
+		w.sum.Reconnects++
+	}
+	w.r.acks.ackAll(m.parts)
+	return true
 }
 
 // abortForRestart stops writing the message in progress when replay shuts
