@@ -74,17 +74,9 @@ func runFaults(t *testing.T, natsRestart bool) {
 		sent []Msg
 	}
 	pcs := make([]*prodConn, nconns)
+	cols, scs := OpenFeeds(ctx, t, lab, ext, "/feed", nconns, nil)
 	for i := range pcs {
-		c, err := Dial(ctx, lab.Prod, fmt.Sprintf("ws://%s/feed/%d", ext.Addr, i), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.CloseNow()
-		conns, err := ext.Accepted(ctx, i+1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pcs[i] = &prodConn{sc: conns[i], col: Collect(c)}
+		pcs[i] = &prodConn{sc: scs[i], col: cols[i]}
 	}
 	// phase pushes perPhase messages on every connection and runs fault
 	// once the first connection's production client got a third of them.

@@ -88,21 +88,14 @@ func TestSoak(t *testing.T) {
 		sent []Msg
 	}
 	pcs := make([]*prodConn, nconns)
-	for i := range pcs {
-		var opts websocket.DialOptions
+	cols, scs := OpenFeeds(ctx, t, lab, ext, "/soak", nconns, func(i int) *websocket.DialOptions {
 		if i%2 == 0 {
-			opts.CompressionMode = websocket.CompressionContextTakeover
+			return &websocket.DialOptions{CompressionMode: websocket.CompressionContextTakeover}
 		}
-		c, err := Dial(ctx, lab.Prod, fmt.Sprintf("ws://%s/soak/%d", ext.Addr, i), &opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.CloseNow()
-		conns, err := ext.Accepted(ctx, i+1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pcs[i] = &prodConn{sc: conns[i], col: Collect(c)}
+		return &websocket.DialOptions{}
+	})
+	for i := range pcs {
+		pcs[i] = &prodConn{sc: scs[i], col: cols[i]}
 	}
 
 	end := time.Now().Add(dur)

@@ -467,3 +467,30 @@ func OpenFeed(ctx context.Context, t testing.TB, lab *mirrorlab.Lab, ext *Server
 	}
 	return prod, conns[0]
 }
+
+// OpenFeeds opens n production WebSocket connections to ext, one after
+// the other, at path/0 … path/(n-1), with the dial options opts returns
+// for each (opts may be nil), and returns their collectors and the
+// external system's side of each, in the same order (each is accepted
+// before the next is dialled, so the orders agree).
+func OpenFeeds(ctx context.Context, t testing.TB, lab *mirrorlab.Lab, ext *Server, path string, n int, opts func(i int) *websocket.DialOptions) ([]*Collector, []*ServerConn) {
+	t.Helper()
+	cols := make([]*Collector, n)
+	var conns []*ServerConn
+	for i := range cols {
+		var o *websocket.DialOptions
+		if opts != nil {
+			o = opts(i)
+		}
+		c, err := Dial(ctx, lab.Prod, fmt.Sprintf("ws://%s%s/%d", ext.Addr, path, i), o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.CloseNow() })
+		cols[i] = Collect(c)
+		if conns, err = ext.Accepted(ctx, i+1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return cols, conns[:n]
+}
