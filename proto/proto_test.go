@@ -86,3 +86,20 @@ func TestStreamConfigDefaults(t *testing.T) {
 		t.Error("unknown stream accepted")
 	}
 }
+
+func TestKeysSubject(t *testing.T) {
+	for in, want := range map[string]string{
+		"prod-1":       "tapline.keys.prod-1",
+		"host.example": "tapline.keys.host_example",
+		"a*b>c d":      "tapline.keys.a_b_c_d",
+		"":             "tapline.keys._",
+	} {
+		if got := KeysSubject(in); got != want {
+			t.Errorf("KeysSubject(%q) = %q, want %q", in, got, want)
+		}
+	}
+	cfg, err := StreamOptions{}.StreamConfig(KeysStream)
+	if err != nil || cfg.Subjects[0] != "tapline.keys.>" || cfg.MaxAge != DefaultLimits[KeysStream].MaxAge {
+		t.Fatalf("keys stream config %+v, %v", cfg, err)
+	}
+}

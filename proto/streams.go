@@ -22,6 +22,7 @@ type StreamOptions struct {
 	Msgs     StreamLimits // TAPLINE_MSGS
 	Results  StreamLimits // TAPLINE_RESULTS
 	Events   StreamLimits // TAPLINE_EVENTS
+	Keys     StreamLimits // TAPLINE_KEYS
 	// Memory stores the streams in memory instead of files (tests only).
 	Memory bool
 }
@@ -32,6 +33,7 @@ var DefaultLimits = map[string]StreamLimits{
 	MsgsStream:    {MaxAge: 24 * time.Hour, MaxBytes: 8 << 30},
 	ResultsStream: {MaxAge: 7 * 24 * time.Hour, MaxBytes: 1 << 30},
 	EventsStream:  {MaxAge: 7 * 24 * time.Hour, MaxBytes: 256 << 20},
+	KeysStream:    {MaxAge: 24 * time.Hour, MaxBytes: 256 << 20},
 }
 
 // StreamConfig returns the JetStream configuration of the named stream with
@@ -49,6 +51,8 @@ func (o StreamOptions) StreamConfig(name string) (jetstream.StreamConfig, error)
 		subject, lim = ResultsPrefix+".>", o.Results
 	case EventsStream:
 		subject, lim = EventsPrefix+".>", o.Events
+	case KeysStream:
+		subject, lim = KeysPrefix+".>", o.Keys
 	default:
 		return jetstream.StreamConfig{}, fmt.Errorf("proto: unknown stream %q", name)
 	}

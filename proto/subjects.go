@@ -17,6 +17,10 @@ const (
 	// EventsStream holds stage-level reports (kernel drops, publish drops,
 	// loss summaries) that are not tied to one shard.
 	EventsStream = "TAPLINE_EVENTS"
+	// KeysStream holds TLS session secrets in the NSS key log format,
+	// shipped from the production host (decap keys) for reassemble to
+	// decrypt TLS connections with. Its contents are secrets.
+	KeysStream = "TAPLINE_KEYS"
 )
 
 // Subject prefixes of the streams.
@@ -25,6 +29,7 @@ const (
 	MsgsPrefix    = "tapline.msgs"
 	ResultsPrefix = "tapline.results"
 	EventsPrefix  = "tapline.events"
+	KeysPrefix    = "tapline.keys"
 )
 
 // DefaultShards is the number of shards decap spreads flows over when not
@@ -60,6 +65,22 @@ func ResultsSubject(vni uint32, shard int) string {
 // tapline.events.<stage>.<kind>, e.g. tapline.events.decap.drops.
 func EventsSubject(stage, kind string) string {
 	return fmt.Sprintf("%s.%s.%s", EventsPrefix, stage, kind)
+}
+
+// KeysSubject is the subject key log lines from one source (a production
+// host or process, a single token such as its host name) are published on:
+// tapline.keys.<source>. Dots and wildcards in source are replaced by '_'.
+func KeysSubject(source string) string {
+	b := []byte(source)
+	for i, c := range b {
+		if c == '.' || c == '*' || c == '>' || c == ' ' || c == '\t' {
+			b[i] = '_'
+		}
+	}
+	if len(b) == 0 {
+		b = []byte("_")
+	}
+	return KeysPrefix + "." + string(b)
 }
 
 // ParseSubject splits a frames, msgs or results subject into its VNI and
