@@ -65,7 +65,7 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxConnections, "max-connections", 100000, "connections tracked per shard; past it the least recently active is closed (reason evicted)")
 	fs.Int64Var(&c.MaxBufferedBytes, "max-buffered-bytes", 256<<20, "out-of-order bytes held per shard; past it the oldest hole is declared lost")
 	fs.IntVar(&c.ReorderWindow, "reorder-window", 1<<20, "bytes held ahead of a hole in one direction before the hole is declared lost")
-	fs.DurationVar(&c.IdleTimeout, "idle-timeout", 6*time.Hour, "close a connection after this long without packets (capture time); --max-memory evicts the least recently active earlier under pressure")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", tcp.DefaultIdleTimeout, "close a connection after this long without packets (capture time); --max-memory evicts the least recently active earlier under pressure")
 	fs.Int64Var(&c.MaxSeqJump, "max-seq-jump", tcp.DefaultMaxSeqJump, "bytes a direction may have in flight when its window is not known from the handshake; a sequence jump beyond what the window and --max-flow-rate allow closes the connection (reason seq_jump) instead of being reported as loss")
 	fs.Int64Var(&c.MaxFlowRate, "max-flow-rate", tcp.DefaultMaxFlowRate, "fastest one direction of a connection can send, in bytes per second (sequence jump rule)")
 	fs.IntVar(&c.MaxHeader, "max-header", 64<<10, "largest HTTP upgrade header block held by the decoder")

@@ -191,6 +191,10 @@ type Tracker struct {
 	Stats
 }
 
+// DefaultIdleTimeout is the idle timeout of a Config that leaves it zero:
+// long enough for mostly silent WebSockets that push rarely.
+const DefaultIdleTimeout = 6 * time.Hour
+
 // New returns a Tracker that calls open for each new connection.
 func New(cfg Config, open Opener) *Tracker {
 	if cfg.MaxConnections <= 0 {
@@ -203,7 +207,7 @@ func New(cfg Config, open Opener) *Tracker {
 		cfg.ReorderWindow = 1 << 20
 	}
 	if cfg.IdleTimeout <= 0 {
-		cfg.IdleTimeout = 10 * time.Minute
+		cfg.IdleTimeout = DefaultIdleTimeout
 	}
 	if cfg.MaxSeqJump <= 0 {
 		cfg.MaxSeqJump = DefaultMaxSeqJump
