@@ -1,9 +1,9 @@
 // Package afpacket captures Ethernet frames of one network interface with
 // Linux AF_PACKET sockets, in pure Go (golang.org/x/sys/unix, no libpcap,
 // no cgo): several sockets joined in a fanout group (the kernel spreads
-// flows over them by a symmetric flow hash), a classic BPF filter attached
-// in the kernel before the socket is bound (so nothing unfiltered is ever
-// queued), batched reads with recvmmsg, kernel timestamps
+// flows over them by a symmetric flow hash), a classic BPF filter in the
+// kernel (a drop-all program until the socket is bound and in its fanout
+// group, so nothing unfiltered or duplicated is ever queued), batched reads with recvmmsg, kernel timestamps
 // (SO_TIMESTAMPNS), the direction of each frame (sent by the host or
 // received), and the kernel's own per-socket capture counters
 // (PACKET_STATISTICS: frames queued and frames dropped because the
@@ -140,6 +140,23 @@ func Open(cfg Config) (*Capture, error) {
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
+// BPF programs of one instruction: ret 0 (drop) and ret 0xffffffff (keep
+// the whole frame).
+var (
+	dropAll   = []bpf.RawInstruction{{Op: 0x06, K: 0}}
+	acceptAll = []bpf.RawInstruction{{Op: 0x06, K: 0xffffffff}}
+)
+
+// attach sets the socket's filter (SO_ATTACH_FILTER replaces the previous
+// one atomically).
+func attach(fd int, prog []bpf.RawInstruction) error {
+	fp := unix.SockFprog{Len: uint16(len(prog)), Filter: (*unix.SockFilter)(unsafe.Pointer(&prog[0]))}
+	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &fp); err != nil {
+		return fmt.Errorf("afpacket: attach filter: %w", err)
+	}
+	return nil
+}
+
 func openSock(idx, ifindex int, cfg Config, group uint16) (*sock, error) {
 	// Protocol 0: the socket receives nothing until bound below, after the
 	// filter is in place.
@@ -153,11 +170,11 @@ func openSock(idx, ifindex int, cfg Config, group uint16) (*sock, error) {
 			unix.Close(fd)
 		}
 	}()
-	if len(cfg.Filter) > 0 {
-		prog := unix.SockFprog{Len: uint16(len(cfg.Filter)), Filter: (*unix.SockFilter)(unsafe.Pointer(&cfg.Filter[0]))}
-		if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &prog); err != nil {
-			return nil, fmt.Errorf("afpacket: attach filter: %w", err)
-		}
+	// Drop everything until the socket is in its fanout group: between
+	// bind and joining, a socket would see every frame, duplicating what
+	// the group's other sockets see.
+	if err := attach(fd, dropAll); err != nil {
+		return nil, err
 	}
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, cfg.RcvBuf); err != nil {
 		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, cfg.RcvBuf); err != nil {
@@ -176,6 +193,13 @@ func openSock(idx, ifindex int, cfg Config, group uint16) (*sock, error) {
 		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_FANOUT, arg); err != nil {
 			return nil, fmt.Errorf("afpacket: PACKET_FANOUT: %w", err)
 		}
+	}
+	prog := cfg.Filter
+	if len(prog) == 0 {
+		prog = acceptAll
+	}
+	if err := attach(fd, prog); err != nil {
+		return nil, err
 	}
 	f := os.NewFile(uintptr(fd), fmt.Sprintf("afpacket:%d", idx))
 	raw, err := f.SyscallConn()
