@@ -119,9 +119,10 @@ func (c *Config) Validate() error {
 		return errors.New("--batch-delay, --ack-timeout and --events-interval must be positive, --drain-timeout not negative")
 	}
 	// The readers' buffers (sockets × batch × snaplen, resident as frames
-	// fill them) and the batches in the making must fit the memory limit
-	// with room for the runtime.
-	if need := int64(c.Sockets*c.ReadBatch*c.Snaplen) + 4*int64(c.BatchBytes)*int64(c.Common.Shards) + 32<<20; c.MaxMemory < need {
+	// fill them), the batches in the making, the NATS client's reconnect
+	// buffer (64 MiB) and the upload window must fit the memory limit with
+	// room for the runtime.
+	if need := int64(c.Sockets*c.ReadBatch*c.Snaplen) + 4*int64(c.BatchBytes)*int64(c.Common.Shards) + 64<<20 + 32<<20; c.MaxMemory < need {
 		return fmt.Errorf("--max-memory %d is below what --sockets × --read-batch × --snaplen and the batches need (%d)", c.MaxMemory, need)
 	}
 	prog, err := pcapfilter.Assemble(c.kernelFilter(), uint32(c.Snaplen))

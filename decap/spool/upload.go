@@ -66,6 +66,15 @@ func (s *Spool) Upload(ctx context.Context, js jetstream.JetStream, cfg UploadCo
 	futs := make([]jetstream.PubAckFuture, 0, cfg.Window)
 	failures := 0
 	for {
+		// While NATS is away, wait rather than filling the client's
+		// reconnect buffer with windows that are sent again anyway.
+		for js.Conn().Status() != nats.CONNECTED {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(cfg.Retry):
+			}
+		}
 		window = window[:0]
 		r, err := s.Next(ctx)
 		if err != nil {
