@@ -207,6 +207,10 @@ type PipelineOptions struct {
 	Shards int
 	// Extra flags per stage name.
 	Extra map[string][]string
+	// NATSHost is natsd's listen address (default 127.0.0.1: reachable
+	// from the target namespace only); "0.0.0.0" lets `decap capture` in
+	// the production namespace upload to it.
+	NATSHost string
 }
 
 // Pipeline is NATS and the four stages in a lab's target namespace.
@@ -247,6 +251,9 @@ func NewPipeline(t testing.TB, lab *mirrorlab.Lab, o PipelineOptions) *Pipeline 
 	p := &Pipeline{t: t, Lab: lab, Dir: dir, Store: filepath.Join(dir, "archive"), Procs: map[string]*Proc{}, opts: o}
 	p.Procs["nats"] = &Proc{Name: "nats", ns: lab.Target, bin: filepath.Join(binDir, "natsd"),
 		args: []string{"--port", "4222", "--store", filepath.Join(dir, "jetstream")}, log: filepath.Join(dir, "nats.log")}
+	if o.NATSHost != "" {
+		p.Procs["nats"].args = append(p.Procs["nats"].args, "--host", o.NATSHost)
+	}
 	common := func(name string) []string {
 		return []string{"--nats-url", natsURL, "--shards", strconv.Itoa(o.Shards),
 			"--http", "127.0.0.1:" + strconv.Itoa(httpPorts[name]), "--log-level", "info",

@@ -1,7 +1,9 @@
 // Command decap receives AWS VPC Traffic Mirroring (VXLAN) and Gateway Load
 // Balancer (GENEVE) traffic, or reads a capture file, and publishes the
 // inner frames to JetStream. `decap send FILE --to HOST:PORT` sends a
-// capture to a target the way AWS would. See decap/README.md.
+// capture to a target the way AWS would. `decap capture --iface IFACE`
+// captures on the production host itself (AF_PACKET, spooled, uploaded at
+// a capped rate). See decap/README.md.
 package main
 
 import (
@@ -10,11 +12,15 @@ import (
 	"os"
 
 	"github.com/tapline/tapline/decap"
+	"github.com/tapline/tapline/decap/capturecmd"
 	"github.com/tapline/tapline/decap/send"
 	"github.com/tapline/tapline/proto/stage"
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "capture" {
+		os.Exit(capturecmd.Main(os.Args[2:]))
+	}
 	if len(os.Args) > 1 && os.Args[1] == "send" {
 		os.Exit(send.Main(os.Args[2:]))
 	}
