@@ -59,6 +59,8 @@ func (c *Common) Register(fs *flag.FlagSet, httpDefault string) {
 	fs.Int64Var(&c.Streams.Msgs.MaxBytes, "msgs-max-bytes", proto.DefaultLimits[proto.MsgsStream].MaxBytes, "max bytes of the messages stream")
 	fs.DurationVar(&c.Streams.Results.MaxAge, "results-max-age", proto.DefaultLimits[proto.ResultsStream].MaxAge, "max age of the results stream")
 	fs.Int64Var(&c.Streams.Results.MaxBytes, "results-max-bytes", proto.DefaultLimits[proto.ResultsStream].MaxBytes, "max bytes of the results stream")
+	fs.DurationVar(&c.Streams.Keys.MaxAge, "keys-max-age", proto.DefaultLimits[proto.KeysStream].MaxAge, "max age of the TLS keys stream")
+	fs.Int64Var(&c.Streams.Keys.MaxBytes, "keys-max-bytes", proto.DefaultLimits[proto.KeysStream].MaxBytes, "max bytes of the TLS keys stream")
 	fs.StringVar(&c.HTTPAddr, "http", httpDefault, "listen address for /healthz and /metrics (empty: off)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
@@ -110,8 +112,9 @@ func parseLevel(s string) (slog.Level, error) {
 
 // Connect dials NATS with the configured authentication, reconnecting
 // forever, and returns the connection and its JetStream context. name
-// identifies the client in the server's monitoring.
-func (c *Common) Connect(ctx context.Context, name string, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
+// identifies the client in the server's monitoring. extra options are
+// applied after the common ones and override them.
+func (c *Common) Connect(ctx context.Context, name string, log *slog.Logger, extra ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
 	opts := []nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
@@ -154,6 +157,7 @@ func (c *Common) Connect(ctx context.Context, name string, log *slog.Logger) (*n
 	if c.NATSTLSCert != "" {
 		opts = append(opts, nats.ClientCert(c.NATSTLSCert, c.NATSTLSKey))
 	}
+	opts = append(opts, extra...)
 	nc, err := nats.Connect(c.NATSURL, opts...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect to NATS at %s: %w", redact(c.NATSURL), err)

@@ -1,7 +1,8 @@
 // Command decap receives AWS VPC Traffic Mirroring (VXLAN) and Gateway Load
 // Balancer (GENEVE) traffic, or reads a capture file, and publishes the
 // inner frames to JetStream. `decap send FILE --to HOST:PORT` sends a
-// capture to a target the way AWS would. See decap/README.md.
+// capture to a target the way AWS would. `decap keys [--follow] FILE|-`
+// ships a TLS key log (SSLKEYLOGFILE) to TAPLINE_KEYS. See decap/README.md.
 package main
 
 import (
@@ -10,6 +11,7 @@ import (
 	"os"
 
 	"github.com/tapline/tapline/decap"
+	"github.com/tapline/tapline/decap/keys"
 	"github.com/tapline/tapline/decap/send"
 	"github.com/tapline/tapline/proto/stage"
 )
@@ -17,6 +19,9 @@ import (
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "send" {
 		os.Exit(send.Main(os.Args[2:]))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "keys" {
+		os.Exit(keys.Main(os.Args[2:]))
 	}
 	var cfg decap.Config
 	fs := flag.NewFlagSet("decap", flag.ContinueOnError)
