@@ -52,10 +52,6 @@ type Config struct {
 	// Provision (--provision) creates or updates the TAPLINE_KEYS stream at
 	// start. Off for a producer whose NATS user may only publish keys.
 	Provision bool
-	// InboxPrefix (--nats-inbox-prefix) is the subject prefix of this
-	// client's reply subjects (publish acknowledgements), so its NATS user
-	// can be allowed to subscribe to its own replies and nothing else.
-	InboxPrefix string
 
 	// Stdin, when not nil, is read for the path "-" instead of os.Stdin
 	// (tests). Not a flag.
@@ -84,7 +80,6 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Timeout, "timeout", 15*time.Second, "without --follow: exit 1 when NATS stores nothing for this long")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 10*time.Second, "on SIGTERM: how long to try to store the lines already read")
 	fs.BoolVar(&c.Provision, "provision", true, "create or update the TAPLINE_KEYS stream at start (needs JetStream API permissions)")
-	fs.StringVar(&c.InboxPrefix, "nats-inbox-prefix", "_INBOX", "subject prefix of this client's reply subjects (publish acknowledgements)")
 }
 
 // Validate checks the configuration and fills the defaults that depend on
@@ -113,9 +108,6 @@ func (c *Config) Validate() error {
 	}
 	if c.RotateWait < 0 {
 		return fmt.Errorf("--rotate-wait must not be negative, got %s", c.RotateWait)
-	}
-	if c.InboxPrefix == "" {
-		return fmt.Errorf("--nats-inbox-prefix must not be empty")
 	}
 	return nil
 }

@@ -60,9 +60,6 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 	// No reconnect buffer: while NATS is away publishes fail at once and
 	// are retried, the file being the buffer, instead of piling up copies.
 	extra := []nats.Option{nats.ReconnectBufSize(-1)}
-	if cfg.InboxPrefix != "_INBOX" {
-		extra = append(extra, nats.CustomInboxPrefix(cfg.InboxPrefix))
-	}
 	nc, js, err := cfg.Common.Connect(ctx, "tapline-decap-keys", d.Log, extra...)
 	if err != nil {
 		return err

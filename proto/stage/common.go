@@ -27,6 +27,10 @@ type Common struct {
 	NATSTLSCA    string
 	NATSTLSCert  string
 	NATSTLSKey   string
+	// NATSInboxPrefix is the subject prefix of the client's reply
+	// subjects (acknowledgements, pull deliveries): one per user lets NATS
+	// permissions keep each user to its own replies.
+	NATSInboxPrefix string
 
 	Shards  int
 	Streams proto.StreamOptions
@@ -51,6 +55,7 @@ func (c *Common) Register(fs *flag.FlagSet, httpDefault string) {
 	fs.StringVar(&c.NATSTLSCA, "nats-tls-ca", "", "CA certificate file to verify the NATS server")
 	fs.StringVar(&c.NATSTLSCert, "nats-tls-cert", "", "client certificate file for NATS TLS")
 	fs.StringVar(&c.NATSTLSKey, "nats-tls-key", "", "client key file for NATS TLS")
+	fs.StringVar(&c.NATSInboxPrefix, "nats-inbox-prefix", nats.InboxPrefix[:len(nats.InboxPrefix)-1], "subject prefix of this client's reply subjects (acknowledgements, pull deliveries)")
 	fs.IntVar(&c.Shards, "shards", proto.DefaultShards, "number of flow shards (all stages must agree)")
 	fs.IntVar(&c.Streams.Replicas, "stream-replicas", 1, "JetStream replicas of the streams this stage provisions")
 	fs.DurationVar(&c.Streams.Frames.MaxAge, "frames-max-age", proto.DefaultLimits[proto.FramesStream].MaxAge, "max age of the frames stream")
@@ -73,6 +78,9 @@ func (c *Common) Validate() error {
 	}
 	if c.Shards < 1 || c.Shards > 4096 {
 		return fmt.Errorf("--shards must be between 1 and 4096, got %d", c.Shards)
+	}
+	if p := c.NATSInboxPrefix; p != "" && (strings.ContainsAny(p, "*> \t") || strings.HasSuffix(p, ".")) {
+		return fmt.Errorf("--nats-inbox-prefix must be a subject prefix without wildcards, got %q", p)
 	}
 	if (c.NATSTLSCert == "") != (c.NATSTLSKey == "") {
 		return fmt.Errorf("--nats-tls-cert and --nats-tls-key go together")
@@ -156,6 +164,9 @@ func (c *Common) Connect(ctx context.Context, name string, log *slog.Logger, ext
 	}
 	if c.NATSTLSCert != "" {
 		opts = append(opts, nats.ClientCert(c.NATSTLSCert, c.NATSTLSKey))
+	}
+	if p := c.NATSInboxPrefix; p != "" && p+"." != nats.InboxPrefix {
+		opts = append(opts, nats.CustomInboxPrefix(p))
 	}
 	opts = append(opts, extra...)
 	nc, err := nats.Connect(c.NATSURL, opts...)
