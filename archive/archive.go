@@ -111,6 +111,16 @@ type Config struct {
 	// vnicap.go). 0: DefaultMaxVNIs.
 	MaxVNIs int
 
+	// Keys (--keys) keeps the TLS key log lines of TAPLINE_KEYS with the
+	// archive (objects under keys/, see keys.go), for `archive query
+	// --with-secrets`. Off by default: they are secrets.
+	Keys bool
+	// KeysConsumer is the durable consumer name on TAPLINE_KEYS.
+	KeysConsumer string
+	// KeysFlush is how long key lines are gathered before they are stored
+	// (and acknowledged) as one object.
+	KeysFlush time.Duration
+
 	// testDropAck, when set, is asked after a chunk is stored; true means
 	// "forget this chunk's batches without acknowledging them", as a crash
 	// between store and ack would (tests only).
@@ -136,6 +146,9 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.UploadTimeout, "upload-timeout", 2*time.Minute, "timeout of one attempt to store a chunk")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 30*time.Second, "on stop, how long to try to store open chunks")
 	fs.IntVar(&c.MaxFlows, "max-flows", 10000, "max flows listed in one chunk index")
+	fs.BoolVar(&c.Keys, "keys", false, "also keep the TLS key log lines of TAPLINE_KEYS with the archive (secrets: for archive query --with-secrets)")
+	fs.StringVar(&c.KeysConsumer, "keys-consumer", DefaultConsumer+"-keys", "durable consumer name on TAPLINE_KEYS (with --keys)")
+	fs.DurationVar(&c.KeysFlush, "keys-flush", 10*time.Second, "with --keys: how long key lines are gathered into one stored object")
 	fs.IntVar(&c.MaxVNIs, "max-vnis", DefaultMaxVNIs, "distinct VNIs archived; batches of further VNIs are not stored, counted (tapline_archive_vni_overflow_*) and reported on tapline.events.archive.drops")
 }
 
@@ -169,6 +182,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--upload-timeout must be at least 1s")
 	case c.MaxFlows < 0:
 		return fmt.Errorf("--max-flows must not be negative")
+	case c.Keys && (c.KeysConsumer == "" || strings.ContainsAny(c.KeysConsumer, ".*> \t")):
+		return fmt.Errorf("--keys-consumer %q is not a valid consumer name", c.KeysConsumer)
+	case c.Keys && c.KeysFlush < 100*time.Millisecond:
+		return fmt.Errorf("--keys-flush must be at least 100ms, got %s", c.KeysFlush)
 	case c.MaxVNIs < 0 || c.MaxVNIs > 1<<24:
 		return fmt.Errorf("--max-vnis must be between 1 and 16777216, got %d", c.MaxVNIs)
 	}
