@@ -48,6 +48,8 @@ func (s *StoreConfig) Register(fs *flag.FlagSet) {
 	fs.StringVar(&s.S3.Endpoint, "s3-endpoint", "", "custom S3 endpoint URL (S3-compatible servers, e.g. http://127.0.0.1:7070)")
 	fs.StringVar(&s.S3.Region, "s3-region", "", "S3 region (default: from the AWS configuration chain, else us-east-1)")
 	fs.BoolVar(&s.S3.PathStyle, "s3-path-style", false, "address buckets by path (endpoint/bucket) instead of virtual host")
+	fs.StringVar(&s.S3.SSE, "sse", "", "S3 server-side encryption on every write: AES256 or aws:kms (default: the bucket's default encryption)")
+	fs.StringVar(&s.S3.SSEKMSKeyID, "sse-kms-key-id", "", "KMS key id, ARN or alias for --sse aws:kms (default: the AWS-managed key)")
 	fs.Var((*sizeFlag)(&s.S3.PartSize), "s3-part-size", "multipart upload part size; larger objects are uploaded in parts (default 16MiB)")
 }
 
@@ -61,6 +63,12 @@ func (s *StoreConfig) Validate() error {
 	}
 	if rest, ok := strings.CutPrefix(s.Location, "s3://"); ok && strings.Split(rest, "/")[0] == "" {
 		return fmt.Errorf("--store %q: no bucket name", s.Location)
+	}
+	if err := s.S3.ValidateSSE(); err != nil {
+		return err
+	}
+	if s.S3.SSE != "" && !strings.HasPrefix(s.Location, "s3://") {
+		return fmt.Errorf("--sse applies to an s3:// --store only")
 	}
 	if s.S3.PartSize != 0 && s.S3.PartSize < 5<<20 {
 		return fmt.Errorf("--s3-part-size must be at least 5MiB (an S3 limit)")
