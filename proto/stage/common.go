@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tapline/tapline/proto"
+	mask "github.com/tapline/tapline/proto/redact"
 )
 
 // Common holds the configuration every stage has: the NATS connection, the
@@ -38,6 +40,9 @@ type Common struct {
 	HTTPAddr  string
 	LogLevel  string
 	LogFormat string
+	// RedactNames (--redact-names) are further query parameter and header
+	// names whose values are masked in logs and results (proto/redact).
+	RedactNames ListFlag
 }
 
 // Aliases are the environment variables accepted besides TAPLINE_<FLAG>.
@@ -69,6 +74,7 @@ func (c *Common) Register(fs *flag.FlagSet, httpDefault string) {
 	fs.StringVar(&c.HTTPAddr, "http", httpDefault, "listen address for /healthz and /metrics (empty: off)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
+	fs.Var(&c.RedactNames, "redact-names", "more query parameter and header names (case-insensitive, also as parts of longer names) whose values are masked in logs and results, besides the built-in token/secret/password/auth/key/cookie/session… ones")
 }
 
 // Validate checks the common configuration and returns one clear error.
@@ -98,16 +104,44 @@ func (c *Common) Validate() error {
 }
 
 // Logger returns the stage's structured logger, writing to stderr.
+// Credentials in its messages and values (URL passwords, secret-looking
+// query parameters and headers, see proto/redact and --redact-names) are
+// masked.
 func (c *Common) Logger(stageName string) *slog.Logger {
+	return c.loggerTo(os.Stderr, stageName)
+}
+
+func (c *Common) loggerTo(w io.Writer, stageName string) *slog.Logger {
+	mask.SetExtra(c.RedactNames)
 	lvl, _ := parseLevel(c.LogLevel)
-	opts := &slog.HandlerOptions{Level: lvl}
+	opts := &slog.HandlerOptions{Level: lvl, ReplaceAttr: redactAttr}
 	var h slog.Handler
 	if c.LogFormat == "json" {
-		h = slog.NewJSONHandler(os.Stderr, opts)
+		h = slog.NewJSONHandler(w, opts)
 	} else {
-		h = slog.NewTextHandler(os.Stderr, opts)
+		h = slog.NewTextHandler(w, opts)
 	}
 	return slog.New(h).With("stage", stageName)
+}
+
+// redactAttr masks credentials in a log attribute's text.
+func redactAttr(_ []string, a slog.Attr) slog.Attr {
+	switch a.Value.Kind() {
+	case slog.KindString:
+		if s := a.Value.String(); s != "" {
+			if r := mask.Text(s); r != s {
+				a.Value = slog.StringValue(r)
+			}
+		}
+	case slog.KindAny:
+		switch v := a.Value.Any().(type) {
+		case error:
+			a.Value = slog.StringValue(mask.Text(v.Error()))
+		case fmt.Stringer:
+			a.Value = slog.StringValue(mask.Text(v.String()))
+		}
+	}
+	return a
 }
 
 func parseLevel(s string) (slog.Level, error) {
