@@ -27,24 +27,26 @@ func (a *archiver) keepKeys(ctx context.Context, js jetstream.JetStream, d stage
 	objects := prometheus.NewCounter(prometheus.CounterOpts{Name: "tapline_archive_key_objects_total", Help: "Objects of TLS key log lines stored (--keys)."})
 	d.Metrics.MustRegister(lines, objects)
 	var cons jetstream.Consumer
-	err := retry(ctx, a.log, "provision keys stream and consumer", func(ctx context.Context) error {
-		if err := proto.EnsureStreams(ctx, js, a.cfg.Common.Streams, proto.KeysStream); err != nil {
+	provision := func() error {
+		return retry(ctx, a.log, "provision keys stream and consumer", func(ctx context.Context) error {
+			if err := proto.EnsureStreams(ctx, js, a.cfg.Common.Streams, proto.KeysStream); err != nil {
+				return err
+			}
+			var err error
+			cons, err = js.CreateOrUpdateConsumer(ctx, proto.KeysStream, jetstream.ConsumerConfig{
+				Durable:       a.cfg.KeysConsumer,
+				Description:   "tapline archive: TLS key log lines kept with the archive",
+				FilterSubject: proto.KeysPrefix + ".>",
+				DeliverPolicy: jetstream.DeliverAllPolicy,
+				AckPolicy:     jetstream.AckExplicitPolicy,
+				AckWait:       max(a.cfg.AckWait, 3*a.cfg.KeysFlush),
+				MaxDeliver:    -1,
+				MaxAckPending: 20000,
+			})
 			return err
-		}
-		var err error
-		cons, err = js.CreateOrUpdateConsumer(ctx, proto.KeysStream, jetstream.ConsumerConfig{
-			Durable:       a.cfg.KeysConsumer,
-			Description:   "tapline archive: TLS key log lines kept with the archive",
-			FilterSubject: proto.KeysPrefix + ".>",
-			DeliverPolicy: jetstream.DeliverAllPolicy,
-			AckPolicy:     jetstream.AckExplicitPolicy,
-			AckWait:       max(a.cfg.AckWait, 3*a.cfg.KeysFlush),
-			MaxDeliver:    -1,
-			MaxAckPending: 20000,
 		})
-		return err
-	})
-	if err != nil {
+	}
+	if provision() != nil {
 		return // stopped
 	}
 	a.log.Info("keeping TLS key log lines with the archive", "consumer", a.cfg.KeysConsumer)
@@ -78,9 +80,14 @@ func (a *archiver) keepKeys(ctx context.Context, js jetstream.JetStream, d stage
 	for ctx.Err() == nil {
 		b, err := cons.Fetch(256, jetstream.FetchMaxWait(min(time.Second, a.cfg.KeysFlush)))
 		if err != nil {
+			// NATS away, or the consumer deleted: provision it again.
+			a.log.Warn("keys consumer fetch failed; retrying", "err", err)
 			select {
 			case <-ctx.Done():
 			case <-time.After(time.Second):
+			}
+			if provision() != nil {
+				break
 			}
 			continue
 		}
