@@ -48,6 +48,8 @@ func (s *StoreConfig) Register(fs *flag.FlagSet) {
 	fs.StringVar(&s.S3.Endpoint, "s3-endpoint", "", "custom S3 endpoint URL (S3-compatible servers, e.g. http://127.0.0.1:7070)")
 	fs.StringVar(&s.S3.Region, "s3-region", "", "S3 region (default: from the AWS configuration chain, else us-east-1)")
 	fs.BoolVar(&s.S3.PathStyle, "s3-path-style", false, "address buckets by path (endpoint/bucket) instead of virtual host")
+	fs.StringVar(&s.S3.SSE, "sse", "", "S3 server-side encryption on every write: AES256 or aws:kms (default: the bucket's default encryption)")
+	fs.StringVar(&s.S3.SSEKMSKeyID, "sse-kms-key-id", "", "KMS key id, ARN or alias for --sse aws:kms (default: the AWS-managed key)")
 	fs.Var((*sizeFlag)(&s.S3.PartSize), "s3-part-size", "multipart upload part size; larger objects are uploaded in parts (default 16MiB)")
 }
 
@@ -61,6 +63,12 @@ func (s *StoreConfig) Validate() error {
 	}
 	if rest, ok := strings.CutPrefix(s.Location, "s3://"); ok && strings.Split(rest, "/")[0] == "" {
 		return fmt.Errorf("--store %q: no bucket name", s.Location)
+	}
+	if err := s.S3.ValidateSSE(); err != nil {
+		return err
+	}
+	if s.S3.SSE != "" && !strings.HasPrefix(s.Location, "s3://") {
+		return fmt.Errorf("--sse applies to an s3:// --store only")
 	}
 	if s.S3.PartSize != 0 && s.S3.PartSize < 5<<20 {
 		return fmt.Errorf("--s3-part-size must be at least 5MiB (an S3 limit)")
@@ -111,6 +119,16 @@ type Config struct {
 	// vnicap.go). 0: DefaultMaxVNIs.
 	MaxVNIs int
 
+	// Keys (--keys) keeps the TLS key log lines of TAPLINE_KEYS with the
+	// archive (objects under keys/, see keys.go), for `archive query
+	// --with-secrets`. Off by default: they are secrets.
+	Keys bool
+	// KeysConsumer is the durable consumer name on TAPLINE_KEYS.
+	KeysConsumer string
+	// KeysFlush is how long key lines are gathered before they are stored
+	// (and acknowledged) as one object.
+	KeysFlush time.Duration
+
 	// testDropAck, when set, is asked after a chunk is stored; true means
 	// "forget this chunk's batches without acknowledging them", as a crash
 	// between store and ack would (tests only).
@@ -136,6 +154,9 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.UploadTimeout, "upload-timeout", 2*time.Minute, "timeout of one attempt to store a chunk")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 30*time.Second, "on stop, how long to try to store open chunks")
 	fs.IntVar(&c.MaxFlows, "max-flows", 10000, "max flows listed in one chunk index")
+	fs.BoolVar(&c.Keys, "keys", false, "also keep the TLS key log lines of TAPLINE_KEYS with the archive (secrets: for archive query --with-secrets)")
+	fs.StringVar(&c.KeysConsumer, "keys-consumer", DefaultConsumer+"-keys", "durable consumer name on TAPLINE_KEYS (with --keys)")
+	fs.DurationVar(&c.KeysFlush, "keys-flush", 10*time.Second, "with --keys: how long key lines are gathered into one stored object")
 	fs.IntVar(&c.MaxVNIs, "max-vnis", DefaultMaxVNIs, "distinct VNIs archived; batches of further VNIs are not stored, counted (tapline_archive_vni_overflow_*) and reported on tapline.events.archive.drops")
 }
 
@@ -169,6 +190,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--upload-timeout must be at least 1s")
 	case c.MaxFlows < 0:
 		return fmt.Errorf("--max-flows must not be negative")
+	case c.Keys && (c.KeysConsumer == "" || strings.ContainsAny(c.KeysConsumer, ".*> \t")):
+		return fmt.Errorf("--keys-consumer %q is not a valid consumer name", c.KeysConsumer)
+	case c.Keys && c.KeysFlush < 100*time.Millisecond:
+		return fmt.Errorf("--keys-flush must be at least 100ms, got %s", c.KeysFlush)
 	case c.MaxVNIs < 0 || c.MaxVNIs > 1<<24:
 		return fmt.Errorf("--max-vnis must be between 1 and 16777216, got %d", c.MaxVNIs)
 	}

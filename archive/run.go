@@ -107,6 +107,11 @@ func run(ctx context.Context, cfg Config, d stage.Deps, st store.Store, level zs
 		return err
 	}
 	a.log.Info("archiving", "consumer", cfg.Consumer, "chunk_bytes", cfg.ChunkBytes, "chunk_age", cfg.ChunkAge)
+	var keysDone chan struct{}
+	if cfg.Keys {
+		keysDone = make(chan struct{})
+		go func() { defer close(keysDone); a.keepKeys(ctx, js, d) }()
+	}
 
 	// Uploaders run until the drain deadline after ctx ends.
 	drainCtx, cancelDrain := context.WithCancel(context.WithoutCancel(ctx))
@@ -134,6 +139,9 @@ func run(ctx context.Context, cfg Config, d stage.Deps, st store.Store, level zs
 		a.log.Warn("stopped with batches not stored; JetStream redelivers them", "batches", n, "bytes", b)
 	}
 	stopBg()
+	if keysDone != nil {
+		<-keysDone
+	}
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}

@@ -139,7 +139,7 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.Var(&c.SetHeaders, "set-header", "handshake header 'Name: value' to set (repeatable), e.g. 'Authorization: Bearer test'")
 	fs.Var(&c.DropHeaders, "drop-header", "handshake header to drop (repeatable), e.g. Cookie")
 	fs.BoolVar(&c.ForwardHdrs, "forward-headers", true, "dial mode: send the original upgrade request's headers (Origin, User-Agent, custom headers, ...) before --drop-header/--set-header")
-	fs.BoolVar(&c.ForwardCreds, "forward-credentials", false, "dial mode: with --forward-headers, also send production's Authorization, Proxy-Authorization and Cookie headers (off: production secrets never reach the test system)")
+	fs.BoolVar(&c.ForwardCreds, "forward-credentials", false, "dial mode: with --forward-headers, also send production's Authorization, Proxy-Authorization, Cookie and credential-like headers such as X-Api-Key (off: production secrets never reach the test system)")
 	fs.BoolVar(&c.TLSInsecure, "tls-insecure", false, "wss: do not verify the test system's certificate")
 	fs.BoolVar(&c.Compare, "compare", true, "dial mode: compare the test system's responses with production's")
 	fs.IntVar(&c.CompareMax, "compare-max-bytes", 1<<20, "responses larger than this are compared by SHA-256 only (ignore rules not applied)")

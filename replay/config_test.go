@@ -79,6 +79,14 @@ func TestHandshake(t *testing.T) {
 	if _, h3, _, _ := c3.handshake(open); h3.Get("Cookie") != "" || h3.Get("Authorization") != "" || h3.Get("X-Custom") != "1" {
 		t.Fatalf("default forwarded credentials: %v", h3)
 	}
+	// API keys in headers of their own are credentials too.
+	keyed := openEvent("/", "", map[string]string{"X-Api-Key": "prod-key", "X-Auth-Token": "prod-tok", "X-Custom": "1"})
+	if _, h5, _, _ := c3.handshake(keyed); h5.Get("X-Api-Key") != "" || h5.Get("X-Auth-Token") != "" || h5.Get("X-Custom") != "1" {
+		t.Fatalf("default forwarded API-key headers: %v", h5)
+	}
+	if _, h6, _, _ := c4ForKeys(t).handshake(keyed); h6.Get("X-Api-Key") != "prod-key" {
+		t.Fatalf("--forward-credentials did not forward X-Api-Key: %v", h6)
+	}
 	c4, _ := parseConfig(t, "--target", "ws://test:8080", "--forward-credentials")
 	if _, h4, _, _ := c4.handshake(open); h4.Get("Cookie") != "prod" || h4.Get("Authorization") != "Bearer prod" {
 		t.Fatalf("--forward-credentials: %v", h4)
@@ -88,4 +96,12 @@ func TestHandshake(t *testing.T) {
 	if u != "ws://test:8080/other" || len(subs) != 0 || len(h) != 0 {
 		t.Fatalf("overrides: %s %v %v", u, subs, h)
 	}
+}
+
+func c4ForKeys(t *testing.T) *Config {
+	c, err := parseConfig(t, "--target", "ws://test:8080", "--forward-credentials")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

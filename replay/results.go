@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tapline/tapline/proto"
+	"github.com/tapline/tapline/proto/redact"
 )
 
 // Result is the JSON body of an entry on tapline.results.<vni>.<shard>.
@@ -76,6 +77,7 @@ func (p *resultsPub) publish(r Result) {
 	if p.level == ResultsProblems && r.Kind == "message" && (r.Result == "sent" || r.Result == "match") {
 		return
 	}
+	r = redactResult(r)
 	body, err := json.Marshal(r)
 	if err != nil {
 		return
@@ -97,4 +99,19 @@ func (p *resultsPub) publish(r Result) {
 		p.m.errors.WithLabelValues("results").Inc()
 		p.log.Warn("publish result", "err", err)
 	}
+}
+
+// redactResult masks credentials (URL passwords, secret-looking query
+// parameters, "Authorization: …" in error text; see proto/redact) in what a
+// result says about the target and the production connection: results are
+// read by people and tools that must not learn production tokens.
+func redactResult(r Result) Result {
+	r.Reason = redact.Text(r.Reason)
+	r.Target = redact.URL(r.Target)
+	if r.Summary != nil {
+		s := *r.Summary
+		s.Path = redact.URL(s.Path)
+		r.Summary = &s
+	}
+	return r
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/tapline/tapline/proto"
+	"github.com/tapline/tapline/proto/redact"
 	"github.com/tapline/tapline/replay/compare"
 )
 
@@ -111,7 +112,7 @@ func (c *Config) handshake(open *proto.OpenEvent) (u string, h http.Header, host
 	if c.ForwardHdrs && open != nil {
 		for k, v := range open.Headers {
 			k = http.CanonicalHeaderKey(k)
-			if !hopHeaders[k] && (c.ForwardCreds || !credentialHeaders[k]) {
+			if !hopHeaders[k] && (c.ForwardCreds || !isCredentialHeader(k)) {
 				h.Set(k, v)
 			}
 		}
@@ -141,6 +142,14 @@ func (c *Config) handshake(open *proto.OpenEvent) (u string, h http.Header, host
 // credentialHeaders are the production credentials not forwarded unless
 // --forward-credentials.
 var credentialHeaders = map[string]bool{"Authorization": true, "Proxy-Authorization": true, "Cookie": true}
+
+// isCredentialHeader: the headers above, and every header whose name looks
+// like a credential (X-Api-Key, X-Auth-Token, X-Session-Id, … and
+// --redact-names; see proto/redact), which API keys travel in as often as
+// in Authorization.
+func isCredentialHeader(k string) bool {
+	return credentialHeaders[k] || redact.SecretName(k)
+}
 
 // httpClient is the client used for ws/wss handshakes.
 func (c *Config) httpClient() *http.Client {

@@ -79,6 +79,12 @@ var ErrMixedLinkTypes = errors.New("the result mixes link types (Ethernet and ra
 // WriteFormat is Write with a choice of output format (FormatPcapng or
 // FormatPcap).
 func WriteFormat(ctx context.Context, st store.Store, chunks []Chunk, f Filter, w io.Writer, format string, progress Progress) (Result, error) {
+	return writeFormat(ctx, st, chunks, f, w, format, progress, nil)
+}
+
+// writeFormat is WriteFormat calling seen, when not nil, with every packet
+// written.
+func writeFormat(ctx context.Context, st store.Store, chunks []Chunk, f Filter, w io.Writer, format string, progress Progress, seen func(*pkt)) (Result, error) {
 	var res Result
 	res.Chunks = len(chunks)
 	owner := owners(chunks)
@@ -101,6 +107,9 @@ func WriteFormat(ctx context.Context, st store.Store, chunks []Chunk, f Filter, 
 		out = &pcapOutput{bw: bufio.NewWriterSize(w, 1<<20)}
 	default:
 		return res, fmt.Errorf("unknown output format %q (pcapng or pcap)", format)
+	}
+	if seen != nil {
+		out = seenSink{out, seen}
 	}
 	// Fetch ahead with a few concurrent range GETs, consume in order.
 	const ahead = 4
@@ -422,4 +431,15 @@ func (o *output) close() error {
 		}
 	}
 	return o.ng.Flush()
+}
+
+// seenSink shows every packet written to a function (WriteWithSecrets).
+type seenSink struct {
+	sink
+	seen func(*pkt)
+}
+
+func (s seenSink) write(p *pkt) error {
+	s.seen(p)
+	return s.sink.write(p)
 }

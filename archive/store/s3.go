@@ -28,6 +28,8 @@ type S3 struct {
 	prefix   string
 	partSize int64
 	desc     string
+	sse      string
+	kmsKey   string
 }
 
 // HTTPClient, when set on S3Options via WithHTTPClient, replaces the SDK's
@@ -41,6 +43,9 @@ func NewS3(ctx context.Context, bucket, prefix string, o S3Options) (*S3, error)
 
 // NewS3WithClient is NewS3 with a custom HTTP client (nil: the SDK's).
 func NewS3WithClient(ctx context.Context, bucket, prefix string, o S3Options, hc HTTPClient) (*S3, error) {
+	if err := o.ValidateSSE(); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
 	var loadOpts []func(*config.LoadOptions) error
 	if o.Region != "" {
 		loadOpts = append(loadOpts, config.WithRegion(o.Region))
@@ -81,7 +86,7 @@ func NewS3WithClient(ctx context.Context, bucket, prefix string, o S3Options, hc
 	if o.Endpoint != "" {
 		desc += " at " + o.Endpoint
 	}
-	return &S3{client: client, uploader: up, bucket: bucket, prefix: cleanPrefix(prefix), partSize: ps, desc: desc}, nil
+	return &S3{client: client, uploader: up, bucket: bucket, prefix: cleanPrefix(prefix), partSize: ps, desc: desc, sse: o.SSE, kmsKey: o.SSEKMSKeyID}, nil
 }
 
 // String implements Store.
@@ -91,16 +96,21 @@ func (s *S3) String() string { return s.desc }
 // multipart upload.
 func (s *S3) Put(ctx context.Context, key string, data []byte) error {
 	k := s.prefix + key
+	in := &s3.PutObjectInput{Bucket: &s.bucket, Key: &k, Body: bytes.NewReader(data)}
+	if s.sse != "" {
+		// Every write: single PUTs and multipart uploads (the uploader
+		// passes it to CreateMultipartUpload).
+		in.ServerSideEncryption = types.ServerSideEncryption(s.sse)
+		if s.kmsKey != "" {
+			in.SSEKMSKeyId = aws.String(s.kmsKey)
+		}
+	}
 	var err error
 	if int64(len(data)) > s.partSize {
-		_, err = s.uploader.Upload(ctx, &s3.PutObjectInput{
-			Bucket: &s.bucket, Key: &k, Body: bytes.NewReader(data),
-		})
+		_, err = s.uploader.Upload(ctx, in)
 	} else {
-		_, err = s.client.PutObject(ctx, &s3.PutObjectInput{
-			Bucket: &s.bucket, Key: &k, Body: bytes.NewReader(data),
-			ContentLength: aws.Int64(int64(len(data))),
-		})
+		in.ContentLength = aws.Int64(int64(len(data)))
+		_, err = s.client.PutObject(ctx, in)
 	}
 	if err != nil {
 		return fmt.Errorf("store: put s3://%s/%s: %w", s.bucket, k, err)

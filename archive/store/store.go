@@ -45,6 +45,31 @@ type S3Options struct {
 	// PartSize is the multipart part size; objects larger than it are
 	// uploaded in parts (0: 16 MiB).
 	PartSize int64
+	// SSE is the server-side encryption asked for on every write: ""
+	// (the bucket's default), SSEAES256 (S3-managed keys) or SSEKMS.
+	SSE string
+	// SSEKMSKeyID is the KMS key (id, ARN or alias) with SSE aws:kms;
+	// empty uses the account's AWS-managed key for S3.
+	SSEKMSKeyID string
+}
+
+// Server-side encryption modes of S3Options.SSE.
+const (
+	SSEAES256 = "AES256"
+	SSEKMS    = "aws:kms"
+)
+
+// ValidateSSE checks the encryption options and returns one clear error.
+func (o S3Options) ValidateSSE() error {
+	switch o.SSE {
+	case "", SSEAES256, SSEKMS:
+	default:
+		return fmt.Errorf("--sse must be %s or %s, got %q", SSEAES256, SSEKMS, o.SSE)
+	}
+	if o.SSEKMSKeyID != "" && o.SSE != SSEKMS {
+		return fmt.Errorf("--sse-kms-key-id needs --sse %s", SSEKMS)
+	}
+	return nil
 }
 
 // Open returns the store for location: "s3://bucket/prefix" or a local

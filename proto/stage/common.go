@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tapline/tapline/proto"
+	mask "github.com/tapline/tapline/proto/redact"
 )
 
 // Common holds the configuration every stage has: the NATS connection, the
@@ -27,6 +29,10 @@ type Common struct {
 	NATSTLSCA    string
 	NATSTLSCert  string
 	NATSTLSKey   string
+	// NATSInboxPrefix is the subject prefix of the client's reply
+	// subjects (acknowledgements, pull deliveries): one per user lets NATS
+	// permissions keep each user to its own replies.
+	NATSInboxPrefix string
 
 	Shards  int
 	Streams proto.StreamOptions
@@ -34,6 +40,9 @@ type Common struct {
 	HTTPAddr  string
 	LogLevel  string
 	LogFormat string
+	// RedactNames (--redact-names) are further query parameter and header
+	// names whose values are masked in logs and results (proto/redact).
+	RedactNames ListFlag
 }
 
 // Aliases are the environment variables accepted besides TAPLINE_<FLAG>.
@@ -51,6 +60,7 @@ func (c *Common) Register(fs *flag.FlagSet, httpDefault string) {
 	fs.StringVar(&c.NATSTLSCA, "nats-tls-ca", "", "CA certificate file to verify the NATS server")
 	fs.StringVar(&c.NATSTLSCert, "nats-tls-cert", "", "client certificate file for NATS TLS")
 	fs.StringVar(&c.NATSTLSKey, "nats-tls-key", "", "client key file for NATS TLS")
+	fs.StringVar(&c.NATSInboxPrefix, "nats-inbox-prefix", nats.InboxPrefix[:len(nats.InboxPrefix)-1], "subject prefix of this client's reply subjects (acknowledgements, pull deliveries)")
 	fs.IntVar(&c.Shards, "shards", proto.DefaultShards, "number of flow shards (all stages must agree)")
 	fs.IntVar(&c.Streams.Replicas, "stream-replicas", 1, "JetStream replicas of the streams this stage provisions")
 	fs.DurationVar(&c.Streams.Frames.MaxAge, "frames-max-age", proto.DefaultLimits[proto.FramesStream].MaxAge, "max age of the frames stream")
@@ -59,9 +69,12 @@ func (c *Common) Register(fs *flag.FlagSet, httpDefault string) {
 	fs.Int64Var(&c.Streams.Msgs.MaxBytes, "msgs-max-bytes", proto.DefaultLimits[proto.MsgsStream].MaxBytes, "max bytes of the messages stream")
 	fs.DurationVar(&c.Streams.Results.MaxAge, "results-max-age", proto.DefaultLimits[proto.ResultsStream].MaxAge, "max age of the results stream")
 	fs.Int64Var(&c.Streams.Results.MaxBytes, "results-max-bytes", proto.DefaultLimits[proto.ResultsStream].MaxBytes, "max bytes of the results stream")
+	fs.DurationVar(&c.Streams.Keys.MaxAge, "keys-max-age", proto.DefaultLimits[proto.KeysStream].MaxAge, "max age of the TLS keys stream")
+	fs.Int64Var(&c.Streams.Keys.MaxBytes, "keys-max-bytes", proto.DefaultLimits[proto.KeysStream].MaxBytes, "max bytes of the TLS keys stream")
 	fs.StringVar(&c.HTTPAddr, "http", httpDefault, "listen address for /healthz and /metrics (empty: off)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
+	fs.Var(&c.RedactNames, "redact-names", "more query parameter and header names (case-insensitive, also as parts of longer names) whose values are masked in logs and results, besides the built-in token/secret/password/auth/key/cookie/session… ones")
 }
 
 // Validate checks the common configuration and returns one clear error.
@@ -71,6 +84,9 @@ func (c *Common) Validate() error {
 	}
 	if c.Shards < 1 || c.Shards > 4096 {
 		return fmt.Errorf("--shards must be between 1 and 4096, got %d", c.Shards)
+	}
+	if p := c.NATSInboxPrefix; p != "" && (strings.ContainsAny(p, "*> \t") || strings.HasSuffix(p, ".")) {
+		return fmt.Errorf("--nats-inbox-prefix must be a subject prefix without wildcards, got %q", p)
 	}
 	if (c.NATSTLSCert == "") != (c.NATSTLSKey == "") {
 		return fmt.Errorf("--nats-tls-cert and --nats-tls-key go together")
@@ -88,16 +104,44 @@ func (c *Common) Validate() error {
 }
 
 // Logger returns the stage's structured logger, writing to stderr.
+// Credentials in its messages and values (URL passwords, secret-looking
+// query parameters and headers, see proto/redact and --redact-names) are
+// masked.
 func (c *Common) Logger(stageName string) *slog.Logger {
+	return c.loggerTo(os.Stderr, stageName)
+}
+
+func (c *Common) loggerTo(w io.Writer, stageName string) *slog.Logger {
+	mask.SetExtra(c.RedactNames)
 	lvl, _ := parseLevel(c.LogLevel)
-	opts := &slog.HandlerOptions{Level: lvl}
+	opts := &slog.HandlerOptions{Level: lvl, ReplaceAttr: redactAttr}
 	var h slog.Handler
 	if c.LogFormat == "json" {
-		h = slog.NewJSONHandler(os.Stderr, opts)
+		h = slog.NewJSONHandler(w, opts)
 	} else {
-		h = slog.NewTextHandler(os.Stderr, opts)
+		h = slog.NewTextHandler(w, opts)
 	}
 	return slog.New(h).With("stage", stageName)
+}
+
+// redactAttr masks credentials in a log attribute's text.
+func redactAttr(_ []string, a slog.Attr) slog.Attr {
+	switch a.Value.Kind() {
+	case slog.KindString:
+		if s := a.Value.String(); s != "" {
+			if r := mask.Text(s); r != s {
+				a.Value = slog.StringValue(r)
+			}
+		}
+	case slog.KindAny:
+		switch v := a.Value.Any().(type) {
+		case error:
+			a.Value = slog.StringValue(mask.Text(v.Error()))
+		case fmt.Stringer:
+			a.Value = slog.StringValue(mask.Text(v.String()))
+		}
+	}
+	return a
 }
 
 func parseLevel(s string) (slog.Level, error) {
@@ -110,8 +154,9 @@ func parseLevel(s string) (slog.Level, error) {
 
 // Connect dials NATS with the configured authentication, reconnecting
 // forever, and returns the connection and its JetStream context. name
-// identifies the client in the server's monitoring.
-func (c *Common) Connect(ctx context.Context, name string, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
+// identifies the client in the server's monitoring. extra options are
+// applied after the common ones and override them.
+func (c *Common) Connect(ctx context.Context, name string, log *slog.Logger, extra ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
 	opts := []nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
@@ -154,6 +199,10 @@ func (c *Common) Connect(ctx context.Context, name string, log *slog.Logger) (*n
 	if c.NATSTLSCert != "" {
 		opts = append(opts, nats.ClientCert(c.NATSTLSCert, c.NATSTLSKey))
 	}
+	if p := c.NATSInboxPrefix; p != "" && p+"." != nats.InboxPrefix {
+		opts = append(opts, nats.CustomInboxPrefix(p))
+	}
+	opts = append(opts, extra...)
 	nc, err := nats.Connect(c.NATSURL, opts...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect to NATS at %s: %w", redact(c.NATSURL), err)

@@ -198,7 +198,9 @@ func fmtNs(ns int64) string { return time.Unix(0, ns).UTC().Format("2006-01-02T1
 func queryMain(args []string) int {
 	var r readFlags
 	var out, progress, format string
+	var withSecrets bool
 	code, ok := parseArgs("query", args, &r, func(fs *flag.FlagSet) {
+		fs.BoolVar(&withSecrets, "with-secrets", false, "write the TLS key log lines of the connections returned (matched by ClientHello client random) into the pcapng as a Decryption Secrets Block; needs an archive run with --keys")
 		fs.StringVar(&out, "out", "-", "output file (- for stdout)")
 		fs.StringVar(&format, "format", query.FormatPcapng, "output format: pcapng (one section, ns timestamps, VNI per interface) or pcap (classic, ns timestamps, one link type)")
 		fs.StringVar(&progress, "progress", "auto", "progress on stderr: auto (when stderr is a terminal), always or never")
@@ -215,6 +217,10 @@ func queryMain(args []string) int {
 		fmt.Fprintf(os.Stderr, "archive query: --format must be pcapng or pcap, got %q\n", format)
 		return 2
 	}
+	if withSecrets && format != query.FormatPcapng {
+		fmt.Fprintf(os.Stderr, "archive query: --with-secrets needs --format pcapng (classic pcap has no secrets block)\n")
+		return 2
+	}
 	showProgress := progress == "always" || (progress == "auto" && isTerminal(os.Stderr))
 	if progress != "auto" && progress != "always" && progress != "never" {
 		fmt.Fprintf(os.Stderr, "archive query: --progress must be auto, always or never\n")
@@ -228,6 +234,17 @@ func queryMain(args []string) int {
 		return 1
 	}
 	st := store.NewCounting(base)
+	if withSecrets {
+		has, err := query.HasKeys(ctx, st)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "archive query: %v\n", err)
+			return 1
+		}
+		if !has {
+			fmt.Fprintf(os.Stderr, "archive query: --with-secrets: %s: %v\n", base, query.ErrNoKeys)
+			return 1
+		}
+	}
 	var w io.Writer = os.Stdout
 	var file *os.File
 	if out != "-" && out != "" {
@@ -244,7 +261,13 @@ func queryMain(args []string) int {
 			fmt.Fprintf(os.Stderr, "\rarchive query: %d/%d frames, %.1f MiB fetched", done, total, float64(bytes)/(1<<20))
 		}
 	}
-	res, err := query.WriteFormat(ctx, st, chunks, f, w, format, prog)
+	var res query.Result
+	var sr query.SecretsResult
+	if withSecrets {
+		res, sr, err = query.WriteWithSecrets(ctx, st, chunks, f, w, prog)
+	} else {
+		res, err = query.WriteFormat(ctx, st, chunks, f, w, format, prog)
+	}
 	if showProgress && res.Frames > 0 {
 		fmt.Fprintln(os.Stderr)
 	}
@@ -272,6 +295,9 @@ func queryMain(args []string) int {
 			fmt.Fprintf(os.Stderr, ", %d duplicate packets dropped", res.Duplicates)
 		}
 		fmt.Fprintln(os.Stderr, ")")
+	}
+	if withSecrets {
+		fmt.Fprintf(os.Stderr, "archive query: TLS keys of %d of %d connections with a ClientHello in the output (%d key log lines) written as a Decryption Secrets Block\n", sr.Connections, sr.ClientHellos, sr.Lines)
 	}
 	if len(errs) > 0 {
 		fmt.Fprintf(os.Stderr, "archive query: %d chunks or frames could not be read; the output holds the rest\n", len(errs))

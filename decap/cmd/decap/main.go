@@ -3,7 +3,8 @@
 // inner frames to JetStream. `decap send FILE --to HOST:PORT` sends a
 // capture to a target the way AWS would. `decap capture --iface IFACE`
 // captures on the production host itself (AF_PACKET, spooled, uploaded at
-// a capped rate). See decap/README.md.
+// a capped rate). `decap keys [--follow] FILE|-` ships a TLS key log
+// (SSLKEYLOGFILE) to TAPLINE_KEYS. See decap/README.md.
 package main
 
 import (
@@ -13,6 +14,7 @@ import (
 
 	"github.com/tapline/tapline/decap"
 	"github.com/tapline/tapline/decap/capturecmd"
+	"github.com/tapline/tapline/decap/keys"
 	"github.com/tapline/tapline/decap/send"
 	"github.com/tapline/tapline/proto/stage"
 )
@@ -23,6 +25,9 @@ func main() {
 	}
 	if len(os.Args) > 1 && os.Args[1] == "send" {
 		os.Exit(send.Main(os.Args[2:]))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "keys" {
+		os.Exit(keys.Main(os.Args[2:]))
 	}
 	var cfg decap.Config
 	fs := flag.NewFlagSet("decap", flag.ContinueOnError)
