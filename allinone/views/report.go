@@ -87,7 +87,11 @@ func (r *Report) WriteText(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "CLIENT\tSERVER\tVNI\tPROTOCOL\tSTATE\tEXACT\tFLAGGED\tLOST\tMISSING C2S\tMISSING S2C\tREPLAY")
 	for _, c := range r.Connections {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d\t%s\t%d\t%d B\t%d B\t%s\n", c.Client, c.Server, c.VNI, c.ProtoName(), c.StateName(),
+		client, server := c.Client, c.Server
+		if client == "" {
+			client, server = "conn "+c.ID, "?"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d\t%s\t%d\t%d B\t%d B\t%s\n", client, server, c.VNI, c.ProtoName(), c.StateName(),
 			c.C2S.Complete+c.S2C.Complete, flaggedText(merged(c.C2S.Flagged, c.S2C.Flagged)), c.C2S.Lost+c.S2C.Lost,
 			c.C2S.BytesMissing, c.S2C.BytesMissing, c.ReplayName())
 	}
@@ -132,7 +136,7 @@ func ReportMain(args []string, stdout, stderr io.Writer) int {
 	c.register(fs)
 	since := fs.Duration("since", time.Hour, "report on what the streams hold from this long ago")
 	asJSON := fs.Bool("json", false, "print the report as one JSON object (see allinone/README.md)")
-	if code := parse(fs, args, stderr); code >= 0 {
+	if code := c.parse(fs, args, stderr); code >= 0 {
 		return code
 	}
 	if fs.NArg() > 0 {

@@ -90,7 +90,7 @@ func Each(ctx context.Context, js jetstream.JetStream, r Read, fn func(jetstream
 	for {
 		m, err := it.Next()
 		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) && ctx.Err() != nil {
+			if ctx.Err() != nil {
 				return nil
 			}
 			return fmt.Errorf("%s: %w", r.Stream, err)

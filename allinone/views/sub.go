@@ -119,7 +119,7 @@ func SubMain(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		subject, args = args[0], args[1:]
 	}
-	if code := parse(fs, args, stderr); code >= 0 {
+	if code := c.parse(fs, args, stderr); code >= 0 {
 		return code
 	}
 	rest := fs.Args()

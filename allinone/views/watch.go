@@ -99,7 +99,7 @@ func WatchMain(args []string, stdout, stderr io.Writer) int {
 	filter := fs.String("filter", "", "initial filter: show connections whose fields contain this text")
 	lossy := fs.Bool("lossy", false, "show (or in line mode print) only connections with loss, flags or replay failures")
 	maxConns := fs.Int("max-conns", 10000, "closed connections kept in the view (older ones count in the totals only)")
-	if code := parse(fs, args, stderr); code >= 0 {
+	if code := c.parse(fs, args, stderr); code >= 0 {
 		return code
 	}
 	if fs.NArg() > 0 {
@@ -135,7 +135,7 @@ func WatchMain(args []string, stdout, stderr io.Writer) int {
 	t, d := NewTable(), NewDrops()
 	t.Max = *maxConns
 	scr := &Screen{Sort: *sortBy, Filter: *filter, Lossy: *lossy,
-		Source: fmt.Sprintf("%s since %s", c.common.NATSURL, from.Local().Format("15:04:05"))}
+		Source: fmt.Sprintf("%s since %s", redact(c.common.NATSURL), from.Local().Format("15:04:05"))}
 	if *plain || !tty {
 		return watchPlain(ctx, t, d, scr, items, notes, stdout, stderr)
 	}
@@ -163,13 +163,7 @@ func watchPlain(ctx context.Context, t *Table, d *Drops, scr *Screen, items <-ch
 			}
 		case it := <-items:
 			ch := Apply(t, d, it)
-			if ch.What == "" || ch.Conn != nil && !scr.Match(ch.Conn) && ch.What != "close" {
-				continue
-			}
-			if ch.Conn != nil && ch.What == "close" && !scr.Match(ch.Conn) {
-				continue
-			}
-			if ch.Conn == nil && (scr.Filter != "" || scr.Lossy) && ch.What != "drops" && ch.What != "wire" {
+			if ch.What == "" || ch.Conn != nil && !scr.Match(ch.Conn) {
 				continue
 			}
 			fmt.Fprintln(w, PlainLine(ch, it.At))

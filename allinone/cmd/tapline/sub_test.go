@@ -196,6 +196,8 @@ func TestViewUsageErrors(t *testing.T) {
 		{"report", "--since", "-1h"},
 		{"watch", "--sort", "sideways"},
 		{"watch", "stray"},
+		{"report", "--nats-tls-cert", "only-half.pem"},
+		{"sub", "a.b", "--connect-timeout", "0s"},
 	} {
 		out, err := tapline(args...).CombinedOutput()
 		ee, ok := err.(*exec.ExitError)
@@ -214,5 +216,10 @@ func TestViewUsageErrors(t *testing.T) {
 		if !ok || ee.ExitCode() != 1 || !strings.Contains(string(out), "cannot reach NATS at") || strings.Count(strings.TrimSpace(string(out)), "\n") != 0 {
 			t.Errorf("tapline %v against nothing: %v, output %q; want exit 1 with one line", args, err, out)
 		}
+	}
+	// A password in the URL is not shown.
+	out, _ := tapline("report", "--nats-url", fmt.Sprintf("nats://user:pa55word@127.0.0.1:%d", port), "--connect-timeout", "1s").CombinedOutput()
+	if strings.Contains(string(out), "pa55word") || !strings.Contains(string(out), "cannot reach NATS at nats://127.0.0.1:") {
+		t.Errorf("the password is shown, or the server is not: %q", out)
 	}
 }
