@@ -82,7 +82,7 @@ func merged(a, b map[string]int64) map[string]int64 {
 // WriteText prints the report as tables: one row per connection, the
 // totals, and the mirror's drop counters.
 func (r *Report) WriteText(w io.Writer) {
-	fmt.Fprintf(w, "Tapline loss report %s .. %s: %d connections (%d open, %d with loss)\n\n",
+	fmt.Fprintf(w, "Tapline loss report %s .. %s: %d connections (%d open, %d lossy or mismatched)\n\n",
 		r.Since.UTC().Format(time.RFC3339), r.Until.UTC().Format(time.RFC3339), r.Totals.Conns, r.Totals.Open, r.Totals.Lossy)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "CLIENT\tSERVER\tVNI\tPROTOCOL\tSTATE\tEXACT\tFLAGGED\tLOST\tMISSING C2S\tMISSING S2C\tREPLAY")

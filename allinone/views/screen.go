@@ -204,7 +204,7 @@ func (s *Screen) Lines(t *Table, d *Drops, now time.Time, w, h int) []string {
 		view += fmt.Sprintf(", filter %q", s.Filter)
 	}
 	lines := []string{
-		fmt.Sprintf("tapline watch %s — %d connections (%d open, %d with loss), %d shown — %s", s.Source, tot.Conns, tot.Open, tot.Lossy, len(shown), view),
+		fmt.Sprintf("tapline watch %s — %d connections (%d open, %d lossy or mismatched), %d shown — %s", s.Source, tot.Conns, tot.Open, tot.Lossy, len(shown), view),
 		fmt.Sprintf("messages exact %d, flagged %s, lost %d; bytes missing c2s %d, s2c %d; replay %s", tot.Complete, flaggedText(tot.Flagged), tot.Lost, tot.MissingC2S, tot.MissingS2C, replayText(tot.Replay)),
 	}
 	mirror := "mirror drops: none reported"
