@@ -42,7 +42,8 @@ func Each(ctx context.Context, js jetstream.JetStream, r Read, fn func(jetstream
 	if err != nil {
 		return fmt.Errorf("%s: %w", r.Stream, err)
 	}
-	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	// A consumer left by a killed process goes away after 30 s.
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy, InactiveThreshold: 30 * time.Second}
 	if r.Filter != "" {
 		cfg.FilterSubjects = []string{r.Filter}
 	}
@@ -85,7 +86,16 @@ func Each(ctx context.Context, js jetstream.JetStream, r Read, fn func(jetstream
 	}
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
-	defer it.Stop()
+	defer func() {
+		// Stopping does not delete the consumer: do, so that nothing is
+		// left on the server.
+		it.Stop()
+		if ci := cons.CachedInfo(); ci != nil {
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			_ = st.DeleteConsumer(dctx, ci.Name)
+			cancel()
+		}
+	}()
 	behind := pending > 0
 	for {
 		m, err := it.Next()

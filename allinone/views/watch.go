@@ -131,7 +131,21 @@ func WatchMain(args []string, stdout, stderr io.Writer) int {
 	items := make(chan Item, 4096)
 	notes := make(chan streamNote, 16)
 	from := time.Now().Add(-*since)
-	go follow(ctx, js, from, items, notes)
+	followCtx, stopFollow := context.WithCancel(ctx)
+	followed := make(chan struct{})
+	go func() {
+		defer close(followed)
+		follow(followCtx, js, from, items, notes)
+	}()
+	defer func() {
+		// Let the readers delete their consumers before the connection
+		// closes.
+		stopFollow()
+		select {
+		case <-followed:
+		case <-time.After(5 * time.Second):
+		}
+	}()
 	t, d := NewTable(), NewDrops()
 	t.Max = *maxConns
 	scr := &Screen{Sort: *sortBy, Filter: *filter, Lossy: *lossy,

@@ -19,6 +19,8 @@ func TestReportPipeline(t *testing.T) {
 	p := startViewPipeline(t)
 	p.feed(t)
 	s, res := p.ledger(t)
+	before := p.consumers(t)
+	defer p.noNewConsumers(t, before)
 
 	out, err := tapline("report", "--since", "1h", "--json", "--nats-url", p.url).Output()
 	if err != nil {

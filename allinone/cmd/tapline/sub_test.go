@@ -36,6 +36,8 @@ func TestSubPipeline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	before := p.consumers(t)
+	defer p.noNewConsumers(t, before)
 	sub := func(args ...string) string {
 		t.Helper()
 		out, err := tapline(append([]string{"sub"}, append(args, "--nats-url", p.url)...)...).Output()

@@ -24,6 +24,7 @@ import (
 	"github.com/tapline/tapline/allinone/ledger"
 	"github.com/tapline/tapline/allinone/testsystem"
 	"github.com/tapline/tapline/decap/send"
+	"github.com/tapline/tapline/proto"
 	"github.com/tapline/tapline/proto/natstest"
 	"github.com/tapline/tapline/proto/stage"
 )
@@ -152,4 +153,36 @@ func (p *viewPipeline) ledger(t *testing.T) (*ledger.Stream, *ledger.Results) {
 		res = ledger.NewResults() // replay has not provisioned its stream yet
 	}
 	return s, res
+}
+
+// consumers lists the consumers of the streams the views read.
+func (p *viewPipeline) consumers(t *testing.T) map[string]bool {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out := map[string]bool{}
+	for _, name := range []string{proto.MsgsStream, proto.ResultsStream, proto.EventsStream} {
+		st, err := p.js.Stream(ctx, name)
+		if err != nil {
+			continue
+		}
+		l := st.ConsumerNames(ctx)
+		for n := range l.Name() {
+			out[name+"/"+n] = true
+		}
+		if err := l.Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
+// noNewConsumers fails when a view command left a consumer behind.
+func (p *viewPipeline) noNewConsumers(t *testing.T, before map[string]bool) {
+	t.Helper()
+	for n := range p.consumers(t) {
+		if !before[n] {
+			t.Errorf("consumer %s left behind", n)
+		}
+	}
 }

@@ -10,8 +10,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/tapline/tapline/proto"
 )
 
 // tmux drives a program in a real terminal: its own server socket, one
@@ -108,6 +106,8 @@ func TestWatchTerminal(t *testing.T) {
 		t.Fatalf("want one lossy and one clean connection, closes %v", s.Closes())
 	}
 
+	before := p.consumers(t)
+	defer p.noNewConsumers(t, before)
 	for _, quit := range []string{"q", "C-c"} {
 		t.Run("quit with "+quit, func(t *testing.T) {
 			x := newTmux(t)
@@ -183,6 +183,8 @@ func TestWatchPlain(t *testing.T) {
 			lossyConn, missing = c.Conn, c.C2S.BytesMissing
 		}
 	}
+	before := p.consumers(t)
+	defer p.noNewConsumers(t, before)
 	cmd := tapline("watch", "--nats-url", p.url, "--since", "1h")
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -264,5 +266,4 @@ func TestWatchPlain(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Errorf("watch after SIGINT: %v", err)
 	}
-	_ = proto.MsgsStream
 }
