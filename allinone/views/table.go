@@ -139,9 +139,12 @@ type Change struct {
 // Table folds the entries of TAPLINE_MSGS and TAPLINE_RESULTS into one
 // Conn per connection id. It keeps at most Max closed connections (the
 // least recently active are retired into the totals); 0 means 100000.
+// A late entry of a retired connection (e.g. a replay result) starts a
+// new row for it.
 type Table struct {
 	Max     int
 	conns   map[string]*Conn
+	closed  int // connections in conns whose state is closed
 	retired Totals
 	// Problems counts entries that could not be decoded.
 	Problems int64
@@ -234,6 +237,9 @@ func (t *Table) AddMsg(e ledger.Entry, body []byte, at time.Time) Change {
 	case e.Close != nil:
 		x := e.Close
 		c := t.conn(x.Conn, at)
+		if c.State != "closed" {
+			t.closed++
+		}
 		c.State, c.Reason = "closed", x.Reason
 		for _, dir := range []proto.Direction{proto.ClientToServer, proto.ServerToClient} {
 			l := x.C2S
@@ -304,20 +310,15 @@ func (t *Table) AddResult(r replay.Result, at time.Time) Change {
 	return Change{Conn: c}
 }
 
-// retire drops the least recently active closed connections beyond Max,
-// adding them to the totals.
+// retire drops the least recently active closed connections when there
+// are more than Max, down to 90 % of Max (so that the sort is paid once
+// per Max/10 closes), adding them to the totals.
 func (t *Table) retire() {
 	limit := t.Max
 	if limit <= 0 {
 		limit = 100000
 	}
-	closed := 0
-	for _, c := range t.conns {
-		if c.State == "closed" {
-			closed++
-		}
-	}
-	if closed <= limit {
+	if t.closed <= limit {
 		return
 	}
 	var cs []*Conn
@@ -327,10 +328,11 @@ func (t *Table) retire() {
 		}
 	}
 	sort.Slice(cs, func(i, j int) bool { return cs[i].Last.Before(cs[j].Last) })
-	for _, c := range cs[:closed-limit] {
+	for _, c := range cs[:len(cs)-(limit-limit/10)] {
 		t.retired.add(c)
 		t.retired.Retired++
 		delete(t.conns, c.ID)
+		t.closed--
 	}
 }
 
