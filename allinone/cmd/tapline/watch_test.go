@@ -151,6 +151,15 @@ func TestWatchTerminal(t *testing.T) {
 				t.Errorf("the filter shows the wrong rows:\n%s", scr)
 			}
 
+			if quit == "C-c" {
+				// Live: a connection that arrives now shows up.
+				x.run("send-keys", "-t", "w", "c")
+				p.send(t, "ws-pmd-server-context-takeover.pcap", 7)
+				scr = x.waitScreen("the live connection", "172.18.0.3:36852", "3 shown")
+				if r := rowOf(scr, "172.18.0.3:36852"); !strings.Contains(r, "websocket+deflate") {
+					t.Errorf("live row %q lacks websocket+deflate", r)
+				}
+			}
 			x.run("send-keys", "-t", "w", quit)
 			scr = x.waitScreen("back at the shell", "back-at-the-shell")
 			if strings.Contains(scr, "tapline watch") {
