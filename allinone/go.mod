@@ -16,6 +16,7 @@ require (
 	github.com/tapline/tapline/reassemble v0.0.0-00010101000000-000000000000
 	github.com/tapline/tapline/replay v0.0.0-00010101000000-000000000000
 	go.yaml.in/yaml/v4 v4.0.0-rc.4
+	golang.org/x/term v0.47.0
 )
 
 require (

@@ -79,6 +79,7 @@ func TestCongestion(t *testing.T) {
 				Why: fmt.Sprintf("%d packets lost on the mirror path (%d by tbf): (lost - %d) × %d / 2 .. lost × %d", lost, tbf, control, mss, mss)}
 		},
 	})
+	checkReport(t, p, rep, proto.ServerToClient)
 	cnt, err := lab.Counters()
 	if err != nil {
 		t.Fatal(err)

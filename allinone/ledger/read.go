@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -56,7 +57,16 @@ func readAll(ctx context.Context, js jetstream.JetStream, name string, fn func(j
 	if err != nil {
 		return fmt.Errorf("ledger: %s: %w", name, err)
 	}
-	defer it.Stop()
+	defer func() {
+		// Stopping does not delete the consumer: do, so that `tapline
+		// ledger` leaves nothing on the server.
+		it.Stop()
+		if ci := cons.CachedInfo(); ci != nil {
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			_ = st.DeleteConsumer(dctx, ci.Name)
+			cancel()
+		}
+	}()
 	for {
 		m, err := it.Next(jetstream.NextContext(ctx))
 		if err != nil {

@@ -1,7 +1,6 @@
 package ledger
 
 import (
-	"encoding/json"
 	"fmt"
 
 	"github.com/tapline/tapline/replay"
@@ -21,9 +20,9 @@ func NewResults() *Results {
 
 // AddResult takes the JSON body of the next entry of TAPLINE_RESULTS.
 func (r *Results) AddResult(body []byte) error {
-	var res replay.Result
-	if err := json.Unmarshal(body, &res); err != nil {
-		return fmt.Errorf("ledger: result: %w", err)
+	res, err := ParseResult(body)
+	if err != nil {
+		return err
 	}
 	r.Add(res)
 	return nil

@@ -3,7 +3,6 @@ package ledger
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"hash"
 
@@ -71,33 +70,19 @@ func NewStream() *Stream {
 func (s *Stream) Add(h nats.Header, body []byte, seq uint64) error {
 	pos := s.pos
 	s.pos++
-	kind := proto.Kind(h.Get(proto.HdrKind))
-	var err error
-	switch kind {
-	case proto.KindData:
-		var c proto.Chunk
-		c, err = proto.ParseChunk(h)
-		if err == nil {
-			err = s.addChunk(c, body, pos)
+	e, err := ParseEntry(h, body)
+	if err == nil {
+		switch {
+		case e.Kind == proto.KindData:
+			err = s.addChunk(e.Chunk, body, pos)
+		case e.Open != nil:
+			s.keys[e.Open.Conn] = Key{Client: e.Open.Client, Server: e.Open.Server}
+			s.events = append(s.events, event{pos: pos, open: e.Open})
+		case e.Gap != nil:
+			s.events = append(s.events, event{pos: pos, gap: e.Gap})
+		case e.Close != nil:
+			s.events = append(s.events, event{pos: pos, close: e.Close})
 		}
-	case proto.KindOpen:
-		var e proto.OpenEvent
-		if err = json.Unmarshal(body, &e); err == nil {
-			s.keys[e.Conn] = Key{Client: e.Client, Server: e.Server}
-			s.events = append(s.events, event{pos: pos, open: &e})
-		}
-	case proto.KindGap:
-		var e proto.GapEvent
-		if err = json.Unmarshal(body, &e); err == nil {
-			s.events = append(s.events, event{pos: pos, gap: &e})
-		}
-	case proto.KindClose:
-		var e proto.CloseEvent
-		if err = json.Unmarshal(body, &e); err == nil {
-			s.events = append(s.events, event{pos: pos, close: &e})
-		}
-	default:
-		err = fmt.Errorf("unknown %s %q", proto.HdrKind, kind)
 	}
 	if err != nil {
 		err = fmt.Errorf("ledger: stream seq %d: %w", seq, err)

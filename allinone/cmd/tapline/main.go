@@ -6,6 +6,9 @@
 //	tapline testsystem [flags]  a WebSocket/TCP server printing what it receives
 //	tapline healthcheck [flags] probe the running all-in-one's /healthz
 //	tapline ledger [flags]      reconcile production's messages with the streams
+//	tapline watch [flags]       live view of the connections and their loss
+//	tapline report [flags]      the loss report of a time window (--json)
+//	tapline sub SUBJECT [flags] print the messages of a tapline subject
 //
 // `tapline run --help` lists every flag, each stage's prefixed with its
 // name (--decap.listen …) and its environment variable.
@@ -21,6 +24,7 @@ import (
 	"github.com/tapline/tapline/allinone/demo"
 	"github.com/tapline/tapline/allinone/ledger"
 	"github.com/tapline/tapline/allinone/testsystem"
+	"github.com/tapline/tapline/allinone/views"
 	"github.com/tapline/tapline/proto/stage"
 )
 
@@ -50,11 +54,17 @@ func run(args []string) int {
 		return testsystem.Main(args)
 	case "ledger":
 		return ledger.Main(args, os.Stdout, os.Stderr)
+	case "watch":
+		return views.WatchMain(args, os.Stdout, os.Stderr)
+	case "report":
+		return views.ReportMain(args, os.Stdout, os.Stderr)
+	case "sub":
+		return views.SubMain(args, os.Stdout, os.Stderr)
 	case "help", "-h", "--help":
 		usage()
 		return 0
 	default:
-		fmt.Fprintf(os.Stderr, "tapline: unknown command %q (run, demo, testsystem, ledger, healthcheck)\n", cmd)
+		fmt.Fprintf(os.Stderr, "tapline: unknown command %q (run, demo, testsystem, ledger, watch, report, sub, healthcheck)\n", cmd)
 		return 2
 	}
 }
@@ -69,5 +79,11 @@ func usage() {
   healthcheck  probe the running all-in-one's /healthz (exit 0 when healthy)
   ledger       reconcile the messages production received (--expected, JSON
                lines) with TAPLINE_MSGS, TAPLINE_RESULTS and the test system
+  watch        live view of the connections: messages, loss, replay outcome
+               (keys sort and filter; --plain for one line per change)
+  report       the loss report of a window (--since 1h, --json), with the
+               mirror's own drop counters
+  sub SUBJECT  print the messages of a subject (e.g. 'tapline.msgs.>'): what
+               the stream holds (--all, --last N, --since D), then live
 `)
 }
