@@ -158,7 +158,7 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.BoolVar(&c.Embedded, "nats-embedded", true, "run an embedded JetStream server (the local default); false: use --nats-url")
 	fs.StringVar(&c.NATSListen, "nats-listen", "127.0.0.1:4222", "listen address of the embedded JetStream server (port 0: any free port)")
 	fs.StringVar(&c.NATSStore, "nats-store", "./.tapline/nats", "store directory of the embedded JetStream server (persists across restarts)")
-	fs.Int64Var(&c.NATSMaxStore, "nats-max-store", 16<<30, "maximum JetStream file storage of the embedded server, bytes")
+	stage.SizeVar(fs, &c.NATSMaxStore, "nats-max-store", 16<<30, "maximum JetStream file storage of the embedded server (e.g. 16GiB)")
 	fs.Var(&c.Only, "stages", "stages to run, comma-separated (default: all of "+strings.Join(Available(), ",")+")")
 	common := commonFlagNames()
 	for _, s := range c.Stages {

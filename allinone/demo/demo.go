@@ -86,6 +86,11 @@ type Report struct {
 	Metrics []string
 }
 
+// EnvPrefix starts the environment variables of `tapline demo`'s flags
+// (TAPLINE_DEMO_DIR, TAPLINE_DEMO_VNI …); until this release they were
+// TAPLINE_DIR, TAPLINE_VNI …, shared with replay's and decap's flags.
+const EnvPrefix = "TAPLINE_DEMO_"
+
 // Main is `tapline demo`.
 func Main(args []string) int {
 	var o Options
@@ -97,6 +102,8 @@ func Main(args []string) int {
 	fs.BoolVar(&o.Keep, "keep", false, "keep the temporary directory")
 	fs.DurationVar(&o.Timeout, "timeout", 60*time.Second, "longest wait for the pipeline to deliver")
 	fs.StringVar(&o.LogLevel, "log-level", "error", "log level of the stages (on stderr)")
+	// TAPLINE_DEMO_DIR, not TAPLINE_DIR: that is replay's --dir.
+	stage.SetEnvPrefix(fs, EnvPrefix)
 	if err := stage.Parse(fs, args, nil); err != nil {
 		if errors.Is(err, stage.ErrHelp) {
 			return 0

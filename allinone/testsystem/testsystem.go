@@ -13,6 +13,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/tapline/tapline/proto/stage"
 	"io"
 	"net"
 	"net/http"
@@ -176,10 +177,12 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 func Main(args []string) int {
 	fs := flag.NewFlagSet("testsystem", flag.ContinueOnError)
 	listen := fs.String("listen", "127.0.0.1:8080", "listen address")
-	if err := fs.Parse(args); err != nil {
+	stage.SetEnvPrefix(fs, "TAPLINE_TESTSYSTEM_")
+	if err := stage.Parse(fs, args, nil); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
+		fmt.Fprintf(os.Stderr, "testsystem: %v\n", err)
 		return 2
 	}
 	s, err := Start(*listen, os.Stdout)
