@@ -28,6 +28,11 @@ type Common struct {
 	NATSTLSCert  string
 	NATSTLSKey   string
 
+	// ConnectWait bounds the retries of the first connection to NATS
+	// (0: retry until stopped); after a first connection, an outage is
+	// retried forever.
+	ConnectWait time.Duration
+
 	Shards  int
 	Streams proto.StreamOptions
 
@@ -51,6 +56,7 @@ func (c *Common) Register(fs *flag.FlagSet, httpDefault string) {
 	fs.StringVar(&c.NATSTLSCA, "nats-tls-ca", "", "CA certificate file to verify the NATS server")
 	fs.StringVar(&c.NATSTLSCert, "nats-tls-cert", "", "client certificate file for NATS TLS")
 	fs.StringVar(&c.NATSTLSKey, "nats-tls-key", "", "client key file for NATS TLS")
+	fs.DurationVar(&c.ConnectWait, "nats-connect-wait", DefaultConnectWait, "how long to retry the first connection to NATS before exiting with the cause (0: until stopped); later outages are retried forever")
 	fs.IntVar(&c.Shards, "shards", proto.DefaultShards, "number of flow shards (all stages must agree)")
 	fs.IntVar(&c.Streams.Replicas, "stream-replicas", 1, "JetStream replicas of the streams this stage provisions")
 	fs.DurationVar(&c.Streams.Frames.MaxAge, "frames-max-age", proto.DefaultLimits[proto.FramesStream].MaxAge, "max age of the frames stream")
@@ -64,10 +70,20 @@ func (c *Common) Register(fs *flag.FlagSet, httpDefault string) {
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
 }
 
+// DefaultConnectWait is the default of --nats-connect-wait: long enough
+// for a NATS server started next to the stage (compose) to come up.
+const DefaultConnectWait = 30 * time.Second
+
 // Validate checks the common configuration and returns one clear error.
 func (c *Common) Validate() error {
 	if c.NATSURL == "" {
 		return fmt.Errorf("--nats-url (or NATS_URL) is required")
+	}
+	if err := validateNATSURL(c.NATSURL); err != nil {
+		return err
+	}
+	if c.ConnectWait < 0 {
+		return fmt.Errorf("--nats-connect-wait must not be negative, got %s", c.ConnectWait)
 	}
 	if c.Shards < 1 || c.Shards > 4096 {
 		return fmt.Errorf("--shards must be between 1 and 4096, got %d", c.Shards)
@@ -108,18 +124,25 @@ func parseLevel(s string) (slog.Level, error) {
 	return l, nil
 }
 
-// Connect dials NATS with the configured authentication, reconnecting
-// forever, and returns the connection and its JetStream context. name
-// identifies the client in the server's monitoring.
+// Connect dials NATS with the configured authentication and returns the
+// connection and its JetStream context. name identifies the client in the
+// server's monitoring. The first connection is retried for --nats-connect-wait,
+// logging the real cause ("connection refused", not the client's "no
+// servers available"); when it cannot be made, the error is a ConfigError
+// of one line naming the cause and --nats-url. Once connected, outages are
+// retried forever.
 func (c *Common) Connect(ctx context.Context, name string, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
+	dialer := &causeDialer{}
 	opts := []nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.ReconnectBufSize(64 << 20),
-		nats.RetryOnFailedConnect(true),
+		nats.SetCustomDialer(dialer),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			log.Warn("nats disconnected", "err", err)
+			if err != nil { // nil: our own Close on a clean stop
+				log.Warn("nats disconnected", "err", err)
+			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted())
@@ -144,7 +167,7 @@ func (c *Common) Connect(ctx context.Context, name string, log *slog.Logger) (*n
 	if c.NATSNKey != "" {
 		o, err := nats.NkeyOptionFromSeed(c.NATSNKey)
 		if err != nil {
-			return nil, nil, fmt.Errorf("--nats-nkey: %w", err)
+			return nil, nil, ConfigError(fmt.Errorf("--nats-nkey: %w", err))
 		}
 		opts = append(opts, o)
 	}
@@ -154,16 +177,35 @@ func (c *Common) Connect(ctx context.Context, name string, log *slog.Logger) (*n
 	if c.NATSTLSCert != "" {
 		opts = append(opts, nats.ClientCert(c.NATSTLSCert, c.NATSTLSKey))
 	}
-	nc, err := nats.Connect(c.NATSURL, opts...)
-	if err != nil {
-		return nil, nil, fmt.Errorf("connect to NATS at %s: %w", redact(c.NATSURL), err)
+	log.Info("nats connecting", "url", redact(c.NATSURL), "name", name)
+	start := time.Now()
+	var nc *nats.Conn
+	for attempt := 1; ; attempt++ {
+		var err error
+		if nc, err = nats.Connect(c.NATSURL, opts...); err == nil {
+			break
+		}
+		err = dialer.cause(err)
+		if permanent(err) {
+			return nil, nil, ConfigError(fmt.Errorf("NATS at %s: %v (check --nats-url and the --nats-* credentials)", redact(c.NATSURL), err))
+		}
+		if c.ConnectWait > 0 && time.Since(start) >= c.ConnectWait {
+			return nil, nil, ConfigError(fmt.Errorf("NATS at %s not reachable after %s: %v (check --nats-url or NATS_URL; --nats-connect-wait waits longer)", redact(c.NATSURL), time.Since(start).Round(time.Second), err))
+		}
+		if attempt == 1 || attempt%20 == 0 {
+			log.Warn("NATS not reachable, retrying", "url", redact(c.NATSURL), "err", err, "waited", time.Since(start).Round(time.Second), "connect_wait", c.ConnectWait)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		nc.Close()
 		return nil, nil, fmt.Errorf("jetstream: %w", err)
 	}
-	log.Info("nats connecting", "url", redact(c.NATSURL), "name", name)
 	return nc, js, nil
 }
 

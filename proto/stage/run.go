@@ -30,7 +30,8 @@ type RunFunc func(ctx context.Context, d Deps) error
 // caller has registered the common flags and the stage's own on fs), calls
 // validate, serves /healthz and /metrics, then calls run with a context
 // cancelled on SIGINT or SIGTERM. It exits 0 on success and --help, 2 with
-// one line on a configuration error, and 1 with one line when run fails.
+// one line on a configuration error (also one run returns as ConfigError,
+// e.g. an unreachable --nats-url), and 1 when run fails.
 func Main(fs *flag.FlagSet, c *Common, args []string, validate func() error, run RunFunc) {
 	os.Exit(MainCode(fs, c, args, validate, run))
 }
@@ -70,6 +71,10 @@ func MainCode(fs *flag.FlagSet, c *Common, args []string, validate func() error,
 		return 2
 	}
 	if err := run(ctx, d); err != nil && !errors.Is(err, context.Canceled) {
+		if IsConfigError(err) {
+			fmt.Fprintf(os.Stderr, "%s: %v\n", fs.Name(), err)
+			return 2
+		}
 		d.Log.Error("stopped", "err", err)
 		fmt.Fprintf(os.Stderr, "%s: %v\n", fs.Name(), err)
 		return 1

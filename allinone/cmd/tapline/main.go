@@ -38,7 +38,8 @@ func run(args []string) int {
 		cfg := allinone.NewConfig()
 		fs := flag.NewFlagSet("tapline", flag.ContinueOnError)
 		cfg.Register(fs)
-		return stage.MainCode(fs, &cfg.Common, args, cfg.Validate, func(ctx context.Context, d stage.Deps) error {
+		validate := func() error { return cfg.ValidatePorts(fs) }
+		return stage.MainCode(fs, &cfg.Common, args, validate, func(ctx context.Context, d stage.Deps) error {
 			return allinone.Run(ctx, cfg, d, nil)
 		})
 	case stage.HealthcheckCommand:

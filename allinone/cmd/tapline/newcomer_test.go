@@ -1,9 +1,22 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/tapline/tapline/decap/send"
+	"github.com/tapline/tapline/proto/stage"
 )
 
 // taplineOut runs the tapline command and returns its combined output and
@@ -55,4 +68,99 @@ func TestDemoEnvNames(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "(default 16GiB)") {
 		t.Errorf("tapline run --help shows no size units:\n%s", out)
 	}
+}
+
+// Every taken port is named in one line with the flag that moves it, and
+// tapline run exits 2 before opening any.
+func TestRunPortsTaken(t *testing.T) {
+	httpL, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer httpL.Close()
+	natsL, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer natsL.Close()
+	udp, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer udp.Close()
+	cmd := tapline("run", "--http", httpL.Addr().String(), "--nats-listen", natsL.Addr().String(),
+		"--decap.listen-addr", "127.0.0.1", "--decap.geneve-port", "0",
+		"--decap.vxlan-port", fmt.Sprint(udp.LocalAddr().(*net.UDPAddr).Port))
+	cmd.Dir = t.TempDir()
+	out, err := cmd.CombinedOutput()
+	ee, ok := err.(*exec.ExitError)
+	if !ok || ee.ExitCode() != 2 || strings.Count(strings.TrimSpace(string(out)), "\n") != 0 {
+		t.Fatalf("tapline run on taken ports: %v, output %q; want exit 2 and one line", err, out)
+	}
+	for _, want := range []string{"--http", "--nats-listen", "--decap.vxlan-port"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("output %q does not name %s", out, want)
+		}
+	}
+}
+
+// tapline run --testsystem (what make run passes) replays into the
+// built-in test system, which prints what it receives on stdout; replay is
+// not off for want of a test system.
+func TestRunIntoBuiltinTestSystem(t *testing.T) {
+	dir := t.TempDir()
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t, "tcp"))
+	tsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t, "tcp"))
+	udpPort := freePort(t, "udp")
+	var stdout, stderr syncBuffer
+	cmd := tapline("run", "--testsystem", tsAddr, "--nats-listen", "127.0.0.1:0", "--http", httpAddr,
+		"--decap.listen-addr", "127.0.0.1", "--decap.geneve-port", "0", "--decap.vxlan-port", fmt.Sprint(udpPort),
+		"--replay.pace", "fast", "--archive.store", filepath.Join(dir, "archive"))
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	}()
+	ctx := context.Background()
+	waitFor(t, "/healthz", func() bool { return stage.Probe(ctx, httpAddr, 5*time.Second) == nil })
+	waitFor(t, "decap listening", func() bool { return strings.Contains(stderr.String(), "listening") })
+	capture := filepath.Join("..", "..", "..", "testdata", "captures", "ws-broker-json.pcap")
+	if _, err := send.Send(ctx, send.Config{File: capture, To: fmt.Sprintf("127.0.0.1:%d", udpPort), VNI: 7, Top: true, Loop: 1},
+		slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the built-in test system to print a message", func() bool { return strings.Contains(stdout.String(), "test system: connection") })
+	if strings.Contains(stderr.String(), "stage off") {
+		t.Errorf("a stage is off:\n%s", stderr.String())
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	if err := <-exited; err != nil {
+		t.Errorf("exit after SIGTERM: %v\n%s", err, stderr.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer a child process and the test share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

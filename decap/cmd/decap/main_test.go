@@ -43,3 +43,18 @@ func TestUnknownCommandAndHelp(t *testing.T) {
 		t.Errorf("decap --help: exit %d, output:\n%s", code, out)
 	}
 }
+
+// An unreachable --nats-url ends a one-shot --read within
+// --nats-connect-wait with exit 2 and one line naming the real cause;
+// a URL of no NATS scheme is refused before anything starts.
+func TestNATSURLErrors(t *testing.T) {
+	capture := "../../../testdata/captures/ws-broker-json.pcap"
+	out, code := runDecap("--read", capture, "--nats-url", "nats://127.0.0.1:1", "--nats-connect-wait", "2s", "--http", "", "--log-level", "error")
+	if code != 2 || strings.Count(strings.TrimSpace(out), "\n") != 0 || !strings.Contains(out, "connection refused") || !strings.Contains(out, "--nats-url") {
+		t.Errorf("unreachable NATS: exit %d, output %q; want exit 2 and one line saying connection refused", code, out)
+	}
+	out, code = runDecap("--read", capture, "--nats-url", "bogus://x", "--http", "")
+	if code != 2 || strings.Count(strings.TrimSpace(out), "\n") != 0 || !strings.Contains(out, `scheme "bogus"`) {
+		t.Errorf("bogus://x: exit %d, output %q", code, out)
+	}
+}
