@@ -55,6 +55,10 @@ type Server struct {
 	wake  chan struct{}
 }
 
+// SinkHeader is the handshake response header (replay.SinkHeader) by which
+// the test system tells replay that it never answers.
+const SinkHeader = "Tapline-Test-System"
+
 // Start listens on addr (e.g. "127.0.0.1:0") and serves until Close. Every
 // message is printed to out (nil: not printed).
 func Start(addr string, out io.Writer) (*Server, error) {
@@ -120,6 +124,9 @@ func (s *Server) printf(format string, args ...any) {
 }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	// It never answers: replay's comparison would report every production
+	// response missing. replay.SinkHeader tells replay so.
+	w.Header().Set(SinkHeader, "sink")
 	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{
 		InsecureSkipVerify: true, // any Origin: the mirrored clients came from anywhere
 		CompressionMode:    websocket.CompressionContextTakeover,

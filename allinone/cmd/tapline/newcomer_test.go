@@ -15,8 +15,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tapline/tapline/allinone/testsystem"
 	"github.com/tapline/tapline/decap/send"
+	"github.com/tapline/tapline/proto"
 	"github.com/tapline/tapline/proto/stage"
+	"github.com/tapline/tapline/replay"
 )
 
 // taplineOut runs the tapline command and returns its combined output and
@@ -112,8 +118,9 @@ func TestRunIntoBuiltinTestSystem(t *testing.T) {
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t, "tcp"))
 	tsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t, "tcp"))
 	udpPort := freePort(t, "udp")
+	natsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t, "tcp"))
 	var stdout, stderr syncBuffer
-	cmd := tapline("run", "--testsystem", tsAddr, "--nats-listen", "127.0.0.1:0", "--http", httpAddr,
+	cmd := tapline("run", "--testsystem", tsAddr, "--nats-listen", natsAddr, "--http", httpAddr, "--reassemble.idle-timeout", "2s",
 		"--decap.listen-addr", "127.0.0.1", "--decap.geneve-port", "0", "--decap.vxlan-port", fmt.Sprint(udpPort),
 		"--replay.pace", "fast", "--archive.store", filepath.Join(dir, "archive"))
 	cmd.Dir = dir
@@ -140,6 +147,47 @@ func TestRunIntoBuiltinTestSystem(t *testing.T) {
 	waitFor(t, "the built-in test system to print a message", func() bool { return strings.Contains(stdout.String(), "test system: connection") })
 	if strings.Contains(stderr.String(), "stage off") {
 		t.Errorf("a stage is off:\n%s", stderr.String())
+	}
+	// Comparison is on (the default), but the built-in test system never
+	// answers: the connection is "sent", not compared, and says why — not
+	// a mismatch for every production response.
+	nc, err := nats.Connect("nats://" + natsAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	var summaries []*nats.Header
+	waitFor(t, "a connection summary on "+proto.ResultsStream, func() bool {
+		summaries = nil
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		cons, err := js.OrderedConsumer(cctx, proto.ResultsStream, jetstream.OrderedConsumerConfig{})
+		if err != nil {
+			return false
+		}
+		batch, err := cons.FetchNoWait(1000)
+		if err != nil {
+			return false
+		}
+		for m := range batch.Messages() {
+			h := m.Headers()
+			if h.Get(proto.HdrKind) == "summary" {
+				summaries = append(summaries, &h)
+			}
+			if h.Get(proto.HdrResult) == "mismatch" {
+				t.Errorf("mismatch reported against the built-in test system: %v", h)
+			}
+		}
+		return len(summaries) > 0
+	})
+	for _, h := range summaries {
+		if h.Get(proto.HdrResult) != "sent" || !strings.Contains(h.Get(proto.HdrReason), "sink") {
+			t.Errorf("summary %v: want result sent, reason naming the sink", *h)
+		}
+	}
+	if testsystem.SinkHeader != replay.SinkHeader {
+		t.Errorf("the test system announces %q, replay looks for %q", testsystem.SinkHeader, replay.SinkHeader)
 	}
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	if err := <-exited; err != nil {
