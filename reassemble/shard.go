@@ -486,6 +486,7 @@ func (w *worker) publish(m *nats.Msg) {
 	}
 	if err := w.pub.publish(m, w.cur); err != nil {
 		w.pubErr = err
+		w.e.log.Error("shard stopped publishing; its batches are not acknowledged and will be redelivered", "shard", w.shard, "err", err)
 	}
 }
 

@@ -284,10 +284,10 @@ func (c *Config) Validate() error {
 	switch {
 	case c.AckWait < time.Second:
 		return fmt.Errorf("--ack-wait must be at least 1s")
-	case c.PullMaxBytes < 2*proto.MaxChunk:
-		return fmt.Errorf("--pull-max-bytes must be at least %d (two full chunks)", 2*proto.MaxChunk)
-	case c.MaxInflight < 2*proto.MaxChunk:
-		return fmt.Errorf("--max-inflight-bytes must be at least %d (two full chunks)", 2*proto.MaxChunk)
+	case c.PullMaxBytes < 2*proto.MaxChunkAccepted:
+		return fmt.Errorf("--pull-max-bytes must be at least %d (two full chunks)", 2*proto.MaxChunkAccepted)
+	case c.MaxInflight < 2*proto.MaxChunkAccepted:
+		return fmt.Errorf("--max-inflight-bytes must be at least %d (two full chunks)", 2*proto.MaxChunkAccepted)
 	case c.MaxConns < 1:
 		return fmt.Errorf("--max-conns must be >= 1")
 	case c.RetryMin <= 0 || c.RetryMax < c.RetryMin:
