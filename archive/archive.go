@@ -102,6 +102,9 @@ type Config struct {
 	// DrainTimeout bounds how long a stop waits to store open chunks; what
 	// is not stored then is redelivered later (never lost).
 	DrainTimeout time.Duration
+	// StoreWait bounds the retries of the first contact with the store
+	// (--store-wait; 0: until stopped).
+	StoreWait time.Duration
 	// MaxFlows bounds the flows listed in one index.
 	MaxFlows int
 	// MaxVNIs bounds the distinct VNIs archived (each has its own chunks,
@@ -134,6 +137,7 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.IntVar(&c.Uploaders, "uploaders", 2, "chunks stored concurrently")
 	fs.DurationVar(&c.UploadTimeout, "upload-timeout", 2*time.Minute, "timeout of one attempt to store a chunk")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 30*time.Second, "on stop, how long to try to store open chunks")
+	fs.DurationVar(&c.StoreWait, "store-wait", DefaultStoreWait, "at start, how long to retry reaching the store before exiting with the cause (0: until stopped)")
 	fs.IntVar(&c.MaxFlows, "max-flows", 10000, "max flows listed in one chunk index")
 	fs.IntVar(&c.MaxVNIs, "max-vnis", DefaultMaxVNIs, "distinct VNIs archived; batches of further VNIs are not stored, counted (tapline_archive_vni_overflow_*) and reported on tapline.events.archive.drops")
 }

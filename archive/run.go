@@ -35,6 +35,12 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 	}
 	st, err := store.Open(ctx, cfg.Store.Location, cfg.Store.S3)
 	if err != nil {
+		return stage.ConfigError(err)
+	}
+	if err := probeStore(ctx, st, cfg.StoreWait, d.Log); err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while the store was unreachable
+		}
 		return err
 	}
 	return run(ctx, cfg, d, st, level)
