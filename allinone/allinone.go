@@ -381,8 +381,10 @@ func Run(ctx context.Context, c *Config, d stage.Deps, ready func(natsURL string
 	for _, s := range sel {
 		h := &stage.Health{}
 		d.Health.Add(s.Name, healthOf(h))
-		sd := stage.Deps{Log: c.Common.Logger(s.Name), Metrics: d.Metrics, Health: h}
+		sd := stage.Deps{Log: c.Common.Logger(s.Name), Metrics: d.Metrics, Health: h, Drain: d.Drain}
+		running := d.Drain.Begin("the " + s.Name + " stage")
 		go func() {
+			defer running()
 			err := s.Run(ctx, sd)
 			if err == nil && ctx.Err() == nil {
 				sd.Log.Warn("stage returned before shutdown")

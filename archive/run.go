@@ -132,6 +132,8 @@ func run(ctx context.Context, cfg Config, d stage.Deps, st store.Store, level zs
 	// Drain: store what is open, wait for the uploads up to DrainTimeout.
 	timer := time.AfterFunc(cfg.DrainTimeout, cancelDrain)
 	defer timer.Stop()
+	draining := d.Drain.Begin(fmt.Sprintf("archive: storing %d open chunks in %s (at most --drain-timeout %s)", len(a.open), st, cfg.DrainTimeout))
+	defer draining()
 	a.sealAll(drainCtx, time.Now())
 	a.reportOverflow()
 	close(a.up)

@@ -38,6 +38,8 @@ type engine struct {
 	limits     message.Limits
 
 	crashOnStop bool // tests: stop without handing the shards over
+
+	drain *stage.Drain // what a stop waits for (may be nil)
 }
 
 // Run consumes the configured shards until ctx ends, then hands each shard
@@ -84,7 +86,7 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 	}
 	e := &engine{cfg: cfg, log: d.Log, m: m, nc: nc, js: js, newDecoder: newDec,
 		limits:      message.Limits{MaxHeader: cfg.MaxHeader, MaxControl: 125, MaxMessage: cfg.MaxMessage},
-		crashOnStop: cfg.crashOnStop}
+		crashOnStop: cfg.crashOnStop, drain: d.Drain}
 	d.Log.Info("reassembling", "instance", cfg.InstanceID, "shards", len(shards))
 	var wg sync.WaitGroup
 	for _, s := range shards {
