@@ -93,7 +93,7 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	stage.IntSizeVar(fs, &c.BatchBytes, "batch-bytes", batch.DefaultMaxBytes, "frame batch size at which a batch is published")
 	fs.DurationVar(&c.BatchDelay, "batch-delay", batch.DefaultDelay, "longest a frame waits in a batch")
 	fs.IntVar(&c.MaxInflight, "max-inflight", publish.DefaultMaxInflight, "batches awaiting a JetStream ack at most")
-	fs.Int64Var(&c.BufferBytes, "buffer-bytes", publish.DefaultBufferBytes, "bytes of batches buffered while JetStream is slow or down; past it batches are dropped and counted")
+	stage.SizeVar(fs, &c.BufferBytes, "buffer-bytes", publish.DefaultBufferBytes, "bytes of batches buffered while JetStream is slow or down; past it batches are dropped and counted")
 	fs.DurationVar(&c.AckTimeout, "ack-timeout", publish.DefaultAckTimeout, "wait for a JetStream ack before retrying a batch")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 10*time.Second, "at shutdown, how long to keep publishing buffered batches")
 	fs.DurationVar(&c.EventsInterval, "events-interval", 10*time.Second, "how often drop reports are published on tapline.events.decap.drops (when drops grew)")

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tapline/tapline/allinone"
 	"github.com/tapline/tapline/allinone/testsystem"
 	"github.com/tapline/tapline/decap/send"
 	"github.com/tapline/tapline/proto"
@@ -211,4 +213,33 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// Every size flag of every stage takes units and raw integers alike.
+func TestEverySizeFlagTakesUnits(t *testing.T) {
+	cfg := allinone.NewConfig()
+	fs := flag.NewFlagSet("tapline", flag.ContinueOnError)
+	cfg.Register(fs)
+	sizeish := []string{"bytes", "size", "max-memory", "rcvbuf", "max-datagram", "max-header", "max-message", "reorder-window", "max-seq-jump", "max-flow-rate", "nats-max-store", "max-pending"}
+	n := 0
+	fs.VisitAll(func(f *flag.Flag) {
+		match := false
+		for _, s := range sizeish {
+			match = match || strings.Contains(f.Name, s)
+		}
+		if !match || strings.HasSuffix(f.Name, "-batches") || strings.HasSuffix(f.Name, "rate-bytes") {
+			return
+		}
+		n++
+		for _, v := range []string{"2MiB", "2097152"} {
+			if err := f.Value.Set(v); err != nil {
+				t.Errorf("--%s %s: %v", f.Name, v, err)
+			} else if got := f.Value.String(); got != "2MiB" {
+				t.Errorf("--%s %s reads back as %q", f.Name, v, got)
+			}
+		}
+	})
+	if n < 15 {
+		t.Errorf("only %d size flags found", n)
+	}
 }
