@@ -33,9 +33,17 @@ soak:
 bench:
 	scripts/bench.sh
 
-## run: the all-in-one on the local default (embedded JetStream, ./archive-data)
-run:
-	$(GO) run ./allinone/cmd/tapline run
+## run: the whole pipeline on the local default (embedded JetStream, ./archive-data),
+## replaying into the built-in test system on 127.0.0.1:8080, from bin/tapline
+## (built when missing or older than the sources); ARGS="--http :9200 …" are
+## passed through (`bin/tapline run --help` lists them)
+ARGS ?=
+run: $(BIN)/tapline
+	$(BIN)/tapline run --testsystem 127.0.0.1:8080 $(ARGS)
+
+$(BIN)/tapline: $(shell find . -name '*.go' -not -path './$(BIN)/*' 2>/dev/null) go.work
+	@mkdir -p $(BIN)
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./allinone/cmd/tapline
 
 ## demo: the whole flow on a bundled capture, within a minute
 demo:

@@ -27,6 +27,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/tapline/tapline/allinone/testsystem"
 	"github.com/tapline/tapline/proto"
 	"github.com/tapline/tapline/proto/natstest"
 	"github.com/tapline/tapline/proto/stage"
@@ -105,8 +106,14 @@ type Config struct {
 	// Only lists the stages to run (empty: all).
 	Only stage.ListFlag
 
+	// TestSystem, when set, is the address of the built-in test system run
+	// in the process (--testsystem; see testsystem_run.go).
+	TestSystem string
+
 	// Stages are the compiled-in stages, in pipeline order.
 	Stages []*Stage
+
+	fs *flag.FlagSet // the flag set Register filled
 }
 
 // NewConfig builds a configuration holding every compiled-in stage.
@@ -158,8 +165,9 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.BoolVar(&c.Embedded, "nats-embedded", true, "run an embedded JetStream server (the local default); false: use --nats-url")
 	fs.StringVar(&c.NATSListen, "nats-listen", "127.0.0.1:4222", "listen address of the embedded JetStream server (port 0: any free port)")
 	fs.StringVar(&c.NATSStore, "nats-store", "./.tapline/nats", "store directory of the embedded JetStream server (persists across restarts)")
-	fs.Int64Var(&c.NATSMaxStore, "nats-max-store", 16<<30, "maximum JetStream file storage of the embedded server, bytes")
+	stage.SizeVar(fs, &c.NATSMaxStore, "nats-max-store", 16<<30, "maximum JetStream file storage of the embedded server (e.g. 16GiB)")
 	fs.Var(&c.Only, "stages", "stages to run, comma-separated (default: all of "+strings.Join(Available(), ",")+")")
+	c.registerTestSystem(fs)
 	common := commonFlagNames()
 	for _, s := range c.Stages {
 		private := flag.NewFlagSet(s.Name, flag.ContinueOnError)
@@ -244,6 +252,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("--stages: unknown stage %q (have %s)", n, strings.Join(Available(), ", "))
 		}
 	}
+	if err := c.applyTestSystem(); err != nil {
+		return err
+	}
 	url := ""
 	if c.Embedded {
 		host, port, err := c.natsListen()
@@ -268,7 +279,7 @@ func (c *Config) Validate() error {
 		}
 		if s.Validate != nil {
 			if err := s.Validate(); err != nil {
-				return fmt.Errorf("%s: %v (flags of this stage are prefixed --%s.)", s.Name, err, s.Name)
+				return fmt.Errorf("%s: %w (flags of this stage are prefixed --%s.)", s.Name, err, s.Name)
 			}
 		}
 	}
@@ -301,7 +312,7 @@ func (c *Config) StartNATS() (*server.Server, error) {
 		// check first so the error says what is wrong.
 		ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
 		if err != nil {
-			return nil, fmt.Errorf("embedded NATS: %v (is another NATS server running? use --nats-listen or --nats-embedded=false)", err)
+			return nil, stage.ConfigError(fmt.Errorf("embedded NATS: %v (is another NATS server running? use --nats-listen or --nats-embedded=false)", err))
 		}
 		ln.Close()
 	}
@@ -344,6 +355,15 @@ func Run(ctx context.Context, c *Config, d stage.Deps, ready func(natsURL string
 		c.propagate("")
 	}
 
+	if c.TestSystem != "" {
+		ts, err := testsystem.Start(c.TestSystem, os.Stdout)
+		if err != nil {
+			return stage.ConfigError(fmt.Errorf("--testsystem %s: %v", c.TestSystem, err))
+		}
+		defer ts.Close()
+		d.Log.Info("built-in test system", "url", ts.URL())
+	}
+
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	type result struct {
@@ -361,8 +381,10 @@ func Run(ctx context.Context, c *Config, d stage.Deps, ready func(natsURL string
 	for _, s := range sel {
 		h := &stage.Health{}
 		d.Health.Add(s.Name, healthOf(h))
-		sd := stage.Deps{Log: c.Common.Logger(s.Name), Metrics: d.Metrics, Health: h}
+		sd := stage.Deps{Log: c.Common.Logger(s.Name), Metrics: d.Metrics, Health: h, Drain: d.Drain}
+		running := d.Drain.Begin("the " + s.Name + " stage")
 		go func() {
+			defer running()
 			err := s.Run(ctx, sd)
 			if err == nil && ctx.Err() == nil {
 				sd.Log.Warn("stage returned before shutdown")

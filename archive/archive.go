@@ -14,7 +14,6 @@ package archive
 import (
 	"flag"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -111,6 +110,9 @@ type Config struct {
 	// DrainTimeout bounds how long a stop waits to store open chunks; what
 	// is not stored then is redelivered later (never lost).
 	DrainTimeout time.Duration
+	// StoreWait bounds the retries of the first contact with the store
+	// (--store-wait; 0: until stopped).
+	StoreWait time.Duration
 	// MaxFlows bounds the flows listed in one index.
 	MaxFlows int
 	// MaxVNIs bounds the distinct VNIs archived (each has its own chunks,
@@ -153,6 +155,7 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.IntVar(&c.Uploaders, "uploaders", 2, "chunks stored concurrently")
 	fs.DurationVar(&c.UploadTimeout, "upload-timeout", 2*time.Minute, "timeout of one attempt to store a chunk")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 30*time.Second, "on stop, how long to try to store open chunks")
+	fs.DurationVar(&c.StoreWait, "store-wait", DefaultStoreWait, "at start, how long to retry reaching the store before exiting with the cause (0: until stopped)")
 	fs.IntVar(&c.MaxFlows, "max-flows", 10000, "max flows listed in one chunk index")
 	fs.BoolVar(&c.Keys, "keys", false, "also keep the TLS key log lines of TAPLINE_KEYS with the archive (secrets: for archive query --with-secrets)")
 	fs.StringVar(&c.KeysConsumer, "keys-consumer", DefaultConsumer+"-keys", "durable consumer name on TAPLINE_KEYS (with --keys)")
@@ -218,51 +221,12 @@ func ParseLevel(s string) (zstd.EncoderLevel, error) {
 	return 0, fmt.Errorf("--level must be fastest, default, better or best, got %q", s)
 }
 
-// sizeFlag is a byte size flag: a number with an optional KiB, MiB, GiB
-// (or K, M, G, KB, MB, GB: also powers of 1024) suffix.
-type sizeFlag int64
+// sizeFlag is a byte size flag (stage.Size: a number with an optional
+// KiB, MiB, GiB suffix).
+type sizeFlag = stage.Size
 
-func (s *sizeFlag) String() string { return FormatSize(int64(*s)) }
+// ParseSize parses a byte size such as 1048576, 64MiB or 1G (stage.ParseSize).
+func ParseSize(v string) (int64, error) { return stage.ParseSize(v) }
 
-func (s *sizeFlag) Set(v string) error {
-	n, err := ParseSize(v)
-	if err != nil {
-		return err
-	}
-	*s = sizeFlag(n)
-	return nil
-}
-
-// ParseSize parses a byte size such as 1048576, 64MiB or 1G.
-func ParseSize(v string) (int64, error) {
-	t := strings.TrimSpace(v)
-	mult := int64(1)
-	up := strings.ToUpper(t)
-	for _, u := range []struct {
-		s string
-		m int64
-	}{{"KIB", 1 << 10}, {"MIB", 1 << 20}, {"GIB", 1 << 30}, {"KB", 1 << 10}, {"MB", 1 << 20}, {"GB", 1 << 30}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1}} {
-		if strings.HasSuffix(up, u.s) {
-			t, mult = strings.TrimSpace(t[:len(t)-len(u.s)]), u.m
-			break
-		}
-	}
-	n, err := strconv.ParseInt(t, 10, 64)
-	if err != nil || n < 0 || n > (1<<62)/mult {
-		return 0, fmt.Errorf("bad size %q (want e.g. 1048576, 64MiB, 1GiB)", v)
-	}
-	return n * mult, nil
-}
-
-// FormatSize writes n with the largest exact binary unit.
-func FormatSize(n int64) string {
-	switch {
-	case n != 0 && n%(1<<30) == 0:
-		return strconv.FormatInt(n>>30, 10) + "GiB"
-	case n != 0 && n%(1<<20) == 0:
-		return strconv.FormatInt(n>>20, 10) + "MiB"
-	case n != 0 && n%(1<<10) == 0:
-		return strconv.FormatInt(n>>10, 10) + "KiB"
-	}
-	return strconv.FormatInt(n, 10)
-}
+// FormatSize writes n with the largest exact binary unit (stage.FormatSize).
+func FormatSize(n int64) string { return stage.FormatSize(n) }

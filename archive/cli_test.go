@@ -84,9 +84,10 @@ func TestCLI(t *testing.T) {
 		sameFrames(t, decodeAll(t, out), c.want)
 	}
 
-	// Nothing matches: a clear message and a valid empty capture.
+	// Nothing matches: a clear message naming --chunk-age (why a query
+	// right after sending finds nothing), a valid empty capture, exit 1.
 	out, errs, code = runCLI(t, "query", "--store", dir, "--from", from, "--to", to, "--host", "192.0.2.1")
-	if code != 0 || !strings.Contains(errs, "no packet matches") {
+	if code != 1 || !strings.Contains(errs, "no packet matches") || !strings.Contains(errs, "--chunk-age") {
 		t.Fatalf("empty query: code %d, %s", code, errs)
 	}
 	if len(decodeAll(t, out)) != 0 {

@@ -35,6 +35,12 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 	}
 	st, err := store.Open(ctx, cfg.Store.Location, cfg.Store.S3)
 	if err != nil {
+		return stage.ConfigError(err)
+	}
+	if err := probeStore(ctx, st, cfg.StoreWait, d.Log); err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while the store was unreachable
+		}
 		return err
 	}
 	return run(ctx, cfg, d, st, level)
@@ -131,6 +137,8 @@ func run(ctx context.Context, cfg Config, d stage.Deps, st store.Store, level zs
 	// Drain: store what is open, wait for the uploads up to DrainTimeout.
 	timer := time.AfterFunc(cfg.DrainTimeout, cancelDrain)
 	defer timer.Stop()
+	draining := d.Drain.Begin(fmt.Sprintf("archive: storing %d open chunks in %s (at most --drain-timeout %s)", len(a.open), st, cfg.DrainTimeout))
+	defer draining()
 	a.sealAll(drainCtx, time.Now())
 	a.reportOverflow()
 	close(a.up)

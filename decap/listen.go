@@ -3,6 +3,7 @@ package decap
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"strconv"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/tapline/tapline/decap/decode"
 	"github.com/tapline/tapline/decap/udpin"
 	"github.com/tapline/tapline/proto/framebatch"
+	"github.com/tapline/tapline/proto/stage"
 )
 
 // worker is the per-call scratch of the datagram handler: a decoder and
@@ -53,7 +55,8 @@ func (e *engine) listen(ctx context.Context) error {
 			MaxDatagram: e.cfg.MaxDatagram,
 		}, e.d.Log)
 		if err != nil {
-			return err
+			// A port another process holds is the user's to change.
+			return stage.ConfigError(fmt.Errorf("%w (choose other ports with --vxlan-port/--geneve-port or --listen-addr)", err))
 		}
 		defer in.Close()
 		e.d.Log.Info("listening", "vxlan_port", e.cfg.VXLANPort, "geneve_port", e.cfg.GENEVEPort, "addrs", e.cfg.listenAddrs())

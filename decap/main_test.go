@@ -18,7 +18,7 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"--help"}, 0},
 		{[]string{"--vni", "x"}, 2},
 		{[]string{"--no-such-flag"}, 2},
-		{[]string{"--read", "/nonexistent.pcap", "--nats-url", "nats://127.0.0.1:1"}, 1},
+		{[]string{"--read", "/nonexistent.pcap", "--nats-url", "nats://127.0.0.1:1"}, 2}, // a runtime configuration error
 	} {
 		var cfg Config
 		fs := flag.NewFlagSet("decap", flag.ContinueOnError)

@@ -78,7 +78,7 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 	if cfg.Read != "" {
 		var err error
 		if file, err = os.Open(cfg.Read); err != nil {
-			return fmt.Errorf("--read: %w", err)
+			return stage.ConfigError(fmt.Errorf("--read: %w", err))
 		}
 		defer file.Close()
 	}

@@ -63,9 +63,18 @@ const (
 	OpTCP    = "tcp"
 )
 
-// MaxChunk is the largest body of one published chunk (1 MiB). A message
-// larger than this is split into ordered chunks.
-const MaxChunk = 1 << 20
+// MaxChunk is the largest body of one chunk reassemble publishes (960
+// KiB). A message larger than this is split into ordered chunks. With its
+// headers (ChunkHeaderRoom) a full chunk stays under 1,000,000 bytes, so
+// it fits a stock NATS server's max_payload (1 MB); until protocol 1's
+// first release it was 1 MiB, which a stock server refuses with its
+// headers. Subscribers accept chunks up to MaxChunkAccepted.
+const MaxChunk = 960 << 10
+
+// MaxChunkAccepted is the largest chunk body a subscriber accepts: the 1
+// MiB earlier publishers wrote. Chunk size is the publisher's choice; it
+// needs no version change.
+const MaxChunkAccepted = 1 << 20
 
 // Chunk is the metadata of one data chunk on the messages subject. Its body
 // (the decoded payload bytes) travels as the NATS message data.

@@ -79,7 +79,7 @@ func (o StreamOptions) StreamConfig(name string) (jetstream.StreamConfig, error)
 		Discard:     jetstream.DiscardOld,
 		MaxAge:      lim.MaxAge,
 		MaxBytes:    lim.MaxBytes,
-		MaxMsgSize:  MaxChunk + 64<<10, // a full chunk plus headers
+		MaxMsgSize:  MaxChunkAccepted + 64<<10, // a full chunk (of any publisher) plus headers
 		Replicas:    replicas,
 		Storage:     storage,
 		Duplicates:  2 * time.Minute,

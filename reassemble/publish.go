@@ -3,6 +3,7 @@ package reassemble
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -37,6 +38,9 @@ type publisher struct {
 	// connected reports whether the NATS connection is up (nil: always).
 	connected func() bool
 	unsent    bool // a queued entry was not taken by the client: resend
+	// sendErr is why the client last refused an entry (logged, and
+	// returned when resending cannot help: errMaxPayload).
+	sendErr error
 	// retryAt is the earliest time of the next resend by repair, and
 	// retryGap the backoff between resends that keep failing.
 	retryAt  time.Time
@@ -179,8 +183,11 @@ func (p *publisher) repair(block bool) error {
 	p.retryGap = min(max(2*p.retryGap, 50*time.Millisecond), 2*time.Second)
 	p.retryAt = time.Now().Add(p.retryGap)
 	p.onRetry()
-	p.log.Warn("publish failed; resending unacknowledged entries in order", "queued", len(p.q), "subject", p.q[0].msg.Subject)
-	p.unsent = false
+	if err := p.permanentSendErr(); err != nil {
+		return err
+	}
+	p.log.Warn("publish failed; resending unacknowledged entries in order", "queued", len(p.q), "subject", p.q[0].msg.Subject, "err", p.sendErr)
+	p.unsent, p.sendErr = false, nil
 	for i := range p.q {
 		p.send(i)
 	}
@@ -192,8 +199,18 @@ func (p *publisher) repair(block bool) error {
 func (p *publisher) send(i int) {
 	var err error
 	if p.q[i].fut, err = p.js.PublishMsgAsync(p.q[i].msg); err != nil {
-		p.q[i].fut, p.unsent = nil, true
+		p.q[i].fut, p.unsent, p.sendErr = nil, true, err
 	}
+}
+
+// permanentSendErr returns the refusal resending cannot fix: an entry
+// larger than the server's max_payload would be refused forever and
+// wedge the shard.
+func (p *publisher) permanentSendErr() error {
+	if errors.Is(p.sendErr, nats.ErrMaxPayload) {
+		return fmt.Errorf("publish to %s: %w: the NATS server's max_payload is below an entry of this shard; raise max_payload (e.g. max_payload: 2MB) in the server configuration", p.q[0].msg.Subject, p.sendErr)
+	}
+	return nil
 }
 
 // waitHead waits for the oldest publish; on failure it resends the whole
@@ -205,7 +222,13 @@ func (p *publisher) waitHead() error {
 		f := p.q[0].fut
 		var err error
 		if f == nil {
+			if perr := p.permanentSendErr(); perr != nil {
+				return perr
+			}
 			err = errors.New("publish not sent")
+			if p.sendErr != nil {
+				err = fmt.Errorf("publish not sent: %w", p.sendErr)
+			}
 		} else {
 			select {
 			case <-f.Ok():
@@ -225,7 +248,7 @@ func (p *publisher) waitHead() error {
 		}
 		backoff = min(2*backoff, 2*time.Second)
 		for i := range p.q {
-			p.q[i].fut, _ = p.js.PublishMsgAsync(p.q[i].msg)
+			p.send(i)
 		}
 	}
 }

@@ -38,6 +38,8 @@ type engine struct {
 	limits     message.Limits
 
 	crashOnStop bool // tests: stop without handing the shards over
+
+	drain *stage.Drain // what a stop waits for (may be nil)
 }
 
 // Run consumes the configured shards until ctx ends, then hands each shard
@@ -63,6 +65,9 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 		return err
 	}
 	defer nc.Close()
+	if err := proto.CheckMaxPayload(nc.MaxPayload()); err != nil {
+		return stage.ConfigError(err)
+	}
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(10*time.Second), jetstream.WithPublishAsyncMaxPending(4*cfg.MaxInflight*len(shards)+64))
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
@@ -81,7 +86,7 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 	}
 	e := &engine{cfg: cfg, log: d.Log, m: m, nc: nc, js: js, newDecoder: newDec,
 		limits:      message.Limits{MaxHeader: cfg.MaxHeader, MaxControl: 125, MaxMessage: cfg.MaxMessage},
-		crashOnStop: cfg.crashOnStop}
+		crashOnStop: cfg.crashOnStop, drain: d.Drain}
 	d.Log.Info("reassembling", "instance", cfg.InstanceID, "shards", len(shards))
 	var wg sync.WaitGroup
 	for _, s := range shards {

@@ -486,6 +486,7 @@ func (w *worker) publish(m *nats.Msg) {
 	}
 	if err := w.pub.publish(m, w.cur); err != nil {
 		w.pubErr = err
+		w.e.log.Error("shard stopped publishing; its batches are not acknowledged and will be redelivered", "shard", w.shard, "err", err)
 	}
 }
 
@@ -649,9 +650,11 @@ func (w *worker) handOver(msgs <-chan jetstream.Msg) {
 		cc, ok := c.User.(*conn)
 		return !ok || !cc.replayable
 	}, tcp.CloseShutdown)
+	flushing := w.e.drain.Begin(fmt.Sprintf("reassemble shard %d: %d publishes awaiting their JetStream acks", w.shard, len(w.pub.q)))
 	if err := w.pub.flush(); err != nil {
 		log.Warn("hand-over: publishes not confirmed; their batches are redelivered", "err", err)
 	}
+	flushing()
 	type unacked struct {
 		seq   uint64
 		reply string

@@ -120,8 +120,8 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.Var(&c.VNIs, "vni", "replay only these VNIs (comma-separated or repeated; default all)")
 	fs.Var(&c.ShardList, "shard", "replay only these shards (comma-separated or repeated; default all)")
 	fs.DurationVar(&c.AckWait, "ack-wait", 30*time.Second, "JetStream ack wait; held messages are kept alive with in-progress acks")
-	fs.IntVar(&c.PullMaxBytes, "pull-max-bytes", 4<<20, "bytes of messages buffered from JetStream ahead of delivery")
-	fs.Int64Var(&c.MaxInflight, "max-inflight-bytes", 8<<20, "payload bytes held in memory across all connections")
+	stage.IntSizeVar(fs, &c.PullMaxBytes, "pull-max-bytes", 4<<20, "bytes of messages buffered from JetStream ahead of delivery")
+	stage.SizeVar(fs, &c.MaxInflight, "max-inflight-bytes", 8<<20, "payload bytes held in memory across all connections")
 	fs.IntVar(&c.MaxConns, "max-conns", 4096, "connections replayed at once")
 	fs.DurationVar(&c.ConnIdle, "conn-idle", 5*time.Minute, "end a replayed connection after this long without entries (its close event never came)")
 	fs.DurationVar(&c.RetryMin, "retry-min", 100*time.Millisecond, "first retry delay when the test system is down")
@@ -142,7 +142,7 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.BoolVar(&c.ForwardCreds, "forward-credentials", false, "dial mode: with --forward-headers, also send production's Authorization, Proxy-Authorization, Cookie and credential-like headers such as X-Api-Key (off: production secrets never reach the test system)")
 	fs.BoolVar(&c.TLSInsecure, "tls-insecure", false, "wss: do not verify the test system's certificate")
 	fs.BoolVar(&c.Compare, "compare", true, "dial mode: compare the test system's responses with production's")
-	fs.IntVar(&c.CompareMax, "compare-max-bytes", 1<<20, "responses larger than this are compared by SHA-256 only (ignore rules not applied)")
+	stage.IntSizeVar(fs, &c.CompareMax, "compare-max-bytes", 1<<20, "responses larger than this are compared by SHA-256 only (ignore rules not applied)")
 	fs.Var(&c.IgnoreJSON, "ignore-json-path", "comparison: JSON path to ignore, e.g. data.timestamp or items.*.id (repeatable)")
 	fs.Var(&c.IgnoreRegex, "ignore-regex", "comparison: regular expression whose matches are ignored (repeatable)")
 
@@ -284,10 +284,10 @@ func (c *Config) Validate() error {
 	switch {
 	case c.AckWait < time.Second:
 		return fmt.Errorf("--ack-wait must be at least 1s")
-	case c.PullMaxBytes < 2*proto.MaxChunk:
-		return fmt.Errorf("--pull-max-bytes must be at least %d (two full chunks)", 2*proto.MaxChunk)
-	case c.MaxInflight < 2*proto.MaxChunk:
-		return fmt.Errorf("--max-inflight-bytes must be at least %d (two full chunks)", 2*proto.MaxChunk)
+	case c.PullMaxBytes < 2*proto.MaxChunkAccepted:
+		return fmt.Errorf("--pull-max-bytes must be at least %d (two full chunks)", 2*proto.MaxChunkAccepted)
+	case c.MaxInflight < 2*proto.MaxChunkAccepted:
+		return fmt.Errorf("--max-inflight-bytes must be at least %d (two full chunks)", 2*proto.MaxChunkAccepted)
 	case c.MaxConns < 1:
 		return fmt.Errorf("--max-conns must be >= 1")
 	case c.RetryMin <= 0 || c.RetryMax < c.RetryMin:

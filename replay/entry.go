@@ -47,8 +47,8 @@ func parseEntry(subject string, h nats.Header, data []byte) (*entry, error) {
 		if err != nil {
 			return nil, err
 		}
-		if len(data) > proto.MaxChunk {
-			return nil, fmt.Errorf("chunk of %d bytes exceeds %d", len(data), proto.MaxChunk)
+		if len(data) > proto.MaxChunkAccepted {
+			return nil, fmt.Errorf("chunk of %d bytes exceeds %d", len(data), proto.MaxChunkAccepted)
 		}
 		switch c.Opcode {
 		case proto.OpText, proto.OpBinary, proto.OpPing, proto.OpPong, proto.OpClose, proto.OpTCP:

@@ -166,6 +166,7 @@ type wsSink struct {
 	url          string
 	writeTimeout time.Duration
 	readerDone   chan struct{}
+	sinkOnly     bool // the test system says it never answers (SinkHeader)
 }
 
 // dialWS connects to the test system and starts reading its responses;
@@ -189,6 +190,7 @@ func dialWS(ctx context.Context, cfg *Config, client *http.Client, open *proto.O
 	}
 	c.SetReadLimit(-1) // responses are read as streams; the comparer caps what it keeps
 	s := &wsSink{c: c, url: u, writeTimeout: cfg.WriteTimeout, readerDone: make(chan struct{})}
+	s.sinkOnly = resp != nil && resp.Header.Get(SinkHeader) == "sink"
 	go s.read(cfg.CompareMax, onResp)
 	return s, nil
 }

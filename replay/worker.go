@@ -110,10 +110,13 @@ type worker struct {
 	pinging     bool            // an asynchronous confirmation is in flight
 	pingDone    chan pingResult // its outcome (capacity 1)
 
-	cmp    *compare.Conn
-	expect *compare.Builder // production response being received (dial mode)
-	tcpExp *compare.Builder // production byte stream of a raw TCP connection
-	sum    ConnSummary
+	cmp *compare.Conn
+	// notCompared says why the responses of this connection are not
+	// compared although --compare is on (a sink test system).
+	notCompared string
+	expect      *compare.Builder // production response being received (dial mode)
+	tcpExp      *compare.Builder // production byte stream of a raw TCP connection
+	sum         ConnSummary
 }
 
 func newWorker(r *runner, e *entry) *worker {
@@ -461,6 +464,9 @@ func (w *worker) connect(ctx context.Context) error {
 		s, err := dialWS(ctx, w.r.cfg, w.r.client, w.open, onResp)
 		if err != nil {
 			return err
+		}
+		if s.sinkOnly && w.cmp != nil {
+			w.cmp, w.notCompared = nil, sinkNotCompared
 		}
 		w.sink = s
 	}
@@ -1196,7 +1202,11 @@ func (w *worker) finish(end string) {
 	if !w.failed {
 		w.r.m.connsTotal.WithLabelValues(end).Inc()
 	}
-	w.r.publish(Result{Kind: "summary", Conn: w.id, VNI: w.vni, shard: w.shard, Result: result, Summary: &w.sum, Target: w.target()})
+	reason := ""
+	if result == "sent" {
+		reason = w.notCompared
+	}
+	w.r.publish(Result{Kind: "summary", Conn: w.id, VNI: w.vni, shard: w.shard, Result: result, Reason: reason, Summary: &w.sum, Target: w.target()})
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {

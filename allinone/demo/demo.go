@@ -70,21 +70,29 @@ type Options struct {
 
 // Report is what a demo run observed.
 type Report struct {
-	Sent       send.Result
-	Opens      []proto.OpenEvent
-	Closes     []proto.CloseEvent
-	Gaps       int
-	Messages   map[proto.Direction]int // last chunks seen on tapline.msgs.>, by direction
-	Incomplete int                     // of those, not complete
-	Results    map[string]int          // replay results by Tapline-Result
-	Received   []testsystem.Message    // what the test system received
-	PcapPath   string                  // archive query output
-	Query      query.Result
-	TShark     string // tshark -r output (empty without tshark)
+	Sent        send.Result
+	Opens       []proto.OpenEvent
+	Closes      []proto.CloseEvent
+	Gaps        int
+	Messages    map[proto.Direction]int // data messages (text, binary, tcp) seen on tapline.msgs.>, by direction
+	Controls    map[string]int          // control frames (close, ping, pong) seen there, by opcode
+	Incomplete  int                     // of the data messages, not complete
+	Results     map[string]int          // replay results of data messages by Tapline-Result
+	ConnResults map[string]int          // replay's connection summaries by Tapline-Result
+	Received    []testsystem.Message    // what the test system received
+	TestConns   int                     // connections the test system accepted
+	PcapPath    string                  // archive query output
+	Query       query.Result
+	TShark      string // tshark -r output (empty without tshark)
 	// Metrics are the names of the tapline_* metric families the
 	// all-in-one exported by the end of the run.
 	Metrics []string
 }
+
+// EnvPrefix starts the environment variables of `tapline demo`'s flags
+// (TAPLINE_DEMO_DIR, TAPLINE_DEMO_VNI …); until this release they were
+// TAPLINE_DIR, TAPLINE_VNI …, shared with replay's and decap's flags.
+const EnvPrefix = "TAPLINE_DEMO_"
 
 // Main is `tapline demo`.
 func Main(args []string) int {
@@ -97,6 +105,8 @@ func Main(args []string) int {
 	fs.BoolVar(&o.Keep, "keep", false, "keep the temporary directory")
 	fs.DurationVar(&o.Timeout, "timeout", 60*time.Second, "longest wait for the pipeline to deliver")
 	fs.StringVar(&o.LogLevel, "log-level", "error", "log level of the stages (on stderr)")
+	// TAPLINE_DEMO_DIR, not TAPLINE_DIR: that is replay's --dir.
+	stage.SetEnvPrefix(fs, EnvPrefix)
 	if err := stage.Parse(fs, args, nil); err != nil {
 		if errors.Is(err, stage.ErrHelp) {
 			return 0
@@ -196,20 +206,40 @@ func (ob *observer) onMsg(m *nats.Msg) {
 		ob.rep.Gaps++
 	case proto.KindData:
 		c, err := proto.ParseChunk(m.Header)
-		if err == nil && c.Last {
-			ob.rep.Messages[c.Dir]++
-			if !c.Complete {
-				ob.rep.Incomplete++
-			}
+		if err != nil || !c.Last {
+			return
+		}
+		if !isData(c.Opcode) {
+			ob.rep.Controls[c.Opcode]++ // a close frame is no message
+			return
+		}
+		ob.rep.Messages[c.Dir]++
+		if !c.Complete {
+			ob.rep.Incomplete++
 		}
 	}
 }
+
+// isData reports the opcodes of messages (not control frames).
+func isData(op string) bool { return op == proto.OpText || op == proto.OpBinary || op == proto.OpTCP }
 
 func (ob *observer) onResult(m *nats.Msg) {
 	ob.mu.Lock()
 	defer ob.mu.Unlock()
 	ob.touch()
-	ob.rep.Results[m.Header.Get(proto.HdrResult)]++
+	var r struct {
+		Kind   string `json:"kind"`
+		Opcode string `json:"opcode"`
+	}
+	_ = json.Unmarshal(m.Data, &r)
+	switch {
+	case m.Header.Get(proto.HdrKind) == "summary":
+		ob.rep.ConnResults[m.Header.Get(proto.HdrResult)]++
+	case isData(r.Opcode):
+		// Only messages: "sent N" then counts what the test system can
+		// have received, not close frames or connection summaries.
+		ob.rep.Results[m.Header.Get(proto.HdrResult)]++
+	}
 }
 
 // Run runs the demo and returns what it observed.
@@ -252,7 +282,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			defer os.RemoveAll(dir)
 		}
 	}
-	rep := &Report{Messages: map[proto.Direction]int{}, Results: map[string]int{}}
+	rep := &Report{Messages: map[proto.Direction]int{}, Controls: map[string]int{}, Results: map[string]int{}, ConnResults: map[string]int{}}
 	say := func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) }
 
 	// The test system.
@@ -355,14 +385,15 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 
 	// decap send: the captures as AWS would mirror them.
+	say("  2. decap send: the captures as AWS would mirror them, to 127.0.0.1:%d with VNI %d", port, o.VNI)
 	for _, p := range paths {
-		say("  2. decap send %s --to 127.0.0.1:%d --vni %d", filepath.Base(p), port, o.VNI)
+		say("     decap send %s --to 127.0.0.1:%d --vni %d", filepath.Base(p), port, o.VNI)
 		res, err := send.Send(ctx, send.Config{File: p, To: fmt.Sprintf("127.0.0.1:%d", port), VNI: o.VNI, Top: true, Loop: 1},
 			slog.New(slog.NewTextHandler(io.Discard, nil)))
 		if err != nil {
 			return nil, fmt.Errorf("decap send %s: %v", p, err)
 		}
-		say("     sent %d VXLAN datagrams, %d bytes of inner frames", res.Packets, res.Bytes)
+		say("       %d VXLAN datagrams, %d bytes of inner frames", res.Packets, res.Bytes)
 		rep.Sent.Packets += res.Packets
 		rep.Sent.Bytes += res.Bytes
 		rep.Sent.Skipped += res.Skipped
@@ -400,7 +431,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if err := <-runErr; err != nil {
 		return nil, fmt.Errorf("all-in-one: %v", err)
 	}
-	rep.Received = ts.Messages()
+	rep.Received, rep.TestConns = ts.Messages(), ts.Conns()
 	if mfs, err := reg.Gather(); err == nil {
 		for _, mf := range mfs {
 			if strings.HasPrefix(mf.GetName(), "tapline_") {
@@ -479,17 +510,19 @@ func printSummary(out io.Writer, rep *Report) {
 		conns[m.Conn] = true
 		bytes += m.Size
 	}
-	say("  %d messages (%d bytes) on %d connections", len(rep.Received), bytes, len(conns))
-	var results []string
-	for k, n := range rep.Results {
-		results = append(results, fmt.Sprintf("%s %d", k, n))
+	say("  %d messages (%d bytes) on %d connections (%d of them carried messages)", len(rep.Received), bytes, max(rep.TestConns, len(conns)), len(conns))
+	if s := counts(rep.Results); s != "" {
+		say("  replay, client messages: %s", s)
 	}
-	sort.Strings(results)
-	if len(results) > 0 {
-		say("  replay results: %s", strings.Join(results, ", "))
+	if s := counts(rep.ConnResults); s != "" {
+		say("  replay, connections: %s", s)
 	}
-	say("  reassembled: %d client→server and %d server→client messages, %d incomplete, %d gap events",
-		rep.Messages[proto.ClientToServer], rep.Messages[proto.ServerToClient], rep.Incomplete, rep.Gaps)
+	controls := ""
+	if s := counts(rep.Controls); s != "" {
+		controls = " (and control frames: " + s + ")"
+	}
+	say("  reassembled: %d client→server and %d server→client messages%s, %d incomplete, %d gap events",
+		rep.Messages[proto.ClientToServer], rep.Messages[proto.ServerToClient], controls, rep.Incomplete, rep.Gaps)
 
 	say("\n▶ What the mirror lost (loss summary of each connection's close event)")
 	opens := map[string]proto.OpenEvent{}
@@ -514,7 +547,7 @@ func printSummary(out io.Writer, rep *Report) {
 		if o.MidStream {
 			what += " (joined mid-stream)"
 		}
-		say("  %s → %s %s, closed by %s", o.Client, o.Server, what, c.Reason)
+		say("  %s → %s %s, %s", o.Client, o.Server, what, closeReason(c.Reason))
 		for _, d := range []struct {
 			name string
 			l    proto.DirLoss
@@ -574,4 +607,30 @@ func queryArchive(ctx context.Context, out io.Writer, location, pcap string, rep
 		}
 	}
 	return nil
+}
+
+// counts writes a count map as "k1 n1, k2 n2", sorted.
+func counts(m map[string]int) string {
+	var out []string
+	for k, n := range m {
+		out = append(out, fmt.Sprintf("%s %d", k, n))
+	}
+	sort.Strings(out)
+	return strings.Join(out, ", ")
+}
+
+// closeReason says in words how a connection ended (the close event's
+// reason).
+func closeReason(r string) string {
+	switch r {
+	case "fin":
+		return "closed normally (FIN)"
+	case "rst":
+		return "reset (RST)"
+	case "idle":
+		return "ended by the idle timeout (no FIN or RST was captured; --reassemble.idle-timeout)"
+	case "shutdown":
+		return "still open when the pipeline stopped"
+	}
+	return "closed: " + r
 }

@@ -74,6 +74,24 @@ func TestDemo(t *testing.T) {
 	if rep.Results["sent"] < 4 {
 		t.Errorf("replay results %v: want at least 4 sent", rep.Results)
 	}
+	// The narrative's counts agree with each other: replay's "sent" counts
+	// the client messages the test system received (not close frames or
+	// connection summaries), the test system's connections include those
+	// that carried no message, each step number appears once.
+	if rep.Results["sent"] != len(rep.Received) {
+		t.Errorf("replay reports %d messages sent, the test system received %d", rep.Results["sent"], len(rep.Received))
+	}
+	if !strings.Contains(out.String(), "on 2 connections") {
+		t.Errorf("demo output does not count the test system's 2 connections")
+	}
+	if got := rep.Messages[proto.ClientToServer]; got != 4 {
+		t.Errorf("reassembled %d client messages, want the 4 data messages (a close frame is no message)", got)
+	}
+	for _, step := range []string{"  1. ", "  2. ", "  3. ", "  4. "} {
+		if n := strings.Count(out.String(), step); n != 1 {
+			t.Errorf("step %q printed %d times", strings.TrimSpace(step), n)
+		}
+	}
 	if rep.Query.Packets != rep.Sent.Packets {
 		t.Errorf("archive query returned %d packets, decap send sent %d", rep.Query.Packets, rep.Sent.Packets)
 	}
@@ -82,7 +100,7 @@ func TestDemo(t *testing.T) {
 			t.Errorf("tshark -r shows %d packets, want %d", n, rep.Sent.Packets)
 		}
 	}
-	for _, want := range []string{"What the test system received", "What the mirror lost", "closed by fin", "tshark -r"} {
+	for _, want := range []string{"What the test system received", "What the mirror lost", "closed normally (FIN)", "tshark -r"} {
 		if !strings.Contains(out.String(), want) && !(want == "tshark -r" && rep.TShark == "") {
 			t.Errorf("demo output lacks %q", want)
 		}

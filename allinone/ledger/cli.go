@@ -87,10 +87,14 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	incomplete := fs.String("incomplete", "skip", "replay's --incomplete policy")
 	noResults := fs.Bool("no-results", false, "replay ran with --results off: skip the TAPLINE_RESULTS checks")
 	timeout := fs.Duration("timeout", 5*time.Minute, "time allowed to read the streams")
-	if err := stage.Parse(fs, args, nil); err != nil {
+	// TAPLINE_LEDGER_TIMEOUT …: demo has a --timeout too. The NATS flags
+	// keep TAPLINE_NATS_URL (and NATS_URL).
+	stage.SetEnvPrefix(fs, "TAPLINE_LEDGER_")
+	if err := stage.Parse(fs, args, stage.Aliases); err != nil {
 		if err == flag.ErrHelp {
 			return 0
 		}
+		fmt.Fprintf(stderr, "tapline ledger: %v\n", err)
 		return 2
 	}
 	if *expected == "" {

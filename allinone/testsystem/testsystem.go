@@ -13,6 +13,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/tapline/tapline/proto/stage"
 	"io"
 	"net"
 	"net/http"
@@ -53,6 +54,10 @@ type Server struct {
 	msgs  []Message
 	wake  chan struct{}
 }
+
+// SinkHeader is the handshake response header (replay.SinkHeader) by which
+// the test system tells replay that it never answers.
+const SinkHeader = "Tapline-Test-System"
 
 // Start listens on addr (e.g. "127.0.0.1:0") and serves until Close. Every
 // message is printed to out (nil: not printed).
@@ -119,6 +124,9 @@ func (s *Server) printf(format string, args ...any) {
 }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	// It never answers: replay's comparison would report every production
+	// response missing. replay.SinkHeader tells replay so.
+	w.Header().Set(SinkHeader, "sink")
 	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{
 		InsecureSkipVerify: true, // any Origin: the mirrored clients came from anywhere
 		CompressionMode:    websocket.CompressionContextTakeover,
@@ -176,10 +184,12 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 func Main(args []string) int {
 	fs := flag.NewFlagSet("testsystem", flag.ContinueOnError)
 	listen := fs.String("listen", "127.0.0.1:8080", "listen address")
-	if err := fs.Parse(args); err != nil {
+	stage.SetEnvPrefix(fs, "TAPLINE_TESTSYSTEM_")
+	if err := stage.Parse(fs, args, nil); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
+		fmt.Fprintf(os.Stderr, "testsystem: %v\n", err)
 		return 2
 	}
 	s, err := Start(*listen, os.Stdout)

@@ -34,6 +34,11 @@ type Common struct {
 	// permissions keep each user to its own replies.
 	NATSInboxPrefix string
 
+	// ConnectWait bounds the retries of the first connection to NATS
+	// (0: retry until stopped); after a first connection, an outage is
+	// retried forever.
+	ConnectWait time.Duration
+
 	Shards  int
 	Streams proto.StreamOptions
 
@@ -61,26 +66,37 @@ func (c *Common) Register(fs *flag.FlagSet, httpDefault string) {
 	fs.StringVar(&c.NATSTLSCert, "nats-tls-cert", "", "client certificate file for NATS TLS")
 	fs.StringVar(&c.NATSTLSKey, "nats-tls-key", "", "client key file for NATS TLS")
 	fs.StringVar(&c.NATSInboxPrefix, "nats-inbox-prefix", nats.InboxPrefix[:len(nats.InboxPrefix)-1], "subject prefix of this client's reply subjects (acknowledgements, pull deliveries)")
+	fs.DurationVar(&c.ConnectWait, "nats-connect-wait", DefaultConnectWait, "how long to retry the first connection to NATS before exiting with the cause (0: until stopped); later outages are retried forever")
 	fs.IntVar(&c.Shards, "shards", proto.DefaultShards, "number of flow shards (all stages must agree)")
 	fs.IntVar(&c.Streams.Replicas, "stream-replicas", 1, "JetStream replicas of the streams this stage provisions")
 	fs.DurationVar(&c.Streams.Frames.MaxAge, "frames-max-age", proto.DefaultLimits[proto.FramesStream].MaxAge, "max age of the frames stream")
-	fs.Int64Var(&c.Streams.Frames.MaxBytes, "frames-max-bytes", proto.DefaultLimits[proto.FramesStream].MaxBytes, "max bytes of the frames stream")
+	SizeVar(fs, &c.Streams.Frames.MaxBytes, "frames-max-bytes", proto.DefaultLimits[proto.FramesStream].MaxBytes, "max bytes of the frames stream")
 	fs.DurationVar(&c.Streams.Msgs.MaxAge, "msgs-max-age", proto.DefaultLimits[proto.MsgsStream].MaxAge, "max age of the messages stream")
-	fs.Int64Var(&c.Streams.Msgs.MaxBytes, "msgs-max-bytes", proto.DefaultLimits[proto.MsgsStream].MaxBytes, "max bytes of the messages stream")
+	SizeVar(fs, &c.Streams.Msgs.MaxBytes, "msgs-max-bytes", proto.DefaultLimits[proto.MsgsStream].MaxBytes, "max bytes of the messages stream")
 	fs.DurationVar(&c.Streams.Results.MaxAge, "results-max-age", proto.DefaultLimits[proto.ResultsStream].MaxAge, "max age of the results stream")
-	fs.Int64Var(&c.Streams.Results.MaxBytes, "results-max-bytes", proto.DefaultLimits[proto.ResultsStream].MaxBytes, "max bytes of the results stream")
+	SizeVar(fs, &c.Streams.Results.MaxBytes, "results-max-bytes", proto.DefaultLimits[proto.ResultsStream].MaxBytes, "max bytes of the results stream")
 	fs.DurationVar(&c.Streams.Keys.MaxAge, "keys-max-age", proto.DefaultLimits[proto.KeysStream].MaxAge, "max age of the TLS keys stream")
-	fs.Int64Var(&c.Streams.Keys.MaxBytes, "keys-max-bytes", proto.DefaultLimits[proto.KeysStream].MaxBytes, "max bytes of the TLS keys stream")
+	SizeVar(fs, &c.Streams.Keys.MaxBytes, "keys-max-bytes", proto.DefaultLimits[proto.KeysStream].MaxBytes, "max bytes of the TLS keys stream")
 	fs.StringVar(&c.HTTPAddr, "http", httpDefault, "listen address for /healthz and /metrics (empty: off)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
 	fs.Var(&c.RedactNames, "redact-names", "more query parameter and header names (case-insensitive, also as parts of longer names) whose values are masked in logs and results, besides the built-in token/secret/password/auth/key/cookie/session… ones")
 }
 
+// DefaultConnectWait is the default of --nats-connect-wait: long enough
+// for a NATS server started next to the stage (compose) to come up.
+const DefaultConnectWait = 30 * time.Second
+
 // Validate checks the common configuration and returns one clear error.
 func (c *Common) Validate() error {
 	if c.NATSURL == "" {
 		return fmt.Errorf("--nats-url (or NATS_URL) is required")
+	}
+	if err := validateNATSURL(c.NATSURL); err != nil {
+		return err
+	}
+	if c.ConnectWait < 0 {
+		return fmt.Errorf("--nats-connect-wait must not be negative, got %s", c.ConnectWait)
 	}
 	if c.Shards < 1 || c.Shards > 4096 {
 		return fmt.Errorf("--shards must be between 1 and 4096, got %d", c.Shards)
@@ -152,19 +168,26 @@ func parseLevel(s string) (slog.Level, error) {
 	return l, nil
 }
 
-// Connect dials NATS with the configured authentication, reconnecting
-// forever, and returns the connection and its JetStream context. name
-// identifies the client in the server's monitoring. extra options are
-// applied after the common ones and override them.
+// Connect dials NATS with the configured authentication and returns the
+// connection and its JetStream context. name identifies the client in the
+// server's monitoring. extra options are applied after the common ones and
+// override them. The first connection is retried for --nats-connect-wait,
+// logging the real cause ("connection refused", not the client's "no
+// servers available"); when it cannot be made, the error is a ConfigError
+// of one line naming the cause and --nats-url. Once connected, outages are
+// retried forever.
 func (c *Common) Connect(ctx context.Context, name string, log *slog.Logger, extra ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
+	dialer := &causeDialer{}
 	opts := []nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.ReconnectBufSize(64 << 20),
-		nats.RetryOnFailedConnect(true),
+		nats.SetCustomDialer(dialer),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			log.Warn("nats disconnected", "err", err)
+			if err != nil { // nil: our own Close on a clean stop
+				log.Warn("nats disconnected", "err", err)
+			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted())
@@ -189,7 +212,7 @@ func (c *Common) Connect(ctx context.Context, name string, log *slog.Logger, ext
 	if c.NATSNKey != "" {
 		o, err := nats.NkeyOptionFromSeed(c.NATSNKey)
 		if err != nil {
-			return nil, nil, fmt.Errorf("--nats-nkey: %w", err)
+			return nil, nil, ConfigError(fmt.Errorf("--nats-nkey: %w", err))
 		}
 		opts = append(opts, o)
 	}
@@ -203,16 +226,35 @@ func (c *Common) Connect(ctx context.Context, name string, log *slog.Logger, ext
 		opts = append(opts, nats.CustomInboxPrefix(p))
 	}
 	opts = append(opts, extra...)
-	nc, err := nats.Connect(c.NATSURL, opts...)
-	if err != nil {
-		return nil, nil, fmt.Errorf("connect to NATS at %s: %w", redact(c.NATSURL), err)
+	log.Info("nats connecting", "url", redact(c.NATSURL), "name", name)
+	start := time.Now()
+	var nc *nats.Conn
+	for attempt := 1; ; attempt++ {
+		var err error
+		if nc, err = nats.Connect(c.NATSURL, opts...); err == nil {
+			break
+		}
+		err = dialer.cause(err)
+		if permanent(err) {
+			return nil, nil, ConfigError(fmt.Errorf("NATS at %s: %v (check --nats-url and the --nats-* credentials)", redact(c.NATSURL), err))
+		}
+		if c.ConnectWait > 0 && time.Since(start) >= c.ConnectWait {
+			return nil, nil, ConfigError(fmt.Errorf("NATS at %s not reachable after %s: %v (check --nats-url or NATS_URL; --nats-connect-wait waits longer)", redact(c.NATSURL), time.Since(start).Round(time.Second), err))
+		}
+		if attempt == 1 || attempt%20 == 0 {
+			log.Warn("NATS not reachable, retrying", "url", redact(c.NATSURL), "err", err, "waited", time.Since(start).Round(time.Second), "connect_wait", c.ConnectWait)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		nc.Close()
 		return nil, nil, fmt.Errorf("jetstream: %w", err)
 	}
-	log.Info("nats connecting", "url", redact(c.NATSURL), "name", name)
 	return nc, js, nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 )
 
 // EnvName is the environment variable that sets a flag when the command line
@@ -31,7 +32,10 @@ var ErrHelp = flag.ErrHelp
 // Parse parses args into fs, then fills every flag not given on the command
 // line from its environment variable (see EnvName), and from the extra
 // aliases (flag name to environment variable, e.g. "nats-url": "NATS_URL").
-// It returns one error line naming the flag or variable at fault.
+// It returns one error line naming the flag or variable at fault. A
+// positional argument left after the flags (an unknown sub-command such as
+// `decap keys`, or a stray word) is an error too: sub-commands a binary
+// has are dispatched before Parse, so whatever reaches it is not one.
 func Parse(fs *flag.FlagSet, args []string, aliases map[string]string) error {
 	fs.Init(fs.Name(), flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -43,6 +47,9 @@ func Parse(fs *flag.FlagSet, args []string, aliases map[string]string) error {
 		}
 		return err
 	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unknown command or argument %q (--help lists the commands and flags)", fs.Arg(0))
+	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	var err error
@@ -50,7 +57,7 @@ func Parse(fs *flag.FlagSet, args []string, aliases map[string]string) error {
 		if set[f.Name] || err != nil {
 			return
 		}
-		name := EnvName(f.Name)
+		name := envNameOf(fs, f.Name)
 		v, ok := os.LookupEnv(name)
 		if !ok {
 			if alias := aliases[f.Name]; alias != "" {
@@ -67,9 +74,14 @@ func Parse(fs *flag.FlagSet, args []string, aliases map[string]string) error {
 	return err
 }
 
-// PrintUsage writes the flags of fs with their environment variables.
+// PrintUsage writes the summary of fs (SetSummary), then its flags with
+// their environment variables. The NATS server URL names its NATS_URL
+// fallback too.
 func PrintUsage(w io.Writer, fs *flag.FlagSet) {
 	fmt.Fprintf(w, "Usage of %s:\n", fs.Name())
+	if s := lookupMeta(fs).summary; s != "" {
+		fmt.Fprintf(w, "%s\n\nFlags:\n", strings.TrimRight(s, "\n"))
+	}
 	fs.VisitAll(func(f *flag.Flag) {
 		name, usage := flag.UnquoteUsage(f)
 		line := "  --" + f.Name
@@ -80,8 +92,82 @@ func PrintUsage(w io.Writer, fs *flag.FlagSet) {
 		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" && f.DefValue != "[]" {
 			fmt.Fprintf(w, " (default %s)", f.DefValue)
 		}
-		fmt.Fprintf(w, " [$%s]\n", EnvName(f.Name))
+		env := "$" + envNameOf(fs, f.Name)
+		if alias := Aliases[f.Name]; alias != "" {
+			env += ", else $" + alias
+		}
+		fmt.Fprintf(w, " [%s]\n", env)
 	})
+}
+
+// meta is what a FlagSet carries besides its flags: the environment prefix
+// and the usage summary.
+type meta struct {
+	envPrefix string
+	shared    map[string]bool
+	summary   string
+}
+
+var (
+	metaMu sync.Mutex
+	metas  = map[*flag.FlagSet]meta{}
+)
+
+func lookupMeta(fs *flag.FlagSet) meta {
+	metaMu.Lock()
+	defer metaMu.Unlock()
+	return metas[fs]
+}
+
+func updateMeta(fs *flag.FlagSet, f func(*meta)) {
+	metaMu.Lock()
+	defer metaMu.Unlock()
+	m := metas[fs]
+	f(&m)
+	metas[fs] = m
+}
+
+// SetEnvPrefix makes the flags of fs read prefix+<FLAG> instead of
+// TAPLINE_<FLAG> (e.g. "TAPLINE_DEMO_" for `tapline demo`), so a tool's
+// variables cannot collide with another tool's of the same flag name. The
+// flags Common registers (the NATS connection, logging) and those named in
+// shared keep TAPLINE_<FLAG>: they mean the same in every tool.
+func SetEnvPrefix(fs *flag.FlagSet, prefix string, shared ...string) {
+	updateMeta(fs, func(m *meta) {
+		m.envPrefix = prefix
+		m.shared = commonFlagNames()
+		for _, n := range shared {
+			m.shared[n] = true
+		}
+	})
+}
+
+// commonFlagNames are the names of the flags Common registers.
+func commonFlagNames() map[string]bool {
+	var c Common
+	fs := flag.NewFlagSet("common", flag.ContinueOnError)
+	c.Register(fs, "")
+	names := map[string]bool{}
+	fs.VisitAll(func(f *flag.Flag) { names[f.Name] = true })
+	return names
+}
+
+// SetSummary sets the text PrintUsage writes before the flags: what the
+// command does and the sub-commands it has.
+func SetSummary(fs *flag.FlagSet, summary string) {
+	updateMeta(fs, func(m *meta) { m.summary = summary })
+}
+
+// EnvNameIn is the environment variable of flag flagName of fs: EnvName,
+// or the SetEnvPrefix prefix with the same upper-case form.
+func EnvNameIn(fs *flag.FlagSet, flagName string) string { return envNameOf(fs, flagName) }
+
+func envNameOf(fs *flag.FlagSet, flagName string) string {
+	if m := lookupMeta(fs); m.envPrefix != "" && !m.shared[flagName] {
+		p := m.envPrefix
+		return p + strings.ToUpper(envReplacer.Replace(flagName))
+	}
+	return EnvName(flagName)
 }
 
 // ListFlag is a flag.Value holding a comma-separated list; repeating the

@@ -32,7 +32,9 @@ func main() { os.Exit(run(os.Args[1:])) }
 
 func run(args []string) int {
 	cmd := "run"
-	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
+		cmd = "help" // the commands, not run's flags (tapline run --help)
+	} else if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
 		cmd, args = args[0], args[1:]
 	}
 	switch cmd {
@@ -40,7 +42,8 @@ func run(args []string) int {
 		cfg := allinone.NewConfig()
 		fs := flag.NewFlagSet("tapline", flag.ContinueOnError)
 		cfg.Register(fs)
-		return stage.MainCode(fs, &cfg.Common, args, cfg.Validate, func(ctx context.Context, d stage.Deps) error {
+		validate := func() error { return cfg.ValidatePorts(fs) }
+		return stage.MainCode(fs, &cfg.Common, args, validate, func(ctx context.Context, d stage.Deps) error {
 			return allinone.Run(ctx, cfg, d, nil)
 		})
 	case stage.HealthcheckCommand:

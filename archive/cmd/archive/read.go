@@ -128,6 +128,10 @@ func parseArgs(name string, args []string, r *readFlags, extra func(fs *flag.Fla
 	if extra != nil {
 		extra(fs)
 	}
+	// TAPLINE_QUERY_FROM, TAPLINE_QUERY_VNI …: the stages' TAPLINE_VNI and
+	// others mean something else. The store flags keep the archive
+	// stage's names (TAPLINE_STORE …): they name the same archive.
+	stage.SetEnvPrefix(fs, queryEnvPrefix, storeFlagNames()...)
 	if err := stage.Parse(fs, args, nil); err != nil {
 		if errors.Is(err, stage.ErrHelp) {
 			return 0, false
@@ -140,6 +144,21 @@ func parseArgs(name string, args []string, r *readFlags, extra func(fs *flag.Fla
 		return 2, false
 	}
 	return 0, true
+}
+
+// queryEnvPrefix starts the environment variables of archive ls and
+// archive query (until this release TAPLINE_FROM, TAPLINE_VNI, TAPLINE_OUT,
+// TAPLINE_L …).
+const queryEnvPrefix = "TAPLINE_QUERY_"
+
+// storeFlagNames are the flags StoreConfig registers.
+func storeFlagNames() []string {
+	var s archive.StoreConfig
+	fs := flag.NewFlagSet("store", flag.ContinueOnError)
+	s.Register(fs)
+	var names []string
+	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
+	return names
 }
 
 func lsMain(args []string) int {
@@ -185,7 +204,7 @@ func lsMain(args []string) int {
 		fmt.Fprintf(os.Stderr, "archive ls: %v\n", e)
 	}
 	if len(chunks) == 0 {
-		fmt.Fprintf(os.Stderr, "archive ls: no chunk in %s for %s to %s\n", st, fmtNs(f.FromNs), fmtNs(f.ToNs))
+		fmt.Fprintf(os.Stderr, "archive ls: no chunk in %s for %s to %s (the archive stores a chunk --chunk-age, default %s, after its first packet, or when it stops)\n", st, fmtNs(f.FromNs), fmtNs(f.ToNs), archive.DefaultChunkAge)
 	}
 	if len(errs) > 0 {
 		return 1
@@ -247,6 +266,10 @@ func queryMain(args []string) int {
 	}
 	var w io.Writer = os.Stdout
 	var file *os.File
+	if (out == "-" || out == "") && isTerminal(os.Stdout) {
+		fmt.Fprintln(os.Stderr, "archive query: not writing binary pcapng to a terminal: pipe it (archive query … | tshark -r -) or give --out FILE")
+		return 2
+	}
 	if out != "-" && out != "" {
 		if file, err = os.Create(out); err != nil {
 			fmt.Fprintf(os.Stderr, "archive query: %v\n", err)
@@ -288,7 +311,7 @@ func queryMain(args []string) int {
 		fmt.Fprintf(os.Stderr, "archive query: note: the output mixes link types %v (Ethernet and raw IP); tshark and Wireshark read it, tcpdump/libpcap do not: narrow with --vni\n", res.LinkTypes)
 	}
 	if res.Packets == 0 {
-		fmt.Fprintf(os.Stderr, "archive query: no packet matches in %s from %s to %s (%d chunks looked at)\n", base, fmtNs(f.FromNs), fmtNs(f.ToNs), res.Chunks)
+		fmt.Fprintf(os.Stderr, "archive query: no packet matches in %s from %s to %s (%d chunks looked at; the archive stores a chunk --chunk-age, default %s, after its first packet, or when it stops)\n", base, fmtNs(f.FromNs), fmtNs(f.ToNs), res.Chunks, archive.DefaultChunkAge)
 	} else {
 		fmt.Fprintf(os.Stderr, "archive query: %d packets from %d chunks (%d frames, %.1f MiB fetched", res.Packets, res.Chunks, res.Frames, float64(st.Bytes())/(1<<20))
 		if res.Duplicates > 0 {
@@ -302,6 +325,9 @@ func queryMain(args []string) int {
 	if len(errs) > 0 {
 		fmt.Fprintf(os.Stderr, "archive query: %d chunks or frames could not be read; the output holds the rest\n", len(errs))
 		return 1
+	}
+	if res.Packets == 0 {
+		return 1 // nothing matched: the (valid, empty) capture is no answer
 	}
 	return 0
 }

@@ -32,6 +32,7 @@ func main() {
 	var cfg decap.Config
 	fs := flag.NewFlagSet("decap", flag.ContinueOnError)
 	cfg.Register(fs)
+	stage.SetSummary(fs, summary)
 	stage.Main(fs, &cfg.Common, os.Args[1:], cfg.Validate, func(ctx context.Context, d stage.Deps) error {
 		return decap.Run(ctx, cfg, d)
 	})
