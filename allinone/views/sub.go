@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/tapline/tapline/proto/stage"
 	"io"
 	"os"
 	"os/signal"
@@ -119,6 +120,7 @@ func SubMain(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		subject, args = args[0], args[1:]
 	}
+	stage.SetArgs(fs, 2) // SUBJECT after the flags, and one more to name in the error
 	if code := c.parse(fs, args, stderr); code >= 0 {
 		return code
 	}

@@ -21,6 +21,7 @@ func Main(args []string) int {
 	var cfg Config
 	fs := flag.NewFlagSet("decap keys", flag.ContinueOnError)
 	cfg.Register(fs)
+	stage.SetArgs(fs, 2) // FILE, and a second one so validate can say "one FILE expected"
 	validate := func() error {
 		switch fs.NArg() {
 		case 0:
@@ -59,7 +60,10 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 	m := newMetrics(d.Metrics)
 	// No reconnect buffer: while NATS is away publishes fail at once and
 	// are retried, the file being the buffer, instead of piling up copies.
-	extra := []nats.Option{nats.ReconnectBufSize(-1)}
+	// The first connection is not awaited either: without --follow,
+	// --timeout bounds the wait for NATS (exit 1 naming it); with --follow,
+	// reading goes on up to --buffer-bytes while NATS is still away.
+	extra := []nats.Option{nats.ReconnectBufSize(-1), nats.RetryOnFailedConnect(true)}
 	nc, js, err := cfg.Common.Connect(ctx, "tapline-decap-keys", d.Log, extra...)
 	if err != nil {
 		return err

@@ -33,9 +33,10 @@ var ErrHelp = flag.ErrHelp
 // line from its environment variable (see EnvName), and from the extra
 // aliases (flag name to environment variable, e.g. "nats-url": "NATS_URL").
 // It returns one error line naming the flag or variable at fault. A
-// positional argument left after the flags (an unknown sub-command such as
-// `decap keys`, or a stray word) is an error too: sub-commands a binary
-// has are dispatched before Parse, so whatever reaches it is not one.
+// positional argument left after the flags (an unknown sub-command, or a
+// stray word) is an error too: sub-commands a binary has are dispatched
+// before Parse, so whatever reaches it is not one. A tool that takes
+// positional arguments (`decap keys FILE`) declares them with SetArgs.
 func Parse(fs *flag.FlagSet, args []string, aliases map[string]string) error {
 	fs.Init(fs.Name(), flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -47,8 +48,8 @@ func Parse(fs *flag.FlagSet, args []string, aliases map[string]string) error {
 		}
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unknown command or argument %q (--help lists the commands and flags)", fs.Arg(0))
+	if max := lookupMeta(fs).maxArgs; fs.NArg() > max {
+		return fmt.Errorf("unknown command or argument %q (--help lists the commands and flags)", fs.Arg(max))
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -106,6 +107,7 @@ type meta struct {
 	envPrefix string
 	shared    map[string]bool
 	summary   string
+	maxArgs   int
 }
 
 var (
@@ -125,6 +127,13 @@ func updateMeta(fs *flag.FlagSet, f func(*meta)) {
 	m := metas[fs]
 	f(&m)
 	metas[fs] = m
+}
+
+// SetArgs lets Parse leave up to max positional arguments after the flags
+// of fs (e.g. 1 for `decap keys FILE`), for the tool to check itself;
+// beyond max, Parse rejects the first extra one.
+func SetArgs(fs *flag.FlagSet, max int) {
+	updateMeta(fs, func(m *meta) { m.maxArgs = max })
 }
 
 // SetEnvPrefix makes the flags of fs read prefix+<FLAG> instead of

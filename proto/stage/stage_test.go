@@ -176,3 +176,17 @@ func TestMetricSum(t *testing.T) {
 		}
 	}
 }
+
+// TestSetArgs: a tool that declares positional arguments gets them; one
+// more than declared is rejected by name.
+func TestSetArgs(t *testing.T) {
+	var c Common
+	fs, _ := newFS(&c)
+	SetArgs(fs, 1)
+	if err := Parse(fs, []string{"--shards", "4", "FILE"}, nil); err != nil || fs.Arg(0) != "FILE" {
+		t.Fatalf("one declared argument: %v, args %v", err, fs.Args())
+	}
+	if err := Parse(fs, []string{"FILE", "extra"}, nil); err == nil || !strings.Contains(err.Error(), `"extra"`) {
+		t.Fatalf("two arguments with one declared: %v", err)
+	}
+}
