@@ -44,6 +44,8 @@ type publisher struct {
 	// retryCtx bounds retries; set to a context with a deadline during
 	// shutdown.
 	retryCtx context.Context
+	// lastErr is the error of the last publish the client refused.
+	lastErr error
 }
 
 // publish queues m, produced by batch b, and waits while too many are in
@@ -179,7 +181,7 @@ func (p *publisher) repair(block bool) error {
 	p.retryGap = min(max(2*p.retryGap, 50*time.Millisecond), 2*time.Second)
 	p.retryAt = time.Now().Add(p.retryGap)
 	p.onRetry()
-	p.log.Warn("publish failed; resending unacknowledged entries in order", "queued", len(p.q), "subject", p.q[0].msg.Subject)
+	p.logFailure(p.lastErr)
 	p.unsent = false
 	for i := range p.q {
 		p.send(i)
@@ -193,6 +195,7 @@ func (p *publisher) send(i int) {
 	var err error
 	if p.q[i].fut, err = p.js.PublishMsgAsync(p.q[i].msg); err != nil {
 		p.q[i].fut, p.unsent = nil, true
+		p.lastErr = err
 	}
 }
 
@@ -205,7 +208,10 @@ func (p *publisher) waitHead() error {
 		f := p.q[0].fut
 		var err error
 		if f == nil {
-			err = errors.New("publish not sent")
+			err = p.lastErr
+			if err == nil {
+				err = errors.New("publish not sent")
+			}
 		} else {
 			select {
 			case <-f.Ok():
@@ -217,15 +223,16 @@ func (p *publisher) waitHead() error {
 			}
 		}
 		p.onRetry()
-		p.log.Warn("publish failed; resending unacknowledged entries in order", "err", err, "queued", len(p.q), "subject", p.q[0].msg.Subject)
+		p.logFailure(err)
 		select {
 		case <-time.After(backoff):
 		case <-p.retryCtx.Done():
 			return p.retryCtx.Err()
 		}
 		backoff = min(2*backoff, 2*time.Second)
+		p.unsent = false
 		for i := range p.q {
-			p.q[i].fut, _ = p.js.PublishMsgAsync(p.q[i].msg)
+			p.send(i)
 		}
 	}
 }

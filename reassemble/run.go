@@ -63,6 +63,9 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 		return err
 	}
 	defer nc.Close()
+	if err := checkMaxPayload(nc.MaxPayload()); err != nil {
+		return err
+	}
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(10*time.Second), jetstream.WithPublishAsyncMaxPending(4*cfg.MaxInflight*len(shards)+64))
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
