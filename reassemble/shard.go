@@ -31,6 +31,7 @@ type batch struct {
 	reply   string // the delivery's ack subject (the message itself is not kept)
 	seq     uint64
 	refs    int
+	holders int // open connections holding it (it counts once in worker.held)
 	acked   bool
 	touched time.Time // last ack or in-progress sent
 }
@@ -495,7 +496,12 @@ func (w *worker) hold(c *conn, b *batch) {
 	}
 	c.holds = append(c.holds, b)
 	b.refs++
-	w.held++
+	// The limit is on distinct batches kept unacknowledged (what the
+	// consumer's MaxAckPending bounds), not on connection-batch pairs: a
+	// batch shared by many open connections counts once.
+	if b.holders++; b.holders == 1 {
+		w.held++
+	}
 	if !c.queued {
 		c.queued = true
 		w.holdQ = append(w.holdQ, c)
@@ -519,8 +525,10 @@ func (w *worker) hold(c *conn, b *batch) {
 func (w *worker) releaseHolds(c *conn) {
 	hs := c.holds
 	c.holds = nil
-	w.held -= len(hs)
 	for _, b := range hs {
+		if b.holders--; b.holders == 0 {
+			w.held--
+		}
 		w.release(b)
 	}
 }
