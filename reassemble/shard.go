@@ -518,6 +518,8 @@ func (w *worker) hold(c *conn, b *batch) {
 		// acknowledged, and a failover would resume it mid-stream.
 		old.replayable = false
 		w.e.m.unreplayable.Inc()
+		w.e.log.Warn("connection stops holding its frame batches (--max-held-batches): a crash of this instance from now on cannot rebuild it",
+			"shard", w.shard, "conn", old.meta.Conn, "held_batches", w.held, "max_held_batches", w.e.cfg.MaxHeldBatches)
 		w.releaseHolds(old)
 	}
 }
