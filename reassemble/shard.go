@@ -186,6 +186,9 @@ func (w *worker) run(ctx context.Context) {
 				}
 				continue
 			}
+			if d := w.e.cfg.fetchDelay; d > 0 {
+				time.Sleep(d) // tests: a slow client
+			}
 			sent := time.Now()
 			mb, err := cons.Fetch(pullBatches, jetstream.FetchMaxWait(expiry), jetstream.FetchPriorityGroup(priorityGroup))
 			if err != nil {
@@ -315,6 +318,28 @@ func (w *worker) gather(m jetstream.Msg, md *jetstream.MsgMetadata) {
 	}
 	w.gatheredSeq[g.seq] = len(w.redelivered)
 	w.redelivered = append(w.redelivered, g)
+	if w.recovering && md.NumDelivered > 1 {
+		// Redeliveries are still coming in: a slow client (a busy
+		// machine, thousands of held batches) receives them later than
+		// the ack wait plus a few seconds. Ending the recovery now would
+		// process the batches gathered so far and leave the connections
+		// of the rest with holes, reported as mirror loss, and rebuilt
+		// with other message numbers than their first owner gave them.
+		// The recovery ends only once no new redelivery came for
+		// recoveryQuiet (each batch is new at most once, so this ends).
+		w.recoverUntil = later(w.recoverUntil, time.Now().Add(recoveryQuiet))
+	}
+}
+
+// recoveryQuiet is how long a recovery past its deadline still waits for
+// the next redelivered batch.
+const recoveryQuiet = 5 * time.Second
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // startRecovery is called when a delivery's consumer sequence does not
