@@ -52,7 +52,8 @@ type Config struct {
 	// message.New.
 	NewDecoder DecoderFunc
 
-	crashOnStop bool // tests: Run's end imitates a crash (no hand-over)
+	crashOnStop bool          // tests: Run's end imitates a crash (no hand-over)
+	fetchDelay  time.Duration // tests: a pause before every fetch (a slow, busy client)
 }
 
 // Register adds the common flags and the reassembler's own to fs.

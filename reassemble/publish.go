@@ -240,13 +240,14 @@ func (p *publisher) waitHead() error {
 			}
 		}
 		p.onRetry()
-		p.log.Warn("publish failed; resending unacknowledged entries in order", "err", err, "queued", len(p.q), "subject", p.q[0].msg.Subject)
+		p.logFailure(err)
 		select {
 		case <-time.After(backoff):
 		case <-p.retryCtx.Done():
 			return p.retryCtx.Err()
 		}
 		backoff = min(2*backoff, 2*time.Second)
+		p.unsent = false
 		for i := range p.q {
 			p.send(i)
 		}

@@ -31,6 +31,7 @@ type batch struct {
 	reply   string // the delivery's ack subject (the message itself is not kept)
 	seq     uint64
 	refs    int
+	holders int // open connections holding it (it counts once in worker.held)
 	acked   bool
 	touched time.Time // last ack or in-progress sent
 }
@@ -185,6 +186,9 @@ func (w *worker) run(ctx context.Context) {
 				}
 				continue
 			}
+			if d := w.e.cfg.fetchDelay; d > 0 {
+				time.Sleep(d) // tests: a slow client
+			}
 			sent := time.Now()
 			mb, err := cons.Fetch(pullBatches, jetstream.FetchMaxWait(expiry), jetstream.FetchPriorityGroup(priorityGroup))
 			if err != nil {
@@ -314,6 +318,28 @@ func (w *worker) gather(m jetstream.Msg, md *jetstream.MsgMetadata) {
 	}
 	w.gatheredSeq[g.seq] = len(w.redelivered)
 	w.redelivered = append(w.redelivered, g)
+	if w.recovering && md.NumDelivered > 1 {
+		// Redeliveries are still coming in: a slow client (a busy
+		// machine, thousands of held batches) receives them later than
+		// the ack wait plus a few seconds. Ending the recovery now would
+		// process the batches gathered so far and leave the connections
+		// of the rest with holes, reported as mirror loss, and rebuilt
+		// with other message numbers than their first owner gave them.
+		// The recovery ends only once no new redelivery came for
+		// recoveryQuiet (each batch is new at most once, so this ends).
+		w.recoverUntil = later(w.recoverUntil, time.Now().Add(recoveryQuiet))
+	}
+}
+
+// recoveryQuiet is how long a recovery past its deadline still waits for
+// the next redelivered batch.
+const recoveryQuiet = 5 * time.Second
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // startRecovery is called when a delivery's consumer sequence does not
@@ -496,7 +522,12 @@ func (w *worker) hold(c *conn, b *batch) {
 	}
 	c.holds = append(c.holds, b)
 	b.refs++
-	w.held++
+	// The limit is on distinct batches kept unacknowledged (what the
+	// consumer's MaxAckPending bounds), not on connection-batch pairs: a
+	// batch shared by many open connections counts once.
+	if b.holders++; b.holders == 1 {
+		w.held++
+	}
 	if !c.queued {
 		c.queued = true
 		w.holdQ = append(w.holdQ, c)
@@ -513,6 +544,8 @@ func (w *worker) hold(c *conn, b *batch) {
 		// acknowledged, and a failover would resume it mid-stream.
 		old.replayable = false
 		w.e.m.unreplayable.Inc()
+		w.e.log.Warn("connection stops holding its frame batches (--max-held-batches): a crash of this instance from now on cannot rebuild it",
+			"shard", w.shard, "conn", old.meta.Conn, "held_batches", w.held, "max_held_batches", w.e.cfg.MaxHeldBatches)
 		w.releaseHolds(old)
 	}
 }
@@ -520,8 +553,10 @@ func (w *worker) hold(c *conn, b *batch) {
 func (w *worker) releaseHolds(c *conn) {
 	hs := c.holds
 	c.holds = nil
-	w.held -= len(hs)
 	for _, b := range hs {
+		if b.holders--; b.holders == 0 {
+			w.held--
+		}
 		w.release(b)
 	}
 }

@@ -255,14 +255,17 @@ func TestSoak(t *testing.T) {
 		prod = append(prod, production(pc.sc.Remote, ext.Addr.String(), proto.ServerToClient, pc.sent))
 	}
 	rep := p.Ledger(LedgerCheck{Prod: prod, Deliveries: ts.Deliveries, Settle: 3 * soakTimeout})
+	// The archive holds every stored frame exactly once, restarts of
+	// the archive and of the NATS server notwithstanding.
+	frames, archived := checkArchiveExact(t, p, 3*time.Minute)
 	cnt, _ := lab.Counters()
 	flagged := 0
 	for _, n := range rep.Flagged {
 		flagged += n
 	}
-	t.Logf("soak figures (TAPLINE_SOAK_SEED=%d): %d MB pushed in %d messages: exact %d / flagged %d %v / lost %d; bytes reported missing %d, bounds [%d, %d]; tbf dropped %d packets; mirrored %d packets",
+	t.Logf("soak figures (TAPLINE_SOAK_SEED=%d): %d MB pushed in %d messages: exact %d / flagged %d %v / lost %d; bytes reported missing %d, bounds [%d, %d]; tbf dropped %d packets; mirrored %d packets; frames stream %d, archive %d packets",
 		seed, totalBytes.Load()>>20, rep.Produced, rep.Exact, flagged, rep.Flagged, rep.Lost, rep.BytesMissing,
-		rep.Bounds.Lo, rep.Bounds.Hi, tbfDrops, cnt.MirredPackets)
+		rep.Bounds.Lo, rep.Bounds.Hi, tbfDrops, cnt.MirredPackets, frames, archived)
 }
 
 // setTBF puts a token bucket on the mirror link (a congestion window) or

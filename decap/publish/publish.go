@@ -8,9 +8,11 @@
 package publish
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -63,6 +65,7 @@ type DropCount struct {
 
 type item struct {
 	b     *batch.Batch
+	n     uint64 // submit order
 	id    string
 	size  int64
 	tries int
@@ -87,6 +90,12 @@ type Publisher struct {
 	seq      uint64
 	stopping bool
 	noBlock  bool
+	// broken is set when a publish failed: nothing is sent until every
+	// publish in flight has its outcome and retryAt has passed, then the
+	// queue (the failed batches back in submit order, then the newer ones)
+	// is sent in order.
+	broken   bool
+	retryAt  time.Time
 	lastAck  time.Time
 	lastErr  error
 	lastNoSt time.Time
@@ -179,7 +188,7 @@ func (p *Publisher) Submit(b *batch.Batch, block bool) bool {
 		p.cond.Wait()
 	}
 	p.seq++
-	p.queue = append(p.queue, &item{b: b, id: p.prefix + strconv.FormatUint(p.seq, 10), size: size})
+	p.queue = append(p.queue, &item{b: b, n: p.seq, id: p.prefix + strconv.FormatUint(p.seq, 10), size: size})
 	p.bytes += size
 	p.cond.Broadcast()
 	p.mu.Unlock()
@@ -251,29 +260,26 @@ func (p *Publisher) sendLoop() {
 	defer p.wg.Done()
 	defer close(p.acks)
 	for {
-		p.mu.Lock()
-		for len(p.queue) == 0 && !p.stopping {
-			p.cond.Wait()
-		}
-		if len(p.queue) == 0 {
-			p.mu.Unlock()
-			return
-		}
-		it := p.queue[0]
-		p.queue[0] = nil
-		p.queue = p.queue[1:]
-		p.mu.Unlock()
-
+		// A slot first, then the batch: a slot freed by a failed publish
+		// is taken only after that failure has held further sends.
 		select {
 		case p.sem <- struct{}{}:
 		case <-p.done:
-			p.requeue(it, false)
+			return
+		}
+		it := p.next()
+		if it == nil {
+			<-p.sem
 			return
 		}
 		msg := &nats.Msg{Subject: it.b.Subject, Data: it.b.W.Bytes(), Header: nats.Header{jetstream.MsgIDHeader: []string{it.id}}}
 		fut, err := p.js.PublishMsgAsync(msg)
 		if err != nil {
 			<-p.sem
+			p.mu.Lock()
+			p.inflight--
+			p.cond.Broadcast()
+			p.mu.Unlock()
 			if errors.Is(err, nats.ErrMaxPayload) {
 				p.mu.Lock()
 				p.bytes -= it.size
@@ -288,11 +294,57 @@ func (p *Publisher) sendLoop() {
 			continue
 		}
 		it.fut = fut
-		p.mu.Lock()
-		p.inflight++
-		p.mu.Unlock()
 		p.acks <- it
 	}
+}
+
+// next takes the oldest queued batch to send, counted in flight, or
+// returns nil when stopping with nothing queued. After a failure it waits
+// until every publish in flight has its outcome (the failed ones are back
+// in the queue, in order) and RetryWait has passed; it never sends while
+// the connection is down (the client would buffer the batch and flush it
+// at the reconnect, ahead of older ones still to be resent).
+func (p *Publisher) next() *item {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for {
+		for len(p.queue) == 0 && !p.stopping {
+			p.cond.Wait()
+		}
+		if len(p.queue) == 0 {
+			return nil
+		}
+		if p.stopping {
+			break // Drain: publish what is left as it comes
+		}
+		if p.broken && p.inflight > 0 {
+			p.cond.Wait()
+			continue
+		}
+		wait := time.Duration(0)
+		if p.broken {
+			wait = time.Until(p.retryAt)
+		}
+		if wait <= 0 && !p.nc.IsConnected() {
+			wait = p.cfg.RetryWait
+		}
+		if wait > 0 {
+			p.mu.Unlock()
+			select {
+			case <-time.After(wait):
+			case <-p.done:
+			}
+			p.mu.Lock()
+			continue
+		}
+		p.broken = false
+		break
+	}
+	it := p.queue[0]
+	p.queue[0] = nil
+	p.queue = p.queue[1:]
+	p.inflight++
+	return it
 }
 
 func (p *Publisher) ackLoop() {
@@ -303,12 +355,18 @@ func (p *Publisher) ackLoop() {
 		case <-it.fut.Ok():
 		case err = <-it.fut.Err():
 		}
-		<-p.sem
+		var apiErr *jetstream.APIError
 		p.mu.Lock()
+		if err != nil && !errors.As(err, &apiErr) {
+			// Hold further sends before the slot is free (see next).
+			p.broken = true
+			p.retryAt = time.Now().Add(p.cfg.RetryWait)
+		}
 		p.inflight--
+		p.cond.Broadcast()
 		p.mu.Unlock()
+		<-p.sem
 		if err != nil {
-			var apiErr *jetstream.APIError
 			if errors.As(err, &apiErr) {
 				p.mu.Lock()
 				p.bytes -= it.size
@@ -336,7 +394,10 @@ func (p *Publisher) ackLoop() {
 	}
 }
 
-// fail puts a batch back at the front of the queue after a transient error.
+// fail puts a batch back into the queue, in submit order, after a
+// transient error, and holds further sends for RetryWait and until every
+// publish in flight has its outcome: a shard's batches are stored in the
+// order decap made them, also across a NATS server restart.
 func (p *Publisher) fail(it *item, err error) {
 	p.mRetries.Inc()
 	it.tries++
@@ -349,23 +410,19 @@ func (p *Publisher) fail(it *item, err error) {
 		p.lastNoSt = time.Now()
 		go p.cfg.NoStream()
 	}
+	p.broken = true
+	p.retryAt = time.Now().Add(p.cfg.RetryWait)
 	p.mu.Unlock()
-	select {
-	case <-time.After(p.cfg.RetryWait):
-	case <-p.done:
-	}
-	p.requeue(it, true)
+	p.requeue(it)
 }
 
-func (p *Publisher) requeue(it *item, front bool) {
+// requeue puts it back into the queue at its place in submit order.
+func (p *Publisher) requeue(it *item) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	it.fut = nil
-	if front {
-		p.queue = append([]*item{it}, p.queue...)
-	} else {
-		p.queue = append(p.queue, it)
-	}
+	i, _ := slices.BinarySearchFunc(p.queue, it.n, func(q *item, n uint64) int { return cmp.Compare(q.n, n) })
+	p.queue = slices.Insert(p.queue, i, it)
 	p.cond.Broadcast()
 }
 
