@@ -1,0 +1,309 @@
+package tlsdec
+
+import (
+	"time"
+)
+
+// Record content types and handshake message types used.
+const (
+	recordCCS       = 20
+	recordAlert     = 21
+	recordHandshake = 22
+	recordAppData   = 23
+
+	hsClientHello         = 1
+	hsServerHello         = 2
+	hsNewSessionTicket    = 4
+	hsEndOfEarlyData      = 5
+	hsEncryptedExtensions = 8
+	hsFinished            = 20
+	hsKeyUpdate           = 24
+
+	maxPlaintext  = 1 << 14
+	maxCiphertext = 1<<14 + 2048 // TLS 1.2 allowance (TLS 1.3: 2^14 + 256)
+	maxHandshake  = 256 << 10    // largest handshake message reassembled (certificate chains)
+)
+
+// Directions of a connection.
+const (
+	ClientToServer = 0
+	ServerToClient = 1
+)
+
+// Reasons passed to Sink.Lost.
+const (
+	// ReasonGap: records touched by TCP loss (or skipped while finding the
+	// next record boundary after it).
+	ReasonGap = "gap"
+	// ReasonUndecryptable: records whose keys never came (held longer
+	// than Limits.HoldTime or past Limits.HoldBytes) or that failed
+	// authentication.
+	ReasonUndecryptable = "undecryptable"
+)
+
+// Sink receives a connection's application data, per direction, in
+// order.
+type Sink interface {
+	// Plaintext is decrypted application data of dir; b is only valid
+	// during the call.
+	Plaintext(dir int, b []byte)
+	// Lost reports n plaintext bytes of dir that will never come, at this
+	// point of the stream. n is computed from the record lengths (exact
+	// for AEAD records without padding; an estimate where the padding is
+	// unknown).
+	Lost(dir int, n int64, reason string)
+}
+
+// Limits bound what a Conn holds while its keys have not arrived.
+type Limits struct {
+	// HoldBytes is the ciphertext held per connection waiting for keys;
+	// past it the oldest held records are given up as undecryptable.
+	HoldBytes int64
+	// HoldTime is how long a record waits for its keys before it is given
+	// up as undecryptable.
+	HoldTime time.Duration
+}
+
+// Default limits.
+const (
+	DefaultHoldBytes = 4 << 20
+	DefaultHoldTime  = 30 * time.Second
+)
+
+// DirStats counts the records of one direction.
+type DirStats struct {
+	Records              int64 // records decrypted (or read in plaintext during the handshake)
+	RecordsLost          int64 // records touched by a gap, or skipped finding the next boundary
+	RecordsUndecryptable int64 // records that failed authentication or whose keys never came
+	PlaintextBytes       int64 // application data bytes passed on
+	LostBytes            int64 // application data bytes reported lost (Sink.Lost)
+	Resyncs              int64 // times the record boundary was searched after a loss
+}
+
+// Info is what the hellos said about a connection. It holds no secret.
+type Info struct {
+	Version     uint16 // negotiated version (0 until the ServerHello)
+	CipherSuite uint16
+	ServerName  string   // SNI of the ClientHello
+	ALPN        string   // negotiated protocol (TLS 1.2 ServerHello, TLS 1.3 EncryptedExtensions)
+	OfferedALPN []string // the ClientHello's list
+	Resumed     bool     // PSK (TLS 1.3) or session id / ticket (TLS 1.2) resumption
+	HelloRetry  bool     // a HelloRetryRequest was sent
+	EarlyData   bool     // 0-RTT data offered
+}
+
+// Conn decrypts one TLS connection. It is not safe for concurrent use
+// (the KeyStore it reads is).
+type Conn struct {
+	store *KeyStore
+	lim   Limits
+	sink  Sink
+
+	h [2]*half
+
+	ch       *ClientHello
+	sh       *ServerHello // the final ServerHello (not a HelloRetryRequest)
+	suite    *suite
+	info     Info
+	failed   string // why the connection cannot be decrypted at all (unsupported version or suite, hello lost)
+	sec      Secrets
+	haveKeys bool
+	keyGen   uint64 // store generation when the keys were last looked for
+	looked   bool
+
+	undecryptable bool // some record was given up for lack of keys
+	now           time.Time
+	scratch       []byte
+}
+
+// NewConn returns the decryptor of one connection. Zero limits take the
+// defaults.
+func NewConn(store *KeyStore, lim Limits, sink Sink) *Conn {
+	if lim.HoldBytes <= 0 {
+		lim.HoldBytes = DefaultHoldBytes
+	}
+	if lim.HoldTime <= 0 {
+		lim.HoldTime = DefaultHoldTime
+	}
+	c := &Conn{store: store, lim: lim, sink: sink}
+	for d := range c.h {
+		c.h[d] = &half{c: c, dir: d}
+	}
+	return c
+}
+
+// Data feeds in-order stream bytes of dir, received at now (wall time:
+// it measures how long ciphertext waits for its keys).
+func (c *Conn) Data(dir int, b []byte, now time.Time) {
+	c.now = now
+	c.h[dir&1].feed(b)
+	c.run()
+}
+
+// Gap reports that n stream bytes of dir were lost at this point.
+func (c *Conn) Gap(dir int, n int64, now time.Time) {
+	if n <= 0 {
+		return
+	}
+	c.now = now
+	c.h[dir&1].gap(n)
+	c.run()
+}
+
+// Poll retries what waits for keys (new secrets in the store) and gives up
+// records held longer than Limits.HoldTime.
+func (c *Conn) Poll(now time.Time) {
+	c.now = now
+	c.run()
+}
+
+// Close ends the connection: records still waiting for keys are given up
+// as undecryptable, a record cut by the end is lost.
+func (c *Conn) Close(now time.Time) {
+	c.now = now
+	c.run()
+	for _, h := range c.h {
+		h.close()
+	}
+}
+
+// Info returns what the hellos said.
+func (c *Conn) Info() Info { return c.info }
+
+// Stats returns the record counts of dir.
+func (c *Conn) Stats(dir int) DirStats { return c.h[dir&1].stats }
+
+// Undecryptable reports whether records were given up because their keys
+// did not come (or the connection cannot be decrypted at all).
+func (c *Conn) Undecryptable() bool { return c.undecryptable || c.failed != "" }
+
+// Failed returns why the connection cannot be decrypted at all, or "".
+func (c *Conn) Failed() string { return c.failed }
+
+// Waiting reports whether ciphertext is held waiting for keys.
+func (c *Conn) Waiting() bool {
+	return c.h[0].held() > 0 || c.h[1].held() > 0
+}
+
+// Memory is the bytes the connection holds (held ciphertext, partial
+// records and handshake messages, scratch).
+func (c *Conn) Memory() int64 {
+	n := int64(cap(c.scratch))
+	for _, h := range c.h {
+		n += h.memory()
+	}
+	return n
+}
+
+// KeysFound reports whether the connection's secrets were found.
+func (c *Conn) KeysFound() bool { return c.haveKeys }
+
+// run processes what can be processed in both directions until neither
+// makes progress (a ServerHello unblocks the client direction, keys
+// unblock both).
+func (c *Conn) run() {
+	for i := 0; i < 4; i++ {
+		a := c.h[0].drain()
+		b := c.h[1].drain()
+		if !a && !b {
+			break
+		}
+	}
+	for _, h := range c.h {
+		h.enforceHold()
+	}
+}
+
+// versionKnown reports whether the ServerHello fixed version and suite.
+func (c *Conn) versionKnown() bool { return c.sh != nil || c.failed != "" }
+
+func (c *Conn) tls13() bool { return c.sh != nil && c.sh.Version == VersionTLS13 }
+
+// keys looks the connection's secrets up (again only when the store got
+// new secrets) and reports whether every secret its version needs is
+// there.
+func (c *Conn) keys() bool {
+	if c.haveKeys {
+		return true
+	}
+	if c.sh == nil || c.ch == nil || c.failed != "" {
+		return false
+	}
+	g := c.store.Generation()
+	if c.looked && g == c.keyGen {
+		return false
+	}
+	c.looked, c.keyGen = true, g
+	s, ok := c.store.Get(c.ch.Random, c.now)
+	if !ok {
+		return false
+	}
+	if c.tls13() {
+		if s.ClientHandshake == nil || s.ServerHandshake == nil || s.ClientTraffic0 == nil || s.ServerTraffic0 == nil {
+			return false
+		}
+		n := c.suite.prf().Size()
+		for _, v := range [][]byte{s.ClientHandshake, s.ServerHandshake, s.ClientTraffic0, s.ServerTraffic0} {
+			if len(v) != n {
+				c.fail("secret length does not match the cipher suite")
+				return false
+			}
+		}
+		c.sec, c.haveKeys = s, true
+		return true
+	}
+	if s.Master == nil {
+		return false
+	}
+	c.sec, c.haveKeys = s, true
+	return true
+}
+
+func (c *Conn) fail(why string) {
+	if c.failed == "" {
+		c.failed = why
+	}
+}
+
+// gotClientHello records the (first) ClientHello.
+func (c *Conn) gotClientHello(h *ClientHello) {
+	if c.ch != nil {
+		return // the second ClientHello after a HelloRetryRequest: same random
+	}
+	c.ch = h
+	c.info.ServerName = h.ServerName
+	c.info.OfferedALPN = h.ALPN
+	c.info.EarlyData = h.EarlyData
+}
+
+// gotServerHello records a ServerHello or HelloRetryRequest.
+func (c *Conn) gotServerHello(h *ServerHello) {
+	if h.HelloRetry {
+		c.info.HelloRetry = true
+		return
+	}
+	if c.sh != nil {
+		return
+	}
+	c.sh = h
+	c.info.Version = h.Version
+	c.info.CipherSuite = h.CipherSuite
+	if h.ALPN != "" {
+		c.info.ALPN = h.ALPN
+	}
+	s := suites[h.CipherSuite]
+	switch {
+	case h.Version != VersionTLS12 && h.Version != VersionTLS13:
+		c.fail("unsupported version " + VersionName(h.Version))
+	case s == nil:
+		c.fail("unsupported cipher suite " + SuiteName(h.CipherSuite))
+	case s.tls13 != (h.Version == VersionTLS13):
+		c.fail("cipher suite " + s.name + " with " + VersionName(h.Version))
+	}
+	c.suite = s
+	if h.Version == VersionTLS13 {
+		c.info.Resumed = h.PSK
+	} else if c.ch != nil && len(h.SessionID) > 0 && string(h.SessionID) == string(c.ch.SessionID) {
+		c.info.Resumed = true
+	}
+}
