@@ -85,6 +85,8 @@ type worker struct {
 	owned      bool
 	lastMsg    time.Time
 	pubErr     error
+
+	tlsConns map[*conn]struct{} // TLS connections that may hold ciphertext waiting for keys, or a close waiting for them
 }
 
 func newWorker(e *engine, shard int) *worker {
@@ -540,7 +542,37 @@ func (w *worker) release(b *batch) {
 // gauges.
 func (w *worker) tick() {
 	w.tr.Expire(w.captureNow())
+	w.pollTLS(false)
 	w.pubTick()
+}
+
+// tlsActive notes a TLS connection that may wait for keys.
+func (w *worker) tlsActive(c *conn) {
+	if w.tlsConns == nil {
+		w.tlsConns = map[*conn]struct{}{}
+	}
+	w.tlsConns[c] = struct{}{}
+}
+
+// pollTLS lets the TLS connections decrypt what waited for keys that have
+// arrived (or give it up past --tls-hold-time), and finishes the closes
+// that waited for them; with force, every waiting close is finished now.
+func (w *worker) pollTLS(force bool) {
+	ts := w.tr.Now()
+	for c := range w.tlsConns {
+		if c.closed {
+			delete(w.tlsConns, c)
+			continue
+		}
+		c.tls.poll(ts)
+		if c.linger != nil && (force || !c.tls.waiting()) {
+			a := c.linger
+			c.finishClose(a.reason, a.tsNs, a.c2s, a.s2c)
+		}
+		if c.closed || (c.linger == nil && !c.tls.waiting()) {
+			delete(w.tlsConns, c)
+		}
+	}
 }
 
 // captureNow estimates the capture time now: the capture time of the last
@@ -645,6 +677,7 @@ func (w *worker) handOver(msgs <-chan jetstream.Msg) {
 	defer cancel()
 	w.pub.retryCtx = ctx
 	w.pubErr = nil
+	w.pollTLS(true)
 	w.tr.CloseIf(func(c *tcp.Conn) bool {
 		cc, ok := c.User.(*conn)
 		return !ok || !cc.replayable

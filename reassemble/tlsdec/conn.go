@@ -111,7 +111,8 @@ type Conn struct {
 	keyGen   uint64 // store generation when the keys were last looked for
 	looked   bool
 
-	undecryptable bool // some record was given up for lack of keys
+	ord           uint64 // arrival counter of queued items
+	undecryptable bool   // some record was given up for lack of keys
 	now           time.Time
 	scratch       []byte
 }
@@ -198,15 +199,28 @@ func (c *Conn) Memory() int64 {
 // KeysFound reports whether the connection's secrets were found.
 func (c *Conn) KeysFound() bool { return c.haveKeys }
 
-// run processes what can be processed in both directions until neither
-// makes progress (a ServerHello unblocks the client direction, keys
-// unblock both).
+// run processes what can be processed in both directions, in the order
+// the records arrived over both (as the TCP layer ordered them: a request
+// before its response), until neither makes progress (a ServerHello
+// unblocks the client direction, keys unblock both).
 func (c *Conn) run() {
-	for i := 0; i < 4; i++ {
-		a := c.h[0].drain()
-		b := c.h[1].drain()
-		if !a && !b {
+	var stuck [2]bool
+	for {
+		o0, ok0 := c.h[0].head()
+		o1, ok1 := c.h[1].head()
+		ok0, ok1 = ok0 && !stuck[0], ok1 && !stuck[1]
+		var h *half
+		switch {
+		case ok0 && (!ok1 || o0 < o1):
+			h = c.h[0]
+		case ok1:
+			h = c.h[1]
+		}
+		if h == nil {
 			break
+		}
+		if !h.step() {
+			stuck[h.dir] = true // a resynchronisation waiting for more bytes
 		}
 	}
 	for _, h := range c.h {

@@ -21,6 +21,7 @@ const (
 
 type item struct {
 	kind int
+	ord  uint64 // arrival order over both directions
 	hdr  [5]byte
 	body []byte
 	at   time.Time
@@ -188,6 +189,8 @@ func (h *half) push(it *item) {
 	if it.at.IsZero() {
 		it.at = h.c.now
 	}
+	h.c.ord++
+	it.ord = h.c.ord
 	h.queue = append(h.queue, it)
 	h.qBytes += it.size()
 }
@@ -201,29 +204,29 @@ func (h *half) pop() {
 	}
 }
 
-// drain processes queued items while it can; it reports progress.
-func (h *half) drain() bool {
-	progress := false
-	for len(h.queue) > 0 {
-		it := h.queue[0]
-		if it.kind == itemResync {
-			if !h.ready(true) {
-				break
-			}
-			if !h.searchResync() {
-				break
-			}
-			progress = true
-			continue
-		}
-		if !h.ready(h.needsKeys(it)) {
-			break
-		}
-		h.pop()
-		h.process(it)
-		progress = true
+// head returns the arrival order of the queue's head if it can be
+// processed now.
+func (h *half) head() (uint64, bool) {
+	if len(h.queue) == 0 {
+		return 0, false
 	}
-	return progress
+	it := h.queue[0]
+	if it.kind == itemResync {
+		return it.ord, h.ready(true)
+	}
+	return it.ord, h.ready(h.needsKeys(it))
+}
+
+// step processes the queue's head (head said it can); it reports
+// progress.
+func (h *half) step() bool {
+	it := h.queue[0]
+	if it.kind == itemResync {
+		return h.searchResync()
+	}
+	h.pop()
+	h.process(it)
+	return true
 }
 
 // needsKeys reports whether processing it needs the secrets.
