@@ -111,8 +111,9 @@ type Conn struct {
 	keyGen   uint64 // store generation when the keys were last looked for
 	looked   bool
 
-	ord           uint64 // arrival counter of queued items
-	undecryptable bool   // some record was given up for lack of keys
+	ord           uint64   // arrival counter of queued items
+	undecryptable bool     // some record was given up for lack of keys
+	tickets       [][]byte // TLS 1.2 session tickets seen before the keys
 	now           time.Time
 	scratch       []byte
 }
@@ -169,7 +170,11 @@ func (c *Conn) Close(now time.Time) {
 }
 
 // Info returns what the hellos said.
-func (c *Conn) Info() Info { return c.info }
+func (c *Conn) Info() Info {
+	in := c.info
+	in.Resumed = c.resumed()
+	return in
+}
 
 // Stats returns the record counts of dir.
 func (c *Conn) Stats(dir int) DirStats { return c.h[dir&1].stats }
@@ -249,7 +254,7 @@ func (c *Conn) keys() bool {
 	}
 	c.looked, c.keyGen = true, g
 	s, ok := c.store.Get(c.ch.Random, c.now)
-	if !ok {
+	if !ok && c.tls13() {
 		return false
 	}
 	if c.tls13() {
@@ -267,10 +272,32 @@ func (c *Conn) keys() bool {
 		return true
 	}
 	if s.Master == nil {
-		return false
+		// A resumption: the master secret of the session it resumes.
+		if m, found := c.store.Session(c.ch.Ticket, c.now); found && c.resumed() {
+			s.Master = m
+		} else if m, found := c.store.Session(c.sh.SessionID, c.now); found && c.resumed() {
+			s.Master = m
+		} else {
+			return false
+		}
 	}
 	c.sec, c.haveKeys = s, true
+	c.store.AddSession(c.sh.SessionID, s.Master, c.now)
+	for _, t := range c.tickets {
+		c.store.AddSession(t, s.Master, c.now)
+	}
+	c.tickets = nil
 	return true
+}
+
+// gotTicket records a TLS 1.2 NewSessionTicket: a later connection may
+// resume the session with it.
+func (c *Conn) gotTicket(t []byte) {
+	if c.haveKeys {
+		c.store.AddSession(t, c.sec.Master, c.now)
+	} else if len(c.tickets) < 4 {
+		c.tickets = append(c.tickets, t)
+	}
 }
 
 func (c *Conn) fail(why string) {
@@ -315,9 +342,17 @@ func (c *Conn) gotServerHello(h *ServerHello) {
 		c.fail("cipher suite " + s.name + " with " + VersionName(h.Version))
 	}
 	c.suite = s
-	if h.Version == VersionTLS13 {
-		c.info.Resumed = h.PSK
-	} else if c.ch != nil && len(h.SessionID) > 0 && string(h.SessionID) == string(c.ch.SessionID) {
-		c.info.Resumed = true
+}
+
+// resumed reports whether the session was resumed: the server accepted a
+// PSK (TLS 1.3), or echoed the client's session id (TLS 1.2: a session id
+// or a ticket the server took).
+func (c *Conn) resumed() bool {
+	if c.sh == nil || c.ch == nil {
+		return false
 	}
+	if c.sh.Version == VersionTLS13 {
+		return c.sh.PSK
+	}
+	return len(c.sh.SessionID) > 0 && string(c.sh.SessionID) == string(c.ch.SessionID)
 }

@@ -248,8 +248,13 @@ func (h *half) ready(keys bool) bool {
 	if c.failed != "" {
 		return true
 	}
-	if !keys && !h.enc && len(h.queue) > 0 && h.queue[0].kind == itemRecord && h.queue[0].typ() == recordHandshake {
-		return true
+	if !keys && !h.enc && len(h.queue) > 0 && h.queue[0].kind == itemRecord {
+		switch t := h.queue[0].typ(); {
+		case t == recordHandshake:
+			return true
+		case t == recordCCS && h.dir == ServerToClient && c.sh == nil && c.info.HelloRetry:
+			return true // after a HelloRetryRequest: TLS 1.3 compatibility
+		}
 	}
 	if !c.versionKnown() {
 		return false
@@ -409,7 +414,7 @@ func (h *half) process(it *item) {
 			return
 		case recordCCS:
 			h.stats.Records++
-			if !c.tls13() {
+			if c.sh != nil && !c.tls13() {
 				h.enc, h.lvl, h.seq = true, lvlApp, 0
 			}
 			return
@@ -609,6 +614,13 @@ func (h *half) handshake(p []byte) {
 					h.c.gotServerHello(sh)
 				} else {
 					h.c.fail("malformed ServerHello")
+				}
+			}
+		case hsNewSessionTicket:
+			if h.dir == ServerToClient && !h.c.tls13() && len(body) > 6 {
+				r := &reader{b: body[4:]}
+				if t := r.vec16(); !t.bad && len(t.b) > 0 {
+					h.c.gotTicket(append([]byte(nil), t.b...))
 				}
 			}
 		case hsEncryptedExtensions:

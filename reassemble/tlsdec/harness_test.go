@@ -44,6 +44,7 @@ type capture struct {
 	suite      uint16
 	serverName string
 	alpn       string
+	resumed    bool
 }
 
 func selfSigned(t testing.TB, ec bool) tls.Certificate {
@@ -84,7 +85,8 @@ type session struct {
 	cache      tls.ClientSessionCache
 	noTickets  bool
 	curves     []tls.CurveID // client's, to force a HelloRetryRequest
-	c2s, s2c   []int         // sizes of the application writes of each side
+	srvCurves  []tls.CurveID
+	c2s, s2c   []int // sizes of the application writes of each side
 }
 
 // runSession runs s over net.Pipe and returns its capture.
@@ -98,15 +100,16 @@ func runSession(t testing.TB, s session) *capture {
 	var kl bytes.Buffer
 	var klMu sync.Mutex
 	klw := writerFunc(func(b []byte) (int, error) { klMu.Lock(); defer klMu.Unlock(); return kl.Write(b) })
-	a, b := net.Pipe()
+	a, b := tcpPair(t)
 	var mu sync.Mutex
 	var c2s, s2c bytes.Buffer
 	cc := recConn{a, &mu, &c2s}
 	sc := recConn{b, &mu, &s2c}
 	srvCfg := &tls.Config{Certificates: []tls.Certificate{cert}, MaxVersion: s.maxVersion, CipherSuites: s.suites,
-		NextProtos: []string{"http/1.1"}, SessionTicketsDisabled: s.noTickets}
+		NextProtos: []string{"http/1.1"}, SessionTicketsDisabled: s.noTickets, CurvePreferences: s.srvCurves}
 	cliCfg := &tls.Config{InsecureSkipVerify: true, ServerName: "tapline.test", MaxVersion: s.maxVersion, CipherSuites: s.suites,
 		KeyLogWriter: klw, ClientSessionCache: s.cache, NextProtos: []string{"http/1.1"}, CurvePreferences: s.curves}
+	srvCfg.SetSessionTicketKeys([][32]byte{{1, 2, 3}}) // resumption across sessions
 	cap := &capture{}
 	var sent [2]bytes.Buffer
 	mk := func(n int) []byte { p := make([]byte, n); rand.Read(p); return p }
@@ -119,9 +122,15 @@ func runSession(t testing.TB, s session) *capture {
 		defer srv.Close()
 		if err := srv.Handshake(); err != nil {
 			errs <- err
+			sc.Close()
 			return
 		}
-		go io.Copy(io.Discard, srv)
+		rd := make(chan struct{})
+		want := 0
+		for _, n := range s.c2s {
+			want += n
+		}
+		go func() { io.CopyN(io.Discard, srv, int64(want)); close(rd) }()
 		for _, n := range s.s2c {
 			p := mk(n)
 			sent[1].Write(p)
@@ -130,6 +139,7 @@ func runSession(t testing.TB, s session) *capture {
 				return
 			}
 		}
+		<-rd
 	}()
 	go func() {
 		defer wg.Done()
@@ -140,7 +150,7 @@ func runSession(t testing.TB, s session) *capture {
 			return
 		}
 		st := cli.ConnectionState()
-		cap.version, cap.suite, cap.alpn = st.Version, st.CipherSuite, st.NegotiatedProtocol
+		cap.version, cap.suite, cap.alpn, cap.resumed = st.Version, st.CipherSuite, st.NegotiatedProtocol, st.DidResume
 		done := make(chan struct{})
 		total := 0
 		for _, n := range s.s2c {
@@ -171,6 +181,30 @@ func runSession(t testing.TB, s session) *capture {
 	cap.sentC2S, cap.sentS2C = sent[0].Bytes(), sent[1].Bytes()
 	cap.serverName = "tapline.test"
 	return cap
+}
+
+// tcpPair is a loopback TCP connection (kernel buffers: both sides may
+// write at once, as after a HelloRetryRequest).
+func tcpPair(t testing.TB) (net.Conn, net.Conn) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ch := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		ch <- c
+	}()
+	a, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := <-ch
+	if b == nil {
+		t.Fatal("accept failed")
+	}
+	return a, b
 }
 
 type writerFunc func([]byte) (int, error)

@@ -34,9 +34,10 @@ type ClientHello struct {
 	Versions       []uint16 // supported_versions, if sent
 	ServerName     string
 	ALPN           []string
-	PSK            bool // pre_shared_key offered (TLS 1.3 resumption)
-	EarlyData      bool // early_data offered (0-RTT)
-	SessionTicket  bool // session_ticket extension present and non-empty (TLS 1.2 resumption attempt)
+	PSK            bool   // pre_shared_key offered (TLS 1.3 resumption)
+	EarlyData      bool   // early_data offered (0-RTT)
+	SessionTicket  bool   // session_ticket extension present and non-empty (TLS 1.2 resumption attempt)
+	Ticket         []byte // its contents
 	EncryptThenMAC bool
 	ExtendedMaster bool
 }
@@ -155,6 +156,7 @@ func ParseClientHello(body []byte) (*ClientHello, error) {
 			h.EarlyData = true
 		case extSessionTicket:
 			h.SessionTicket = len(e.b) > 0
+			h.Ticket = append([]byte(nil), e.b...)
 		case extEncryptThenMAC:
 			h.EncryptThenMAC = true
 		case extExtendedMaster:

@@ -2,6 +2,7 @@ package tlsdec
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -168,4 +169,38 @@ func (s *KeyStore) dropOldestLocked() {
 	if cap(s.order) > 2*s.maxEntries && len(s.order) < cap(s.order)/4 {
 		s.order = append([][32]byte(nil), s.order...)
 	}
+}
+
+// sessionKey is the store key of a TLS 1.2 session id or ticket: a hash
+// in its own domain, never equal to a client random.
+func sessionKey(id []byte) [32]byte {
+	h := sha256.New()
+	h.Write([]byte("tapline tls12 session\x00"))
+	h.Write(id)
+	var k [32]byte
+	h.Sum(k[:0])
+	return k
+}
+
+// AddSession remembers the master secret of a TLS 1.2 session under its
+// session id or ticket: a resumption reuses it, and key loggers (Go's)
+// do not always log it again for the resuming connection.
+func (s *KeyStore) AddSession(id, master []byte, now time.Time) {
+	if len(id) == 0 || len(master) != 48 {
+		return
+	}
+	s.Add(KeyLogLine{Label: LabelClientRandom, ClientRandom: sessionKey(id), Secret: master}, now)
+}
+
+// Session returns the master secret remembered for a session id or
+// ticket.
+func (s *KeyStore) Session(id []byte, now time.Time) ([]byte, bool) {
+	if len(id) == 0 {
+		return nil, false
+	}
+	e, ok := s.Get(sessionKey(id), now)
+	if !ok || e.Master == nil {
+		return nil, false
+	}
+	return e.Master, true
 }
