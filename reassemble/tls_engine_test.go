@@ -198,36 +198,9 @@ func runTLS(t *testing.T, cp *wssCapture, r tlsRun) (*connOut, *prometheus.Regis
 		pubKeys()
 	}
 	_, reg := startEngineReg(t, cfg)
-	clock := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC).UnixNano()
-	c := newSynthConn(t, "10.9.0.1:51000", "10.9.0.2:443", 5, &clock)
 	b := newBatcher(t, js, 64)
-	send := func(f framebatch.Frame) { b.add(&f, shardOf(t, &f, 2)) }
-	send(c.frame(true, "S", nil))
-	send(c.frame(false, "SA", nil))
-	isn := c.seq
-	drop := map[int]bool{}
-	for _, o := range r.dropS2C {
-		drop[o/1448*1448] = true
-	}
-	// In the order the two sides wrote, in segments of at most 1448
-	// bytes (stream offsets of the server's direction on a 1448 grid).
-	pos := [2]int{}
-	streams := [2][]byte{cp.c2s, cp.s2c}
-	for _, w := range cp.writes {
-		i, client := w.dir, w.dir == 0
-		end := pos[i] + w.n
-		for pos[i] < end {
-			n := min(1448-pos[i]%1448, end-pos[i])
-			if !(i == 1 && drop[pos[i]/1448*1448]) {
-				c.seq[i] = isn[i] + uint32(pos[i])
-				send(c.frame(client, "PA", streams[i][pos[i]:pos[i]+n]))
-			}
-			pos[i] += n
-		}
-	}
-	for i, client := range []bool{true, false} {
-		c.seq[i] = isn[i] + uint32(len(streams[i]))
-		send(c.frame(client, "FA", nil))
+	for _, f := range tlsFrames(t, cp.writes, [2][]byte{cp.c2s, cp.s2c}, r.dropS2C) {
+		b.add(&f, shardOf(t, &f, 2))
 	}
 	b.flush()
 	if r.keyDelay > 0 {
@@ -362,3 +335,36 @@ func TestTLSDroppedSegment(t *testing.T) {
 }
 
 var _ = jetstream.DeliverAllPolicy
+
+// tlsFrames cuts two streams into TCP frames (handshake, segments of at
+// most 1448 bytes in the order of writes, FINs); segments of the s2c
+// stream at the offsets in drop are left out.
+func tlsFrames(tb testing.TB, writes []tlsWrite, streams [2][]byte, drop []int) []framebatch.Frame {
+	clock := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC).UnixNano()
+	c := newSynthConn(tb, "10.9.0.1:51000", "10.9.0.2:443", 5, &clock)
+	var out []framebatch.Frame
+	out = append(out, c.frame(true, "S", nil), c.frame(false, "SA", nil))
+	isn := c.seq
+	dropped := map[int]bool{}
+	for _, o := range drop {
+		dropped[o/1448*1448] = true
+	}
+	pos := [2]int{}
+	for _, w := range writes {
+		i, client := w.dir, w.dir == 0
+		end := pos[i] + w.n
+		for pos[i] < end {
+			n := min(1448-pos[i]%1448, end-pos[i])
+			if !(i == 1 && dropped[pos[i]/1448*1448]) {
+				c.seq[i] = isn[i] + uint32(pos[i])
+				out = append(out, c.frame(client, "PA", streams[i][pos[i]:pos[i]+n]))
+			}
+			pos[i] += n
+		}
+	}
+	for i, client := range []bool{true, false} {
+		c.seq[i] = isn[i] + uint32(len(streams[i]))
+		out = append(out, c.frame(client, "FA", nil))
+	}
+	return out
+}

@@ -69,6 +69,7 @@ type half struct {
 	uncertain int  // records given up without decrypting: the epoch and sequence number must be searched (this many at least)
 
 	hsbuf   []byte
+	free    [][]byte // record bodies for reuse
 	avgRec  float64
 	stats   DirStats
 	lastErr string
@@ -77,7 +78,11 @@ type half struct {
 func (h *half) held() int64 { return h.qBytes + int64(len(h.rbuf)) }
 
 func (h *half) memory() int64 {
-	return h.qBytes + int64(cap(h.rbuf)) + int64(cap(h.body)) + int64(cap(h.hsbuf)) + int64(cap(h.queue))*8
+	n := h.qBytes + int64(cap(h.rbuf)) + int64(cap(h.body)) + int64(cap(h.hsbuf)) + int64(cap(h.queue))*8
+	for _, b := range h.free {
+		n += int64(cap(b))
+	}
+	return n
 }
 
 // feed parses stream bytes into records.
@@ -123,7 +128,7 @@ func (h *half) feed(b []byte) {
 				return
 			}
 			h.need = hdrLen(h.hdr[:])
-			h.body = make([]byte, 0, h.need)
+			h.body = h.takeBuf(h.need)
 		}
 		k := min(h.need-len(h.body), len(b))
 		h.body = append(h.body, b[:k]...)
@@ -132,6 +137,27 @@ func (h *half) feed(b []byte) {
 			h.push(&item{kind: itemRecord, hdr: h.hdr, body: h.body})
 			h.body, h.hn, h.need = nil, 0, 0
 		}
+	}
+}
+
+// takeBuf returns an empty buffer for a record body of n bytes, reusing
+// the bodies of records already processed (no allocation or zeroing per
+// record on the hot path).
+func (h *half) takeBuf(n int) []byte {
+	for i := len(h.free) - 1; i >= 0; i-- {
+		if b := h.free[i]; cap(b) >= n {
+			h.free[i] = h.free[len(h.free)-1]
+			h.free = h.free[:len(h.free)-1]
+			return b[:0]
+		}
+	}
+	return make([]byte, 0, max(n, 1<<14+256))
+}
+
+// putBuf keeps a processed record's body for reuse.
+func (h *half) putBuf(b []byte) {
+	if cap(b) >= 1<<14 && len(h.free) < 4 {
+		h.free = append(h.free, b)
 	}
 }
 
@@ -226,6 +252,7 @@ func (h *half) step() bool {
 	}
 	h.pop()
 	h.process(it)
+	h.putBuf(it.body)
 	return true
 }
 
