@@ -114,6 +114,8 @@ type Conn struct {
 	ord           uint64   // arrival counter of queued items
 	undecryptable bool     // some record was given up for lack of keys
 	tickets       [][]byte // TLS 1.2 session tickets seen before the keys
+	eeSeen        bool     // the server's EncryptedExtensions were read (TLS 1.3)
+	earlyAccepted bool     // ... and accepted 0-RTT data
 	now           time.Time
 	scratch       []byte
 }

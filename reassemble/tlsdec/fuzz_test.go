@@ -28,7 +28,7 @@ func FuzzHello(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		ParseClientHello(b)
 		ParseServerHello(b)
-		parseEEALPN(b)
+		parseEE(b)
 		LooksLikeClientHello(b)
 	})
 }

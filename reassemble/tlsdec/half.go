@@ -267,6 +267,22 @@ func (h *half) needsKeys(it *item) bool {
 	return it.kind == itemResync
 }
 
+// earlyHead reports whether the head record would be read with the 0-RTT
+// keys: it waits until the server's EncryptedExtensions say whether the
+// server accepted early data (rejected early data never reached the
+// application and is not passed on).
+func (h *half) earlyHead() bool {
+	c := h.c
+	if h.dir != ClientToServer || c.eeSeen || c.failed != "" || !c.tls13() || !c.haveKeys {
+		return false
+	}
+	it := h.queue[0]
+	if h.enc {
+		return h.lvl == lvlEarly
+	}
+	return it.kind == itemRecord && it.typ() == recordAppData && h.firstLevel() == lvlEarly
+}
+
 // ready reports whether the head of the queue can be processed: the
 // version is known (plaintext handshake records of a direction not yet
 // encrypted never wait), and the keys are there when needed.
@@ -289,7 +305,7 @@ func (h *half) ready(keys bool) bool {
 	if !keys {
 		return true
 	}
-	return c.keys()
+	return c.keys() && !h.earlyHead()
 }
 
 // enforceHold gives up held items past the hold bounds.
@@ -598,6 +614,9 @@ func (h *half) content(p []byte, typ byte) {
 		if h.lvl == lvlHS {
 			return // not allowed; never passed on as application data
 		}
+		if h.lvl == lvlEarly && !h.c.earlyAccepted {
+			return // 0-RTT data the server rejected: the application never got it
+		}
 		h.stats.PlaintextBytes += int64(len(p))
 		h.c.sink.Plaintext(h.dir, p)
 	case recordHandshake:
@@ -652,9 +671,11 @@ func (h *half) handshake(p []byte) {
 			}
 		case hsEncryptedExtensions:
 			if h.dir == ServerToClient && h.lvl == lvlHS {
-				if a := parseEEALPN(body); a != "" {
+				a, early := parseEE(body)
+				if a != "" {
 					h.c.info.ALPN = a
 				}
+				h.c.eeSeen, h.c.earlyAccepted = true, early
 			}
 		case hsEndOfEarlyData:
 			if h.lvl == lvlEarly {
@@ -690,19 +711,23 @@ func (h *half) handshake(p []byte) {
 	}
 }
 
-// parseEEALPN reads the ALPN extension of EncryptedExtensions.
-func parseEEALPN(body []byte) string {
+// parseEE reads the ALPN and early_data extensions of
+// EncryptedExtensions.
+func parseEE(body []byte) (alpn string, early bool) {
 	r := &reader{b: body}
 	exts := r.vec16()
 	for len(exts.b) > 0 && !exts.bad {
 		typ := exts.u16()
 		e := exts.vec16()
-		if typ == extALPN {
+		switch typ {
+		case extALPN:
 			l := e.vec16()
 			if p := l.vec8(); !p.bad {
-				return string(p.b)
+				alpn = string(p.b)
 			}
+		case extEarlyData:
+			early = true
 		}
 	}
-	return ""
+	return alpn, early
 }

@@ -63,7 +63,8 @@ var (
 const maxSecret = 64
 
 // ParseKeyLogLine parses one line (without or with its trailing newline,
-// a CR before it is allowed). Blank and '#' lines give ErrSkip; a line of
+// a CR before it is allowed). Blank and '#' lines, and the labels not
+// needed to decrypt (RSA, EARLY_EXPORTER_SECRET, ECH_*), give ErrSkip; a line of
 // any other shape, an unknown label, a client random that is not 32 bytes
 // of hex or a secret of a length no TLS version uses gives ErrBadLine.
 func ParseKeyLogLine(line []byte) (KeyLogLine, error) {
@@ -75,6 +76,12 @@ func ParseKeyLogLine(line []byte) (KeyLogLine, error) {
 	f := bytes.Fields(line)
 	if len(f) != 3 {
 		return KeyLogLine{}, ErrBadLine
+	}
+	switch string(f[0]) {
+	case "RSA", "EARLY_EXPORTER_SECRET", "ECH_SECRET", "ECH_CONFIG":
+		// Key log labels that are not needed to decrypt (the RSA
+		// pre-master secret comes with a CLIENT_RANDOM line too).
+		return KeyLogLine{}, ErrSkip
 	}
 	var k KeyLogLine
 	for l := LabelClientRandom; l < numLabels; l++ {

@@ -43,10 +43,14 @@ func (r *recRW) Write(b []byte) (int, error) {
 
 func writePEM(t *testing.T, dir string) (string, string) {
 	certs(t)
+	return writePEMOf(t, dir, ecCrt.Certificate[0], ecCrt.PrivateKey)
+}
+
+func writePEMOf(t *testing.T, dir string, certDER []byte, priv any) (string, string) {
 	cert := filepath.Join(dir, "cert.pem")
 	key := filepath.Join(dir, "key.pem")
-	os.WriteFile(cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ecCrt.Certificate[0]}), 0o600)
-	der, err := x509.MarshalPKCS8PrivateKey(ecCrt.PrivateKey)
+	os.WriteFile(cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: certDER}), 0o600)
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
 	if err != nil {
 		t.Fatal(err)
 	}
