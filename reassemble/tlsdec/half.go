@@ -68,11 +68,16 @@ type half struct {
 	blind     bool // records were given up before the level was known: their loss is reported whatever the level
 	uncertain int  // records given up without decrypting: the epoch and sequence number must be searched (this many at least)
 
-	hsbuf   []byte
-	free    [][]byte // record bodies for reuse
-	avgRec  float64
-	stats   DirStats
-	lastErr string
+	hsbuf []byte
+	free  [][]byte // record bodies for reuse
+
+	// TLS 1.3 records lost whose loss is not reported yet (see content)
+	pendLost int64
+	pendRecs int
+	pendLen  int
+	avgRec   float64
+	stats    DirStats
+	lastErr  string
 }
 
 func (h *half) held() int64 { return h.qBytes + int64(len(h.rbuf)) }
@@ -335,6 +340,7 @@ func (h *half) enforceHold() {
 
 // giveUp drops a record that waited too long for its keys.
 func (h *half) giveUp(it *item) {
+	h.flushLost()
 	h.c.undecryptable = true
 	h.stats.RecordsUndecryptable++
 	if it.kind == itemLost {
@@ -388,6 +394,7 @@ func (h *half) lose(n int64, reason string) {
 
 // close ends the direction.
 func (h *half) close() {
+	defer h.flushLost()
 	for len(h.queue) > 0 {
 		it := h.queue[0]
 		if it.kind == itemResync {
@@ -436,6 +443,14 @@ func (h *half) process(it *item) {
 		h.stats.RecordsLost++
 		h.hsbuf = h.hsbuf[:0]
 		switch {
+		case h.enc && c.tls13() && h.lvl == lvlApp:
+			// Its content type is unknown until the next record shows
+			// whether the keys changed: a lost KeyUpdate is no lost
+			// application data (see content).
+			h.seq++
+			h.pendLost += int64(it.length() - h.overhead())
+			h.pendRecs++
+			h.pendLen = it.length()
 		case h.enc:
 			h.seq++
 			h.lose(int64(it.length()-h.overhead()), ReasonGap)
@@ -591,6 +606,11 @@ func (h *half) decrypt(it *item) {
 			continue
 		}
 		if p, typ, err := o.open(dst, it.hdr[:], it.body, 0); err == nil {
+			if e[0] == lvlApp && e[1] == h.gen+1 && h.lvl == lvlApp && h.pendRecs == 1 && h.pendLen == keyUpdateRecord {
+				// The one record lost was the KeyUpdate: no
+				// application data was lost.
+				h.pendLost, h.pendRecs = 0, 0
+			}
 			h.setEpoch(e[0], e[1], o, s)
 			h.seq = 1
 			h.content(p, typ)
@@ -600,7 +620,21 @@ func (h *half) decrypt(it *item) {
 	h.failRecord(it)
 }
 
+// keyUpdateRecord is the body length of a TLS 1.3 record holding only a
+// KeyUpdate: the 5-byte message, the content type and the 16-byte tag.
+const keyUpdateRecord = 5 + 1 + 16
+
+// flushLost reports the losses held back by a lost TLS 1.3 record.
+func (h *half) flushLost() {
+	if h.pendRecs > 0 {
+		n := h.pendLost
+		h.pendLost, h.pendRecs = 0, 0
+		h.lose(n, ReasonGap)
+	}
+}
+
 func (h *half) failRecord(it *item) {
+	h.flushLost()
 	h.stats.RecordsUndecryptable++
 	h.seq++
 	h.lose(int64(it.length()-h.overhead()), ReasonUndecryptable)
@@ -608,6 +642,7 @@ func (h *half) failRecord(it *item) {
 
 // content handles a record's plaintext.
 func (h *half) content(p []byte, typ byte) {
+	h.flushLost()
 	h.stats.Records++
 	switch typ {
 	case recordAppData:

@@ -167,6 +167,37 @@ func TestOpenSSLKeyUpdate(t *testing.T) {
 					t.Errorf("key generations c2s %d s2c %d, want >= %d", c.h[0].gen, c.h[1].gen, rounds)
 				}
 			}
+			// A KeyUpdate record lost (the server's: the third record of
+			// 27 bytes, a 5-byte handshake message under AEAD): the next
+			// records are found under the next key generation; every
+			// application byte still arrives.
+			recs := recordStarts(cp.s2c)
+			var ku []int
+			for _, r := range recs[4:] {
+				if hdrLen(cp.s2c[r:]) == 22 {
+					ku = append(ku, r)
+				}
+			}
+			if len(ku) < 3 {
+				t.Fatalf("%d KeyUpdate-sized records", len(ku))
+			}
+			for _, g := range [][2]int{{ku[2], 27}, {ku[2] + 6, 10}} { // the whole record (header lost), part of its body
+				ks := NewKeyStore(10, 0)
+				ks.AddLines(cp.keylog, time.Now())
+				out := &collect{}
+				c := NewConn(ks, Limits{}, out)
+				feedGap(c, [2][]byte{cp.c2s, cp.s2c}, 1, g[0], g[1], time.Now())
+				c.Close(time.Now())
+				if !bytes.Equal(out.data[1].Bytes(), cp.sentS2C) || !bytes.Equal(out.data[0].Bytes(), cp.sentC2S) {
+					t.Fatalf("after a lost KeyUpdate: s2c %d/%d bytes, stats %+v", out.data[1].Len(), len(cp.sentS2C), c.Stats(1))
+				}
+				if out.lost[1] != 0 {
+					t.Errorf("%d bytes reported lost for a lost KeyUpdate", out.lost[1])
+				}
+				if st := c.Stats(1); st.RecordsLost != 1 || c.h[1].gen < rounds {
+					t.Errorf("stats %+v gen %d", st, c.h[1].gen)
+				}
+			}
 		})
 	}
 }

@@ -111,6 +111,7 @@ func (h *half) trial(hdr, body []byte, lost int64) (trialResult, bool) {
 // accept makes a candidate that authenticated the current state and
 // reports the loss before it (lost ciphertext bytes).
 func (h *half) accept(r trialResult, lost int64) {
+	h.flushLost()
 	minRec := int64(5 + h.overhead())
 	var recs int64
 	if r.same {
@@ -119,6 +120,7 @@ func (h *half) accept(r trialResult, lost int64) {
 		recs = lost/int64(max(h.avgRec, float64(minRec))) + 1
 	}
 	h.stats.RecordsLost += recs
+	keyUpdateLost := !r.same && h.enc && h.lvl == lvlApp && r.lvl == lvlApp && r.gen == h.gen+1 && lost == 5+keyUpdateRecord
 	if !h.enc {
 		h.enc = true
 	}
@@ -127,7 +129,9 @@ func (h *half) accept(r trialResult, lost int64) {
 	}
 	h.seq = r.seq + 1
 	h.hsbuf = h.hsbuf[:0]
-	if n := lost - recs*minRec; n > 0 {
+	if n := lost - recs*minRec; n > 0 && !keyUpdateLost {
+		// (exactly one KeyUpdate record lost before the next key
+		// generation: no application data)
 		h.lose(n, ReasonGap)
 	}
 	h.content(r.p, r.typ)
