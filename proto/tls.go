@@ -9,6 +9,10 @@ type TLSInfo struct {
 	ServerName  string `json:"sni,omitempty"`
 	ALPN        string `json:"alpn,omitempty"`
 	Resumed     bool   `json:"resumed,omitempty"`
+	// ClientHelloMissing: the client's direction was not mirrored; the
+	// secrets were found by trying recent ones on the server's records
+	// (SNI is then unknown).
+	ClientHelloMissing bool `json:"client_hello_missing,omitempty"`
 	// Undecryptable is set when records were given up because their keys
 	// did not arrive in time (or the connection cannot be decrypted at all:
 	// Error says why). None of those records' bytes is published.

@@ -9,7 +9,8 @@ import (
 )
 
 // TLS between TCP reassembly and the message decoders. A connection
-// whose first bytes (in either direction) are a ClientHello is decrypted
+// whose first bytes (in either direction) are a ClientHello (or a
+// ServerHello: the client's direction not mirrored) is decrypted
 // with the secrets of the key store (fed from TAPLINE_KEYS, see keys.go);
 // its plaintext application data goes to the message decoder exactly as
 // a plaintext connection's bytes do, its losses as gaps in plaintext
@@ -71,10 +72,16 @@ func (l *tlsLayer) Data(dir proto.Direction, b []byte, ts int64) {
 	l.pend = append(l.pend, pendingData{dir, append([]byte(nil), b...), ts})
 	l.pendN += len(b)
 	yes, need := tlsdec.LooksLikeClientHello(l.first[i])
+	sh, needSH := tlsdec.LooksLikeServerHello(l.first[i])
 	switch {
 	case yes:
 		l.start(dir)
-	case need && l.pendN < maxDetect:
+	case sh:
+		// A ServerHello first: the ClientHello was not mirrored (only
+		// the inbound direction of a production client); the secrets
+		// are found by trying the stored ones.
+		l.start(flip(dir))
+	case (need || needSH) && l.pendN < maxDetect:
 	default:
 		l.plain()
 	}
@@ -198,13 +205,14 @@ func (l *tlsLayer) openInfo() *proto.TLSInfo {
 	}
 	in := l.td.Info()
 	return &proto.TLSInfo{
-		Version:       tlsdec.VersionName(in.Version),
-		CipherSuite:   suiteName(in.CipherSuite),
-		ServerName:    in.ServerName,
-		ALPN:          in.ALPN,
-		Resumed:       in.Resumed,
-		Undecryptable: l.td.Undecryptable(),
-		Error:         l.td.Failed(),
+		Version:            tlsdec.VersionName(in.Version),
+		CipherSuite:        suiteName(in.CipherSuite),
+		ServerName:         in.ServerName,
+		ALPN:               in.ALPN,
+		Resumed:            in.Resumed,
+		ClientHelloMissing: in.ClientHelloMissing,
+		Undecryptable:      l.td.Undecryptable(),
+		Error:              l.td.Failed(),
 	}
 }
 

@@ -171,6 +171,7 @@ type tlsRun struct {
 	holdTime time.Duration
 	keyDelay time.Duration
 	dropS2C  []int // stream offsets whose segment is dropped
+	s2cOnly  bool  // inbound-only mirroring of the client: no handshake, no client packets
 }
 
 func runTLS(t *testing.T, cp *wssCapture, r tlsRun) (*connOut, *prometheus.Registry) {
@@ -200,6 +201,9 @@ func runTLS(t *testing.T, cp *wssCapture, r tlsRun) (*connOut, *prometheus.Regis
 	_, reg := startEngineReg(t, cfg)
 	b := newBatcher(t, js, 64)
 	for _, f := range tlsFrames(t, cp.writes, [2][]byte{cp.c2s, cp.s2c}, r.dropS2C) {
+		if r.s2cOnly && (f.Data[47]&0x02 != 0 || bytes.Equal(f.Data[26:30], []byte{10, 9, 0, 1})) {
+			continue // SYNs and every packet from the client
+		}
 		b.add(&f, shardOf(t, &f, 2))
 	}
 	b.flush()
@@ -367,4 +371,33 @@ func tlsFrames(tb testing.TB, writes []tlsWrite, streams [2][]byte, drop []int) 
 		out = append(out, c.frame(client, "FA", nil))
 	}
 	return out
+}
+
+// TestTLSInboundOnly: only the server-to-client packets of the wss://
+// push were mirrored (the production host is the client; inbound-only
+// session), no handshake: the ClientHello is missing, the secrets are
+// found by trying the stored ones; every message is exact.
+func TestTLSInboundOnly(t *testing.T) {
+	cp := captureWSS(t, []int{1 << 20, 3000, 500000}, websocket.CompressionContextTakeover)
+	c, _ := runTLS(t, cp, tlsRun{s2cOnly: true})
+	if c.open == nil || c.open.TLS == nil || c.open.TLS.Version != "TLS 1.3" || c.open.TLS.Undecryptable || !c.open.TLS.ClientHelloMissing {
+		t.Fatalf("open %+v", c.open)
+	}
+	var data []*gotMsg
+	for _, m := range c.msgs[proto.ServerToClient] {
+		if m.opcode == proto.OpBinary {
+			data = append(data, m)
+		}
+	}
+	if len(data) != len(cp.msgs) {
+		t.Fatalf("%d messages", len(data))
+	}
+	for i, m := range data {
+		if !m.complete || !bytes.Equal(m.body, cp.msgs[i]) {
+			t.Errorf("message %d not exact", i)
+		}
+	}
+	if n := c.bytes[proto.ClientToServer]; n != 0 || c.closeEv.C2S.BytesSeen != 0 || c.closeEv.S2C.BytesSeen != int64(len(cp.s2c)) {
+		t.Errorf("%d client bytes published, close %+v", n, c.closeEv)
+	}
 }

@@ -90,6 +90,9 @@ type Info struct {
 	Resumed     bool     // PSK (TLS 1.3) or session id / ticket (TLS 1.2) resumption
 	HelloRetry  bool     // a HelloRetryRequest was sent
 	EarlyData   bool     // 0-RTT data offered
+	// ClientHelloMissing: the ClientHello was not seen (one direction
+	// mirrored); the secrets were found by trying the stored ones.
+	ClientHelloMissing bool
 }
 
 // Conn decrypts one TLS connection. It is not safe for concurrent use
@@ -247,7 +250,7 @@ func (c *Conn) keys() bool {
 	if c.haveKeys {
 		return true
 	}
-	if c.sh == nil || c.ch == nil || c.failed != "" {
+	if c.sh == nil || c.failed != "" {
 		return false
 	}
 	g := c.store.Generation()
@@ -255,6 +258,9 @@ func (c *Conn) keys() bool {
 		return false
 	}
 	c.looked, c.keyGen = true, g
+	if c.ch == nil && !c.findClientRandom() {
+		return false
+	}
 	s, ok := c.store.Get(c.ch.Random, c.now)
 	if !ok && c.tls13() {
 		return false
@@ -357,4 +363,63 @@ func (c *Conn) resumed() bool {
 		return c.sh.PSK
 	}
 	return len(c.sh.SessionID) > 0 && string(c.sh.SessionID) == string(c.ch.SessionID)
+}
+
+// Bounds of the search for the secrets of a connection whose ClientHello
+// was not seen (inbound-only mirroring of a production client).
+const (
+	searchWindow = 10 * time.Minute
+	searchMax    = 4096
+)
+
+// findClientRandom finds, for a connection whose ClientHello was not
+// seen, the stored secrets that authenticate the server's first
+// protected record (TLS 1.3: under SERVER_HANDSHAKE_TRAFFIC_SECRET;
+// TLS 1.2: the Finished after ChangeCipherSpec under the key block of
+// the master secret with that client random). It needs that record
+// queued.
+func (c *Conn) findClientRandom() bool {
+	h := c.h[ServerToClient]
+	if len(h.queue) == 0 || h.queue[0].kind != itemRecord {
+		return false
+	}
+	it := h.queue[0]
+	if c.tls13() {
+		if h.enc || it.typ() != recordAppData {
+			return false
+		}
+	} else if !h.enc || h.seq != 0 {
+		return false
+	}
+	dst := h.buf(len(it.body))
+	for _, cand := range c.store.Recent(c.now, searchWindow, searchMax) {
+		var o opener
+		var err error
+		s := cand.Secrets
+		if c.tls13() {
+			if s.ServerHandshake == nil || len(s.ServerHandshake) != c.suite.prf().Size() {
+				continue
+			}
+			o, err = newOpener13(c.suite, s.ServerHandshake)
+		} else {
+			if s.Master == nil {
+				continue
+			}
+			_, sMAC, _, sKey, _, sIV := keyBlock12(c.suite, s.Master, cand.ClientRandom, c.sh.Random)
+			if c.suite.cipher == cipherAESCBC {
+				o, err = newOpenerCBC(c.suite, sMAC, sKey, c.sh.EncryptThenMAC)
+			} else {
+				o, err = newOpener12AEAD(c.suite, sKey, sIV)
+			}
+		}
+		if err != nil {
+			continue
+		}
+		if _, _, err := o.open(dst, it.hdr[:], it.body, 0); err == nil {
+			c.ch = &ClientHello{Random: cand.ClientRandom}
+			c.info.ClientHelloMissing = true
+			return true
+		}
+	}
+	return false
 }

@@ -236,3 +236,18 @@ func LooksLikeClientHello(b []byte) (yes, need bool) {
 	}
 	return b[5] == hsClientHello, false
 }
+
+// LooksLikeServerHello reports whether a stream starting with b starts
+// with a TLS handshake record holding a ServerHello (need: too short to
+// tell).
+func LooksLikeServerHello(b []byte) (yes, need bool) {
+	if len(b) >= 6 && b[5] != hsServerHello {
+		return false, false
+	}
+	if len(b) >= 6 {
+		c := append([]byte(nil), b[:6]...)
+		c[5] = hsClientHello
+		return LooksLikeClientHello(c)
+	}
+	return LooksLikeClientHello(b)
+}

@@ -204,3 +204,33 @@ func (s *KeyStore) Session(id []byte, now time.Time) ([]byte, bool) {
 	}
 	return e.Master, true
 }
+
+// Candidate is one stored client random with its secrets.
+type Candidate struct {
+	ClientRandom [32]byte
+	Secrets      Secrets
+}
+
+// Recent returns up to max client randoms added within window before now,
+// newest first: the candidates for a connection whose ClientHello was
+// not seen (its secrets are found by trying them on its first protected
+// record).
+func (s *KeyStore) Recent(now time.Time, window time.Duration, max int) []Candidate {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []Candidate
+	seen := map[[32]byte]bool{}
+	for i := len(s.order) - 1; i >= 0 && len(out) < max; i-- {
+		cr := s.order[i]
+		e := s.m[cr]
+		if e == nil || seen[cr] {
+			continue
+		}
+		if now.Sub(e.added) > window {
+			break
+		}
+		seen[cr] = true
+		out = append(out, Candidate{cr, e.s})
+	}
+	return out
+}
