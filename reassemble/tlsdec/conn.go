@@ -118,6 +118,7 @@ type Conn struct {
 	undecryptable bool     // some record was given up for lack of keys
 	tickets       [][]byte // TLS 1.2 session tickets seen before the keys
 	eeSeen        bool     // the server's EncryptedExtensions were read (TLS 1.3)
+	searched      uint64   // store generation up to which secrets were tried (ClientHello missing)
 	earlyAccepted bool     // ... and accepted 0-RTT data
 	now           time.Time
 	scratch       []byte
@@ -316,10 +317,17 @@ func (c *Conn) fail(why string) {
 
 // gotClientHello records the (first) ClientHello.
 func (c *Conn) gotClientHello(h *ClientHello) {
+	if c.ch != nil && c.info.ClientHelloMissing && c.ch.Random == h.Random {
+		// The secrets were found before the ClientHello came (the
+		// directions arrived out of order): it completes the picture.
+		c.info.ClientHelloMissing = false
+		c.ch = nil
+	}
 	if c.ch != nil {
 		return // the second ClientHello after a HelloRetryRequest: same random
 	}
 	c.ch = h
+	c.looked = false // look the keys up by this random now
 	c.info.ServerName = h.ServerName
 	c.info.OfferedALPN = h.ALPN
 	c.info.EarlyData = h.EarlyData
@@ -392,7 +400,9 @@ func (c *Conn) findClientRandom() bool {
 		return false
 	}
 	dst := h.buf(len(it.body))
-	for _, cand := range c.store.Recent(c.now, searchWindow, searchMax) {
+	since := c.searched
+	c.searched = c.store.Generation()
+	for _, cand := range c.store.Recent(c.now, searchWindow, searchMax, since) {
 		var o opener
 		var err error
 		s := cand.Secrets

@@ -60,6 +60,7 @@ type KeyStore struct {
 type storeEntry struct {
 	s     Secrets
 	added time.Time
+	gen   uint64 // store generation of its last change
 }
 
 // NewKeyStore returns a store of at most maxEntries client randoms, each
@@ -87,7 +88,7 @@ func (s *KeyStore) Add(k KeyLogLine, now time.Time) {
 	}
 	e.s.set(k.Label, append([]byte(nil), k.Secret...))
 	s.lines.Add(1)
-	s.gen.Add(1)
+	e.gen = s.gen.Add(1)
 }
 
 // AddLines parses and stores every line of b (key log lines, each ending
@@ -211,11 +212,12 @@ type Candidate struct {
 	Secrets      Secrets
 }
 
-// Recent returns up to max client randoms added within window before now,
-// newest first: the candidates for a connection whose ClientHello was
-// not seen (its secrets are found by trying them on its first protected
-// record).
-func (s *KeyStore) Recent(now time.Time, window time.Duration, max int) []Candidate {
+// Recent returns up to max client randoms added within window before now
+// and changed after store generation since, newest first: the candidates
+// for a connection whose ClientHello was not seen (its secrets are found
+// by trying them on its first protected record; a later search tries only
+// what changed since).
+func (s *KeyStore) Recent(now time.Time, window time.Duration, max int, since uint64) []Candidate {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []Candidate
@@ -223,7 +225,7 @@ func (s *KeyStore) Recent(now time.Time, window time.Duration, max int) []Candid
 	for i := len(s.order) - 1; i >= 0 && len(out) < max; i-- {
 		cr := s.order[i]
 		e := s.m[cr]
-		if e == nil || seen[cr] {
+		if e == nil || seen[cr] || e.gen <= since {
 			continue
 		}
 		if now.Sub(e.added) > window {
