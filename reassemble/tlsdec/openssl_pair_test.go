@@ -234,3 +234,32 @@ func TestOpenSSLEarlyDataRejected(t *testing.T) {
 		t.Fatalf("c2s %q, undecryptable %v", got, c.Undecryptable())
 	}
 }
+
+// TestOpenSSLSessionID: TLS 1.2 session-id resumption (s_server
+// -no_ticket): with the resumed connection's CLIENT_RANDOM line left out
+// of the key log, its master secret is found by session id from the
+// first connection.
+func TestOpenSSLSessionID(t *testing.T) {
+	dir := t.TempDir()
+	sess := filepath.Join(dir, "sess.pem")
+	first := &opensslRun{clientArgs: []string{"-tls1_2", "-sess_out", sess}, clientIn: "first\n"}
+	second := &opensslRun{clientArgs: []string{"-tls1_2", "-sess_in", sess}, clientIn: "resumed by session id\n"}
+	opensslServe(t, dir, []string{"-tls1_2", "-no_ticket", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256"}, []*opensslRun{first, second})
+	ks := NewKeyStore(10, 0)
+	ks.AddLines(first.keylog, time.Now())
+	out := &collect{}
+	c := NewConn(ks, Limits{}, out)
+	feed(c, [2][]byte{first.c2s, first.s2c}, 700, 1)
+	c.Close(time.Now())
+	if out.data[0].String() != "first\n" {
+		t.Fatalf("first: %q", out.data[0].String())
+	}
+	// The second connection's own key log line is not given.
+	out = &collect{}
+	c = NewConn(ks, Limits{}, out)
+	feed(c, [2][]byte{second.c2s, second.s2c}, 700, 1)
+	c.Close(time.Now())
+	if !c.Info().Resumed || out.data[0].String() != "resumed by session id\n" || out.data[1].String() != "hello from the server\n" {
+		t.Fatalf("resumed %v undecryptable %v: %q / %q", c.Info().Resumed, c.Undecryptable(), out.data[0].String(), out.data[1].String())
+	}
+}
