@@ -60,7 +60,16 @@ func (w *worker) openConn(tc *tcp.Conn) tcp.Handler {
 	}
 	tc.User = c
 	c.dec = w.e.newDecoder(c.meta, c, w.e.limits)
-	if w.e.keys != nil && c.meta.Resume == nil {
+	if tcr, ok := tc.Resumed.(tlsCarry); ok && w.e.keys != nil {
+		// It continues a decrypted TLS connection whose record state is
+		// gone: its bytes are ciphertext that cannot be decrypted any
+		// more, never published (reported undecryptable).
+		w.e.m.resumed.Inc()
+		c.replayable = false
+		c.tls = newTLSLayer(c, c.dec)
+		c.tls.mode, c.tls.resumes = tlsLost, tcr.conn
+		c.dec = c.tls
+	} else if w.e.keys != nil && c.meta.Resume == nil {
 		// A resumed connection continues what its predecessor was; TLS is
 		// detected from a ClientHello only.
 		c.tls = newTLSLayer(c, c.dec)
@@ -136,8 +145,9 @@ func (c *conn) Close(reason string, tsNs int64, c2s, s2c tcp.Loss) {
 		dec := c.dec
 		if c.tls != nil {
 			dec = c.tls.inner
-			if c.tls.mode == tlsOn {
+			if c.tls.mode == tlsOn || c.tls.mode == tlsLost {
 				dec = nil
+				c.tc.Carry = tlsCarry{c.meta.Conn}
 			}
 		}
 		if dec != nil {

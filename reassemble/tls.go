@@ -21,7 +21,16 @@ const (
 	tlsDetect = iota
 	tlsOn
 	tlsOff
+	tlsLost // continues a TLS connection closed idle/evicted: undecryptable
 )
+
+// tlsCarry is what a decrypted TLS connection closed idle, evicted or by
+// a sequence jump leaves for a connection continuing it on its 5-tuple:
+// the record state is not kept, so the continuation cannot be decrypted.
+type tlsCarry struct{ conn string }
+
+// lostError is the open event's error of such a continuation.
+const lostError = "continues a TLS connection whose record state was dropped (idle, evicted or sequence jump)"
 
 // maxDetect is the most bytes held while deciding whether a connection is
 // TLS (a ClientHello's first 6 bytes decide; this is only reached when
@@ -46,6 +55,9 @@ type tlsLayer struct {
 	td     *tlsdec.Conn
 	ts     int64 // capture time of the bytes being decrypted
 	closed bool
+
+	lostBytes [2]int64 // tlsLost: ciphertext bytes not published
+	resumes   string   // tlsLost: the connection it continues
 }
 
 func newTLSLayer(c *conn, inner message.Decoder) *tlsLayer {
@@ -62,6 +74,9 @@ func (l *tlsLayer) Data(dir proto.Direction, b []byte, ts int64) {
 		return
 	case tlsOff:
 		l.inner.Data(dir, b, ts)
+		return
+	case tlsLost:
+		l.lostBytes[dirIndex(dir)] += int64(len(b))
 		return
 	}
 	i := dirIndex(dir)
@@ -132,6 +147,8 @@ func (l *tlsLayer) Gap(dir proto.Direction, n int64, ts int64) {
 		l.td.Gap(tlsDir(dir), n, time.Now())
 		l.c.w.tlsActive(l.c)
 		return
+	case tlsLost:
+		return
 	}
 	l.inner.Gap(dir, n, ts)
 }
@@ -152,6 +169,12 @@ func (l *tlsLayer) waiting() bool { return l.mode == tlsOn && !l.closed && l.td.
 func (l *tlsLayer) Close(ts int64) {
 	if l.mode == tlsDetect {
 		l.plain()
+	}
+	if l.mode == tlsLost && !l.closed {
+		l.closed = true
+		l.c.w.e.m.tlsUndecryptable.Inc()
+		l.c.Open(&proto.OpenEvent{Protocol: "tcp", MidStream: true, Resumes: l.resumes, FirstNs: ts})
+		return
 	}
 	if l.mode == tlsOn && !l.closed {
 		l.ts = ts
@@ -200,6 +223,9 @@ func (l *tlsLayer) Lost(dir int, n int64, reason string) {
 
 // openInfo is the open event's tls object.
 func (l *tlsLayer) openInfo() *proto.TLSInfo {
+	if l.mode == tlsLost {
+		return &proto.TLSInfo{Undecryptable: true, Error: lostError}
+	}
 	if l.mode != tlsOn {
 		return nil
 	}
@@ -218,6 +244,9 @@ func (l *tlsLayer) openInfo() *proto.TLSInfo {
 
 // closeInfo is the close event's tls object.
 func (l *tlsLayer) closeInfo() *proto.TLSClose {
+	if l.mode == tlsLost {
+		return &proto.TLSClose{Undecryptable: true}
+	}
 	if l.mode != tlsOn {
 		return nil
 	}

@@ -401,3 +401,77 @@ func TestTLSInboundOnly(t *testing.T) {
 		t.Errorf("%d client bytes published, close %+v", n, c.closeEv)
 	}
 }
+
+// TestTLSIdleContinuation: a decrypted TLS connection closed idle in the
+// middle of a message, then more of its packets: the continuation
+// (resumes) cannot be decrypted (the record state is gone) and publishes
+// nothing, reported undecryptable; the first connection's messages
+// before the pause are exact.
+func TestTLSIdleContinuation(t *testing.T) {
+	cp := captureWSS(t, []int{3000, 200000, 1 << 20}, websocket.CompressionContextTakeover)
+	_, url := natstestRun(t)
+	_, js := connect(t, url)
+	col := collect(t, js)
+	cfg := testConfig(url, 2, "tls-idle")
+	cfg.NewDecoder = nil
+	cfg.IdleTimeout = 2 * time.Second
+	cfg.TLS, cfg.TLSHoldBytes, cfg.TLSHoldTime, cfg.TLSMaxKeys, cfg.TLSKeyMaxAge = true, 64<<20, 30*time.Second, 1000, time.Hour
+	ctx := context.Background()
+	if err := proto.EnsureStreams(ctx, js, testStreams, proto.KeysStream); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, proto.KeysSubject("prod"), cp.keylog); err != nil {
+		t.Fatal(err)
+	}
+	startEngine(t, cfg)
+	frames := tlsFrames(t, cp.writes, [2][]byte{cp.c2s, cp.s2c}, nil)
+	half := len(frames) * 2 / 3
+	b := newBatcher(t, js, 16)
+	for i := range frames[:half] {
+		b.add(&frames[i], shardOf(t, &frames[i], 2))
+	}
+	b.flush()
+	waitFor(t, "idle close", func() bool { return len(col.closed()) >= 1 })
+	for i := range frames[half:] {
+		f := frames[half+i]
+		f.TimeNs += int64(10 * time.Second) // after the pause
+		b.add(&f, shardOf(t, &f, 2))
+	}
+	b.flush()
+	waitFor(t, "second close", func() bool { return len(col.closed()) >= 2 })
+	cs := col.closed()
+	col.mu.Lock()
+	defer col.mu.Unlock()
+	var first, cont *connOut
+	for _, c := range cs {
+		if c.open != nil && c.open.Resumes != "" {
+			cont = c
+		} else {
+			first = c
+		}
+	}
+	if first == nil || cont == nil {
+		t.Fatalf("connections %v", cs)
+	}
+	if first.closeEv.Reason != "idle" || first.open.TLS == nil {
+		t.Fatalf("first: %+v %+v", first.open, first.closeEv)
+	}
+	var n int
+	for _, m := range first.msgs[proto.ServerToClient] {
+		if m.opcode == proto.OpBinary && m.complete {
+			if !bytes.Equal(m.body, cp.msgs[n]) {
+				t.Errorf("message %d differs", n)
+			}
+			n++
+		}
+	}
+	if n == 0 {
+		t.Error("no message before the pause")
+	}
+	if cont.open.TLS == nil || !cont.open.TLS.Undecryptable || cont.closeEv.TLS == nil || !cont.closeEv.TLS.Undecryptable {
+		t.Errorf("continuation open %+v close %+v", cont.open.TLS, cont.closeEv.TLS)
+	}
+	if cont.bytes[proto.ServerToClient]+cont.bytes[proto.ClientToServer] != 0 {
+		t.Errorf("continuation published %d bytes", cont.bytes[proto.ServerToClient])
+	}
+}
