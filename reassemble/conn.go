@@ -161,6 +161,11 @@ func (c *conn) Close(reason string, tsNs int64, c2s, s2c tcp.Loss) {
 		// close is finished when they do or the hold time has passed.
 		c.linger = &closeArgs{reason, tsNs, c2s, s2c}
 		c.w.tlsActive(c)
+		if c.w.lingerSet == nil {
+			c.w.lingerSet = map[*conn]struct{}{}
+		}
+		c.w.lingerSet[c] = struct{}{}
+		c.w.capLingering()
 		return
 	}
 	c.finishClose(reason, tsNs, c2s, s2c)
@@ -177,6 +182,7 @@ type closeArgs struct {
 // the batches.
 func (c *conn) finishClose(reason string, tsNs int64, c2s, s2c tcp.Loss) {
 	c.linger = nil
+	delete(c.w.lingerSet, c)
 	c.dec.Close(tsNs)
 	ev := &proto.CloseEvent{Conn: c.meta.Conn, Reason: reason, AtNs: tsNs,
 		C2S: c.dirLoss(proto.ClientToServer, c2s), S2C: c.dirLoss(proto.ServerToClient, s2c)}

@@ -86,7 +86,8 @@ type worker struct {
 	lastMsg    time.Time
 	pubErr     error
 
-	tlsConns map[*conn]struct{} // TLS connections that may hold ciphertext waiting for keys, or a close waiting for them
+	tlsConns  map[*conn]struct{} // TLS connections that may hold ciphertext waiting for keys, or a close waiting for them
+	lingerSet map[*conn]struct{} // the closes waiting for keys
 }
 
 func newWorker(e *engine, shard int) *worker {
@@ -546,6 +547,33 @@ func (w *worker) tick() {
 	w.pubTick()
 }
 
+// capLingering bounds what the closes waiting for keys hold: the tracker
+// no longer charges them to --max-memory, so together they may hold at
+// most a quarter of the shard's share; past it the oldest are finished
+// now (what they still hold is given up as undecryptable).
+func (w *worker) capLingering() {
+	var ls []*conn
+	var total int64
+	for c := range w.lingerSet {
+		ls = append(ls, c)
+		total += c.Memory()
+	}
+	limit := w.e.cfg.shardMemory() / 4
+	if total <= limit {
+		return
+	}
+	slices.SortFunc(ls, func(a, b *conn) int { return cmp.Compare(a.linger.tsNs, b.linger.tsNs) })
+	for _, c := range ls {
+		if total <= limit {
+			break
+		}
+		total -= c.Memory()
+		a := c.linger
+		c.finishClose(a.reason, a.tsNs, a.c2s, a.s2c)
+		delete(w.tlsConns, c)
+	}
+}
+
 // tlsActive notes a TLS connection that may wait for keys.
 func (w *worker) tlsActive(c *conn) {
 	if w.tlsConns == nil {
@@ -559,6 +587,7 @@ func (w *worker) tlsActive(c *conn) {
 // that waited for them; with force, every waiting close is finished now.
 func (w *worker) pollTLS(force bool) {
 	ts := w.tr.Now()
+	w.capLingering()
 	for c := range w.tlsConns {
 		if c.closed {
 			delete(w.tlsConns, c)

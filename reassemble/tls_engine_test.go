@@ -168,10 +168,11 @@ func (f writerOf) Write(p []byte) (int, error) { f(p); return len(p), nil }
 // with the key log published to TAPLINE_KEYS before (keyDelay 0), after
 // keyDelay, or never (keyDelay < 0).
 type tlsRun struct {
-	holdTime time.Duration
-	keyDelay time.Duration
-	dropS2C  []int // stream offsets whose segment is dropped
-	s2cOnly  bool  // inbound-only mirroring of the client: no handshake, no client packets
+	holdTime  time.Duration
+	maxMemory int64
+	keyDelay  time.Duration
+	dropS2C   []int // stream offsets whose segment is dropped
+	s2cOnly   bool  // inbound-only mirroring of the client: no handshake, no client packets
 }
 
 func runTLS(t *testing.T, cp *wssCapture, r tlsRun) (*connOut, *prometheus.Registry) {
@@ -185,6 +186,9 @@ func runTLS(t *testing.T, cp *wssCapture, r tlsRun) (*connOut, *prometheus.Regis
 	cfg.TLS, cfg.TLSHoldBytes, cfg.TLSHoldTime, cfg.TLSMaxKeys, cfg.TLSKeyMaxAge = true, 64<<20, 30*time.Second, 1000, time.Hour
 	if r.holdTime > 0 {
 		cfg.TLSHoldTime = r.holdTime
+	}
+	if r.maxMemory > 0 {
+		cfg.MaxMemory = r.maxMemory
 	}
 	ctx := context.Background()
 	if err := proto.EnsureStreams(ctx, js, testStreams, proto.KeysStream); err != nil {
@@ -473,5 +477,21 @@ func TestTLSIdleContinuation(t *testing.T) {
 	}
 	if cont.bytes[proto.ServerToClient]+cont.bytes[proto.ClientToServer] != 0 {
 		t.Errorf("continuation published %d bytes", cont.bytes[proto.ServerToClient])
+	}
+}
+
+// TestTLSLingeringBounded: closes waiting for keys are no longer charged
+// by the TCP tracker; together they hold at most a quarter of a shard's
+// --max-memory share. A connection holding 1.3 MB of ciphertext at its FIN
+// with a 2 MiB share is finished at once (undecryptable), not after the
+// 10-minute hold time.
+func TestTLSLingeringBounded(t *testing.T) {
+	cp := captureWSS(t, []int{1300000}, websocket.CompressionDisabled)
+	c, _ := runTLS(t, cp, tlsRun{keyDelay: -1, holdTime: 10 * time.Minute, maxMemory: 4 << 20})
+	if c.closeEv.TLS == nil || !c.closeEv.TLS.Undecryptable || c.bytes[proto.ServerToClient] != 0 {
+		t.Fatalf("close %+v tls %+v, %d bytes", c.closeEv, c.closeEv.TLS, c.bytes[proto.ServerToClient])
+	}
+	if c.closeEv.Reason != "fin" {
+		t.Errorf("reason %s", c.closeEv.Reason)
 	}
 }
