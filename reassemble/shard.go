@@ -584,13 +584,23 @@ func (w *worker) tlsActive(c *conn) {
 
 // pollTLS lets the TLS connections decrypt what waited for keys that have
 // arrived (or give it up past --tls-hold-time), and finishes the closes
-// that waited for them; with force, every waiting close is finished now.
+// that waited for them; with force (a hand-over), every waiting close is
+// finished now, except of connections the successor rebuilds.
 func (w *worker) pollTLS(force bool) {
 	ts := w.tr.Now()
 	w.capLingering()
 	for c := range w.tlsConns {
 		if c.closed {
 			delete(w.tlsConns, c)
+			continue
+		}
+		if force && c.linger != nil && c.replayable {
+			// A hand-over: every batch of the connection is held and
+			// goes back to the server; the successor rebuilds it, close
+			// included, perhaps with keys this instance has not got. Its
+			// close is not published here.
+			delete(w.tlsConns, c)
+			delete(w.lingerSet, c)
 			continue
 		}
 		c.tls.poll(ts)

@@ -495,3 +495,66 @@ func TestTLSLingeringBounded(t *testing.T) {
 		t.Errorf("reason %s", c.closeEv.Reason)
 	}
 }
+
+// TestTLSHandOverWaitingForKeys: the owner stops (hand-over) while a
+// TLS connection that has ended waits for its keys; its successor
+// rebuilds it from the redelivered batches once the keys have come:
+// every message exact, the close not undecryptable (the old owner used
+// to publish that close, undecryptable, under the same id).
+func TestTLSHandOverWaitingForKeys(t *testing.T) {
+	cp := captureWSS(t, []int{300000, 1000}, websocket.CompressionContextTakeover)
+	_, url := natstestRun(t)
+	_, js := connect(t, url)
+	col := collect(t, js)
+	mk := func(id string) Config {
+		cfg := testConfig(url, 2, id)
+		cfg.NewDecoder = nil
+		cfg.IdleTimeout = time.Hour
+		cfg.TLS, cfg.TLSHoldBytes, cfg.TLSHoldTime, cfg.TLSMaxKeys, cfg.TLSKeyMaxAge = true, 64<<20, 5*time.Minute, 1000, time.Hour
+		return cfg
+	}
+	ctx := context.Background()
+	if err := proto.EnsureStreams(ctx, js, testStreams, proto.KeysStream); err != nil {
+		t.Fatal(err)
+	}
+	stopA, regA := startEngineReg(t, mk("a"))
+	b := newBatcher(t, js, 16)
+	for _, f := range tlsFrames(t, cp.writes, [2][]byte{cp.c2s, cp.s2c}, nil) {
+		b.add(&f, shardOf(t, &f, 2))
+	}
+	b.flush()
+	waitFor(t, "the connection on a", func() bool {
+		return metricValue(t, regA, "tapline_reassemble_tls_connections_total", nil) == 1 &&
+			metricValue(t, regA, "tapline_reassemble_frames_total", nil) > float64(len(cp.s2c)/1448)
+	})
+	time.Sleep(500 * time.Millisecond) // its FIN processed: the close waits for keys
+	stopA()
+	if _, err := js.Publish(ctx, proto.KeysSubject("prod"), cp.keylog); err != nil {
+		t.Fatal(err)
+	}
+	startEngine(t, mk("b"))
+	waitFor(t, "close", func() bool { return len(col.closed()) >= 1 })
+	time.Sleep(time.Second)
+	cs := col.closed()
+	col.mu.Lock()
+	defer col.mu.Unlock()
+	if len(cs) != 1 {
+		t.Fatalf("%d connections", len(cs))
+	}
+	c := cs[0]
+	if c.closeEv.TLS == nil || c.closeEv.TLS.Undecryptable {
+		t.Fatalf("close tls %+v", c.closeEv.TLS)
+	}
+	n := 0
+	for _, m := range c.msgs[proto.ServerToClient] {
+		if m.opcode == proto.OpBinary {
+			if !m.complete || !bytes.Equal(m.body, cp.msgs[n]) {
+				t.Errorf("message %d not exact", n)
+			}
+			n++
+		}
+	}
+	if n != len(cp.msgs) {
+		t.Errorf("%d messages", n)
+	}
+}
