@@ -29,6 +29,8 @@ type OpenEvent struct {
 	// extensions); Seq counts from 1 again.
 	Resumes string `json:"resumes,omitempty"`
 	FirstNs int64  `json:"first_ns"`
+	// TLS is set for a connection detected as TLS (see TLSInfo).
+	TLS *TLSInfo `json:"tls,omitempty"`
 }
 
 // GapEvent is the JSON body of a KindGap entry: Bytes bytes of Dir were lost
@@ -66,6 +68,8 @@ type CloseEvent struct {
 	AtNs   int64   `json:"at_ns"`
 	C2S    DirLoss `json:"c2s"`
 	S2C    DirLoss `json:"s2c"`
+	// TLS is the record account of a TLS connection.
+	TLS *TLSClose `json:"tls,omitempty"`
 }
 
 // EventMsg builds the NATS message of a connection event on subject. body is

@@ -48,6 +48,12 @@ type Config struct {
 	TakeoverSpread   time.Duration // start delay spread by which instances prefer different shards
 	Consumer         string        // durable consumer name prefix
 
+	TLS          bool          // detect TLS and decrypt it with the secrets of TAPLINE_KEYS
+	TLSHoldBytes int64         // ciphertext held per connection waiting for its keys
+	TLSHoldTime  time.Duration // how long ciphertext waits for its keys
+	TLSMaxKeys   int           // client randoms whose secrets are kept
+	TLSKeyMaxAge time.Duration // how long a secret is kept after it arrived
+
 	// NewDecoder overrides the message decoder (tests); nil means
 	// message.New.
 	NewDecoder DecoderFunc
@@ -78,6 +84,11 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.PinnedTTL, "pinned-ttl", 15*time.Second, "a shard owner silent for this long loses the shard to another instance")
 	fs.DurationVar(&c.TakeoverSpread, "takeover-spread", 2*time.Second, "start delay spread by which instances prefer different shards")
 	fs.StringVar(&c.Consumer, "consumer", "reassemble", "durable consumer name prefix (one consumer per shard: <prefix>-<shard>)")
+	fs.BoolVar(&c.TLS, "tls", true, "detect TLS connections (a ClientHello on any port) and decrypt them with the key log lines of TAPLINE_KEYS")
+	fs.Int64Var(&c.TLSHoldBytes, "tls-hold-bytes", 4<<20, "ciphertext held per TLS connection while its keys have not arrived (counted in --max-memory); past it the oldest records are given up as undecryptable")
+	fs.DurationVar(&c.TLSHoldTime, "tls-hold-time", 30*time.Second, "how long TLS records wait for their keys before they are given up as undecryptable")
+	fs.IntVar(&c.TLSMaxKeys, "tls-max-keys", 200000, "TLS connections (client randoms) whose secrets are kept; the oldest are forgotten first")
+	fs.DurationVar(&c.TLSKeyMaxAge, "tls-key-max-age", 24*time.Hour, "how long a TLS secret is kept after it arrived")
 }
 
 // Validate checks the configuration and returns one clear error.
@@ -123,6 +134,14 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--takeover-spread must not be negative, got %s", c.TakeoverSpread)
 	case c.Consumer == "":
 		return fmt.Errorf("--consumer must not be empty")
+	case c.TLS && c.TLSHoldBytes < 1<<16:
+		return fmt.Errorf("--tls-hold-bytes must be at least 65536, got %d", c.TLSHoldBytes)
+	case c.TLS && c.TLSHoldTime < time.Second:
+		return fmt.Errorf("--tls-hold-time must be at least 1s, got %s", c.TLSHoldTime)
+	case c.TLS && c.TLSMaxKeys < 1:
+		return fmt.Errorf("--tls-max-keys must be at least 1, got %d", c.TLSMaxKeys)
+	case c.TLS && c.TLSKeyMaxAge < time.Minute:
+		return fmt.Errorf("--tls-key-max-age must be at least 1m, got %s", c.TLSKeyMaxAge)
 	}
 	return nil
 }

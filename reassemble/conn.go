@@ -21,9 +21,11 @@ type conn struct {
 	subject string
 	vni     string
 
-	holds      []*batch // batches with frames of this connection, not yet released
-	replayable bool     // all its batches are held: a failover rebuilds it exactly
-	queued     bool     // in the worker's hold queue
+	tls        *tlsLayer  // set when TLS detection is on (--tls)
+	linger     *closeArgs // closed by TCP while ciphertext waits for keys: the close is finished later
+	holds      []*batch   // batches with frames of this connection, not yet released
+	replayable bool       // all its batches are held: a failover rebuilds it exactly
+	queued     bool       // in the worker's hold queue
 	closed     bool
 }
 
@@ -58,6 +60,21 @@ func (w *worker) openConn(tc *tcp.Conn) tcp.Handler {
 	}
 	tc.User = c
 	c.dec = w.e.newDecoder(c.meta, c, w.e.limits)
+	if tcr, ok := tc.Resumed.(tlsCarry); ok && w.e.keys != nil {
+		// It continues a decrypted TLS connection whose record state is
+		// gone: its bytes are ciphertext that cannot be decrypted any
+		// more, never published (reported undecryptable).
+		w.e.m.resumed.Inc()
+		c.replayable = false
+		c.tls = newTLSLayer(c, c.dec)
+		c.tls.mode, c.tls.resumes = tlsLost, tcr.conn
+		c.dec = c.tls
+	} else if w.e.keys != nil && c.meta.Resume == nil {
+		// A resumed connection continues what its predecessor was; TLS is
+		// detected from a ClientHello only.
+		c.tls = newTLSLayer(c, c.dec)
+		c.dec = c.tls
+	}
 	w.e.m.connsOpened.Inc()
 	return c
 }
@@ -73,6 +90,9 @@ func (c *conn) Open(ev *proto.OpenEvent) {
 	}
 	if ev.FirstNs == 0 {
 		ev.FirstNs = c.tc.FirstNs
+	}
+	if c.tls != nil {
+		ev.TLS = c.tls.openInfo()
 	}
 	c.event(proto.KindOpen, c.meta.Conn+"/open", ev)
 }
@@ -120,14 +140,55 @@ func (c *conn) Gap(dir proto.Direction, offset, n int64, tsNs int64, reason stri
 func (c *conn) Close(reason string, tsNs int64, c2s, s2c tcp.Loss) {
 	if reason == tcp.CloseIdle || reason == tcp.CloseEvicted || reason == tcp.CloseMemory || reason == tcp.CloseSeqJump {
 		// What a later connection on the 5-tuple needs to continue this
-		// one (the tracker keeps it, bounded by --max-connections).
-		if r := message.Snapshot(c.dec, c.meta.Conn); r != nil {
-			c.tc.Carry = r
+		// one (the tracker keeps it, bounded by --max-connections). A
+		// decrypted TLS connection cannot be continued.
+		dec := c.dec
+		if c.tls != nil {
+			dec = c.tls.inner
+			if c.tls.mode == tlsOn || c.tls.mode == tlsLost {
+				dec = nil
+				c.tc.Carry = tlsCarry{c.meta.Conn}
+			}
+		}
+		if dec != nil {
+			if r := message.Snapshot(dec, c.meta.Conn); r != nil {
+				c.tc.Carry = r
+			}
 		}
 	}
+	if c.tls != nil && c.tls.waiting() && reason != tcp.CloseShutdown && reason != tcp.CloseMemory {
+		// Its keys may still come (the shipper is behind the mirror): the
+		// close is finished when they do or the hold time has passed.
+		c.linger = &closeArgs{reason, tsNs, c2s, s2c}
+		c.w.tlsActive(c)
+		if c.w.lingerSet == nil {
+			c.w.lingerSet = map[*conn]struct{}{}
+		}
+		c.w.lingerSet[c] = struct{}{}
+		c.w.capLingering()
+		return
+	}
+	c.finishClose(reason, tsNs, c2s, s2c)
+}
+
+// closeArgs is a close waiting for keys.
+type closeArgs struct {
+	reason   string
+	tsNs     int64
+	c2s, s2c tcp.Loss
+}
+
+// finishClose ends the decoder, publishes the loss summary and releases
+// the batches.
+func (c *conn) finishClose(reason string, tsNs int64, c2s, s2c tcp.Loss) {
+	c.linger = nil
+	delete(c.w.lingerSet, c)
 	c.dec.Close(tsNs)
 	ev := &proto.CloseEvent{Conn: c.meta.Conn, Reason: reason, AtNs: tsNs,
 		C2S: c.dirLoss(proto.ClientToServer, c2s), S2C: c.dirLoss(proto.ServerToClient, s2c)}
+	if c.tls != nil {
+		ev.TLS = c.tls.closeInfo()
+	}
 	c.event(proto.KindClose, c.meta.Conn+"/close", ev)
 	m := c.w.e.m
 	m.connsClosed.WithLabelValues(reason).Inc()

@@ -34,6 +34,11 @@ type metrics struct {
 	publishRetries prometheus.Counter
 	inflight       *prometheus.GaugeVec // shard
 	takeovers      prometheus.Counter
+
+	tlsConns         prometheus.Counter
+	tlsUndecryptable prometheus.Counter
+	tlsRecords       *prometheus.CounterVec // dir, result
+	tlsKeys          *prometheus.CounterVec // result
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -67,7 +72,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		inflight:       prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: ns + "publish_inflight", Help: "Publishes awaiting acknowledgement."}, []string{"shard"}),
 		takeovers:      prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "shard_takeovers_total", Help: "Times this instance started receiving a shard's frames."}),
 	}
-	for _, c := range []prometheus.Collector{m.batches, m.batchErrors, m.frames, m.framesIgnored, m.connsOpened, m.connsClosed, m.conns,
+	m.tlsConns = prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "tls_connections_total", Help: "Connections detected as TLS (a ClientHello) and decrypted."})
+	m.tlsUndecryptable = prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "tls_undecryptable_connections_total", Help: "TLS connections with records given up because their keys did not arrive in time (or that cannot be decrypted at all); none of those bytes is published."})
+	m.tlsRecords = prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "tls_records_total", Help: "TLS records of closed connections, by direction and result (decrypted, lost, undecryptable)."}, []string{"dir", "result"})
+	m.tlsKeys = prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "tls_keys_total", Help: "Key log lines read from TAPLINE_KEYS, by result (stored, bad)."}, []string{"result"})
+	for _, c := range []prometheus.Collector{m.tlsConns, m.tlsUndecryptable, m.tlsRecords, m.tlsKeys,
+		m.batches, m.batchErrors, m.frames, m.framesIgnored, m.connsOpened, m.connsClosed, m.conns,
 		m.streamBytes, m.retransBytes, m.messages, m.messageBytes, m.incomplete, m.gapBytes, m.gaps, m.decodeFailures, m.truncated, m.causalHeld,
 		m.buffered, m.pending, m.ackPending, m.held, m.unreplayable, m.resumed, m.published, m.publishRetries, m.inflight, m.takeovers} {
 		if err := reg.Register(c); err != nil {

@@ -25,6 +25,7 @@ import (
 	"github.com/tapline/tapline/proto"
 	"github.com/tapline/tapline/proto/stage"
 	"github.com/tapline/tapline/reassemble/message"
+	"github.com/tapline/tapline/reassemble/tlsdec"
 )
 
 // engine is what the shard workers share.
@@ -36,6 +37,7 @@ type engine struct {
 	js         jetstream.JetStream
 	newDecoder DecoderFunc
 	limits     message.Limits
+	keys       *tlsdec.KeyStore // nil: TLS is not decrypted (--tls=false)
 
 	crashOnStop bool // tests: stop without handing the shards over
 
@@ -78,7 +80,7 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 		}
 		return nil
 	})
-	if err := ensureStreams(ctx, js, cfg.Common.Streams, d.Log); err != nil {
+	if err := ensureStreams(ctx, js, cfg.Common.Streams, cfg.TLS, d.Log); err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped while starting
 		}
@@ -87,8 +89,16 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 	e := &engine{cfg: cfg, log: d.Log, m: m, nc: nc, js: js, newDecoder: newDec,
 		limits:      message.Limits{MaxHeader: cfg.MaxHeader, MaxControl: 125, MaxMessage: cfg.MaxMessage},
 		crashOnStop: cfg.crashOnStop, drain: d.Drain}
-	d.Log.Info("reassembling", "instance", cfg.InstanceID, "shards", len(shards))
 	var wg sync.WaitGroup
+	if cfg.TLS {
+		e.keys = tlsdec.NewKeyStore(cfg.TLSMaxKeys, cfg.TLSKeyMaxAge)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e.consumeKeys(ctx)
+		}()
+	}
+	d.Log.Info("reassembling", "instance", cfg.InstanceID, "shards", len(shards), "tls", cfg.TLS)
 	for _, s := range shards {
 		wg.Add(1)
 		go func() {
@@ -106,10 +116,14 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 // ensureStreams provisions the streams, retrying with short per-call
 // timeouts (the first JetStream request after a server restart can be
 // lost) until ctx ends.
-func ensureStreams(ctx context.Context, js jetstream.JetStream, o proto.StreamOptions, log *slog.Logger) error {
+func ensureStreams(ctx context.Context, js jetstream.JetStream, o proto.StreamOptions, tls bool, log *slog.Logger) error {
+	names := []string{proto.FramesStream, proto.MsgsStream, proto.EventsStream}
+	if tls {
+		names = append(names, proto.KeysStream)
+	}
 	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := proto.EnsureStreams(cctx, js, o, proto.FramesStream, proto.MsgsStream, proto.EventsStream)
+		err := proto.EnsureStreams(cctx, js, o, names...)
 		cancel()
 		if err == nil {
 			return nil

@@ -86,6 +86,9 @@ type worker struct {
 	owned      bool
 	lastMsg    time.Time
 	pubErr     error
+
+	tlsConns  map[*conn]struct{} // TLS connections that may hold ciphertext waiting for keys, or a close waiting for them
+	lingerSet map[*conn]struct{} // the closes waiting for keys
 }
 
 func newWorker(e *engine, shard int) *worker {
@@ -576,7 +579,75 @@ func (w *worker) release(b *batch) {
 // gauges.
 func (w *worker) tick() {
 	w.tr.Expire(w.captureNow())
+	w.pollTLS(false)
 	w.pubTick()
+}
+
+// capLingering bounds what the closes waiting for keys hold: the tracker
+// no longer charges them to --max-memory, so together they may hold at
+// most a quarter of the shard's share; past it the oldest are finished
+// now (what they still hold is given up as undecryptable).
+func (w *worker) capLingering() {
+	var ls []*conn
+	var total int64
+	for c := range w.lingerSet {
+		ls = append(ls, c)
+		total += c.Memory()
+	}
+	limit := w.e.cfg.shardMemory() / 4
+	if total <= limit {
+		return
+	}
+	slices.SortFunc(ls, func(a, b *conn) int { return cmp.Compare(a.linger.tsNs, b.linger.tsNs) })
+	for _, c := range ls {
+		if total <= limit {
+			break
+		}
+		total -= c.Memory()
+		a := c.linger
+		c.finishClose(a.reason, a.tsNs, a.c2s, a.s2c)
+		delete(w.tlsConns, c)
+	}
+}
+
+// tlsActive notes a TLS connection that may wait for keys.
+func (w *worker) tlsActive(c *conn) {
+	if w.tlsConns == nil {
+		w.tlsConns = map[*conn]struct{}{}
+	}
+	w.tlsConns[c] = struct{}{}
+}
+
+// pollTLS lets the TLS connections decrypt what waited for keys that have
+// arrived (or give it up past --tls-hold-time), and finishes the closes
+// that waited for them; with force (a hand-over), every waiting close is
+// finished now, except of connections the successor rebuilds.
+func (w *worker) pollTLS(force bool) {
+	ts := w.tr.Now()
+	w.capLingering()
+	for c := range w.tlsConns {
+		if c.closed {
+			delete(w.tlsConns, c)
+			continue
+		}
+		if force && c.linger != nil && c.replayable {
+			// A hand-over: every batch of the connection is held and
+			// goes back to the server; the successor rebuilds it, close
+			// included, perhaps with keys this instance has not got. Its
+			// close is not published here.
+			delete(w.tlsConns, c)
+			delete(w.lingerSet, c)
+			continue
+		}
+		c.tls.poll(ts)
+		if c.linger != nil && (force || !c.tls.waiting()) {
+			a := c.linger
+			c.finishClose(a.reason, a.tsNs, a.c2s, a.s2c)
+		}
+		if c.closed || (c.linger == nil && !c.tls.waiting()) {
+			delete(w.tlsConns, c)
+		}
+	}
 }
 
 // captureNow estimates the capture time now: the capture time of the last
@@ -681,6 +752,7 @@ func (w *worker) handOver(msgs <-chan jetstream.Msg) {
 	defer cancel()
 	w.pub.retryCtx = ctx
 	w.pubErr = nil
+	w.pollTLS(true)
 	w.tr.CloseIf(func(c *tcp.Conn) bool {
 		cc, ok := c.User.(*conn)
 		return !ok || !cc.replayable
