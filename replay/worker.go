@@ -110,6 +110,14 @@ type worker struct {
 	pinging     bool            // an asynchronous confirmation is in flight
 	pingDone    chan pingResult // its outcome (capacity 1)
 
+	// Delivery ledger (delivered.go): what a previous replay left, what
+	// is known now, the Written last stored, the highest seq written.
+	markLoaded bool
+	prev       deliveryMark
+	mark       deliveryMark
+	saved      uint64
+	written    uint64
+
 	cmp    *compare.Conn
 	expect *compare.Builder // production response being received (dial mode)
 	tcpExp *compare.Builder // production byte stream of a raw TCP connection
@@ -295,6 +303,11 @@ func (w *worker) handle(ctx context.Context, e *entry) bool {
 		w.r.ack(e)
 	case c.Dir == w.sendDir():
 		w.sendChunk(ctx, e)
+		if c.Last && !w.r.acks.holds(e.streamSeq) {
+			// Handled at once (skipped, aborted, failed, a control
+			// message): nothing of it is left to send.
+			w.mark.add(c.Seq)
+		}
 	case w.cmp != nil:
 		w.expectChunk(e)
 		w.r.ack(e)
@@ -544,6 +557,10 @@ func (w *worker) writeParts(ctx context.Context, mw msgWriter, parts []uint64) e
 func (w *worker) sendChunk(ctx context.Context, e *entry) {
 	c := &e.chunk
 	cfg := w.r.cfg
+	if out := w.priorOutcome(c); out != "" {
+		w.skipPrior(e, out)
+		return
+	}
 	if w.failed {
 		w.r.ack(e)
 		if c.Last {
@@ -689,11 +706,21 @@ func (w *worker) undeliverableCur(e *entry, err error) {
 func (w *worker) writeChunk(ctx context.Context, e *entry) error {
 	m := w.cur
 	c := &e.chunk
+	if c.Last && !w.intend(ctx, c.Seq) {
+		return ctx.Err()
+	}
 	for {
 		if err := w.ensure(ctx); err != nil {
 			return err
 		}
 		var err error
+		if c.Last {
+			if ctx.Err() != nil {
+				return ctx.Err() // stopping: not begun, so not in doubt
+			}
+			// From here the test system may receive the message whole.
+			w.written = max(w.written, c.Seq)
+		}
 		if c.Index == 0 && c.Last && !m.marked {
 			// A whole message in one chunk: one frame.
 			err = w.sink.WriteMessage(ctx, m.first.Opcode, e.data)
@@ -812,6 +839,7 @@ func (w *worker) confirm(ctx context.Context) error {
 		}
 		err := w.ensure(ctx)
 		if err == nil {
+			_ = sleepCtx(ctx, w.r.cfg.confirmDelay)
 			err = w.sink.Confirm(ctx)
 			if err != nil {
 				if ctx.Err() != nil {
@@ -829,7 +857,7 @@ func (w *worker) confirm(ctx context.Context) error {
 			w.giveUp(ctx, err)
 			return err
 		}
-		w.confirmed(len(w.unconfirmed))
+		w.confirmed(ctx, len(w.unconfirmed))
 	}
 	return nil
 }
@@ -855,6 +883,7 @@ func (w *worker) startConfirm(ctx context.Context) error {
 	s, n := w.sink, len(w.unconfirmed)
 	w.pinging = true
 	go func() {
+		_ = sleepCtx(ctx, w.r.cfg.confirmDelay)
 		err := s.Confirm(ctx)
 		w.pingDone <- pingResult{s: s, n: n, err: err}
 	}()
@@ -872,7 +901,7 @@ func (w *worker) handlePing(ctx context.Context, res pingResult) {
 		w.dropSink() // the next write or confirmation reconnects and rewrites
 		return
 	}
-	w.confirmed(min(res.n, len(w.unconfirmed)))
+	w.confirmed(ctx, min(res.n, len(w.unconfirmed)))
 }
 
 // waitPing waits for an asynchronous confirmation in flight.
@@ -899,12 +928,13 @@ func (w *worker) pollPing(ctx context.Context) {
 	}
 }
 
-// confirmed acknowledges the first n unconfirmed messages and publishes
-// their results.
-func (w *worker) confirmed(n int) {
+// confirmed publishes the results of the first n unconfirmed messages,
+// records them as delivered in the delivery ledger and then acknowledges
+// them: a replay crashing in between finds them recorded and does not send
+// them again.
+func (w *worker) confirmed(ctx context.Context, n int) {
 	now := time.Now()
 	for _, m := range w.unconfirmed[:n] {
-		w.r.acks.ackAll(m.parts)
 		result, reason := "sent", ""
 		if !m.last.Complete {
 			reason = fmt.Sprintf("incomplete (%d bytes missing), sent by --incomplete=%s", m.last.Missing, w.r.cfg.Incomplete)
@@ -923,6 +953,12 @@ func (w *worker) confirmed(n int) {
 			w.r.m.latency.Observe(now.Sub(m.arrived).Seconds())
 		}
 		w.r.reportMsg(w, m, result, reason, lag)
+		w.mark.add(m.first.Seq)
+	}
+	if w.saveMark(ctx) {
+		for _, m := range w.unconfirmed[:n] {
+			w.r.acks.ackAll(m.parts)
+		}
 	}
 	rest := copy(w.unconfirmed, w.unconfirmed[n:])
 	clear(w.unconfirmed[rest:])
@@ -1025,6 +1061,7 @@ func (w *worker) giveUp(ctx context.Context, err error) {
 	reason := err.Error()
 	for _, m := range w.unconfirmed {
 		w.r.acks.ackAll(m.parts)
+		w.mark.add(m.first.Seq)
 		w.sum.Failed++
 		w.r.m.messages.WithLabelValues("failed").Inc()
 		w.r.reportMsg(w, m, "failed", reason, 0)
@@ -1113,6 +1150,9 @@ func (w *worker) reportComparison(o compare.Outcome) {
 // finish ends the connection: the test connection is closed gracefully,
 // the comparison is completed and the summary published.
 func (w *worker) finish(end string) {
+	if end == "shutdown" && !w.r.cfg.noNakOnStop {
+		w.confirmOnStop()
+	}
 	if w.cur != nil && !w.cur.skip {
 		// The connection (or replay) ended inside a message: never
 		// complete it.
@@ -1136,6 +1176,9 @@ func (w *worker) finish(end string) {
 	}
 	if len(w.unconfirmed) > 0 && end != "shutdown" {
 		_ = w.confirm(context.Background())
+	}
+	if end != "shutdown" || !w.r.cfg.noNakOnStop {
+		w.settleMark()
 	}
 	if w.sink != nil {
 		if end == "shutdown" {
@@ -1197,6 +1240,23 @@ func (w *worker) finish(end string) {
 		w.r.m.connsTotal.WithLabelValues(end).Inc()
 	}
 	w.r.publish(Result{Kind: "summary", Conn: w.id, VNI: w.vni, shard: w.shard, Result: result, Summary: &w.sum, Target: w.target()})
+}
+
+// confirmOnStop confirms, when replay stops, what the test system has
+// read, so the next replay need not report it in doubt.
+func (w *worker) confirmOnStop() {
+	if w.pinging {
+		<-w.pingDone // its context has ended: it returns at once
+		w.pinging = false
+	}
+	if len(w.unconfirmed) == 0 || w.sink == nil || w.failed {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := w.sink.Confirm(ctx); err == nil {
+		w.confirmed(ctx, len(w.unconfirmed))
+	}
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {
