@@ -185,7 +185,7 @@ func (w *worker) intend(ctx context.Context, seq uint64) bool {
 	w.q.mu.Lock()
 	for _, e := range w.q.items {
 		c := &e.chunk
-		if e.kind == proto.KindData && c.Dir == w.sendDir() && c.Last && c.Seq > ahead && c.Seq <= seq+markAhead {
+		if e.kind == proto.KindData && c.Dir == w.sendDir() && c.Last && c.Complete && c.Seq > ahead && c.Seq <= seq+markAhead {
 			ahead = c.Seq
 		}
 	}
