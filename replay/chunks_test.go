@@ -6,6 +6,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/tapline/tapline/proto"
 	"github.com/tapline/tapline/replay/internal/testsys"
 )
 
@@ -22,17 +23,59 @@ func withoutMsgID(m *nats.Msg) *nats.Msg {
 	return c
 }
 
-// TestChunksOutOfOrderNeverFinished: the chunks of a large message reach
-// replay out of order (as redeliveries after a crash can). Replay must not
-// write them in arrival order and finish the message — the test system
-// would read a complete message with other bytes. It aborts it and reports
-// it skipped, once.
-func TestChunksOutOfOrderNeverFinished(t *testing.T) {
+// TestChunksOutOfOrderReordered: the chunks of a large message reach
+// replay out of order (as redeliveries after restarts do), the first chunk
+// itself late or not. Replay puts them back in order: the test system
+// reads the message exactly, once, and it is reported sent.
+func TestChunksOutOfOrderReordered(t *testing.T) {
+	for name, order := range map[string][]int{"middle-late": {0, 2, 1, 3}, "first-late": {1, 0, 3, 2}, "reversed": {3, 2, 1, 0}} {
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t)
+			srv := testsys.NewWS(t)
+			c := newConv(1, "/order")
+			c.add(proto.ClientToServer, proto.OpText, []byte("before"))
+			chunks, payload := bigMsg(c, 4, 21)
+			c.add(proto.ClientToServer, proto.OpText, []byte("after"))
+			msgs := []*nats.Msg{c.open("websocket")}
+			for ch := range c.msgs[0].Chunks() {
+				msgs = append(msgs, ch)
+			}
+			for _, i := range order {
+				msgs = append(msgs, chunks[i])
+			}
+			for ch := range c.msgs[2].Chunks() {
+				msgs = append(msgs, ch)
+			}
+			e.publish(append(msgs, c.close())...)
+			e.startReplay(nil, "--target", srv.URL(), "--compare=false", "--ack-wait", "2s")
+			rs := e.waitResults(60*time.Second, "the connection summary", func(rs []resultMsg) bool {
+				return countKind(rs, "summary") >= 1
+			})
+			recs := srv.Records()
+			if len(recs) != 3 || recs[1].SHA256 != digest(payload) || string(recs[0].Payload) != "before" || string(recs[2].Payload) != "after" {
+				for _, r := range rs {
+					t.Logf("result %+v", r.body)
+				}
+				t.Fatalf("test system read %d messages, want before, the %d-byte message exactly, after", len(recs), len(payload))
+			}
+			if n := countResults(rs, "message", "sent"); n != 3 {
+				t.Fatalf("%d sent results, want 3", n)
+			}
+			waitAcked(t, e, "tapline-replay")
+		})
+	}
+}
+
+// TestChunkMissingNeverFinished: a chunk of a large message never comes
+// (its connection's close event does). Replay must not finish the message
+// without it — the test system would read a complete message with other
+// bytes. It aborts it and reports it skipped, once.
+func TestChunkMissingNeverFinished(t *testing.T) {
 	e := newEnv(t)
 	srv := testsys.NewWS(t)
 	c := newConv(1, "/order")
 	chunks, payload := bigMsg(c, 4, 21)
-	e.publish(c.open("websocket"), chunks[0], chunks[2], chunks[1], chunks[3], c.close())
+	e.publish(c.open("websocket"), chunks[0], chunks[2], chunks[3], c.close())
 	e.startReplay(nil, "--target", srv.URL(), "--compare=false", "--ack-wait", "2s")
 	rs := e.waitResults(60*time.Second, "the connection summary", func(rs []resultMsg) bool {
 		return countKind(rs, "summary") >= 1

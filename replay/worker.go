@@ -74,6 +74,7 @@ type outMsg struct {
 	reason  string // why skipped
 	arrived time.Time
 	tries   int
+	ahead   map[int]*entry // chunks held until their turn (reorder.go)
 }
 
 // worker replays one original connection.
@@ -104,6 +105,7 @@ type worker struct {
 	failed      bool // gave up: everything is reported failed
 
 	cur         *outMsg
+	early       []*entry // chunks held until their message's first chunk comes (reorder.go)
 	unconfirmed []*outMsg
 	unconfBytes int64
 	unconfSince time.Time
@@ -308,6 +310,7 @@ func (w *worker) handle(ctx context.Context, e *entry) bool {
 			// message): nothing of it is left to send.
 			w.mark.add(c.Seq)
 		}
+		w.drainAhead(ctx)
 	case w.cmp != nil:
 		w.expectChunk(e)
 		w.r.ack(e)
@@ -573,18 +576,22 @@ func (w *worker) sendChunk(ctx context.Context, e *entry) {
 			w.abortCur(ctx, "message ended without its last chunk")
 		}
 		w.cur = &outMsg{first: *c, arrived: e.arrived}
+		if len(w.early) > 0 {
+			w.takeEarly(w.cur)
+		}
 		if c.Opcode != proto.OpPing && c.Opcode != proto.OpPong && c.Opcode != proto.OpClose {
 			if err := w.r.pacer.WaitMessage(ctx, c.FirstNs); err != nil {
 				return
 			}
 		}
 	} else if w.cur == nil || w.cur.first.Seq != c.Seq {
-		// The consumer started in the middle of this message.
-		w.r.ack(e)
-		if c.Last {
-			w.r.report(w, e, "skipped", "first chunks of the message were not seen by replay", 0)
-			w.sum.Skipped++
+		// The message's first chunk has not come: it may be a late
+		// redelivery (kept back, bounded), or the consumer started in
+		// the middle of this message.
+		if (w.cur == nil || w.cur.first.Seq < c.Seq) && w.holdEarly(e) {
+			return
 		}
+		w.firstNotSeen(e)
 		return
 	}
 	m := w.cur
@@ -597,8 +604,13 @@ func (w *worker) sendChunk(ctx context.Context, e *entry) {
 		}
 		if c.Index != m.last.Index+1 {
 			// A chunk is missing before this one (entries redelivered
-			// out of order): the message cannot be finished exactly.
-			if !w.stopStreaming(ctx, m, fmt.Sprintf("chunk %d came after chunk %d: message aborted, never finished out of order", c.Index, m.last.Index)) {
+			// out of order): keep this one back until the missing ones
+			// come; beyond the bound the message cannot be finished
+			// exactly.
+			if w.holdAhead(m, e) {
+				return
+			}
+			if !w.stopStreaming(ctx, m, fmt.Sprintf("chunk %d came after chunk %d with %d chunks already held back: message aborted, never finished out of order", c.Index, m.last.Index, maxHeldChunks)) {
 				return
 			}
 		}
@@ -691,6 +703,7 @@ func (w *worker) undeliverableCur(e *entry, err error) {
 		w.sink = nil
 	}
 	w.r.acks.ackAll(m.parts)
+	w.dropAhead(m)
 	w.r.ack(e)
 	if e.chunk.Last {
 		// Otherwise the last chunk is counted when it arrives (filtered).
@@ -991,6 +1004,8 @@ func (w *worker) abortCur(ctx context.Context, reason string) {
 		reason += fmt.Sprintf(": message aborted after %d bytes were streamed (connection closed with status 1011)", m.size)
 	}
 	w.r.acks.ackAll(m.parts)
+	w.dropAhead(m)
+	w.mark.add(m.first.Seq)
 	w.sum.Skipped++
 	w.sum.Incomplete++
 	w.r.m.messages.WithLabelValues("skipped").Inc()
@@ -1165,6 +1180,7 @@ func (w *worker) finish(end string) {
 		// A message being skipped whose last chunk never came: its
 		// result would otherwise never be published.
 		w.cur = nil
+		w.dropAhead(m)
 		result := "skipped"
 		if w.failed {
 			result = "failed"
@@ -1173,6 +1189,9 @@ func (w *worker) finish(end string) {
 		w.sum.Skipped++
 		w.r.m.messages.WithLabelValues(result).Inc()
 		w.r.reportMsg(w, m, result, m.reason+"; the connection ended inside the message", 0)
+	}
+	if end != "shutdown" {
+		w.flushEarly()
 	}
 	if len(w.unconfirmed) > 0 && end != "shutdown" {
 		_ = w.confirm(context.Background())
