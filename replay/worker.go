@@ -75,6 +75,7 @@ type outMsg struct {
 	arrived time.Time
 	tries   int
 	ahead   map[int]*entry // chunks held until their turn (reorder.go)
+	sent    hubSent        // listen mode: where it was written whole
 }
 
 // worker replays one original connection.
@@ -503,6 +504,12 @@ func (w *worker) dropSink() {
 // the chunks written so far of the message in progress.
 func (w *worker) rewrite(ctx context.Context) error {
 	for _, m := range w.unconfirmed {
+		if w.hub != nil {
+			// Listen mode: written whole to test connections, the
+			// message is confirmed by one of them or in doubt, never
+			// sent again to others (the test system would get it twice).
+			break
+		}
 		mw, err := w.beginMsg(ctx, m)
 		if err != nil {
 			return err
@@ -765,6 +772,9 @@ func (w *worker) writeChunk(ctx context.Context, e *entry) error {
 		m.parts = append(m.parts, e.streamSeq)
 		m.size += int64(len(e.data))
 		if c.Last {
+			if hs, ok := w.sink.(*hubSink); ok {
+				m.sent = hs.last
+			}
 			m.w = nil
 			w.cur = nil
 			if len(w.unconfirmed) == 0 {
@@ -846,6 +856,12 @@ func (w *worker) sendControl(ctx context.Context, e *entry) {
 // acknowledges them and publishes their results.
 func (w *worker) confirm(ctx context.Context) error {
 	w.waitPing(ctx)
+	if w.hub != nil && len(w.unconfirmed) > 0 {
+		n := len(w.unconfirmed)
+		_ = sleepCtx(ctx, w.r.cfg.confirmDelay)
+		w.settle(ctx, n, w.hub.confirmSent(ctx, w.r.cfg.WriteTimeout, w.hubSents(n)))
+		return ctx.Err()
+	}
 	for len(w.unconfirmed) > 0 {
 		if w.failed {
 			return nil
@@ -870,7 +886,7 @@ func (w *worker) confirm(ctx context.Context) error {
 			w.giveUp(ctx, err)
 			return err
 		}
-		w.confirmed(ctx, len(w.unconfirmed))
+		w.settle(ctx, len(w.unconfirmed), nil)
 	}
 	return nil
 }
@@ -880,6 +896,7 @@ type pingResult struct {
 	s   sink
 	n   int // messages written before the ping
 	err error
+	ok  []bool // listen mode: which of them were confirmed
 }
 
 // startConfirm asks the test system to confirm what was written without
@@ -895,6 +912,14 @@ func (w *worker) startConfirm(ctx context.Context) error {
 	}
 	s, n := w.sink, len(w.unconfirmed)
 	w.pinging = true
+	if w.hub != nil {
+		sents := w.hubSents(n)
+		go func() {
+			_ = sleepCtx(ctx, w.r.cfg.confirmDelay)
+			w.pingDone <- pingResult{n: n, ok: w.hub.confirmSent(ctx, w.r.cfg.WriteTimeout, sents)}
+		}()
+		return nil
+	}
 	go func() {
 		_ = sleepCtx(ctx, w.r.cfg.confirmDelay)
 		err := s.Confirm(ctx)
@@ -906,6 +931,12 @@ func (w *worker) startConfirm(ctx context.Context) error {
 // handlePing applies an asynchronous confirmation's outcome.
 func (w *worker) handlePing(ctx context.Context, res pingResult) {
 	w.pinging = false
+	if res.ok != nil {
+		if ctx.Err() == nil {
+			w.settle(ctx, min(res.n, len(w.unconfirmed)), res.ok)
+		}
+		return
+	}
 	if res.s != w.sink || ctx.Err() != nil {
 		return // the connection was replaced: its messages were rewritten
 	}
@@ -914,7 +945,7 @@ func (w *worker) handlePing(ctx context.Context, res pingResult) {
 		w.dropSink() // the next write or confirmation reconnects and rewrites
 		return
 	}
-	w.confirmed(ctx, min(res.n, len(w.unconfirmed)))
+	w.settle(ctx, min(res.n, len(w.unconfirmed)), nil)
 }
 
 // waitPing waits for an asynchronous confirmation in flight.
@@ -941,13 +972,22 @@ func (w *worker) pollPing(ctx context.Context) {
 	}
 }
 
-// confirmed publishes the results of the first n unconfirmed messages,
-// records them as delivered in the delivery ledger and then acknowledges
-// them: a replay crashing in between finds them recorded and does not send
-// them again.
-func (w *worker) confirmed(ctx context.Context, n int) {
+// settle publishes the results of the first n unconfirmed messages —
+// sent, or in doubt where ok (nil: all confirmed) says the test
+// connections they were written to closed unconfirmed —, records them in
+// the delivery ledger and then acknowledges them: a replay crashing in
+// between finds them recorded and does not send them again.
+func (w *worker) settle(ctx context.Context, n int, ok []bool) {
 	now := time.Now()
-	for _, m := range w.unconfirmed[:n] {
+	for i, m := range w.unconfirmed[:n] {
+		if ok != nil && i < len(ok) && !ok[i] {
+			w.unconfBytes -= m.size
+			w.sum.InDoubt++
+			w.r.m.messages.WithLabelValues(ResultInDoubt).Inc()
+			w.r.reportMsg(w, m, ResultInDoubt, reasonInDoubtConn, 0)
+			w.mark.add(m.first.Seq)
+			continue
+		}
 		result, reason := "sent", ""
 		if !m.last.Complete {
 			reason = fmt.Sprintf("incomplete (%d bytes missing), sent by --incomplete=%s", m.last.Missing, w.r.cfg.Incomplete)
@@ -1268,13 +1308,18 @@ func (w *worker) confirmOnStop() {
 		<-w.pingDone // its context has ended: it returns at once
 		w.pinging = false
 	}
-	if len(w.unconfirmed) == 0 || w.sink == nil || w.failed {
+	if len(w.unconfirmed) == 0 || (w.sink == nil && w.hub == nil) || w.failed {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
+	if w.hub != nil {
+		n := len(w.unconfirmed)
+		w.settle(ctx, n, w.hub.confirmSent(ctx, 3*time.Second, w.hubSents(n)))
+		return
+	}
 	if err := w.sink.Confirm(ctx); err == nil {
-		w.confirmed(ctx, len(w.unconfirmed))
+		w.settle(ctx, len(w.unconfirmed), nil)
 	}
 }
 
