@@ -194,18 +194,17 @@ func (w *worker) intend(ctx context.Context, seq uint64) bool {
 	return w.saveMark(ctx)
 }
 
-// settleMark records, when the connection stops being replayed here, that
-// nothing beyond what was really written is in doubt (the intent covered
-// queued messages ahead), keeping what a previous replay left in doubt.
+// settleMark records, when the connection stops being replayed here, what
+// was handled, and that nothing beyond what was really written is in doubt
+// (the intent covered queued messages ahead), keeping what a previous
+// replay left in doubt.
 func (w *worker) settleMark() {
 	if w.r.opens == nil || w.r.cfg.noDeliveryLedger || !w.markLoaded {
 		return
 	}
-	want := max(w.written, w.prev.Written, w.mark.Done)
-	if want >= w.mark.Written && w.mark.Written == w.saved {
-		return
-	}
-	w.mark.Written = want
+	w.mark.Written = min(w.mark.Written, max(w.written, w.prev.Written, w.mark.Done))
+	// Saved even when unchanged: the seqs handled at once since the
+	// last confirmation are in it too.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	w.saveMark(ctx)

@@ -290,7 +290,7 @@ func (w *worker) handle(ctx context.Context, e *entry) bool {
 		return false
 	case proto.KindClose:
 		w.sum.Loss = e.close
-		w.r.markFinished(w.id, w.lastSeq)
+		w.r.markFinished(w.id, finishedConn{mark: w.mark.clone(), prev: w.prev.clone()})
 		w.r.ack(e)
 		return true
 	}
@@ -1265,6 +1265,9 @@ func (w *worker) finish(end string) {
 	if w.openSeq != 0 {
 		w.r.acks.ack(w.openSeq)
 		w.openSeq = 0
+	}
+	if end == "close" {
+		w.r.markFinished(w.id, finishedConn{mark: w.mark.clone(), prev: w.prev.clone()})
 	}
 	if w.r.opens != nil && end == "close" {
 		// An idle connection may go on later: its record stays (bounded
