@@ -30,10 +30,17 @@ import (
 //     (Done, Written] and not in Above was possibly read by the test
 //     system but never confirmed: it is in doubt, and reported so instead
 //     of being sent again.
+//
+// DoneStream and WrittenStream are the highest stream sequences of those
+// messages' last chunks: a verdict applies only to entries at or below
+// them, so a later message that reuses a seq (a reassembler restarted
+// inside the connection) is never taken for one handled before.
 type deliveryMark struct {
-	Done    uint64   `json:"d"`
-	Above   []uint64 `json:"x,omitempty"`
-	Written uint64   `json:"w"`
+	Done          uint64   `json:"d"`
+	Above         []uint64 `json:"x,omitempty"`
+	Written       uint64   `json:"w"`
+	DoneStream    uint64   `json:"ds,omitempty"`
+	WrittenStream uint64   `json:"ws,omitempty"`
 }
 
 // maxMarkAbove bounds Above: beyond it the lowest seqs not yet handled are
@@ -46,8 +53,14 @@ const maxMarkAbove = 256
 // the batch's messages not yet written are reported in doubt too).
 const markAhead = 64
 
-// doneSeq reports whether seq was handled according to the mark.
-func (m *deliveryMark) doneSeq(seq uint64) bool {
+// doneSeq reports whether the message seq, an entry of which has stream
+// sequence stream, was handled according to the mark.
+func (m *deliveryMark) doneSeq(seq, stream uint64) bool {
+	return stream <= m.DoneStream && m.handled(seq)
+}
+
+// handled reports whether seq is among the handled seqs.
+func (m *deliveryMark) handled(seq uint64) bool {
 	if seq <= m.Done {
 		return true
 	}
@@ -57,13 +70,16 @@ func (m *deliveryMark) doneSeq(seq uint64) bool {
 
 // inDoubt reports whether seq may have been read by the test system
 // without being confirmed.
-func (m *deliveryMark) inDoubt(seq uint64) bool {
-	return seq > m.Done && seq <= m.Written && !m.doneSeq(seq)
+func (m *deliveryMark) inDoubt(seq, stream uint64) bool {
+	return seq <= m.Written && stream <= m.WrittenStream && !m.handled(seq)
 }
 
-// add records seq as handled and compacts Above into Done.
-func (m *deliveryMark) add(seq uint64) {
-	if m.doneSeq(seq) {
+// add records the message seq, whose last chunk has stream sequence
+// stream, as handled, and compacts Above into Done.
+func (m *deliveryMark) add(seq, stream uint64) {
+	m.DoneStream = max(m.DoneStream, stream)
+	m.WrittenStream = max(m.WrittenStream, m.DoneStream)
+	if m.handled(seq) {
 		return
 	}
 	i, _ := slices.BinarySearch(m.Above, seq)
@@ -154,7 +170,7 @@ func (w *worker) saveMark(ctx context.Context) bool {
 		err := w.r.opens.putMark(pctx, w.id, w.mark)
 		cancel()
 		if err == nil {
-			w.saved = w.mark.Written
+			w.saved, w.savedStream = w.mark.Written, w.mark.WrittenStream
 			return true
 		}
 		w.r.m.errors.WithLabelValues("ledger").Inc()
@@ -170,8 +186,8 @@ func (w *worker) saveMark(ctx context.Context) bool {
 // one record covers the messages already queued behind it (at most
 // markAhead), so a backlog of small messages costs one write per batch;
 // paced, each message gets its own record while it waits for its time.
-func (w *worker) intend(ctx context.Context, seq uint64) bool {
-	if seq <= w.saved || w.r.opens == nil || w.r.cfg.noDeliveryLedger {
+func (w *worker) intend(ctx context.Context, seq, stream uint64) bool {
+	if seq <= w.saved && stream <= w.savedStream || w.r.opens == nil || w.r.cfg.noDeliveryLedger {
 		return true
 	}
 	ahead := seq
@@ -180,17 +196,21 @@ func (w *worker) intend(ctx context.Context, seq uint64) bool {
 		// covering them would put them in doubt long before they are
 		// written. One record per message.
 		w.mark.Written = max(w.mark.Written, seq)
+		w.mark.WrittenStream = max(w.mark.WrittenStream, stream)
 		return w.saveMark(ctx)
 	}
+	aheadStream := stream
 	w.q.mu.Lock()
 	for _, e := range w.q.items {
 		c := &e.chunk
 		if e.kind == proto.KindData && c.Dir == w.sendDir() && c.Last && c.Complete && c.Seq > ahead && c.Seq <= seq+markAhead {
 			ahead = c.Seq
+			aheadStream = max(aheadStream, e.streamSeq)
 		}
 	}
 	w.q.mu.Unlock()
 	w.mark.Written = max(w.mark.Written, ahead)
+	w.mark.WrittenStream = max(w.mark.WrittenStream, aheadStream)
 	return w.saveMark(ctx)
 }
 
@@ -203,6 +223,7 @@ func (w *worker) settleMark() {
 		return
 	}
 	w.mark.Written = min(w.mark.Written, max(w.written, w.prev.Written, w.mark.Done))
+	w.mark.WrittenStream = min(w.mark.WrittenStream, max(w.writtenStream, w.prev.WrittenStream, w.mark.DoneStream))
 	// Saved even when unchanged: the seqs handled at once since the
 	// last confirmation are in it too.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -214,14 +235,14 @@ func (w *worker) settleMark() {
 // delivery mark: "done" (handled before: acknowledged without sending),
 // "doubt" (a data message a previous replay may have delivered without
 // confirmation) or "" (to be sent).
-func (w *worker) priorOutcome(c *proto.Chunk) string {
+func (w *worker) priorOutcome(c *proto.Chunk, stream uint64) string {
 	if !w.markLoaded {
 		w.loadMark()
 	}
 	switch {
-	case w.mark.doneSeq(c.Seq):
+	case w.mark.doneSeq(c.Seq, stream):
 		return "done"
-	case w.prev.inDoubt(c.Seq) && (c.Opcode == proto.OpText || c.Opcode == proto.OpBinary || c.Opcode == proto.OpTCP):
+	case w.prev.inDoubt(c.Seq, stream) && (c.Opcode == proto.OpText || c.Opcode == proto.OpBinary || c.Opcode == proto.OpTCP):
 		return "doubt"
 	}
 	return ""
@@ -238,7 +259,7 @@ func (w *worker) skipPrior(e *entry, outcome string) {
 	if outcome != "doubt" || !c.Last {
 		return
 	}
-	w.mark.add(c.Seq)
+	w.mark.add(c.Seq, e.streamSeq)
 	w.sum.InDoubt++
 	w.r.m.messages.WithLabelValues(ResultInDoubt).Inc()
 	w.r.report(w, e, ResultInDoubt, reasonInDoubt, 0)

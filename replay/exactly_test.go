@@ -75,3 +75,38 @@ func TestCrashNeverSendsTwice(t *testing.T) {
 	}
 	waitAcked(t, e, "tapline-replay")
 }
+
+// TestReusedSeqNotTakenForDelivered: after a connection's messages were
+// delivered (and recorded in the delivery ledger), later entries of the
+// same connection reuse their seqs with other payloads (as a reassembler
+// restarted inside a connection can publish). They are later in the
+// stream than anything recorded, so they are delivered, not acknowledged
+// as already handled.
+func TestReusedSeqNotTakenForDelivered(t *testing.T) {
+	e := newEnv(t)
+	srv := testsys.NewWS(t)
+	c := newConv(1, "/reuse")
+	for _, p := range []string{"a", "b", "c"} {
+		c.add(proto.ClientToServer, proto.OpText, []byte(p))
+	}
+	e.publish(c.entries("websocket")[:4]...) // open and the three messages
+	e.startReplay(nil, "--target", srv.URL(), "--compare=false", "--conn-idle", "500ms")
+	srv.Wait(t, 30*time.Second, "the first messages", func(rs []testsys.Record) bool { return len(rs) == 3 })
+	waitAcked(t, e, "tapline-replay")
+	again := newConv(1, "/reuse")
+	for _, p := range []string{"d", "e"} {
+		again.add(proto.ClientToServer, proto.OpText, []byte(p))
+	}
+	var msgs []*nats.Msg
+	for _, m := range again.msgs {
+		for ch := range m.Chunks() {
+			msgs = append(msgs, withoutMsgID(ch))
+		}
+	}
+	e.publish(append(msgs, c.close())...)
+	recs := srv.Wait(t, 30*time.Second, "the messages reusing seqs 1 and 2", func(rs []testsys.Record) bool { return len(rs) == 5 })
+	if string(recs[3].Payload) != "d" || string(recs[4].Payload) != "e" {
+		t.Fatalf("test system got %q, %q after the first messages, want d, e", recs[3].Payload, recs[4].Payload)
+	}
+	waitAcked(t, e, "tapline-replay")
+}

@@ -58,7 +58,7 @@ func (w *worker) drainAhead(ctx context.Context) {
 		w.sendChunk(ctx, next)
 		w.release(next)
 		if next.chunk.Last && !w.r.acks.holds(next.streamSeq) {
-			w.mark.add(next.chunk.Seq)
+			w.mark.add(next.chunk.Seq, next.streamSeq)
 		}
 	}
 }
@@ -132,6 +132,6 @@ func (w *worker) firstNotSeen(e *entry) {
 	if e.chunk.Last {
 		w.r.report(w, e, "skipped", "first chunks of the message were not seen by replay", 0)
 		w.sum.Skipped++
-		w.mark.add(e.chunk.Seq)
+		w.mark.add(e.chunk.Seq, e.streamSeq)
 	}
 }

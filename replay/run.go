@@ -368,7 +368,7 @@ func (r *runner) workerFor(e *entry) *worker {
 // replayed, not dropped.
 func (r *runner) staleAfterClose(e *entry, mark deliveryMark) bool {
 	c := &e.chunk
-	return e.kind != proto.KindData || c.Dir != proto.Direction(r.cfg.Dir) || mark.doneSeq(c.Seq)
+	return e.kind != proto.KindData || c.Dir != proto.Direction(r.cfg.Dir) || mark.doneSeq(c.Seq, e.streamSeq)
 }
 
 // retire removes an idle worker if nothing was queued meanwhile.

@@ -78,6 +78,15 @@ type outMsg struct {
 	sent    hubSent        // listen mode: where it was written whole
 }
 
+// lastStream is the highest stream sequence of the message's chunks.
+func (m *outMsg) lastStream() uint64 {
+	var s uint64
+	for _, p := range m.parts {
+		s = max(s, p)
+	}
+	return s
+}
+
 // worker replays one original connection.
 type worker struct {
 	r     *runner
@@ -115,11 +124,13 @@ type worker struct {
 
 	// Delivery ledger (delivered.go): what a previous replay left, what
 	// is known now, the Written last stored, the highest seq written.
-	markLoaded bool
-	prev       deliveryMark
-	mark       deliveryMark
-	saved      uint64
-	written    uint64
+	markLoaded    bool
+	prev          deliveryMark
+	mark          deliveryMark
+	saved         uint64
+	written       uint64
+	writtenStream uint64
+	savedStream   uint64
 
 	cmp    *compare.Conn
 	expect *compare.Builder // production response being received (dial mode)
@@ -309,7 +320,7 @@ func (w *worker) handle(ctx context.Context, e *entry) bool {
 		if c.Last && !w.r.acks.holds(e.streamSeq) {
 			// Handled at once (skipped, aborted, failed, a control
 			// message): nothing of it is left to send.
-			w.mark.add(c.Seq)
+			w.mark.add(c.Seq, e.streamSeq)
 		}
 		w.drainAhead(ctx)
 	case w.cmp != nil:
@@ -567,7 +578,7 @@ func (w *worker) writeParts(ctx context.Context, mw msgWriter, parts []uint64) e
 func (w *worker) sendChunk(ctx context.Context, e *entry) {
 	c := &e.chunk
 	cfg := w.r.cfg
-	if out := w.priorOutcome(c); out != "" {
+	if out := w.priorOutcome(c, e.streamSeq); out != "" {
 		w.skipPrior(e, out)
 		return
 	}
@@ -726,7 +737,7 @@ func (w *worker) undeliverableCur(e *entry, err error) {
 func (w *worker) writeChunk(ctx context.Context, e *entry) error {
 	m := w.cur
 	c := &e.chunk
-	if c.Last && !w.intend(ctx, c.Seq) {
+	if c.Last && !w.intend(ctx, c.Seq, e.streamSeq) {
 		return ctx.Err()
 	}
 	for {
@@ -740,6 +751,7 @@ func (w *worker) writeChunk(ctx context.Context, e *entry) error {
 			}
 			// From here the test system may receive the message whole.
 			w.written = max(w.written, c.Seq)
+			w.writtenStream = max(w.writtenStream, e.streamSeq)
 		}
 		if c.Index == 0 && c.Last && !m.marked {
 			// A whole message in one chunk: one frame.
@@ -985,7 +997,7 @@ func (w *worker) settle(ctx context.Context, n int, ok []bool) {
 			w.sum.InDoubt++
 			w.r.m.messages.WithLabelValues(ResultInDoubt).Inc()
 			w.r.reportMsg(w, m, ResultInDoubt, reasonInDoubtConn, 0)
-			w.mark.add(m.first.Seq)
+			w.mark.add(m.first.Seq, m.lastStream())
 			continue
 		}
 		result, reason := "sent", ""
@@ -1006,7 +1018,7 @@ func (w *worker) settle(ctx context.Context, n int, ok []bool) {
 			w.r.m.latency.Observe(now.Sub(m.arrived).Seconds())
 		}
 		w.r.reportMsg(w, m, result, reason, lag)
-		w.mark.add(m.first.Seq)
+		w.mark.add(m.first.Seq, m.lastStream())
 	}
 	if w.saveMark(ctx) {
 		for _, m := range w.unconfirmed[:n] {
@@ -1045,7 +1057,7 @@ func (w *worker) abortCur(ctx context.Context, reason string) {
 	}
 	w.r.acks.ackAll(m.parts)
 	w.dropAhead(m)
-	w.mark.add(m.first.Seq)
+	w.mark.add(m.first.Seq, m.lastStream())
 	w.sum.Skipped++
 	w.sum.Incomplete++
 	w.r.m.messages.WithLabelValues("skipped").Inc()
@@ -1116,7 +1128,7 @@ func (w *worker) giveUp(ctx context.Context, err error) {
 	reason := err.Error()
 	for _, m := range w.unconfirmed {
 		w.r.acks.ackAll(m.parts)
-		w.mark.add(m.first.Seq)
+		w.mark.add(m.first.Seq, m.lastStream())
 		w.sum.Failed++
 		w.r.m.messages.WithLabelValues("failed").Inc()
 		w.r.reportMsg(w, m, "failed", reason, 0)
