@@ -132,3 +132,34 @@ func countKind(rs []resultMsg, kind string) int {
 	}
 	return n
 }
+
+// TestChunkMissingWaitBounded: chunks held back for a missing one wait at
+// most about an ack wait (redeliveries come within it), not until the
+// connection idles out: the partly written message holds its test
+// connection meanwhile. The message is then aborted and reported once.
+func TestChunkMissingWaitBounded(t *testing.T) {
+	e := newEnv(t)
+	srv := testsys.NewWS(t)
+	c := newConv(1, "/order")
+	chunks, _ := bigMsg(c, 4, 22)
+	e.publish(c.open("websocket"), chunks[0], chunks[2])
+	e.startReplay(nil, "--target", srv.URL(), "--compare=false", "--ack-wait", "1s", "--conn-idle", "10m")
+	deadline := time.Now().Add(30 * time.Second)
+	for !abortedWith(srv) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the partly written message was not aborted with status 1011 while its chunk 1 never came")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	e.publish(c.close())
+	rs := e.waitResults(60*time.Second, "the connection summary", func(rs []resultMsg) bool {
+		return countKind(rs, "summary") >= 1
+	})
+	if n := len(srv.Records()); n != 0 {
+		t.Fatalf("test system read %d messages, want none", n)
+	}
+	if n := countResults(rs, "message", "skipped"); n != 1 {
+		t.Fatalf("%d skipped results, want 1", n)
+	}
+	waitAcked(t, e, "tapline-replay")
+}

@@ -2,7 +2,9 @@ package replay
 
 import (
 	"context"
+	"fmt"
 	"slices"
+	"time"
 )
 
 // maxHeldChunks bounds, per connection, the chunks kept back because an
@@ -27,8 +29,38 @@ func (w *worker) holdAhead(m *outMsg, e *entry) bool {
 	if m.ahead == nil {
 		m.ahead = map[int]*entry{}
 	}
+	if len(m.ahead) == 0 {
+		w.heldSince = time.Now()
+	}
 	m.ahead[e.chunk.Index] = e
 	return true
+}
+
+// heldWait is how long a message waits for a missing chunk while later
+// ones are held: redeliveries come within an ack wait, and meanwhile the
+// message's writer holds its test connection (in listen mode, every
+// connection of the listen address).
+func (w *worker) heldWait() time.Duration { return w.r.cfg.AckWait + 2*time.Second }
+
+// heldLeft is the time left before the current message's wait for a
+// missing chunk ends; ok is false when nothing is held.
+func (w *worker) heldLeft() (time.Duration, bool) {
+	if w.cur == nil || len(w.cur.ahead) == 0 || w.cur.skip {
+		return 0, false
+	}
+	return max(time.Until(w.heldSince.Add(w.heldWait())), time.Millisecond), true
+}
+
+// expireHeld gives up the current message when its missing chunk did not
+// come within heldWait: it cannot be finished exactly.
+func (w *worker) expireHeld(ctx context.Context) {
+	m := w.cur
+	if m == nil || len(m.ahead) == 0 || m.skip || time.Since(w.heldSince) < w.heldWait() {
+		return
+	}
+	if w.stopStreaming(ctx, m, fmt.Sprintf("chunk %d did not come within %s while later chunks were held: message aborted, never finished out of order", m.last.Index+1, w.heldWait())) {
+		w.drainAhead(ctx)
+	}
 }
 
 // drainAhead sends the held chunks of the current message whose turn has

@@ -115,7 +115,8 @@ type worker struct {
 	failed      bool // gave up: everything is reported failed
 
 	cur         *outMsg
-	early       []*entry // chunks held until their message's first chunk comes (reorder.go)
+	early       []*entry  // chunks held until their message's first chunk comes (reorder.go)
+	heldSince   time.Time // when the current message began to wait for a missing chunk
 	unconfirmed []*outMsg
 	unconfBytes int64
 	unconfSince time.Time
@@ -153,7 +154,11 @@ func (w *worker) run(ctx context.Context) {
 	confirmT.Stop()
 	end := "shutdown"
 	defer func() { w.finish(end) }()
+	heldT := time.NewTimer(time.Hour)
+	heldT.Stop()
+	defer heldT.Stop()
 	for {
+		w.expireHeld(ctx)
 		e, ok := w.q.pop()
 		if !ok {
 			// Queue empty: confirm what was written once it is
@@ -175,7 +180,14 @@ func (w *worker) run(ctx context.Context) {
 			if w.pinging {
 				pingC = w.pingDone
 			}
+			var heldC <-chan time.Time
+			if d, ok := w.heldLeft(); ok {
+				heldT.Reset(d)
+				heldC = heldT.C
+			}
 			select {
+			case <-heldC:
+				continue
 			case <-confirmC:
 				continue
 			case res := <-pingC:
@@ -184,6 +196,7 @@ func (w *worker) run(ctx context.Context) {
 				continue
 			case <-w.q.signal:
 				confirmT.Stop()
+				heldT.Stop()
 				if !idle.Stop() {
 					select {
 					case <-idle.C:
