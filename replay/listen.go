@@ -291,7 +291,7 @@ func (m *hubWriter) Abort(reason string) {
 	}
 	// Closing these test connections must not put in doubt what other
 	// connections' messages they already read: confirm it first.
-	m.s.h.pingAll(m.s.writeTimeout)
+	m.s.h.pingAll(min(m.s.writeTimeout, 5*time.Second)) // bounded: the send slot is held
 	for _, sub := range m.subs {
 		_ = sub.c.Close(websocket.StatusInternalError, truncReason(reason))
 		m.s.h.drop(sub)
