@@ -1,6 +1,7 @@
 package replay
 
 import (
+	"strconv"
 	"testing"
 	"time"
 
@@ -162,4 +163,32 @@ func TestChunkMissingWaitBounded(t *testing.T) {
 		t.Fatalf("%d skipped results, want 1", n)
 	}
 	waitAcked(t, e, "tapline-replay")
+}
+
+// TestCompressedMessageFinishedOnlyAtItsSize: a message that was
+// permessage-deflate compressed on the wire (its chunks carry the inflated
+// payload, and Tapline-Size counts it) whose last chunk would end it with
+// another byte count than its Size is aborted, never finished: the size
+// check holds for compressed messages too.
+func TestCompressedMessageFinishedOnlyAtItsSize(t *testing.T) {
+	e := newEnv(t)
+	srv := testsys.NewWS(t)
+	c := newConv(1, "/deflate")
+	chunks, _ := bigMsg(c, 3, 23)
+	for _, ch := range chunks {
+		ch.Header.Set(proto.HdrCompressed, "true")
+	}
+	last := chunks[len(chunks)-1]
+	last.Header.Set(proto.HdrSize, strconv.Itoa(28*proto.MaxChunk))
+	e.publish(append(append([]*nats.Msg{c.open("websocket")}, chunks...), c.close())...)
+	e.startReplay(nil, "--target", srv.URL(), "--compare=false")
+	rs := e.waitResults(60*time.Second, "the connection summary", func(rs []resultMsg) bool {
+		return countKind(rs, "summary") >= 1
+	})
+	if n := len(srv.Records()); n != 0 {
+		t.Fatalf("test system read %d messages (%d bytes), want none: the message ends short of its size", n, srv.Records()[0].Size)
+	}
+	if n := countResults(rs, "message", "skipped"); n != 1 {
+		t.Fatalf("%d skipped results, want 1", n)
+	}
 }

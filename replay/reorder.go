@@ -37,10 +37,11 @@ func (w *worker) holdAhead(m *outMsg, e *entry) bool {
 }
 
 // heldWait is how long a message waits for a missing chunk while later
-// ones are held: redeliveries come within an ack wait, and meanwhile the
+// ones are held: a delivery lost with a NATS restart comes again after an
+// ack wait, noticed at the server's next check, and meanwhile the
 // message's writer holds its test connection (in listen mode, every
 // connection of the listen address).
-func (w *worker) heldWait() time.Duration { return w.r.cfg.AckWait + 2*time.Second }
+func (w *worker) heldWait() time.Duration { return 2*w.r.cfg.AckWait + 5*time.Second }
 
 // heldLeft is the time left before the current message's wait for a
 // missing chunk ends; ok is false when nothing is held.

@@ -646,7 +646,7 @@ func (w *worker) sendChunk(ctx context.Context, e *entry) {
 			}
 		}
 	}
-	if c.Last && !m.skip && c.Complete && !c.Compressed && c.Size > 0 && m.size+int64(len(e.data)) != c.Size {
+	if c.Last && !m.skip && c.Complete && c.Size > 0 && m.size+int64(len(e.data)) != c.Size {
 		// Finishing would deliver other bytes than the message's.
 		if !w.stopStreaming(ctx, m, fmt.Sprintf("%d bytes written of a %d-byte message: message aborted, never finished with other bytes", m.size+int64(len(e.data)), c.Size)) {
 			return
