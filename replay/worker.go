@@ -539,6 +539,7 @@ func (w *worker) rewrite(ctx context.Context) error {
 			return err
 		}
 		if err := w.writeParts(ctx, mw, m.parts); err != nil {
+			mw.Abort("tapline: rewriting the message failed; it is sent again")
 			return err
 		}
 		if err := mw.Close(); err != nil {
@@ -552,6 +553,9 @@ func (w *worker) rewrite(ctx context.Context) error {
 			return err
 		}
 		if err := w.writeParts(ctx, mw, m.parts); err != nil {
+			// Never left open: its test connections would hold a partial
+			// message, and in listen mode the listen address.
+			mw.Abort("tapline: rewriting the message failed; it is sent again")
 			return err
 		}
 		m.w = mw
@@ -567,6 +571,7 @@ func (w *worker) beginMsg(ctx context.Context, m *outMsg) (msgWriter, error) {
 	}
 	if m.marked {
 		if _, err := mw.Write([]byte(w.r.cfg.IncompleteMarker)); err != nil {
+			mw.Abort("tapline: writing the marker failed")
 			return nil, err
 		}
 	}
