@@ -281,6 +281,20 @@ func (w *worker) release(e *entry) {
 // handle processes one entry; it returns true when the connection ended.
 func (w *worker) handle(ctx context.Context, e *entry) bool {
 	defer w.release(e)
+	if !w.decided && e.kind == proto.KindGap {
+		// A gap event names neither the connection's server nor its
+		// path: deciding on it (redelivered before the open event,
+		// say) could filter the connection, and its messages would be
+		// acknowledged unreported. Decide on its open event, recorded
+		// or to come, or its first message.
+		if open := w.r.recoverOpen(w.id); open != nil {
+			w.decide(&entry{kind: proto.KindOpen, conn: w.id, open: open})
+		} else {
+			w.sum.Gaps++
+			w.r.ack(e)
+			return false
+		}
+	}
 	if !w.decided {
 		w.decide(e)
 	} else if e.open != nil && w.open == nil {
