@@ -49,6 +49,14 @@ func (a *ackTracker) ack(seq uint64) {
 	}
 }
 
+// holds reports whether seq is held (received and not acknowledged).
+func (a *ackTracker) holds(seq uint64) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	_, ok := a.held[seq]
+	return ok
+}
+
 // count is the number of held messages.
 func (a *ackTracker) count() int {
 	a.mu.Lock()

@@ -156,10 +156,18 @@ const smallRate = 10000
 // 50 connections, published to JetStream, and reports the latency from
 // publication to the test system reading the message (p50/p99), i.e. what
 // JetStream plus replay add. b.N is the number of messages.
-func BenchmarkSmallLatency(b *testing.B) {
+func BenchmarkSmallLatency(b *testing.B) { smallLatency(b, nil) }
+
+// BenchmarkSmallLatencyNoLedger is BenchmarkSmallLatency with the delivery
+// ledger off: the difference is what exactly-once across restarts costs.
+func BenchmarkSmallLatencyNoLedger(b *testing.B) {
+	smallLatency(b, func(c *Config) { c.noDeliveryLedger = true })
+}
+
+func smallLatency(b *testing.B, mod func(*Config)) {
 	e := newEnvURL(b, natsChild(b))
 	srv := newSinkServer(b)
-	e.startReplay(nil, "--target", srv.url, "--compare=false", "--results", "off")
+	e.startReplay(mod, "--target", srv.url, "--compare=false", "--results", "off")
 	const nConns = 50
 	convs := make([]*conv, nConns)
 	var opens []*nats.Msg

@@ -93,6 +93,12 @@ type Config struct {
 	// noNakOnStop (tests) stops without handing held entries back, as a
 	// crash would.
 	noNakOnStop bool
+	// noDeliveryLedger (benchmarks) turns the delivery ledger off, to
+	// measure its cost.
+	noDeliveryLedger bool
+	// confirmDelay (tests) delays every confirmation, so a crash finds
+	// messages read by the test system and not yet confirmed.
+	confirmDelay time.Duration
 
 	// derived by Validate
 	wsTarget  *url.URL

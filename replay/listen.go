@@ -31,6 +31,7 @@ type hub struct {
 	subs    map[int]*subscriber
 	nextID  int
 	changed chan struct{} // closed and replaced when a subscriber arrives
+	epoch   uint64        // messages finished on this hub (confirm.go)
 
 	// send serialises messages: a WebSocket message must go out whole
 	// before the next one starts.
@@ -41,6 +42,7 @@ type subscriber struct {
 	id   int
 	c    *websocket.Conn
 	done chan struct{}
+	read uint64 // hub epoch through which it confirmed reading (under hub.mu)
 }
 
 func newHub(spec listenSpec, cfg *Config, log *slog.Logger, m *metrics) (*hub, error) {
@@ -170,6 +172,7 @@ func (h *hub) wait(ctx context.Context) error {
 type hubSink struct {
 	h            *hub
 	writeTimeout time.Duration
+	last         hubSent // the message last finished
 }
 
 func (s *hubSink) Name() string { return "listen " + s.h.spec.Addr }
@@ -268,6 +271,14 @@ func (m *hubWriter) Close() error {
 		return errNoSubscribers
 	}
 	err := m.each(func(i int) error { return m.ws[i].Close() })
+	if err == nil {
+		// Whole at these test connections: what confirms it is one of
+		// them reading past this epoch.
+		m.s.h.mu.Lock()
+		m.s.h.epoch++
+		m.s.last = hubSent{epoch: m.s.h.epoch, subs: append([]*subscriber(nil), m.subs...)}
+		m.s.h.mu.Unlock()
+	}
 	m.release()
 	return err
 }
@@ -278,6 +289,9 @@ func (m *hubWriter) Abort(reason string) {
 		// carrying another message now.
 		return
 	}
+	// Closing these test connections must not put in doubt what other
+	// connections' messages they already read: confirm it first.
+	m.s.h.pingAll(min(m.s.writeTimeout, 5*time.Second)) // bounded: the send slot is held
 	for _, sub := range m.subs {
 		_ = sub.c.Close(websocket.StatusInternalError, truncReason(reason))
 		m.s.h.drop(sub)

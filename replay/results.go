@@ -35,6 +35,12 @@ type Result struct {
 	shard    int
 }
 
+// ResultInDoubt is the result of a message a previous replay wrote to the
+// test system but stopped (crashed) before the test system confirmed it:
+// it may or may not have been received, and it is not sent again (never
+// twice). See replay/README.md.
+const ResultInDoubt = "in-doubt"
+
 // Digest identifies a compared payload.
 type Digest struct {
 	Opcode string `json:"opcode"`
@@ -54,6 +60,7 @@ type ConnSummary struct {
 	Skipped    int64             `json:"skipped"`
 	Failed     int64             `json:"failed"`
 	Incomplete int64             `json:"incomplete"`
+	InDoubt    int64             `json:"in_doubt,omitempty"`
 	Gaps       int64             `json:"gaps"`
 	Reconnects int64             `json:"reconnects"`
 	Comparison any               `json:"comparison,omitempty"`

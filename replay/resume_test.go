@@ -81,3 +81,72 @@ func TestMessageAfterCloseReported(t *testing.T) {
 		return false
 	})
 }
+
+// TestEarlierMessageAfterCloseDelivered: redeliveries out of order put an
+// earlier message of a connection behind its close event (here in the
+// stream itself: message 2, the close event, then message 1). It was never
+// delivered, so it must not be dropped as a stale duplicate: the test
+// system gets both messages, once each, and both are reported sent.
+func TestEarlierMessageAfterCloseDelivered(t *testing.T) {
+	e := newEnv(t)
+	srv := testsys.NewWS(t)
+	c := newConv(1, "/late")
+	m1 := c.add(proto.ClientToServer, proto.OpText, []byte("one"))
+	m2 := c.add(proto.ClientToServer, proto.OpText, []byte("two"))
+	msgs := []*nats.Msg{c.open("websocket")}
+	for _, m := range []*replaytest.Message{m2} {
+		for ch := range m.Chunks() {
+			msgs = append(msgs, ch)
+		}
+	}
+	msgs = append(msgs, c.close())
+	for ch := range m1.Chunks() {
+		msgs = append(msgs, ch)
+	}
+	e.publish(msgs...)
+	e.startReplay(nil, "--target", srv.URL(), "--compare=false", "--conn-idle", "1s")
+	waitAcked(t, e, "tapline-replay")
+	e.waitResults(30*time.Second, "both messages reported", func(rs []resultMsg) bool {
+		n := map[uint64]bool{}
+		for _, r := range rs {
+			if r.body.Kind == "message" && r.body.Result == "sent" {
+				n[r.body.Seq] = true
+			}
+		}
+		return n[1] && n[2]
+	})
+	got := map[string]int{}
+	for _, r := range srv.Records() {
+		got[string(r.Payload)]++
+	}
+	if got["one"] != 1 || got["two"] != 1 {
+		t.Fatalf("test system got %v, want one and two once each", got)
+	}
+}
+
+// TestGapBeforeOpenNotFiltered: in listen mode a connection's gap event
+// reaches replay before its open event (redeliveries out of order). The
+// gap names no server, so deciding on it would filter the connection and
+// acknowledge its messages unreported; replay decides on the open event
+// instead, and the message reaches the test system.
+func TestGapBeforeOpenNotFiltered(t *testing.T) {
+	e := newEnv(t)
+	addrCh := make(chan string, 1)
+	e.startReplay(func(c *Config) { c.onListen = func(_, a string) { addrCh <- a } }, "--listen", "127.0.0.1:0=10.1.0.1:443")
+	cl := testsys.Dial(t, "ws://"+<-addrCh+"/")
+	c := newConv(1, "/feed")
+	m := c.add(proto.ServerToClient, proto.OpText, []byte("after the gap"))
+	msgs := []*nats.Msg{replaytest.Gap(c.vni, c.shard, proto.GapEvent{Conn: c.id, Dir: proto.ServerToClient, Offset: 0, Bytes: 10}), c.open("websocket")}
+	for ch := range m.Chunks() {
+		msgs = append(msgs, ch)
+	}
+	e.publish(append(msgs, c.close())...)
+	rs := e.waitResults(30*time.Second, "the connection summary", func(rs []resultMsg) bool { return countKind(rs, "summary") >= 1 })
+	if recs := cl.Records(); len(recs) != 1 || string(recs[0].Payload) != "after the gap" {
+		for _, r := range rs {
+			t.Logf("result %+v", r.body)
+		}
+		t.Fatalf("test system read %d messages, want the message after the gap", len(recs))
+	}
+	waitAcked(t, e, "tapline-replay")
+}

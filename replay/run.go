@@ -46,7 +46,7 @@ type runner struct {
 
 	mu       sync.Mutex
 	workers  map[string]*worker
-	finished map[string]uint64 // connections whose close event was processed -> highest message seq seen
+	finished map[string]finishedConn // connections whose close event was processed
 	wg       sync.WaitGroup
 }
 
@@ -317,10 +317,10 @@ func (r *runner) dispatch(wctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	e.streamSeq, e.reply, e.arrived = seq, msg.Reply(), meta.Timestamp
-	if last, ok := r.wasFinished(e.conn); ok && meta.NumDelivered > 1 {
+	if f, ok := r.wasFinished(e.conn); ok && meta.NumDelivered > 1 && r.staleAfterClose(e, f.mark) {
 		// A redelivered entry of a connection this replay already
-		// finished (JetStream does not redeliver strictly in order).
-		r.dropAfterClose(e, last)
+		// finished (JetStream does not redeliver strictly in order),
+		// handled before. One not handled is replayed (below).
 		r.acks.ack(seq)
 		return
 	}
@@ -335,19 +335,40 @@ func (r *runner) dispatch(wctx context.Context, msg jetstream.Msg) {
 		}
 	}
 	r.mu.Lock()
-	w := r.workers[e.conn]
-	if w == nil {
-		w = newWorker(r, e)
-		r.workers[e.conn] = w
-		r.m.conns.Inc()
-		r.wg.Add(1)
-		go func() {
-			defer r.wg.Done()
-			w.run(wctx)
-		}()
-	}
-	w.q.push(e)
+	r.workerFor(e).q.push(e)
 	r.mu.Unlock()
+}
+
+// workerFor returns the worker of e's connection, starting one if needed
+// (r.mu held). A connection finished before starts with what its delivery
+// ledger said then.
+func (r *runner) workerFor(e *entry) *worker {
+	w := r.workers[e.conn]
+	if w != nil {
+		return w
+	}
+	w = newWorker(r, e)
+	if f, ok := r.finished[e.conn]; ok {
+		w.mark, w.prev, w.markLoaded = f.mark.clone(), f.prev.clone(), true
+	}
+	r.workers[e.conn] = w
+	r.m.conns.Inc()
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		w.run(r.wctx)
+	}()
+	return w
+}
+
+// staleAfterClose reports whether an entry that came after its
+// connection's close event needs nothing more: an event, a message of the
+// direction not replayed, or one the delivery ledger says was handled.
+// JetStream redelivers out of order: a message not handled yet is
+// replayed, not dropped.
+func (r *runner) staleAfterClose(e *entry, mark deliveryMark) bool {
+	c := &e.chunk
+	return e.kind != proto.KindData || c.Dir != proto.Direction(r.cfg.Dir) || mark.doneSeq(c.Seq, e.streamSeq)
 }
 
 // retire removes an idle worker if nothing was queued meanwhile.
@@ -378,45 +399,51 @@ func (r *runner) retireNow(w *worker) {
 	rest := w.q.items
 	w.q.items = nil
 	w.q.mu.Unlock()
+	var late []*entry
 	for _, e := range rest {
+		if !r.staleAfterClose(e, w.mark) {
+			late = append(late, e)
+			continue
+		}
 		w.release(e)
-		r.dropAfterClose(e, w.lastSeq)
 		r.acks.ack(e.streamSeq)
 	}
+	if len(late) > 0 {
+		// Messages queued behind the close event and not handled: a
+		// new worker replays them.
+		if r.finished == nil {
+			r.finished = map[string]finishedConn{}
+		}
+		r.finished[w.id] = finishedConn{mark: w.mark.clone(), prev: w.prev.clone()}
+		nw := r.workerFor(late[0])
+		for _, e := range late {
+			nw.q.push(e)
+		}
+	}
+}
+
+// finishedConn is what replay keeps of a connection whose close event was
+// processed: its delivery ledger then.
+type finishedConn struct {
+	mark, prev deliveryMark
 }
 
 // markFinished remembers a connection whose close event was processed,
-// with the highest sequence of the replayed direction's messages seen.
-func (r *runner) markFinished(conn string, lastSeq uint64) {
+// with its delivery ledger.
+func (r *runner) markFinished(conn string, f finishedConn) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.finished == nil || len(r.finished) >= 100000 {
-		r.finished = map[string]uint64{} // bounded: forget the oldest all at once
+		r.finished = map[string]finishedConn{} // bounded: forget the oldest all at once
 	}
-	r.finished[conn] = lastSeq
+	r.finished[conn] = f
 }
 
-func (r *runner) wasFinished(conn string) (uint64, bool) {
+func (r *runner) wasFinished(conn string) (finishedConn, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	last, ok := r.finished[conn]
-	return last, ok
-}
-
-// dropAfterClose reports an entry dropped because it came after its
-// connection's close event was processed: a message of the replayed
-// direction beyond the last one seen was never delivered, and is reported
-// failed with the reason; earlier ones are duplicates.
-func (r *runner) dropAfterClose(e *entry, lastSeq uint64) {
-	c := &e.chunk
-	if e.kind != proto.KindData || c.Dir != proto.Direction(r.cfg.Dir) || !c.Last || c.Seq <= lastSeq {
-		return
-	}
-	complete := c.Complete
-	r.m.messages.WithLabelValues("failed").Inc()
-	r.publish(Result{Kind: "message", Conn: e.conn, VNI: e.vni, shard: e.shard, Dir: c.Dir, Seq: c.Seq,
-		Result: "failed", Reason: "arrived after the connection's close event was replayed: not delivered",
-		Opcode: c.Opcode, Size: c.Size, Complete: &complete, Missing: c.Missing})
+	f, ok := r.finished[conn]
+	return f, ok
 }
 
 func (r *runner) acquireSlot(ctx context.Context) error {

@@ -74,6 +74,17 @@ type outMsg struct {
 	reason  string // why skipped
 	arrived time.Time
 	tries   int
+	ahead   map[int]*entry // chunks held until their turn (reorder.go)
+	sent    hubSent        // listen mode: where it was written whole
+}
+
+// lastStream is the highest stream sequence of the message's chunks.
+func (m *outMsg) lastStream() uint64 {
+	var s uint64
+	for _, p := range m.parts {
+		s = max(s, p)
+	}
+	return s
 }
 
 // worker replays one original connection.
@@ -104,11 +115,23 @@ type worker struct {
 	failed      bool // gave up: everything is reported failed
 
 	cur         *outMsg
+	early       []*entry  // chunks held until their message's first chunk comes (reorder.go)
+	heldSince   time.Time // when the current message began to wait for a missing chunk
 	unconfirmed []*outMsg
 	unconfBytes int64
 	unconfSince time.Time
 	pinging     bool            // an asynchronous confirmation is in flight
 	pingDone    chan pingResult // its outcome (capacity 1)
+
+	// Delivery ledger (delivered.go): what a previous replay left, what
+	// is known now, the Written last stored, the highest seq written.
+	markLoaded    bool
+	prev          deliveryMark
+	mark          deliveryMark
+	saved         uint64
+	written       uint64
+	writtenStream uint64
+	savedStream   uint64
 
 	cmp *compare.Conn
 	// notCompared says why the responses of this connection are not
@@ -134,7 +157,11 @@ func (w *worker) run(ctx context.Context) {
 	confirmT.Stop()
 	end := "shutdown"
 	defer func() { w.finish(end) }()
+	heldT := time.NewTimer(time.Hour)
+	heldT.Stop()
+	defer heldT.Stop()
 	for {
+		w.expireHeld(ctx)
 		e, ok := w.q.pop()
 		if !ok {
 			// Queue empty: confirm what was written once it is
@@ -156,7 +183,14 @@ func (w *worker) run(ctx context.Context) {
 			if w.pinging {
 				pingC = w.pingDone
 			}
+			var heldC <-chan time.Time
+			if d, ok := w.heldLeft(); ok {
+				heldT.Reset(d)
+				heldC = heldT.C
+			}
 			select {
+			case <-heldC:
+				continue
 			case <-confirmC:
 				continue
 			case res := <-pingC:
@@ -165,6 +199,7 @@ func (w *worker) run(ctx context.Context) {
 				continue
 			case <-w.q.signal:
 				confirmT.Stop()
+				heldT.Stop()
 				if !idle.Stop() {
 					select {
 					case <-idle.C:
@@ -249,6 +284,20 @@ func (w *worker) release(e *entry) {
 // handle processes one entry; it returns true when the connection ended.
 func (w *worker) handle(ctx context.Context, e *entry) bool {
 	defer w.release(e)
+	if !w.decided && e.kind == proto.KindGap {
+		// A gap event names neither the connection's server nor its
+		// path: deciding on it (redelivered before the open event,
+		// say) could filter the connection, and its messages would be
+		// acknowledged unreported. Decide on its open event, recorded
+		// or to come, or its first message.
+		if open := w.r.recoverOpen(w.id); open != nil {
+			w.decide(&entry{kind: proto.KindOpen, conn: w.id, open: open})
+		} else {
+			w.sum.Gaps++
+			w.r.ack(e)
+			return false
+		}
+	}
 	if !w.decided {
 		w.decide(e)
 	} else if e.open != nil && w.open == nil {
@@ -282,7 +331,7 @@ func (w *worker) handle(ctx context.Context, e *entry) bool {
 		return false
 	case proto.KindClose:
 		w.sum.Loss = e.close
-		w.r.markFinished(w.id, w.lastSeq)
+		w.r.markFinished(w.id, finishedConn{mark: w.mark.clone(), prev: w.prev.clone()})
 		w.r.ack(e)
 		return true
 	}
@@ -298,6 +347,12 @@ func (w *worker) handle(ctx context.Context, e *entry) bool {
 		w.r.ack(e)
 	case c.Dir == w.sendDir():
 		w.sendChunk(ctx, e)
+		if c.Last && !w.r.acks.holds(e.streamSeq) {
+			// Handled at once (skipped, aborted, failed, a control
+			// message): nothing of it is left to send.
+			w.mark.add(c.Seq, e.streamSeq)
+		}
+		w.drainAhead(ctx)
 	case w.cmp != nil:
 		w.expectChunk(e)
 		w.r.ack(e)
@@ -493,11 +548,18 @@ func (w *worker) dropSink() {
 // the chunks written so far of the message in progress.
 func (w *worker) rewrite(ctx context.Context) error {
 	for _, m := range w.unconfirmed {
+		if w.hub != nil {
+			// Listen mode: written whole to test connections, the
+			// message is confirmed by one of them or in doubt, never
+			// sent again to others (the test system would get it twice).
+			break
+		}
 		mw, err := w.beginMsg(ctx, m)
 		if err != nil {
 			return err
 		}
 		if err := w.writeParts(ctx, mw, m.parts); err != nil {
+			mw.Abort("tapline: rewriting the message failed; it is sent again")
 			return err
 		}
 		if err := mw.Close(); err != nil {
@@ -511,6 +573,9 @@ func (w *worker) rewrite(ctx context.Context) error {
 			return err
 		}
 		if err := w.writeParts(ctx, mw, m.parts); err != nil {
+			// Never left open: its test connections would hold a partial
+			// message, and in listen mode the listen address.
+			mw.Abort("tapline: rewriting the message failed; it is sent again")
 			return err
 		}
 		m.w = mw
@@ -526,6 +591,7 @@ func (w *worker) beginMsg(ctx context.Context, m *outMsg) (msgWriter, error) {
 	}
 	if m.marked {
 		if _, err := mw.Write([]byte(w.r.cfg.IncompleteMarker)); err != nil {
+			mw.Abort("tapline: writing the marker failed")
 			return nil, err
 		}
 	}
@@ -550,6 +616,10 @@ func (w *worker) writeParts(ctx context.Context, mw msgWriter, parts []uint64) e
 func (w *worker) sendChunk(ctx context.Context, e *entry) {
 	c := &e.chunk
 	cfg := w.r.cfg
+	if out := w.priorOutcome(c, e.streamSeq); out != "" {
+		w.skipPrior(e, out)
+		return
+	}
 	if w.failed {
 		w.r.ack(e)
 		if c.Last {
@@ -562,18 +632,22 @@ func (w *worker) sendChunk(ctx context.Context, e *entry) {
 			w.abortCur(ctx, "message ended without its last chunk")
 		}
 		w.cur = &outMsg{first: *c, arrived: e.arrived}
+		if len(w.early) > 0 {
+			w.takeEarly(w.cur)
+		}
 		if c.Opcode != proto.OpPing && c.Opcode != proto.OpPong && c.Opcode != proto.OpClose {
 			if err := w.r.pacer.WaitMessage(ctx, c.FirstNs); err != nil {
 				return
 			}
 		}
 	} else if w.cur == nil || w.cur.first.Seq != c.Seq {
-		// The consumer started in the middle of this message.
-		w.r.ack(e)
-		if c.Last {
-			w.r.report(w, e, "skipped", "first chunks of the message were not seen by replay", 0)
-			w.sum.Skipped++
+		// The message's first chunk has not come: it may be a late
+		// redelivery (kept back, bounded), or the consumer started in
+		// the middle of this message.
+		if (w.cur == nil || w.cur.first.Seq < c.Seq) && w.holdEarly(e) {
+			return
 		}
+		w.firstNotSeen(e)
 		return
 	}
 	m := w.cur
@@ -586,13 +660,18 @@ func (w *worker) sendChunk(ctx context.Context, e *entry) {
 		}
 		if c.Index != m.last.Index+1 {
 			// A chunk is missing before this one (entries redelivered
-			// out of order): the message cannot be finished exactly.
-			if !w.stopStreaming(ctx, m, fmt.Sprintf("chunk %d came after chunk %d: message aborted, never finished out of order", c.Index, m.last.Index)) {
+			// out of order): keep this one back until the missing ones
+			// come; beyond the bound the message cannot be finished
+			// exactly.
+			if w.holdAhead(m, e) {
+				return
+			}
+			if !w.stopStreaming(ctx, m, fmt.Sprintf("chunk %d came after chunk %d with %d chunks already held back: message aborted, never finished out of order", c.Index, m.last.Index, maxHeldChunks)) {
 				return
 			}
 		}
 	}
-	if c.Last && !m.skip && c.Complete && !c.Compressed && c.Size > 0 && m.size+int64(len(e.data)) != c.Size {
+	if c.Last && !m.skip && c.Complete && c.Size > 0 && m.size+int64(len(e.data)) != c.Size {
 		// Finishing would deliver other bytes than the message's.
 		if !w.stopStreaming(ctx, m, fmt.Sprintf("%d bytes written of a %d-byte message: message aborted, never finished with other bytes", m.size+int64(len(e.data)), c.Size)) {
 			return
@@ -680,6 +759,7 @@ func (w *worker) undeliverableCur(e *entry, err error) {
 		w.sink = nil
 	}
 	w.r.acks.ackAll(m.parts)
+	w.dropAhead(m)
 	w.r.ack(e)
 	if e.chunk.Last {
 		// Otherwise the last chunk is counted when it arrives (filtered).
@@ -695,11 +775,22 @@ func (w *worker) undeliverableCur(e *entry, err error) {
 func (w *worker) writeChunk(ctx context.Context, e *entry) error {
 	m := w.cur
 	c := &e.chunk
+	if c.Last && !w.intend(ctx, c.Seq, e.streamSeq) {
+		return ctx.Err()
+	}
 	for {
 		if err := w.ensure(ctx); err != nil {
 			return err
 		}
 		var err error
+		if c.Last {
+			if ctx.Err() != nil {
+				return ctx.Err() // stopping: not begun, so not in doubt
+			}
+			// From here the test system may receive the message whole.
+			w.written = max(w.written, c.Seq)
+			w.writtenStream = max(w.writtenStream, e.streamSeq)
+		}
 		if c.Index == 0 && c.Last && !m.marked {
 			// A whole message in one chunk: one frame.
 			err = w.sink.WriteMessage(ctx, m.first.Opcode, e.data)
@@ -731,6 +822,9 @@ func (w *worker) writeChunk(ctx context.Context, e *entry) error {
 		m.parts = append(m.parts, e.streamSeq)
 		m.size += int64(len(e.data))
 		if c.Last {
+			if hs, ok := w.sink.(*hubSink); ok {
+				m.sent = hs.last
+			}
 			m.w = nil
 			w.cur = nil
 			if len(w.unconfirmed) == 0 {
@@ -812,12 +906,19 @@ func (w *worker) sendControl(ctx context.Context, e *entry) {
 // acknowledges them and publishes their results.
 func (w *worker) confirm(ctx context.Context) error {
 	w.waitPing(ctx)
+	if w.hub != nil && len(w.unconfirmed) > 0 {
+		n := len(w.unconfirmed)
+		_ = sleepCtx(ctx, w.r.cfg.confirmDelay)
+		w.settle(ctx, n, w.hub.confirmSent(ctx, w.r.cfg.WriteTimeout, w.hubSents(n)))
+		return ctx.Err()
+	}
 	for len(w.unconfirmed) > 0 {
 		if w.failed {
 			return nil
 		}
 		err := w.ensure(ctx)
 		if err == nil {
+			_ = sleepCtx(ctx, w.r.cfg.confirmDelay)
 			err = w.sink.Confirm(ctx)
 			if err != nil {
 				if ctx.Err() != nil {
@@ -835,7 +936,7 @@ func (w *worker) confirm(ctx context.Context) error {
 			w.giveUp(ctx, err)
 			return err
 		}
-		w.confirmed(len(w.unconfirmed))
+		w.settle(ctx, len(w.unconfirmed), nil)
 	}
 	return nil
 }
@@ -845,6 +946,7 @@ type pingResult struct {
 	s   sink
 	n   int // messages written before the ping
 	err error
+	ok  []bool // listen mode: which of them were confirmed
 }
 
 // startConfirm asks the test system to confirm what was written without
@@ -860,7 +962,16 @@ func (w *worker) startConfirm(ctx context.Context) error {
 	}
 	s, n := w.sink, len(w.unconfirmed)
 	w.pinging = true
+	if w.hub != nil {
+		sents := w.hubSents(n)
+		go func() {
+			_ = sleepCtx(ctx, w.r.cfg.confirmDelay)
+			w.pingDone <- pingResult{n: n, ok: w.hub.confirmSent(ctx, w.r.cfg.WriteTimeout, sents)}
+		}()
+		return nil
+	}
 	go func() {
+		_ = sleepCtx(ctx, w.r.cfg.confirmDelay)
 		err := s.Confirm(ctx)
 		w.pingDone <- pingResult{s: s, n: n, err: err}
 	}()
@@ -870,6 +981,12 @@ func (w *worker) startConfirm(ctx context.Context) error {
 // handlePing applies an asynchronous confirmation's outcome.
 func (w *worker) handlePing(ctx context.Context, res pingResult) {
 	w.pinging = false
+	if res.ok != nil {
+		if ctx.Err() == nil {
+			w.settle(ctx, min(res.n, len(w.unconfirmed)), res.ok)
+		}
+		return
+	}
 	if res.s != w.sink || ctx.Err() != nil {
 		return // the connection was replaced: its messages were rewritten
 	}
@@ -878,7 +995,7 @@ func (w *worker) handlePing(ctx context.Context, res pingResult) {
 		w.dropSink() // the next write or confirmation reconnects and rewrites
 		return
 	}
-	w.confirmed(min(res.n, len(w.unconfirmed)))
+	w.settle(ctx, min(res.n, len(w.unconfirmed)), nil)
 }
 
 // waitPing waits for an asynchronous confirmation in flight.
@@ -905,12 +1022,22 @@ func (w *worker) pollPing(ctx context.Context) {
 	}
 }
 
-// confirmed acknowledges the first n unconfirmed messages and publishes
-// their results.
-func (w *worker) confirmed(n int) {
+// settle publishes the results of the first n unconfirmed messages —
+// sent, or in doubt where ok (nil: all confirmed) says the test
+// connections they were written to closed unconfirmed —, records them in
+// the delivery ledger and then acknowledges them: a replay crashing in
+// between finds them recorded and does not send them again.
+func (w *worker) settle(ctx context.Context, n int, ok []bool) {
 	now := time.Now()
-	for _, m := range w.unconfirmed[:n] {
-		w.r.acks.ackAll(m.parts)
+	for i, m := range w.unconfirmed[:n] {
+		if ok != nil && i < len(ok) && !ok[i] {
+			w.unconfBytes -= m.size
+			w.sum.InDoubt++
+			w.r.m.messages.WithLabelValues(ResultInDoubt).Inc()
+			w.r.reportMsg(w, m, ResultInDoubt, reasonInDoubtConn, 0)
+			w.mark.add(m.first.Seq, m.lastStream())
+			continue
+		}
 		result, reason := "sent", ""
 		if !m.last.Complete {
 			reason = fmt.Sprintf("incomplete (%d bytes missing), sent by --incomplete=%s", m.last.Missing, w.r.cfg.Incomplete)
@@ -929,6 +1056,12 @@ func (w *worker) confirmed(n int) {
 			w.r.m.latency.Observe(now.Sub(m.arrived).Seconds())
 		}
 		w.r.reportMsg(w, m, result, reason, lag)
+		w.mark.add(m.first.Seq, m.lastStream())
+	}
+	if w.saveMark(ctx) {
+		for _, m := range w.unconfirmed[:n] {
+			w.r.acks.ackAll(m.parts)
+		}
 	}
 	rest := copy(w.unconfirmed, w.unconfirmed[n:])
 	clear(w.unconfirmed[rest:])
@@ -961,6 +1094,8 @@ func (w *worker) abortCur(ctx context.Context, reason string) {
 		reason += fmt.Sprintf(": message aborted after %d bytes were streamed (connection closed with status 1011)", m.size)
 	}
 	w.r.acks.ackAll(m.parts)
+	w.dropAhead(m)
+	w.mark.add(m.first.Seq, m.lastStream())
 	w.sum.Skipped++
 	w.sum.Incomplete++
 	w.r.m.messages.WithLabelValues("skipped").Inc()
@@ -1031,6 +1166,7 @@ func (w *worker) giveUp(ctx context.Context, err error) {
 	reason := err.Error()
 	for _, m := range w.unconfirmed {
 		w.r.acks.ackAll(m.parts)
+		w.mark.add(m.first.Seq, m.lastStream())
 		w.sum.Failed++
 		w.r.m.messages.WithLabelValues("failed").Inc()
 		w.r.reportMsg(w, m, "failed", reason, 0)
@@ -1119,6 +1255,9 @@ func (w *worker) reportComparison(o compare.Outcome) {
 // finish ends the connection: the test connection is closed gracefully,
 // the comparison is completed and the summary published.
 func (w *worker) finish(end string) {
+	if end == "shutdown" && !w.r.cfg.noNakOnStop {
+		w.confirmOnStop()
+	}
 	if w.cur != nil && !w.cur.skip {
 		// The connection (or replay) ended inside a message: never
 		// complete it.
@@ -1131,6 +1270,7 @@ func (w *worker) finish(end string) {
 		// A message being skipped whose last chunk never came: its
 		// result would otherwise never be published.
 		w.cur = nil
+		w.dropAhead(m)
 		result := "skipped"
 		if w.failed {
 			result = "failed"
@@ -1140,8 +1280,14 @@ func (w *worker) finish(end string) {
 		w.r.m.messages.WithLabelValues(result).Inc()
 		w.r.reportMsg(w, m, result, m.reason+"; the connection ended inside the message", 0)
 	}
+	if end != "shutdown" {
+		w.flushEarly()
+	}
 	if len(w.unconfirmed) > 0 && end != "shutdown" {
 		_ = w.confirm(context.Background())
+	}
+	if end != "shutdown" || !w.r.cfg.noNakOnStop {
+		w.settleMark()
 	}
 	if w.sink != nil {
 		if end == "shutdown" {
@@ -1169,6 +1315,9 @@ func (w *worker) finish(end string) {
 	if w.openSeq != 0 {
 		w.r.acks.ack(w.openSeq)
 		w.openSeq = 0
+	}
+	if end == "close" {
+		w.r.markFinished(w.id, finishedConn{mark: w.mark.clone(), prev: w.prev.clone()})
 	}
 	if w.r.opens != nil && end == "close" {
 		// An idle connection may go on later: its record stays (bounded
@@ -1207,6 +1356,28 @@ func (w *worker) finish(end string) {
 		reason = w.notCompared
 	}
 	w.r.publish(Result{Kind: "summary", Conn: w.id, VNI: w.vni, shard: w.shard, Result: result, Reason: reason, Summary: &w.sum, Target: w.target()})
+}
+
+// confirmOnStop confirms, when replay stops, what the test system has
+// read, so the next replay need not report it in doubt.
+func (w *worker) confirmOnStop() {
+	if w.pinging {
+		<-w.pingDone // its context has ended: it returns at once
+		w.pinging = false
+	}
+	if len(w.unconfirmed) == 0 || (w.sink == nil && w.hub == nil) || w.failed {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if w.hub != nil {
+		n := len(w.unconfirmed)
+		w.settle(ctx, n, w.hub.confirmSent(ctx, 3*time.Second, w.hubSents(n)))
+		return
+	}
+	if err := w.sink.Confirm(ctx); err == nil {
+		w.settle(ctx, len(w.unconfirmed), nil)
+	}
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {

@@ -17,5 +17,8 @@
 // Reconcile returns a Report: the figures (messages exact, flagged by
 // reason, reported lost; bytes reported missing against the bounds of what
 // the mirror dropped) and every Violation, naming the connection, the
-// direction and the production message index.
+// direction and the production message index. An exact message the test
+// system did not receive is no violation only when replay's last result
+// for it says so explicitly: in-doubt (written, never confirmed, not sent
+// again); the Report counts those in InDoubt.
 package ledger

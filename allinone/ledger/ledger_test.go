@@ -182,3 +182,37 @@ func TestNoClose(t *testing.T) {
 	r := f.reconcile(p, nil)
 	wantClasses(t, r, map[string]int{ClassUnaccounted: 1, ClassClose: 1, ClassResults: 1})
 }
+
+// TestInDoubtReported: replay's explicit in-doubt result (it stopped after
+// writing a message and before the test system confirmed it) accounts for
+// an exact message the test system did not receive, and is no violation
+// when it did receive it once; a "sent" result for the same loss, or an
+// in-doubt message received twice, still is.
+func TestInDoubtReported(t *testing.T) {
+	f := newFixture(t)
+	p := msgs(4)
+	f.msg(p[0], "", true)
+	f.msgResult(p[1], replay.ResultInDoubt, false) // not received: reported
+	f.msgResult(p[2], replay.ResultInDoubt, true)  // received once: fine
+	f.msg(p[3], "", false)                         // not received, result sent: a violation
+	f.close(4, 0)
+	r := f.reconcile(p, nil)
+	wantClasses(t, r, map[string]int{ClassTestSystem: 1, ClassResults: 1})
+	if r.InDoubt != 1 || !strings.Contains(r.Summary(), "1 in doubt") {
+		t.Errorf("in doubt %d, want 1: %s", r.InDoubt, r.Summary())
+	}
+	f = newFixture(t)
+	f.msgResult(p[0], replay.ResultInDoubt, true)
+	f.got = append(f.got, f.got[0])
+	f.close(1, 0)
+	wantClasses(t, f.reconcile(p[:1], nil), map[string]int{ClassTwice: 1})
+}
+
+// msgResult is msg with the result replay published last.
+func (f *fixture) msgResult(payload []byte, result string, deliver bool) {
+	f.msg(payload, "", deliver)
+	b, _ := json.Marshal(replay.Result{Kind: "message", Conn: f.conn, Dir: proto.ServerToClient, Seq: f.seq, Result: result})
+	if err := f.res.AddResult(b); err != nil {
+		f.t.Fatal(err)
+	}
+}

@@ -73,6 +73,11 @@ type Figures struct {
 	// Delivered counts the test system's complete messages, Duplicates
 	// those beyond the first of one message, Aborted its aborted ones.
 	Delivered, Duplicates, Aborted int
+	// InDoubt counts exact messages the test system did not receive whose
+	// result is replay's explicit in-doubt report (replay stopped after
+	// writing them and before their confirmation, and does not send them
+	// twice): reported, not a violation.
+	InDoubt int
 	// BytesMissing is the loss report: bytes missing over every
 	// connection and direction (per connection and direction the larger
 	// of its close event's figure and its gap events' total).
@@ -101,6 +106,9 @@ func (r *Report) Summary() string {
 	sort.Strings(reasons)
 	s := fmt.Sprintf("ledger: %d production messages = %d exact + %d flagged (%s) + %d lost; test system %d delivered, %d duplicates, %d aborted; %d bytes reported missing",
 		r.Produced, r.Exact, flagged, strings.Join(reasons, ", "), r.Lost, r.Delivered, r.Duplicates, r.Aborted, r.BytesMissing)
+	if r.InDoubt > 0 {
+		s += fmt.Sprintf("; %d in doubt (reported by replay, not received)", r.InDoubt)
+	}
 	if r.Bounds != nil {
 		s += fmt.Sprintf(" (bounds [%d, %d]: %s)", r.Bounds.Lo, r.Bounds.Hi, r.Bounds.Why)
 	}
