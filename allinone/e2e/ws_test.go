@@ -126,6 +126,11 @@ func receiveStarted(ctx context.Context, c *websocket.Conn) (Msg, bool, error) {
 	if err != nil {
 		return Msg{}, true, err
 	}
+	if err := cutByEnd(c); err != nil {
+		// coder/websocket ended the message with io.EOF because the
+		// connection ended inside it (wsend_test.go).
+		return Msg{}, true, fmt.Errorf("message of %d bytes cut by the end of the connection: %w", n, err)
+	}
 	return Msg{Type: typ, Size: n, SHA: hex.EncodeToString(h.Sum(nil))}, false, nil
 }
 
@@ -171,12 +176,15 @@ func StartServer(t testing.TB, ns string, addr netip.Addr, opts *websocket.Accep
 		t.Fatal(err)
 	}
 	s := &Server{Addr: netip.MustParseAddrPort(ln.Addr().String()), wake: make(chan struct{})}
-	s.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	s.srv = &http.Server{ConnContext: endConnContext, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, err := websocket.Accept(w, r, opts)
 		if err != nil {
 			return
 		}
 		c.SetReadLimit(-1)
+		if ec, ok := r.Context().Value(endConnKey{}).(*endConn); ok {
+			watchEnd(c, ec)
+		}
 		sc := &ServerConn{C: c, Path: r.URL.Path, Remote: r.RemoteAddr, done: make(chan struct{})}
 		s.mu.Lock()
 		s.conns = append(s.conns, sc)
@@ -201,7 +209,7 @@ func StartServer(t testing.TB, ns string, addr netip.Addr, opts *websocket.Accep
 		}
 		<-r.Context().Done()
 	}), ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = s.srv.Serve(ln) }()
+	go func() { _ = s.srv.Serve(endListener{ln}) }()
 	t.Cleanup(func() { _ = s.srv.Close() })
 	return s
 }
@@ -236,11 +244,13 @@ func Dial(ctx context.Context, ns, url string, opts *websocket.DialOptions) (*we
 	if opts != nil {
 		o = *opts
 	}
-	o.HTTPClient = &http.Client{Transport: &http.Transport{DialContext: mirrorlab.DialContext(ns)}}
+	var ec *endConn
+	o.HTTPClient = &http.Client{Transport: &http.Transport{DialContext: endDialer(mirrorlab.DialContext(ns), &ec)}}
 	c, _, err := websocket.Dial(ctx, url, &o)
 	if err != nil {
 		return nil, err
 	}
+	watchEnd(c, ec)
 	c.SetReadLimit(-1)
 	return c, nil
 }
