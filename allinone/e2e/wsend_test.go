@@ -105,4 +105,3 @@ func endConnContext(ctx context.Context, c net.Conn) context.Context {
 	}
 	return ctx
 }
-
