@@ -113,15 +113,7 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 	e.batcher = batch.New(batch.Config{MaxBytes: cfg.BatchBytes, Delay: cfg.BatchDelay}, func(b *batch.Batch) {
 		e.pub.Submit(b, block)
 	})
-	reprovision := func() {
-		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := proto.EnsureStreams(cctx, js, cfg.Common.Streams, proto.FramesStream, proto.EventsStream); err != nil {
-			d.Log.Warn("re-provisioning streams failed", "err", err)
-			return
-		}
-		d.Log.Warn("JetStream had no stream for frames: streams provisioned again")
-	}
+	reprovision := func() { e.reprovision(js) }
 	e.pub, err = publish.New(nc, publish.Config{MaxInflight: cfg.MaxInflight, BufferBytes: cfg.BufferBytes, AckTimeout: cfg.AckTimeout, NoStream: reprovision}, d.Metrics, d.Log, e.batcher.Release)
 	if err != nil {
 		return err
@@ -184,26 +176,14 @@ func registerAll(reg prometheus.Registerer, cs ...prometheus.Collector) error {
 	return nil
 }
 
-// ensureStreams provisions the streams, retrying while NATS is not there
-// yet (the first JetStream request after a server start can be lost).
+// ensureStreams provisions the streams (stage.ProvisionStreams): until
+// they accept publishes /healthz fails and the mirror ports stay closed.
 func ensureStreams(ctx context.Context, js jetstream.JetStream, cfg Config, d stage.Deps) error {
-	for attempt := 1; ; attempt++ {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := proto.EnsureStreams(cctx, js, cfg.Common.Streams, proto.FramesStream, proto.EventsStream)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if attempt == 1 || attempt%10 == 0 {
-			d.Log.Warn("provisioning streams failed, retrying", "attempt", attempt, "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			d.Log.Warn("stopped before the streams could be provisioned", "err", err)
-			return ctx.Err()
-		case <-time.After(500 * time.Millisecond):
-		}
+	if err := stage.ProvisionStreams(ctx, d, js, cfg.Common.Streams, proto.FramesStream, proto.EventsStream); err != nil {
+		d.Log.Warn("stopped before the streams could be provisioned", "err", err)
+		return ctx.Err()
 	}
+	return nil
 }
 
 // readFile publishes every frame of a capture file, as fast as JetStream

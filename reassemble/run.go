@@ -73,7 +73,7 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 		}
 		return nil
 	})
-	if err := ensureStreams(ctx, js, cfg.Common.Streams, d.Log); err != nil {
+	if err := stage.ProvisionStreams(ctx, d, js, cfg.Common.Streams, proto.FramesStream, proto.MsgsStream, proto.EventsStream); err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped while starting
 		}
@@ -96,26 +96,6 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 		_ = nc.FlushTimeout(5 * time.Second)
 	}
 	return nil
-}
-
-// ensureStreams provisions the streams, retrying with short per-call
-// timeouts (the first JetStream request after a server restart can be
-// lost) until ctx ends.
-func ensureStreams(ctx context.Context, js jetstream.JetStream, o proto.StreamOptions, log *slog.Logger) error {
-	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := proto.EnsureStreams(cctx, js, o, proto.FramesStream, proto.MsgsStream, proto.EventsStream)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		log.Warn("provision streams; retrying", "err", err)
-		select {
-		case <-time.After(backoff):
-		case <-ctx.Done():
-			return fmt.Errorf("provision streams: %w", err)
-		}
-	}
 }
 
 // ownershipEvent reports on TAPLINE_EVENTS that this instance started or
