@@ -40,6 +40,7 @@ type engine struct {
 	dropsMu   sync.Mutex
 	lastDrops uint64
 	intake    atomic.Pointer[udpin.Intake]
+	listening *atomic.Bool // the intake is open (the "intake" health check)
 	refused   refusedLog
 }
 
@@ -74,6 +75,18 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 	if len(cfg.vnis) > 0 {
 		d.Log.Info("VNI allow list on", "vni", cfg.VNI.String())
 	}
+	// Live, decap is healthy only once its mirror ports are open, and it
+	// opens them only once its streams accept publishes: an NLB sends
+	// mirror traffic to it only when it can store it.
+	listening := &atomic.Bool{}
+	if cfg.Read == "" {
+		d.Health.Add("intake", func() error {
+			if !listening.Load() {
+				return errors.New("mirror ports not open yet: waiting for the streams")
+			}
+			return nil
+		})
+	}
 	var file *os.File
 	if cfg.Read != "" {
 		var err error
@@ -99,7 +112,7 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 		d.Log.Warn("--batch-bytes lowered to fit the NATS max payload and the stream's max message size", "batch_bytes", cfg.BatchBytes, "effective", limit)
 		cfg.BatchBytes = limit
 	}
-	e := &engine{cfg: cfg, d: d, stats: decode.NewStats(), sharder: shard.New(cfg.Common.Shards, cfg.FragTable), nc: nc}
+	e := &engine{cfg: cfg, d: d, stats: decode.NewStats(), sharder: shard.New(cfg.Common.Shards, cfg.FragTable), nc: nc, listening: listening}
 	e.refused.log = d.Log
 	if err := d.Metrics.Register(e.stats); err != nil {
 		return err

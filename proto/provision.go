@@ -61,7 +61,11 @@ func provisionStream(ctx context.Context, js jetstream.JetStream, o StreamOption
 	// Two rounds: a create that loses a race with another stage's create
 	// looks again at what that stage made.
 	for range 2 {
-		s, err := js.Stream(ctx, name)
+		// A lookup JetStream does not answer at once (no meta or stream
+		// leader yet) is never answered: ask again rather than wait.
+		lctx, cancel := context.WithTimeout(ctx, LookupTimeout)
+		s, err := js.Stream(lctx, name)
+		cancel()
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			s, err = js.CreateStream(ctx, want)
 			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
@@ -168,6 +172,10 @@ func (s Size) String() string {
 func ProvisionTimeout(replicas int) time.Duration {
 	return 5 * time.Second * time.Duration(max(replicas, 1))
 }
+
+// LookupTimeout bounds one stream lookup of provisioning: JetStream
+// answers a lookup at once or, during a leader election, never.
+const LookupTimeout = 5 * time.Second
 
 // MaxProvisionTimeout bounds the per-attempt timeout of provisioning.
 const MaxProvisionTimeout = 2 * time.Minute

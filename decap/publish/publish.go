@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -63,6 +64,7 @@ type DropCount struct {
 
 type item struct {
 	b     *batch.Batch
+	n     uint64 // submission order
 	id    string
 	size  int64
 	tries int
@@ -90,7 +92,9 @@ type Publisher struct {
 	lastAck  time.Time
 	lastErr  error
 	lastNoSt time.Time
-	drops    map[string]*DropCount
+	// pauseUntil: no batch is sent before it (set after a failure).
+	pauseUntil time.Time
+	drops      map[string]*DropCount
 
 	sem  chan struct{}
 	acks chan *item
@@ -179,7 +183,7 @@ func (p *Publisher) Submit(b *batch.Batch, block bool) bool {
 		p.cond.Wait()
 	}
 	p.seq++
-	p.queue = append(p.queue, &item{b: b, id: p.prefix + strconv.FormatUint(p.seq, 10), size: size})
+	p.queue = append(p.queue, &item{b: b, n: p.seq, id: p.prefix + strconv.FormatUint(p.seq, 10), size: size})
 	p.bytes += size
 	p.cond.Broadcast()
 	p.mu.Unlock()
@@ -259,6 +263,13 @@ func (p *Publisher) sendLoop() {
 			p.mu.Unlock()
 			return
 		}
+		if time.Now().Before(p.pauseUntil) {
+			p.mu.Unlock()
+			if p.pause() {
+				continue // then look at the queue again
+			}
+			p.mu.Lock()
+		}
 		it := p.queue[0]
 		p.queue[0] = nil
 		p.queue = p.queue[1:]
@@ -336,7 +347,8 @@ func (p *Publisher) ackLoop() {
 	}
 }
 
-// fail puts a batch back at the front of the queue after a transient error.
+// fail puts a batch back in the queue, in publish order, after a
+// transient error.
 func (p *Publisher) fail(it *item, err error) {
 	p.mRetries.Inc()
 	it.tries++
@@ -349,12 +361,40 @@ func (p *Publisher) fail(it *item, err error) {
 		p.lastNoSt = time.Now()
 		go p.cfg.NoStream()
 	}
-	p.mu.Unlock()
-	select {
-	case <-time.After(p.cfg.RetryWait):
-	case <-p.done:
+	// The pause before the batch goes out again is taken by the send
+	// loop, once for every batch that failed meanwhile: an outage with
+	// many batches in flight costs one RetryWait, not one per batch (the
+	// ack loop sleeping per batch took MaxInflight × RetryWait to recover).
+	if until := time.Now().Add(p.cfg.RetryWait); until.After(p.pauseUntil) {
+		p.pauseUntil = until
 	}
-	p.requeue(it, true)
+	// Back in publish order: ahead of the batches that came after it.
+	it.fut = nil
+	i := 0
+	for i < len(p.queue) && p.queue[i].n < it.n {
+		i++
+	}
+	p.queue = slices.Insert(p.queue, i, it)
+	p.cond.Broadcast()
+	p.mu.Unlock()
+}
+
+// pause waits until the pause after a failed publish is over (true) or
+// the publisher stops (false).
+func (p *Publisher) pause() bool {
+	for {
+		p.mu.Lock()
+		d := time.Until(p.pauseUntil)
+		p.mu.Unlock()
+		if d <= 0 {
+			return true
+		}
+		select {
+		case <-time.After(d):
+		case <-p.done:
+			return false
+		}
+	}
 }
 
 func (p *Publisher) requeue(it *item, front bool) {

@@ -32,16 +32,34 @@ func ProvisionStreams(ctx context.Context, d Deps, js jetstream.JetStream, o pro
 	timeout := proto.ProvisionTimeout(o.Replicas)
 	start := time.Now()
 	var lastLog time.Time
+	var logMu sync.Mutex
+	// waiting says, once a minute at most, that the stage waits.
+	waiting := func(attempt int, err error) {
+		logMu.Lock()
+		defer logMu.Unlock()
+		if time.Since(lastLog) < time.Minute {
+			return
+		}
+		lastLog = time.Now()
+		args := []any{"streams", p.names, "attempt", attempt, "attempt_timeout", timeout, "waited", time.Since(start).Round(time.Second)}
+		if err != nil {
+			args = append(args, "err", err)
+		}
+		d.Log.Warn("waiting for JetStream streams; not healthy until they accept publishes", args...)
+	}
 	for attempt := 1; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, timeout)
+		// An attempt that takes more than a moment is worth one line.
+		slow := time.AfterFunc(slowAttempt, func() { waiting(attempt, nil) })
 		sts, err := proto.ProvisionStreams(actx, js, o, names...)
+		slow.Stop()
 		cancel()
 		if err == nil {
 			for _, st := range sts {
 				logStatus(d, st)
 			}
 			p.set(nil)
-			if attempt > 1 {
+			if time.Since(start) >= slowAttempt {
 				d.Log.Info("streams ready", "streams", p.names, "after", time.Since(start).Round(time.Millisecond))
 			}
 			return nil
@@ -50,11 +68,7 @@ func ProvisionStreams(ctx context.Context, d Deps, js jetstream.JetStream, o pro
 			return fmt.Errorf("stopped before the streams were ready: %w", err)
 		}
 		p.set(err)
-		if time.Since(lastLog) >= time.Minute {
-			lastLog = time.Now()
-			d.Log.Warn("waiting for JetStream streams; not healthy until they accept publishes", "streams", p.names,
-				"attempt", attempt, "attempt_timeout", timeout, "waited", time.Since(start).Round(time.Second), "err", err)
-		}
+		waiting(attempt, err)
 		if errors.Is(err, context.DeadlineExceeded) {
 			timeout = min(2*timeout, proto.MaxProvisionTimeout)
 		}
@@ -65,6 +79,10 @@ func ProvisionStreams(ctx context.Context, d Deps, js jetstream.JetStream, o pro
 		}
 	}
 }
+
+// slowAttempt is how long a provisioning attempt runs before the stage
+// says it is waiting.
+const slowAttempt = 2 * time.Second
 
 func logStatus(d Deps, st proto.StreamStatus) {
 	switch {
