@@ -58,9 +58,17 @@ func provisionStream(ctx context.Context, js jetstream.JetStream, o StreamOption
 		return StreamStatus{}, err
 	}
 	st := StreamStatus{Name: name}
-	// Two rounds: a create that loses a race with another stage's create
-	// looks again at what that stage made.
-	for range 2 {
+	// A create that loses a race with another stage's create looks again
+	// at what that stage made; right after such a race the cluster may
+	// still answer "not found" for a moment, so it looks a few times.
+	for round := 0; round < 20; round++ {
+		if round > 0 {
+			select {
+			case <-ctx.Done():
+				return st, ctx.Err()
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
 		// A lookup JetStream does not answer at once (no meta or stream
 		// leader yet) is never answered: ask again rather than wait.
 		lctx, cancel := context.WithTimeout(ctx, LookupTimeout)

@@ -103,7 +103,8 @@ func TestProvisionUpdateStreams(t *testing.T) {
 
 // TestProvisionConcurrentStages: stages starting together with different
 // limits on an R3 cluster: exactly one creates the stream, the others
-// find it and keep it, whatever the order.
+// find it and keep it, whatever the order; an unanswered attempt is
+// retried, never a second create.
 func TestProvisionConcurrentStages(t *testing.T) {
 	c := natstest.RunCluster(t, 3)
 	_, js := natstest.Connect(t, c.URLs())
@@ -117,10 +118,18 @@ func TestProvisionConcurrentStages(t *testing.T) {
 			o := proto.StreamOptions{Replicas: 3, Frames: proto.StreamLimits{MaxBytes: int64(i+1) << 30}}
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
-			var s []proto.StreamStatus
-			s, errs[i] = proto.ProvisionStreams(ctx, js, o, proto.FramesStream)
-			if errs[i] == nil {
-				sts[i] = s[0]
+			// As the stages do: a failed attempt (a lookup unanswered
+			// while another stage creates the stream, no placement yet
+			// on a cluster just formed) is made again.
+			for {
+				var s []proto.StreamStatus
+				s, errs[i] = proto.ProvisionStreams(ctx, js, o, proto.FramesStream)
+				if errs[i] == nil {
+					sts[i] = s[0]
+				}
+				if errs[i] == nil || ctx.Err() != nil {
+					return
+				}
 			}
 		}()
 	}
