@@ -28,7 +28,7 @@ func (a *archiver) keepKeys(ctx context.Context, js jetstream.JetStream, d stage
 	d.Metrics.MustRegister(lines, objects)
 	var cons jetstream.Consumer
 	provision := func() error {
-		return retry(ctx, a.log, "provision keys stream and consumer", func(ctx context.Context) error {
+		return retry(ctx, a.log, proto.ProvisionTimeout(a.cfg.Common.Streams.Replicas), "provision keys stream and consumer", func(ctx context.Context) error {
 			if err := proto.EnsureStreams(ctx, js, a.cfg.Common.Streams, proto.KeysStream); err != nil {
 				return err
 			}
@@ -63,7 +63,7 @@ func (a *archiver) keepKeys(ctx context.Context, js jetstream.JetStream, d stage
 			return
 		}
 		key := query.KeyObject(first, firstSeq, lastSeq)
-		err := retry(ctx, a.log, "store key lines", func(ctx context.Context) error {
+		err := retry(ctx, a.log, a.cfg.UploadTimeout, "store key lines", func(ctx context.Context) error {
 			return a.st.Put(ctx, key, buf)
 		})
 		if err != nil {

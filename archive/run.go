@@ -105,6 +105,12 @@ func run(ctx context.Context, cfg Config, d stage.Deps, st store.Store, level zs
 		}
 		return nil
 	})
+	if err := stage.ProvisionStreams(ctx, d, js, a.cfg.Common.Streams, proto.FramesStream); err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while NATS was unreachable
+		}
+		return err
+	}
 	cons, err := a.provision(ctx, js)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -161,7 +167,7 @@ func run(ctx context.Context, cfg Config, d stage.Deps, st store.Store, level zs
 // be lost).
 func (a *archiver) provision(ctx context.Context, js jetstream.JetStream) (jetstream.Consumer, error) {
 	var cons jetstream.Consumer
-	err := retry(ctx, a.log, "provision stream and consumer", func(ctx context.Context) error {
+	err := retry(ctx, a.log, proto.ProvisionTimeout(a.cfg.Common.Streams.Replicas), "provision stream and consumer", func(ctx context.Context) error {
 		if err := proto.EnsureStreams(ctx, js, a.cfg.Common.Streams, proto.FramesStream); err != nil {
 			return err
 		}
@@ -181,15 +187,20 @@ func (a *archiver) provision(ctx context.Context, js jetstream.JetStream) (jetst
 	return cons, err
 }
 
-// retry calls f with a 5 s timeout until it succeeds or ctx ends.
-func retry(ctx context.Context, log *slog.Logger, what string, f func(context.Context) error) error {
+// retry calls f with a timeout, first timeout and doubled after each
+// attempt that timed out (up to proto.MaxProvisionTimeout: a cluster's
+// leader elections take what they take), until it succeeds or ctx ends.
+func retry(ctx context.Context, log *slog.Logger, timeout time.Duration, what string, f func(context.Context) error) error {
 	wait := 100 * time.Millisecond
 	for {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		cctx, cancel := context.WithTimeout(ctx, timeout)
 		err := f(cctx)
 		cancel()
 		if err == nil {
 			return nil
+		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			timeout = min(2*timeout, proto.MaxProvisionTimeout)
 		}
 		log.Warn(what+" failed; retrying", "err", err)
 		select {

@@ -62,6 +62,7 @@ func (e *engine) listen(ctx context.Context) error {
 		e.d.Log.Info("listening", "vxlan_port", e.cfg.VXLANPort, "geneve_port", e.cfg.GENEVEPort, "addrs", e.cfg.listenAddrs())
 	}
 	e.intake.Store(in)
+	e.listening.Store(true)
 	if err := in.Register(e.d.Metrics); err != nil {
 		var are prometheus.AlreadyRegisteredError
 		if !errors.As(err, &are) {

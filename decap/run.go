@@ -40,6 +40,7 @@ type engine struct {
 	dropsMu   sync.Mutex
 	lastDrops uint64
 	intake    atomic.Pointer[udpin.Intake]
+	listening *atomic.Bool // the intake is open (the "intake" health check)
 	refused   refusedLog
 }
 
@@ -74,6 +75,18 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 	if len(cfg.vnis) > 0 {
 		d.Log.Info("VNI allow list on", "vni", cfg.VNI.String())
 	}
+	// Live, decap is healthy only once its mirror ports are open, and it
+	// opens them only once its streams accept publishes: an NLB sends
+	// mirror traffic to it only when it can store it.
+	listening := &atomic.Bool{}
+	if cfg.Read == "" {
+		d.Health.Add("intake", func() error {
+			if !listening.Load() {
+				return errors.New("mirror ports not open yet: waiting for the streams")
+			}
+			return nil
+		})
+	}
 	var file *os.File
 	if cfg.Read != "" {
 		var err error
@@ -99,7 +112,7 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 		d.Log.Warn("--batch-bytes lowered to fit the NATS max payload and the stream's max message size", "batch_bytes", cfg.BatchBytes, "effective", limit)
 		cfg.BatchBytes = limit
 	}
-	e := &engine{cfg: cfg, d: d, stats: decode.NewStats(), sharder: shard.New(cfg.Common.Shards, cfg.FragTable), nc: nc}
+	e := &engine{cfg: cfg, d: d, stats: decode.NewStats(), sharder: shard.New(cfg.Common.Shards, cfg.FragTable), nc: nc, listening: listening}
 	e.refused.log = d.Log
 	if err := d.Metrics.Register(e.stats); err != nil {
 		return err
@@ -113,15 +126,7 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 	e.batcher = batch.New(batch.Config{MaxBytes: cfg.BatchBytes, Delay: cfg.BatchDelay}, func(b *batch.Batch) {
 		e.pub.Submit(b, block)
 	})
-	reprovision := func() {
-		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := proto.EnsureStreams(cctx, js, cfg.Common.Streams, proto.FramesStream, proto.EventsStream); err != nil {
-			d.Log.Warn("re-provisioning streams failed", "err", err)
-			return
-		}
-		d.Log.Warn("JetStream had no stream for frames: streams provisioned again")
-	}
+	reprovision := func() { e.reprovision(js) }
 	e.pub, err = publish.New(nc, publish.Config{MaxInflight: cfg.MaxInflight, BufferBytes: cfg.BufferBytes, AckTimeout: cfg.AckTimeout, NoStream: reprovision}, d.Metrics, d.Log, e.batcher.Release)
 	if err != nil {
 		return err
@@ -184,26 +189,14 @@ func registerAll(reg prometheus.Registerer, cs ...prometheus.Collector) error {
 	return nil
 }
 
-// ensureStreams provisions the streams, retrying while NATS is not there
-// yet (the first JetStream request after a server start can be lost).
+// ensureStreams provisions the streams (stage.ProvisionStreams): until
+// they accept publishes /healthz fails and the mirror ports stay closed.
 func ensureStreams(ctx context.Context, js jetstream.JetStream, cfg Config, d stage.Deps) error {
-	for attempt := 1; ; attempt++ {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := proto.EnsureStreams(cctx, js, cfg.Common.Streams, proto.FramesStream, proto.EventsStream)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if attempt == 1 || attempt%10 == 0 {
-			d.Log.Warn("provisioning streams failed, retrying", "attempt", attempt, "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			d.Log.Warn("stopped before the streams could be provisioned", "err", err)
-			return ctx.Err()
-		case <-time.After(500 * time.Millisecond):
-		}
+	if err := stage.ProvisionStreams(ctx, d, js, cfg.Common.Streams, proto.FramesStream, proto.EventsStream); err != nil {
+		d.Log.Warn("stopped before the streams could be provisioned", "err", err)
+		return ctx.Err()
 	}
+	return nil
 }
 
 // readFile publishes every frame of a capture file, as fast as JetStream

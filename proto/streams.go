@@ -25,6 +25,11 @@ type StreamOptions struct {
 	Keys     StreamLimits // TAPLINE_KEYS
 	// Memory stores the streams in memory instead of files (tests only).
 	Memory bool
+	// Update changes an existing stream whose configuration differs from
+	// these options (--update-streams). Without it an existing stream is
+	// kept as it is and the differences are reported (ProvisionStreams):
+	// a user or another stage may have configured it.
+	Update bool
 }
 
 // DefaultLimits are the limits used where StreamOptions leaves one zero.
@@ -86,18 +91,11 @@ func (o StreamOptions) StreamConfig(name string) (jetstream.StreamConfig, error)
 	}, nil
 }
 
-// EnsureStreams creates or updates the named streams so they match the
-// options. It is idempotent: every stage calls it at start for the streams
-// it reads or writes.
+// EnsureStreams provisions the named streams (ProvisionStreams) and
+// discards what it found: existing streams with other settings are kept
+// and not reported. Stages use ProvisionStreams (through
+// stage.ProvisionStreams) to warn about them.
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions, names ...string) error {
-	for _, name := range names {
-		cfg, err := o.StreamConfig(name)
-		if err != nil {
-			return err
-		}
-		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
-			return fmt.Errorf("proto: provision stream %s: %w", name, err)
-		}
-	}
-	return nil
+	_, err := ProvisionStreams(ctx, js, o, names...)
+	return err
 }

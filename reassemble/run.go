@@ -80,7 +80,11 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 		}
 		return nil
 	})
-	if err := ensureStreams(ctx, js, cfg.Common.Streams, cfg.TLS, d.Log); err != nil {
+	names := []string{proto.FramesStream, proto.MsgsStream, proto.EventsStream}
+	if cfg.TLS {
+		names = append(names, proto.KeysStream)
+	}
+	if err := stage.ProvisionStreams(ctx, d, js, cfg.Common.Streams, names...); err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped while starting
 		}
@@ -111,30 +115,6 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 		_ = nc.FlushTimeout(5 * time.Second)
 	}
 	return nil
-}
-
-// ensureStreams provisions the streams, retrying with short per-call
-// timeouts (the first JetStream request after a server restart can be
-// lost) until ctx ends.
-func ensureStreams(ctx context.Context, js jetstream.JetStream, o proto.StreamOptions, tls bool, log *slog.Logger) error {
-	names := []string{proto.FramesStream, proto.MsgsStream, proto.EventsStream}
-	if tls {
-		names = append(names, proto.KeysStream)
-	}
-	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := proto.EnsureStreams(cctx, js, o, names...)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		log.Warn("provision streams; retrying", "err", err)
-		select {
-		case <-time.After(backoff):
-		case <-ctx.Done():
-			return fmt.Errorf("provision streams: %w", err)
-		}
-	}
 }
 
 // ownershipEvent reports on TAPLINE_EVENTS that this instance started or

@@ -157,13 +157,19 @@ func (w *worker) run(ctx context.Context) {
 		return
 	}
 	var cons jetstream.Consumer
+	// Creating a consumer of an R3 stream waits for its own leader
+	// election: the timeout grows with the cluster's latency.
+	timeout := proto.ProvisionTimeout(w.e.cfg.Common.Streams.Replicas)
 	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		cctx, cancel := context.WithTimeout(ctx, timeout)
 		var err error
 		cons, err = w.e.js.CreateOrUpdateConsumer(cctx, proto.FramesStream, w.consumerConfig())
 		cancel()
 		if err == nil {
 			break
+		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			timeout = min(2*timeout, proto.MaxProvisionTimeout)
 		}
 		log.Warn("create consumer; retrying", "consumer", w.consName, "err", err)
 		select {

@@ -109,6 +109,12 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 	}
 	defer r.closeHubs()
 
+	if err := stage.ProvisionStreams(ctx, d, js, cfg.Common.Streams, proto.MsgsStream, proto.ResultsStream); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
 	cons, err := r.setup(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -239,7 +245,7 @@ func (r *runner) setup(ctx context.Context) (jetstream.Consumer, error) {
 				return nil, fmt.Errorf("set up JetStream: %w (last error: %v)", err, lastErr)
 			}
 		}
-		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		actx, cancel := context.WithTimeout(ctx, proto.ProvisionTimeout(cfg.Common.Streams.Replicas))
 		err := proto.EnsureStreams(actx, r.js, cfg.Common.Streams, proto.MsgsStream, proto.ResultsStream)
 		var cons jetstream.Consumer
 		if err == nil {

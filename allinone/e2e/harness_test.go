@@ -211,6 +211,21 @@ type PipelineOptions struct {
 	// from the target namespace only); "0.0.0.0" lets `decap capture` in
 	// the production namespace upload to it.
 	NATSHost string
+	// NATSNodes > 1 runs a JetStream cluster of that many natsd nodes
+	// (Procs "nats", "nats2", …) and gives every stage all their URLs and
+	// --stream-replicas 3.
+	NATSNodes int
+	// Manual: NewPipeline starts NATS only; the test starts the stages.
+	Manual bool
+}
+
+// natsNodeNames are the Procs names of the cluster nodes.
+func natsNodeNames(n int) []string {
+	names := []string{"nats"}
+	for i := 2; i <= n; i++ {
+		names = append(names, "nats"+strconv.Itoa(i))
+	}
+	return names
 }
 
 // Pipeline is NATS and the four stages in a lab's target namespace.
@@ -220,6 +235,7 @@ type Pipeline struct {
 	Dir   string
 	Store string // archive directory
 	Procs map[string]*Proc
+	URL   string // the stages' --nats-url
 	NC    *nats.Conn
 	JS    jetstream.JetStream
 	opts  PipelineOptions
@@ -251,11 +267,15 @@ func NewPipeline(t testing.TB, lab *mirrorlab.Lab, o PipelineOptions) *Pipeline 
 	p := &Pipeline{t: t, Lab: lab, Dir: dir, Store: filepath.Join(dir, "archive"), Procs: map[string]*Proc{}, opts: o}
 	p.Procs["nats"] = &Proc{Name: "nats", ns: lab.Target, bin: filepath.Join(binDir, "natsd"),
 		args: []string{"--port", "4222", "--store", filepath.Join(dir, "jetstream")}, log: filepath.Join(dir, "nats.log")}
+	p.URL = natsURL
+	if o.NATSNodes > 1 {
+		p.clusterNATS(o.NATSNodes)
+	}
 	if o.NATSHost != "" {
 		p.Procs["nats"].args = append(p.Procs["nats"].args, "--host", o.NATSHost)
 	}
 	common := func(name string) []string {
-		return []string{"--nats-url", natsURL, "--shards", strconv.Itoa(o.Shards),
+		return []string{"--nats-url", p.URL, "--shards", strconv.Itoa(o.Shards),
 			"--http", "127.0.0.1:" + strconv.Itoa(httpPorts[name]), "--log-level", "info",
 			// natsd's JetStream store is 16 GiB: the default limits (8 GiB
 			// each for frames and messages) do not fit beside results.
@@ -267,6 +287,11 @@ func NewPipeline(t testing.TB, lab *mirrorlab.Lab, o PipelineOptions) *Pipeline 
 		"reassemble": {"--instance-id", "r1", "--pinned-ttl", "5s", "--takeover-spread", "0s"},
 		"archive":    {"--store", p.Store, "--chunk-age", "1s", "--ack-wait", "10s"},
 		"replay":     {"--pace", "fast", "--ack-wait", "10s"},
+	}
+	if o.NATSNodes > 1 {
+		for _, name := range []string{"decap", "reassemble", "archive", "replay"} {
+			args[name] = append(args[name], "--stream-replicas", "3")
+		}
 	}
 	if o.Listen != "" {
 		args["replay"] = append(args["replay"], "--listen", o.Listen)
@@ -286,7 +311,7 @@ func NewPipeline(t testing.TB, lab *mirrorlab.Lab, o PipelineOptions) *Pipeline 
 				t.Logf("--- %s metrics ---\n%s", name, p.metricsDump(name))
 			}
 		}
-		for _, name := range []string{"replay", "reassemble", "reassemble2", "archive", "decap", "nats"} {
+		for _, name := range []string{"replay", "reassemble", "reassemble2", "archive", "decap", "nats", "nats2", "nats3"} {
 			if pr := p.Procs[name]; pr != nil && pr.Running() {
 				pr.Stop()
 			}
@@ -295,7 +320,7 @@ func NewPipeline(t testing.TB, lab *mirrorlab.Lab, o PipelineOptions) *Pipeline 
 			p.NC.Close()
 		}
 		if t.Failed() {
-			for _, name := range []string{"nats", "decap", "reassemble", "reassemble2", "replay", "archive"} {
+			for _, name := range []string{"nats", "nats2", "nats3", "decap", "reassemble", "reassemble2", "replay", "archive"} {
 				if pr := p.Procs[name]; pr != nil {
 					t.Logf("--- %s log (tail) ---\n%s", name, pr.Tail(40))
 				}
@@ -303,6 +328,9 @@ func NewPipeline(t testing.TB, lab *mirrorlab.Lab, o PipelineOptions) *Pipeline 
 		}
 	})
 	p.StartNATS()
+	if o.Manual {
+		return p
+	}
 	for _, name := range []string{"decap", "reassemble", "archive", "replay"} {
 		p.StartStage(name)
 	}
@@ -313,11 +341,13 @@ func NewPipeline(t testing.TB, lab *mirrorlab.Lab, o PipelineOptions) *Pipeline 
 func (p *Pipeline) StartNATS() {
 	t := p.t
 	t.Helper()
-	p.Procs["nats"].Start(t)
+	for _, name := range natsNodeNames(max(p.opts.NATSNodes, 1)) {
+		p.Procs[name].Start(t)
+	}
 	if p.NC == nil {
 		var nc *nats.Conn
 		waitFor(t, 60*time.Second, "NATS in the target namespace", func() (err error) {
-			nc, err = nats.Connect(natsURL, nats.SetCustomDialer(nsDialer{p.Lab.Target}),
+			nc, err = nats.Connect(p.URL, nats.SetCustomDialer(nsDialer{p.Lab.Target}),
 				nats.MaxReconnects(-1), nats.ReconnectWait(200*time.Millisecond), nats.Timeout(5*time.Second))
 			return err
 		})

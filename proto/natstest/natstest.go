@@ -29,6 +29,19 @@ type Options struct {
 	// MaxPayload raises the per-message limit (0: 8 MiB, which fits a full
 	// chunk and a large frame batch).
 	MaxPayload int32
+	// Cluster makes the server one node of a JetStream cluster: its node
+	// name, the cluster's name, the route port it listens on and the route
+	// URLs (nats-route://host:port) of the other nodes. Zero: a single
+	// server.
+	Cluster ClusterNode
+}
+
+// ClusterNode is one node's cluster configuration (see Options.Cluster).
+type ClusterNode struct {
+	Name    string   // server name, unique in the cluster
+	Cluster string   // cluster name, the same on every node
+	Port    int      // route listen port
+	Routes  []string // nats-route://host:port of the other nodes
 }
 
 // Start runs an embedded JetStream server and waits until it accepts
@@ -53,7 +66,7 @@ func Start(o Options) (*server.Server, error) {
 	if o.MaxPayload == 0 {
 		o.MaxPayload = 8 << 20
 	}
-	srv, err := server.NewServer(&server.Options{
+	so := &server.Options{
 		Host:               o.Host,
 		Port:               o.Port,
 		JetStream:          true,
@@ -63,7 +76,11 @@ func Start(o Options) (*server.Server, error) {
 		MaxPayload:         o.MaxPayload,
 		NoSigs:             true,
 		NoLog:              true,
-	})
+	}
+	if err := o.Cluster.apply(so, o.Host); err != nil {
+		return nil, err
+	}
+	srv, err := server.NewServer(so)
 	if err != nil {
 		return nil, fmt.Errorf("natstest: %w", err)
 	}

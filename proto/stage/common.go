@@ -69,6 +69,7 @@ func (c *Common) Register(fs *flag.FlagSet, httpDefault string) {
 	fs.DurationVar(&c.ConnectWait, "nats-connect-wait", DefaultConnectWait, "how long to retry the first connection to NATS before exiting with the cause (0: until stopped); later outages are retried forever")
 	fs.IntVar(&c.Shards, "shards", proto.DefaultShards, "number of flow shards (all stages must agree)")
 	fs.IntVar(&c.Streams.Replicas, "stream-replicas", 1, "JetStream replicas of the streams this stage provisions")
+	fs.BoolVar(&c.Streams.Update, "update-streams", false, "change existing streams whose limits or replicas differ from these flags (default: keep them and warn)")
 	fs.DurationVar(&c.Streams.Frames.MaxAge, "frames-max-age", proto.DefaultLimits[proto.FramesStream].MaxAge, "max age of the frames stream")
 	SizeVar(fs, &c.Streams.Frames.MaxBytes, "frames-max-bytes", proto.DefaultLimits[proto.FramesStream].MaxBytes, "max bytes of the frames stream")
 	fs.DurationVar(&c.Streams.Msgs.MaxAge, "msgs-max-age", proto.DefaultLimits[proto.MsgsStream].MaxAge, "max age of the messages stream")

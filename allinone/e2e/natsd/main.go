@@ -3,7 +3,8 @@
 // exec) so the stage processes there can reach it on that namespace's
 // loopback, and kills and restarts it (same port, same store) to test a
 // NATS restart. It prints "ready" on standard output once it accepts
-// connections and shuts down on SIGTERM or SIGINT.
+// connections and shuts down on SIGTERM or SIGINT. With --cluster-port it
+// is one node of a JetStream cluster (--name, --routes to the others).
 package main
 
 import (
@@ -11,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/tapline/tapline/proto/natstest"
@@ -20,12 +22,22 @@ func main() {
 	host := flag.String("host", "127.0.0.1", "listen host")
 	port := flag.Int("port", 4222, "listen port")
 	store := flag.String("store", "", "JetStream store directory (required)")
+	name := flag.String("name", "", "server name: with --cluster-port, one node of a JetStream cluster")
+	clusterPort := flag.Int("cluster-port", 0, "route listen port of this cluster node")
+	routes := flag.String("routes", "", "comma-separated nats-route://host:port of the other nodes")
 	flag.Parse()
 	if *store == "" {
 		fmt.Fprintln(os.Stderr, "natsd: --store is required")
 		os.Exit(2)
 	}
-	srv, err := natstest.Start(natstest.Options{Host: *host, Port: *port, StoreDir: *store})
+	o := natstest.Options{Host: *host, Port: *port, StoreDir: *store}
+	if *clusterPort != 0 {
+		o.Cluster = natstest.ClusterNode{Name: *name, Cluster: "tapline", Port: *clusterPort}
+		if *routes != "" {
+			o.Cluster.Routes = strings.Split(*routes, ",")
+		}
+	}
+	srv, err := natstest.Start(o)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "natsd:", err)
 		os.Exit(1)

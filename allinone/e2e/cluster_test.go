@@ -1,0 +1,180 @@
+package e2e
+
+import (
+	"context"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/tapline/tapline/allinone/ledger"
+	"github.com/tapline/tapline/proto"
+	"github.com/tapline/tapline/proto/mirrorlab"
+)
+
+// TestClusterStartup: on a 3-node JetStream cluster with R3 streams the
+// four stages start in random order, and production traffic flows from
+// the first second decap says it is healthy (an NLB sends mirror traffic
+// to a healthy target only), while the other stages may still be
+// provisioning or not started yet. Every message reaches the test system
+// byte-identical and the ledger balances.
+func TestClusterStartup(t *testing.T) { clusterStartup(t, false, false) }
+
+// TestClusterStartupNodeKilled is TestClusterStartup with one NATS node
+// killed with SIGKILL while the stages start, before decap does (and left
+// down).
+func TestClusterStartupNodeKilled(t *testing.T) { clusterStartup(t, true, false) }
+
+// TestClusterStartupNoQuorum is TestClusterStartup with two of the three
+// nodes down when the stages start (the cluster has no JetStream quorum:
+// nothing can be provisioned) and back a few seconds later, as when an
+// orchestrator starts NATS and the stages together.
+func TestClusterStartupNoQuorum(t *testing.T) { clusterStartup(t, false, true) }
+
+func clusterStartup(t *testing.T, kill, noQuorum bool) {
+	needLab(t)
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv("TAPLINE_E2E_SEED"); s != "" {
+		seed, _ = strconv.ParseUint(s, 10, 64)
+	}
+	rng := rand.New(rand.NewPCG(seed, 18))
+	lab := mirrorlab.New(t, mirrorlab.Options{})
+	ext := StartServer(t, lab.Ext, mirrorlab.ExtAddr, nil, false)
+	p := NewPipeline(t, lab, PipelineOptions{Listen: replayListen + "=" + ext.Addr.String(), NATSNodes: 3, Manual: true})
+
+	stages := []string{"decap", "reassemble", "archive", "replay"}
+	rng.Shuffle(len(stages), func(i, j int) { stages[i], stages[j] = stages[j], stages[i] })
+	killAt, victim := -1, ""
+	if kill {
+		// Before decap starts, so during provisioning, not under
+		// traffic: a stream leader killed while publishes are in flight
+		// can store retried batches beyond reassemble's reorder window
+		// (reported as loss; a separate fault case).
+		killAt = rng.IntN(slices.Index(stages, "decap") + 1) // after that many stages started
+		victim = natsNodeNames(3)[rng.IntN(3)]
+	}
+	t.Logf("seed %d (TAPLINE_E2E_SEED): start order %v, kill %q after %d", seed, stages, victim, killAt)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	sizes := []int64{1 << 10, 64 << 10, 1 << 20, 300 << 10, 10, 5 << 20, 100 << 10}
+	const total = 21
+	var prod *Collector
+	var sc *ServerConn
+	var sent []Msg
+	start := time.Now()
+	var firstAt time.Duration
+	// step pushes the next production message once decap is healthy.
+	step := func() {
+		if len(sent) == total {
+			return
+		}
+		if sc == nil {
+			if !p.Healthy("decap") {
+				return
+			}
+			prod, sc = OpenFeed(ctx, t, lab, ext)
+			firstAt = time.Since(start)
+		}
+		i := len(sent)
+		typ, kind := websocket.MessageBinary, "binary"
+		if i%3 == 1 {
+			typ, kind = websocket.MessageText, "text"
+		}
+		m, err := send(ctx, sc.C, typ, payload(kind, uint64(i), sizes[i%len(sizes)]), 16<<10)
+		if err != nil {
+			t.Fatalf("production send %d: %v", i, err)
+		}
+		sent = append(sent, m)
+	}
+	// run steps for d, every 100 ms.
+	var bringBack func()
+	run := func(d time.Duration) {
+		for end := time.Now().Add(d); time.Now().Before(end); {
+			bringBack()
+			step()
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	var late []string
+	if noQuorum {
+		late = natsNodeNames(3)[1:]
+		for _, n := range late {
+			p.Procs[n].Kill9()
+		}
+	}
+	lateAt := time.Duration(3000+rng.IntN(3000)) * time.Millisecond
+	if noQuorum {
+		t.Logf("nodes %v down, back %v after the first stage started", late, lateAt)
+	}
+	bringBack = func() {
+		if len(late) > 0 && time.Since(start) >= lateAt {
+			for _, n := range late {
+				p.Procs[n].Start(t)
+			}
+			late = nil
+		}
+	}
+	for i, name := range stages {
+		if i == killAt {
+			t.Logf("killing NATS node %s", victim)
+			p.Procs[victim].Kill9()
+		}
+		p.Procs[name].Start(t)
+		run(time.Duration(rng.IntN(1500)) * time.Millisecond)
+	}
+	if killAt == len(stages) {
+		t.Logf("killing NATS node %s", victim)
+		p.Procs[victim].Kill9()
+	}
+	for len(late) > 0 {
+		run(100 * time.Millisecond)
+	}
+	p.WaitHealthy("decap")
+	for len(sent) < total {
+		step()
+	}
+	t.Logf("first message pushed %v after the first stage started", firstAt.Round(time.Millisecond))
+	got, err := prod.Wait(ctx, len(sent))
+	if err != nil {
+		t.Fatal(err)
+	}
+	requireSame(t, "production client", sent, got)
+	_ = sc.C.Close(websocket.StatusNormalClosure, "done")
+	for _, name := range stages {
+		p.WaitHealthy(name)
+	}
+	t.Logf("every stage healthy %v after the first started", time.Since(start).Round(time.Millisecond))
+
+	// The test system connects last: what replay could not deliver yet
+	// waits in the stream.
+	ts := ConnectTestSystem(t, p, replayListen)
+	wctx, wcancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer wcancel()
+	tsGot, err := ts.Wait(wctx, len(sent))
+	if err != nil {
+		t.Fatalf("test system: %v", err)
+	}
+	requireSame(t, "test system", sent, tsGot)
+	rep := p.Ledger(LedgerCheck{
+		Prod:       []ledger.Production{production(sc.Remote, ext.Addr.String(), proto.ServerToClient, sent)},
+		Deliveries: ts.Deliveries,
+	})
+	if rep.Exact != len(sent) {
+		t.Errorf("%s: want every message exact", rep.Summary())
+	}
+	es, err := p.Entries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range es {
+		if e.Open != nil && (e.Open.MidStream || e.Open.Protocol == "tcp") {
+			t.Errorf("open event %+v: the WebSocket was seen from its start, want no mid_stream or raw TCP", *e.Open)
+		}
+	}
+	requireArchiveComplete(t, p)
+}
