@@ -379,7 +379,7 @@ func Run(ctx context.Context, c *Config, d stage.Deps, ready func(natsURL string
 	}
 	done := make(chan result, len(sel))
 	for _, s := range sel {
-		h := &stage.Health{}
+		h := stage.Starting()
 		d.Health.Add(s.Name, healthOf(h))
 		sd := stage.Deps{Log: c.Common.Logger(s.Name), Metrics: d.Metrics, Health: h, Drain: d.Drain}
 		running := d.Drain.Begin("the " + s.Name + " stage")

@@ -85,7 +85,7 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.TakeoverSpread, "takeover-spread", 2*time.Second, "start delay spread by which instances prefer different shards")
 	fs.StringVar(&c.Consumer, "consumer", "reassemble", "durable consumer name prefix (one consumer per shard: <prefix>-<shard>)")
 	fs.BoolVar(&c.TLS, "tls", true, "detect TLS connections (a ClientHello on any port) and decrypt them with the key log lines of TAPLINE_KEYS")
-	fs.Int64Var(&c.TLSHoldBytes, "tls-hold-bytes", 4<<20, "ciphertext held per TLS connection while its keys have not arrived (counted in --max-memory); past it the oldest records are given up as undecryptable")
+	stage.SizeVar(fs, &c.TLSHoldBytes, "tls-hold-bytes", 4<<20, "ciphertext held per TLS connection while its keys have not arrived (counted in --max-memory); past it the oldest records are given up as undecryptable")
 	fs.DurationVar(&c.TLSHoldTime, "tls-hold-time", 30*time.Second, "how long TLS records wait for their keys before they are given up as undecryptable")
 	fs.IntVar(&c.TLSMaxKeys, "tls-max-keys", 200000, "TLS connections (client randoms) whose secrets are kept; the oldest are forgotten first")
 	fs.DurationVar(&c.TLSKeyMaxAge, "tls-key-max-age", 24*time.Hour, "how long a TLS secret is kept after it arrived")

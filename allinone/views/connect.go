@@ -41,7 +41,9 @@ func (c *conn) register(fs *flag.FlagSet) {
 // naming the server and the last error.
 func (c *conn) connect(ctx context.Context, name string) (*nats.Conn, jetstream.JetStream, error) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	nc, js, err := c.common.Connect(ctx, name, log)
+	// The first connection is awaited here, for --connect-timeout, not by
+	// the stages' --nats-connect-wait.
+	nc, js, err := c.common.Connect(ctx, name, log, nats.RetryOnFailedConnect(true))
 	if err != nil {
 		return nil, nil, err
 	}

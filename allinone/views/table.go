@@ -114,6 +114,7 @@ func (c *Conn) StateName() string {
 }
 
 // ReplayName summarises the replay outcome: e.g. "match 3 mismatch 1",
+// "filtered" for a connection replay did not take (its summary says why),
 // "-" when nothing was replayed.
 func (c *Conn) ReplayName() string {
 	var parts []string
@@ -123,6 +124,9 @@ func (c *Conn) ReplayName() string {
 		}
 	}
 	if len(parts) == 0 {
+		if c.ReplayEnd == "filtered" {
+			return "filtered"
+		}
 		return "-"
 	}
 	return strings.Join(parts, " ")

@@ -34,10 +34,24 @@ func (h *Health) Add(name string, check func() error) {
 	h.checks[name] = check
 }
 
-// Check runs every check and returns the failures by name.
+// Starting returns a Health that is unhealthy ("starting") until a check
+// other than that one is registered: a stage serves /healthz before its
+// run function has said what healthy means (connected, streams ready,
+// intake open), and must not look ready meanwhile.
+func Starting() *Health {
+	h := &Health{}
+	h.Add("start", func() error { return errors.New("starting: no check registered yet") })
+	return h
+}
+
+// Check runs every check and returns the failures by name. The "start"
+// check of Starting is dropped once any other check is registered.
 func (h *Health) Check() map[string]string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if _, ok := h.checks["start"]; ok && len(h.checks) > 1 {
+		delete(h.checks, "start")
+	}
 	failed := map[string]string{}
 	for name, c := range h.checks {
 		if err := c(); err != nil {

@@ -70,7 +70,7 @@ func MainCode(fs *flag.FlagSet, c *Common, args []string, validate func() error,
 	ctx, stop := SignalContext()
 	defer stop()
 	reg := NewRegistry()
-	d := Deps{Log: c.Logger(fs.Name()), Metrics: reg, Health: &Health{}, Drain: &Drain{}}
+	d := Deps{Log: c.Logger(fs.Name()), Metrics: reg, Health: Starting(), Drain: &Drain{}}
 	if err := ServeHTTP(ctx, c.HTTPAddr, Mux(d.Health, reg), d.Log); err != nil {
 		fmt.Fprintf(os.Stderr, "%s: --http %s: %v\n", fs.Name(), c.HTTPAddr, err)
 		return 2

@@ -190,3 +190,16 @@ func TestSetArgs(t *testing.T) {
 		t.Fatalf("two arguments with one declared: %v", err)
 	}
 }
+
+// TestStartingUnhealthyUntilChecked: a stage is not healthy before its run
+// function registered what healthy means.
+func TestStartingUnhealthyUntilChecked(t *testing.T) {
+	h := Starting()
+	if f := h.Check(); f["start"] == "" {
+		t.Fatalf("a stage with no check yet is healthy: %v", f)
+	}
+	h.Add("nats", func() error { return nil })
+	if f := h.Check(); len(f) != 0 {
+		t.Fatalf("healthy checks fail: %v", f)
+	}
+}
