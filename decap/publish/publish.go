@@ -355,9 +355,8 @@ func (p *Publisher) ackLoop() {
 		case <-it.fut.Ok():
 		case err = <-it.fut.Err():
 		}
-		var apiErr *jetstream.APIError
 		p.mu.Lock()
-		if err != nil && !errors.As(err, &apiErr) {
+		if err != nil && !rejectedForGood(err) {
 			// Hold further sends before the slot is free (see next).
 			p.broken = true
 			p.retryAt = time.Now().Add(p.cfg.RetryWait)
@@ -367,7 +366,7 @@ func (p *Publisher) ackLoop() {
 		p.mu.Unlock()
 		<-p.sem
 		if err != nil {
-			if errors.As(err, &apiErr) {
+			if rejectedForGood(err) {
 				p.mu.Lock()
 				p.bytes -= it.size
 				p.lastErr = err
