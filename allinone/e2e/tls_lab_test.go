@@ -196,14 +196,15 @@ func runTLSPush(t *testing.T, k tlsKeys, reassemble ...string) *tlsPush {
 		<-keysStarted
 	}
 	t.Logf("push of %d messages took %v over TLS (keys %+v)", len(sent), push.Round(time.Millisecond), k)
-	// Production ends the connection: the external system answers the
-	// close frame and closes TCP first, so its FIN (and the RST it sends
-	// for production's late close_notify) is mirrored. Were the external
-	// system to close first, production's RST for its close_notify would
-	// be outbound, never mirrored: with inbound-only mirroring the
-	// connection would then end only by reassemble's idle timeout.
-	sc.C.CloseRead(context.Background())
-	_ = c.Close(websocket.StatusNormalClosure, "done")
+	// The external system ends the connection without a close handshake:
+	// its close_notify and FIN are mirrored before production can answer.
+	// (A close handshake races: when production has closed before the
+	// external system's close_notify reaches it, production answers with a
+	// RST, outbound and never mirrored, and the external system's socket
+	// is gone before it sends its FIN; with inbound-only mirroring
+	// reassemble then sees no end of the connection until its idle
+	// timeout.)
+	_ = sc.C.CloseNow()
 	return &tlsPush{p: p, ext: ext, sc: sc, ts: ts, sent: sent, push: push}
 }
 
