@@ -309,3 +309,35 @@ func requireArchiveMirrored(t testing.TB, p *Pipeline) {
 	})
 	t.Log(last)
 }
+
+// TestTLSKeysNeverSent: no key shipper runs. Nothing reaches the test
+// system, the connection is reported undecryptable in its open and close
+// events, and the ledger accounts every message as reported undecryptable
+// (not lost silently, not delivered).
+func TestTLSKeysNeverSent(t *testing.T) {
+	r := runTLSPush(t, tlsKeys{never: true}, "--tls-hold-time", "2s")
+	rep := r.p.Ledger(LedgerCheck{Prod: r.prod(), Deliveries: r.ts.Deliveries})
+	if rep.Undecryptable != len(r.sent) || rep.Exact != 0 || rep.Delivered != 0 {
+		t.Errorf("%s: want every message reported undecryptable, none delivered", rep.Summary())
+	}
+	if got := r.ts.Msgs(); len(got) != 0 {
+		t.Errorf("test system received %d messages of a connection without keys", len(got))
+	}
+	es, err := r.p.Entries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range es {
+		if e.Kind == proto.KindData {
+			t.Errorf("data entry %+v published for a connection without keys", e.Chunk)
+		}
+	}
+	open, cl := r.tlsEvents(t)
+	if open == nil || !open.Undecryptable {
+		t.Errorf("open event tls %+v: want undecryptable", open)
+	}
+	if cl == nil || !cl.Undecryptable || cl.S2C.RecordsUndecryptable == 0 || cl.S2C.PlaintextLost == 0 {
+		t.Errorf("close event tls %+v: want undecryptable server records", cl)
+	}
+	requireArchiveMirrored(t, r.p)
+}
