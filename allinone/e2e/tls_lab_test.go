@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -114,21 +115,49 @@ func startKeys(t *testing.T, p *Pipeline, path string) *Proc {
 	return pr
 }
 
+// testSystem is a Collector or a Reconnecting test system.
+type testSystem interface {
+	Msgs() []Msg
+	Deliveries() []ledger.Delivery
+}
+
+// waitMsgs waits until ts received n messages.
+func waitMsgs(ctx context.Context, ts testSystem, n int) ([]Msg, error) {
+	if c, ok := ts.(*Collector); ok {
+		return c.Wait(ctx, n)
+	}
+	for {
+		if got := ts.Msgs(); len(got) >= n {
+			return got, nil
+		}
+		select {
+		case <-ctx.Done():
+			return ts.Msgs(), fmt.Errorf("%d of %d messages: %w", len(ts.Msgs()), n, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 // tlsPush is one run of the TLS motivating case.
 type tlsPush struct {
 	p    *Pipeline
 	ext  *Server
 	sc   *ServerConn
-	ts   *Collector
+	ts   testSystem
 	sent []Msg
 	push time.Duration
+	// relay dropped a mirror packet (nil without one)
+	relay *dropRelay
 }
 
 // tlsKeys says when the key shipper starts: before the push, some time
-// after it began, or never.
+// after it began, or never; and which mirror packet is lost.
 type tlsKeys struct {
 	delay time.Duration
 	never bool
+	// dropNth > 0: a relay in front of decap drops the dropNth mirror
+	// packet that carries TCP payload (and forwards the rest).
+	dropNth int
 }
 
 // runTLSPush builds the lab (inbound-only mirroring), the pipeline with
@@ -141,9 +170,22 @@ func runTLSPush(t *testing.T, k tlsKeys, reassemble ...string) *tlsPush {
 	cert, pool := labCert(t)
 	ext := startServer(t, lab.Ext, mirrorlab.ExtAddr, nil, false,
 		&tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}})
-	p := NewPipeline(t, lab, PipelineOptions{Listen: replayListen + "=" + ext.Addr.String(), NATSHost: "0.0.0.0",
-		Extra: map[string][]string{"reassemble": reassemble}})
-	ts := ConnectTestSystem(t, p, replayListen)
+	extra := map[string][]string{"reassemble": reassemble}
+	var rl *dropRelay
+	if k.dropNth > 0 {
+		// decap listens behind the relay (the last --vxlan-port wins).
+		rl = startDropRelay(t, lab, k.dropNth, relayPort)
+		extra["decap"] = []string{"--vxlan-port", strconv.Itoa(relayPort)}
+	}
+	p := NewPipeline(t, lab, PipelineOptions{Listen: replayListen + "=" + ext.Addr.String(), NATSHost: "0.0.0.0", Extra: extra})
+	var ts testSystem
+	if k.dropNth > 0 {
+		// replay aborts the flagged message's connection (1011): the
+		// test system connects again.
+		ts = ConnectReconnecting(t, p, replayListen)
+	} else {
+		ts = ConnectTestSystem(t, p, replayListen)
+	}
 
 	keyPath := filepath.Join(p.Dir, "prod-sslkeylog.txt")
 	keyLog, err := os.OpenFile(keyPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
@@ -205,7 +247,7 @@ func runTLSPush(t *testing.T, k tlsKeys, reassemble ...string) *tlsPush {
 	// reassemble then sees no end of the connection until its idle
 	// timeout.)
 	_ = sc.C.CloseNow()
-	return &tlsPush{p: p, ext: ext, sc: sc, ts: ts, sent: sent, push: push}
+	return &tlsPush{p: p, ext: ext, sc: sc, ts: ts, sent: sent, push: push, relay: rl}
 }
 
 // prod is what production received, for the ledger.
@@ -221,7 +263,7 @@ func (r *tlsPush) requireTLSExact(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	start := time.Now()
-	tsGot, err := r.ts.Wait(ctx, len(r.sent))
+	tsGot, err := waitMsgs(ctx, r.ts, len(r.sent))
 	if err != nil {
 		t.Fatalf("test system: %v", err)
 	}
@@ -238,7 +280,7 @@ func (r *tlsPush) requireTLSExact(t *testing.T) {
 	if cl == nil || cl.Undecryptable || cl.S2C.RecordsUndecryptable != 0 || cl.S2C.RecordsLost != 0 || cl.S2C.Records == 0 {
 		t.Errorf("close event tls %+v: want every server record decrypted", cl)
 	}
-	requireArchiveMirrored(t, r.p)
+	requireArchiveMirrored(t, r.p, 0)
 }
 
 // tlsEvents returns the tls objects of the connection's open and close
@@ -284,7 +326,7 @@ func TestTLSKeysDelayed(t *testing.T) {
 // VXLAN device encapsulated (less the target's receive buffer drops).
 // Unlike requireArchiveComplete it does not count mir0's packets: `decap
 // keys` in the production namespace reaches NATS over that link too.
-func requireArchiveMirrored(t testing.TB, p *Pipeline) {
+func requireArchiveMirrored(t testing.TB, p *Pipeline, dropped uint64) {
 	t.Helper()
 	var last string
 	waitFor(t, 3*time.Minute, "archive complete", func() error {
@@ -296,7 +338,7 @@ func requireArchiveMirrored(t testing.TB, p *Pipeline) {
 		if err != nil {
 			return err
 		}
-		want := c.VXLAN.TxPackets - c.TargetUDP.RcvbufErrors
+		want := c.VXLAN.TxPackets - c.TargetUDP.RcvbufErrors - dropped
 		last = fmt.Sprintf("archive %d packets, vxlan sent %d, target rcvbuf drops %d", n, c.VXLAN.TxPackets, c.TargetUDP.RcvbufErrors)
 		if uint64(n) != want {
 			time.Sleep(500 * time.Millisecond)
@@ -339,5 +381,39 @@ func TestTLSKeysNeverSent(t *testing.T) {
 	if cl == nil || !cl.Undecryptable || cl.S2C.RecordsUndecryptable == 0 || cl.S2C.PlaintextLost == 0 {
 		t.Errorf("close event tls %+v: want undecryptable server records", cl)
 	}
-	requireArchiveMirrored(t, r.p)
+	requireArchiveMirrored(t, r.p, 0)
+}
+
+// TestTLSMirrorPacketDropped: one mirror packet inside a TLS record of the
+// 10 MB message is lost on the way to decap. That message is flagged, the
+// 1 MB before it and the 100 MB after it are exact at the test system, and
+// the loss report is that packet's payload.
+func TestTLSMirrorPacketDropped(t *testing.T) {
+	// Packet 3000 with payload is well inside the 10 MB message (the 1 MB
+	// one is about 730 packets of 1448 bytes).
+	r := runTLSPush(t, tlsKeys{dropNth: 3000})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	want := []Msg{r.sent[0], r.sent[2]}
+	tsGot, err := waitMsgs(ctx, r.ts, len(want))
+	if err != nil {
+		t.Fatalf("test system: %v", err)
+	}
+	requireSame(t, "test system", want, tsGot)
+	if r.relay.dropped.Load() != 1 {
+		t.Fatalf("relay dropped %d packets, want 1", r.relay.dropped.Load())
+	}
+	rep := r.p.Ledger(LedgerCheck{Prod: r.prod(), Deliveries: r.ts.Deliveries})
+	flagged := 0
+	for _, n := range rep.Flagged {
+		flagged += n
+	}
+	if rep.Exact != 2 || flagged != 1 || rep.Flagged[proto.ReasonGap] != 1 || rep.BytesMissing == 0 || rep.BytesMissing > mss {
+		t.Errorf("%s: want 2 exact, the 10 MB message flagged (gap), one packet's payload missing", rep.Summary())
+	}
+	_, cl := r.tlsEvents(t)
+	if cl == nil || cl.S2C.RecordsLost == 0 || cl.S2C.RecordsUndecryptable != 0 {
+		t.Errorf("close event tls %+v: want records lost to the gap, none undecryptable", cl)
+	}
+	requireArchiveMirrored(t, r.p, 1)
 }
