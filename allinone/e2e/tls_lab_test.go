@@ -158,6 +158,8 @@ type tlsKeys struct {
 	// dropNth > 0: a relay in front of decap drops the dropNth mirror
 	// packet that carries TCP payload (and forwards the rest).
 	dropNth int
+	// tbf shapes the mirror link (congestion drops mirror packets).
+	tbf *mirrorlab.TBF
 }
 
 // runTLSPush builds the lab (inbound-only mirroring), the pipeline with
@@ -166,7 +168,7 @@ type tlsKeys struct {
 // messages.
 func runTLSPush(t *testing.T, k tlsKeys, reassemble ...string) *tlsPush {
 	needLab(t)
-	lab := mirrorlab.New(t, mirrorlab.Options{InboundOnly: true})
+	lab := mirrorlab.New(t, mirrorlab.Options{InboundOnly: true, TBF: k.tbf})
 	cert, pool := labCert(t)
 	ext := startServer(t, lab.Ext, mirrorlab.ExtAddr, nil, false,
 		&tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}})
@@ -179,7 +181,7 @@ func runTLSPush(t *testing.T, k tlsKeys, reassemble ...string) *tlsPush {
 	}
 	p := NewPipeline(t, lab, PipelineOptions{Listen: replayListen + "=" + ext.Addr.String(), NATSHost: "0.0.0.0", Extra: extra})
 	var ts testSystem
-	if k.dropNth > 0 {
+	if k.dropNth > 0 || k.tbf != nil {
 		// replay aborts the flagged message's connection (1011): the
 		// test system connects again.
 		ts = ConnectReconnecting(t, p, replayListen)
@@ -237,7 +239,12 @@ func runTLSPush(t *testing.T, k tlsKeys, reassemble ...string) *tlsPush {
 	if keysStarted != nil {
 		<-keysStarted
 	}
-	t.Logf("push of %d messages took %v over TLS (keys %+v)", len(sent), push.Round(time.Millisecond), k)
+	var total int64
+	for _, m := range sent {
+		total += m.Size
+	}
+	t.Logf("push of %d messages, %d bytes, took %v over TLS (keys delay %v, never %v, drop %d, tbf %v)",
+		len(sent), total, push.Round(time.Millisecond), k.delay, k.never, k.dropNth, k.tbf != nil)
 	// The external system ends the connection without a close handshake:
 	// its close_notify and FIN are mirrored before production can answer.
 	// (A close handshake races: when production has closed before the
@@ -416,4 +423,26 @@ func TestTLSMirrorPacketDropped(t *testing.T) {
 		t.Errorf("close event tls %+v: want records lost to the gap, none undecryptable", cl)
 	}
 	requireArchiveMirrored(t, r.p, 1)
+}
+
+// TestTLSCongestion: a token bucket on the mirror link drops mirror
+// packets during the wss:// push. Whatever reaches the test system is
+// byte-identical and in order, and the ledger balances: every message is
+// exact, flagged or reported lost, the loss report within what tc dropped.
+func TestTLSCongestion(t *testing.T) {
+	r := runTLSPush(t, tlsKeys{tbf: &mirrorlab.TBF{Rate: "300mbit", Burst: "1mb", Limit: "1mb"}})
+	rep := r.p.Ledger(LedgerCheck{Prod: r.prod(), Deliveries: r.ts.Deliveries})
+	requireSubsequence(t, r.sent, r.ts.Msgs())
+	c, err := r.p.Lab.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.TBFDrops == 0 {
+		t.Fatalf("the token bucket dropped nothing: no congestion to test")
+	}
+	t.Logf("token bucket dropped %d of %d mirror packets; %s", c.TBFDrops, c.MirredPackets, rep.Summary())
+	_, cl := r.tlsEvents(t)
+	if cl == nil || cl.S2C.RecordsUndecryptable != 0 {
+		t.Errorf("close event tls %+v: want no record undecryptable (the keys came)", cl)
+	}
 }
