@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -171,6 +172,12 @@ func (sc *ServerConn) Received() []Msg {
 // connection (it must keep a reader going to see control frames).
 func StartServer(t testing.TB, ns string, addr netip.Addr, opts *websocket.AcceptOptions, read bool) *Server {
 	t.Helper()
+	return startServer(t, ns, addr, opts, read, nil)
+}
+
+// startServer is StartServer, serving TLS (wss://) when tc is not nil.
+func startServer(t testing.TB, ns string, addr netip.Addr, opts *websocket.AcceptOptions, read bool, tc *tls.Config) *Server {
+	t.Helper()
 	ln, err := mirrorlab.Listen(ns, "tcp4", netip.AddrPortFrom(addr, 0).String())
 	if err != nil {
 		t.Fatal(err)
@@ -209,7 +216,11 @@ func StartServer(t testing.TB, ns string, addr netip.Addr, opts *websocket.Accep
 		}
 		<-r.Context().Done()
 	}), ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = s.srv.Serve(endListener{ln}) }()
+	var sl net.Listener = endListener{ln}
+	if tc != nil {
+		sl = tls.NewListener(sl, tc)
+	}
+	go func() { _ = s.srv.Serve(sl) }()
 	t.Cleanup(func() { _ = s.srv.Close() })
 	return s
 }

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
 	"net"
 	"sync"
 
@@ -100,6 +101,9 @@ type endConnKey struct{}
 // endConnContext is the http.Server ConnContext that makes the accepted
 // endConn known to the handler.
 func endConnContext(ctx context.Context, c net.Conn) context.Context {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
 	if ec, ok := c.(*endConn); ok {
 		return context.WithValue(ctx, endConnKey{}, ec)
 	}

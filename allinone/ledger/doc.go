@@ -17,7 +17,10 @@
 // Reconcile returns a Report: the figures (messages exact, flagged by
 // reason, reported lost; bytes reported missing against the bounds of what
 // the mirror dropped) and every Violation, naming the connection, the
-// direction and the production message index. An exact message the test
+// direction and the production message index. Messages of a TLS
+// connection missing from the stream while its close event reports the
+// direction's records undecryptable (keys never came) are counted as
+// Undecryptable: reported by the TLS record account, not lost silently. An exact message the test
 // system did not receive is no violation only when replay's last result
 // for it says so explicitly: in-doubt (written, never confirmed, not sent
 // again); the Report counts those in InDoubt.

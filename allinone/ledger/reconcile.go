@@ -83,6 +83,13 @@ func (r *Report) account(p Production, s *Stream) {
 		r.Violations = append(r.Violations, Violation{Class: class, Key: p.Key, Conn: conn, Dir: p.Dir, Index: idx,
 			Detail: fmt.Sprintf(format, a...)})
 	}
+	// A TLS connection whose close event reports records of this
+	// direction undecryptable (keys that never came, records that failed
+	// authentication): reassemble published none of their plaintext and
+	// the close event says so, so the messages missing from the stream
+	// are reported, not lost silently. The report has no position in the
+	// stream: it covers every stretch of the direction.
+	undecryptable := s.tlsUndecryptable(conns, p.Dir)
 	prev := -1 // last production index matched exactly
 	var flagged []*StreamMsg
 	evidence := false // a loss report in the current stretch
@@ -97,15 +104,18 @@ func (r *Report) account(p Production, s *Stream) {
 			cf.Flagged[flagged[i].Reason]++
 		}
 		if k > m {
-			if ev {
+			switch {
+			case ev:
 				cf.Lost += k - m
-			} else {
+			case undecryptable:
+				cf.Undecryptable += k - m
+			default:
 				for i := prev + 1 + m; i < next; i++ {
 					viol(ClassUnaccounted, "", i, "%v: not in the stream complete, not flagged, and no loss reported around it", p.Msgs[i])
 				}
 			}
 		}
-		if m > k && !ev {
+		if m > k && !ev && !undecryptable {
 			for _, f := range flagged[k:] {
 				viol(ClassExtraFlag, f.Conn, -1, "flagged message seq %d (%s, reason %q, %d bytes, %d missing) stands for no production message and no loss was reported (after production message %d)",
 					f.Seq, f.Opcode, f.Reason, f.Size, f.Missing, prev)
@@ -152,6 +162,7 @@ func (r *Report) account(p Production, s *Stream) {
 	r.Produced += cf.Produced
 	r.Exact += cf.Exact
 	r.Lost += cf.Lost
+	r.Undecryptable += cf.Undecryptable
 	for k, v := range cf.Flagged {
 		r.Flagged[k] += v
 	}
@@ -380,4 +391,28 @@ func (r *Report) checkDelivery(prod []Production, s *Stream, res *Results, got [
 				Detail: "no connection summary on TAPLINE_RESULTS"})
 		}
 	}
+}
+
+// tlsUndecryptable reports whether the last close event of any of conns
+// says TLS records of dir were undecryptable.
+func (s *Stream) tlsUndecryptable(conns map[string]bool, dir proto.Direction) bool {
+	last := map[string]*proto.CloseEvent{}
+	for _, c := range s.Closes() {
+		if conns[c.Conn] {
+			last[c.Conn] = c
+		}
+	}
+	for _, c := range last {
+		if c.TLS == nil {
+			continue
+		}
+		l := c.TLS.S2C
+		if dir == proto.ClientToServer {
+			l = c.TLS.C2S
+		}
+		if l.RecordsUndecryptable > 0 {
+			return true
+		}
+	}
+	return false
 }

@@ -62,6 +62,9 @@ type ConnFigures struct {
 	Exact    int
 	Flagged  map[string]int // by Tapline-Reason
 	Lost     int
+	// Undecryptable counts production messages of a TLS connection whose
+	// close event reports records of the direction undecryptable.
+	Undecryptable int
 }
 
 // Figures are the totals of a reconciliation.
@@ -70,6 +73,11 @@ type Figures struct {
 	Exact    int            // reached the stream complete and byte-identical
 	Flagged  map[string]int // production messages flagged, by reason
 	Lost     int            // production messages covered by a loss report
+	// Undecryptable counts production messages not in the stream of TLS
+	// connections whose close event reports records of that direction
+	// undecryptable (keys never came, authentication failed): reported,
+	// like Lost, but by the TLS record account rather than a gap.
+	Undecryptable int
 	// Delivered counts the test system's complete messages, Duplicates
 	// those beyond the first of one message, Aborted its aborted ones.
 	Delivered, Duplicates, Aborted int
@@ -106,6 +114,9 @@ func (r *Report) Summary() string {
 	sort.Strings(reasons)
 	s := fmt.Sprintf("ledger: %d production messages = %d exact + %d flagged (%s) + %d lost; test system %d delivered, %d duplicates, %d aborted; %d bytes reported missing",
 		r.Produced, r.Exact, flagged, strings.Join(reasons, ", "), r.Lost, r.Delivered, r.Duplicates, r.Aborted, r.BytesMissing)
+	if r.Undecryptable > 0 {
+		s += fmt.Sprintf("; %d undecryptable (reported by the TLS record account)", r.Undecryptable)
+	}
 	if r.InDoubt > 0 {
 		s += fmt.Sprintf("; %d in doubt (reported by replay, not received)", r.InDoubt)
 	}
@@ -122,7 +133,7 @@ func (r *Report) String() string {
 	b.WriteString(r.Summary())
 	b.WriteByte('\n')
 	for _, c := range r.Conns {
-		fmt.Fprintf(&b, "  %s %s %v: %d = %d exact + %v flagged + %d lost\n", c.Key, c.Dir, c.Conns, c.Produced, c.Exact, c.Flagged, c.Lost)
+		fmt.Fprintf(&b, "  %s %s %v: %d = %d exact + %v flagged + %d lost + %d undecryptable\n", c.Key, c.Dir, c.Conns, c.Produced, c.Exact, c.Flagged, c.Lost, c.Undecryptable)
 	}
 	for i, v := range r.Violations {
 		if i == 200 {
