@@ -39,7 +39,7 @@ func (c *conn) openNow(tsNs int64) {
 		o.OpenNow(tsNs)
 	}
 	if !c.opened {
-		c.Open(&proto.OpenEvent{Protocol: "tcp", MidStream: c.meta.MidStream, FirstNs: tsNs})
+		c.Open(&proto.OpenEvent{Protocol: "tcp", MidStream: c.meta.MidStream})
 	}
 }
 
