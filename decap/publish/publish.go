@@ -368,10 +368,11 @@ func (p *Publisher) next() *item {
 // sendable returns the index of the oldest queued batch whose subject has
 // room for it in flight (MaxInflightShardBytes), or -1. Batches of one
 // subject stay in submit order: an earlier one without room blocks the
-// later ones of its subject.
+// later ones of its subject. Only the first sendScan batches are looked
+// at, so a long queue of one full subject costs little per outcome.
 func (p *Publisher) sendable() int {
 	var full map[string]bool
-	for i, it := range p.queue {
+	for i, it := range p.queue[:min(len(p.queue), sendScan)] {
 		subj := it.b.Subject
 		if full[subj] {
 			continue
@@ -383,12 +384,12 @@ func (p *Publisher) sendable() int {
 			full = map[string]bool{}
 		}
 		full[subj] = true
-		if len(full) > 1024 {
-			return -1 // that many subjects full: wait for an outcome
-		}
 	}
 	return -1
 }
+
+// sendScan is how many queued batches sendable looks at.
+const sendScan = 256
 
 // takeLocked removes queue[i] and counts it in flight.
 func (p *Publisher) takeLocked(i int) *item {
