@@ -45,15 +45,18 @@ type Config struct {
 	MaxVNIs int
 
 	// Batching and publishing.
-	BatchBytes      int           // --batch-bytes
-	BatchDelay      time.Duration // --batch-delay
-	MaxInflight     int           // --max-inflight
-	BufferBytes     int64         // --buffer-bytes
-	AckTimeout      time.Duration // --ack-timeout
-	DrainTimeout    time.Duration // --drain-timeout
-	EventsInterval  time.Duration // --events-interval
-	VerifyChecksums bool          // --verify-checksums
-	FragTable       int           // --frag-table
+	BatchBytes  int           // --batch-bytes
+	BatchDelay  time.Duration // --batch-delay
+	MaxInflight int           // --max-inflight
+	// MaxInflightShardBytes (--max-inflight-shard-bytes) bounds one
+	// shard's bytes awaiting an ack (see publish.Config).
+	MaxInflightShardBytes int64
+	BufferBytes           int64         // --buffer-bytes
+	AckTimeout            time.Duration // --ack-timeout
+	DrainTimeout          time.Duration // --drain-timeout
+	EventsInterval        time.Duration // --events-interval
+	VerifyChecksums       bool          // --verify-checksums
+	FragTable             int           // --frag-table
 
 	// Intake, when not nil, is an already opened intake decap reads from
 	// instead of opening sockets (tests open sockets inside a network
@@ -93,6 +96,7 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	stage.IntSizeVar(fs, &c.BatchBytes, "batch-bytes", batch.DefaultMaxBytes, "frame batch size at which a batch is published")
 	fs.DurationVar(&c.BatchDelay, "batch-delay", batch.DefaultDelay, "longest a frame waits in a batch")
 	fs.IntVar(&c.MaxInflight, "max-inflight", publish.DefaultMaxInflight, "batches awaiting a JetStream ack at most")
+	stage.SizeVar(fs, &c.MaxInflightShardBytes, "max-inflight-shard-bytes", publish.DefaultMaxInflightShardBytes, "bytes of one shard's batches awaiting a JetStream ack at most; keep it below reassemble's --reorder-window, so a batch resent after a lost ack lands within it")
 	stage.SizeVar(fs, &c.BufferBytes, "buffer-bytes", publish.DefaultBufferBytes, "bytes of batches buffered while JetStream is slow or down; past it batches are dropped and counted")
 	fs.DurationVar(&c.AckTimeout, "ack-timeout", publish.DefaultAckTimeout, "wait for a JetStream ack before retrying a batch")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 10*time.Second, "at shutdown, how long to keep publishing buffered batches")
@@ -171,6 +175,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxInflight < 1 {
 		return errors.New("--max-inflight must be at least 1")
+	}
+	if c.MaxInflightShardBytes < 1 {
+		return errors.New("--max-inflight-shard-bytes must be positive")
 	}
 	if c.BufferBytes < int64(c.BatchBytes) {
 		return fmt.Errorf("--buffer-bytes (%d) must hold at least one batch (--batch-bytes %d)", c.BufferBytes, c.BatchBytes)

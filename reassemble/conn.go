@@ -27,6 +27,8 @@ type conn struct {
 	replayable bool       // all its batches are held: a failover rebuilds it exactly
 	queued     bool       // in the worker's hold queue
 	closed     bool
+	opened     bool       // its open event is published
+	early      []earlyGap // gap events waiting for the open event (see earlygap.go)
 }
 
 func (w *worker) openConn(tc *tcp.Conn) tcp.Handler {
@@ -79,8 +81,13 @@ func (w *worker) openConn(tc *tcp.Conn) tcp.Handler {
 	return c
 }
 
-// Open publishes the connection's open event.
+// Open publishes the connection's open event, once, and then the gap
+// events that came before it.
 func (c *conn) Open(ev *proto.OpenEvent) {
+	if c.opened {
+		return
+	}
+	c.opened = true
 	if ev.Conn == "" {
 		ev.Conn = c.meta.Conn
 	}
@@ -95,6 +102,7 @@ func (c *conn) Open(ev *proto.OpenEvent) {
 		ev.TLS = c.tls.openInfo()
 	}
 	c.event(proto.KindOpen, c.meta.Conn+"/open", ev)
+	c.flushEarlyGaps()
 }
 
 // Chunk publishes one message chunk.
@@ -131,7 +139,14 @@ func (c *conn) Gap(dir proto.Direction, offset, n int64, tsNs int64, reason stri
 	c.w.e.m.gapBytes.WithLabelValues(c.vni).Add(float64(n))
 	c.w.e.m.gaps.WithLabelValues(c.vni, reason).Inc()
 	ev := &proto.GapEvent{Conn: c.meta.Conn, Dir: dir, Offset: offset, Bytes: n, AtNs: tsNs, Reason: reason}
-	c.event(proto.KindGap, c.meta.Conn+"/gap/"+string(dir)+"/"+strconv.FormatInt(offset, 10), ev)
+	id := c.meta.Conn + "/gap/" + string(dir) + "/" + strconv.FormatInt(offset, 10)
+	if !c.opened {
+		// The decoder has not decided the connection yet (its open event
+		// names what the first bytes say): the gap event waits for it.
+		c.holdGap(id, ev, tsNs)
+	} else {
+		c.event(proto.KindGap, id, ev)
+	}
 	c.dec.Gap(dir, n, tsNs)
 }
 
@@ -184,6 +199,7 @@ func (c *conn) finishClose(reason string, tsNs int64, c2s, s2c tcp.Loss) {
 	c.linger = nil
 	delete(c.w.lingerSet, c)
 	c.dec.Close(tsNs)
+	c.openNow(tsNs) // a decoder that never opened: the close is not first
 	ev := &proto.CloseEvent{Conn: c.meta.Conn, Reason: reason, AtNs: tsNs,
 		C2S: c.dirLoss(proto.ClientToServer, c2s), S2C: c.dirLoss(proto.ServerToClient, s2c)}
 	if c.tls != nil {

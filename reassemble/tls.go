@@ -284,3 +284,15 @@ func flip(d proto.Direction) proto.Direction {
 	}
 	return proto.ServerToClient
 }
+
+// OpenNow implements message.Opener: a connection whose ciphertext can no
+// longer be decrypted opens as what its close would open it as.
+func (l *tlsLayer) OpenNow(ts int64) {
+	if l.mode == tlsLost {
+		l.c.Open(&proto.OpenEvent{Protocol: "tcp", MidStream: true, Resumes: l.resumes, FirstNs: ts})
+		return
+	}
+	if o, ok := l.inner.(message.Opener); ok {
+		o.OpenNow(ts)
+	}
+}

@@ -31,6 +31,9 @@ const (
 	DefaultBufferBytes = 256 << 20
 	DefaultAckTimeout  = 5 * time.Second
 	DefaultRetryWait   = 250 * time.Millisecond
+	// DefaultMaxInflightShardBytes is half of reassemble's default
+	// --reorder-window (1 MiB): see Config.MaxInflightShardBytes.
+	DefaultMaxInflightShardBytes = 512 << 10
 )
 
 // Drop reasons.
@@ -50,6 +53,14 @@ type Config struct {
 	AckTimeout time.Duration
 	// RetryWait is the pause after a failed publish.
 	RetryWait time.Duration
+	// MaxInflightShardBytes bounds the bytes of one subject's (shard's)
+	// batches awaiting an ack (one batch is always allowed). A publish
+	// whose ack times out while later ones are stored (the stream leader
+	// lost it in an election) is resent after those, so at most this many
+	// bytes of its shard land ahead of it: kept below reassemble's
+	// --reorder-window, the late batch fills its hole instead of being
+	// reported as mirror loss.
+	MaxInflightShardBytes int64
 	// NoStream, when set, is called (at most every 5 s, in its own
 	// goroutine) when JetStream answers that no stream takes the subject,
 	// e.g. to provision the streams again after someone deleted them.
@@ -66,6 +77,7 @@ type DropCount struct {
 type item struct {
 	b     *batch.Batch
 	n     uint64 // submit order
+	sent  bool   // counted in shardBytes
 	id    string
 	size  int64
 	tries int
@@ -87,9 +99,11 @@ type Publisher struct {
 	queue    []*item
 	bytes    int64 // queued + in flight
 	inflight int
-	seq      uint64
-	stopping bool
-	noBlock  bool
+	// shardBytes is the bytes in flight by subject.
+	shardBytes map[string]int64
+	seq        uint64
+	stopping   bool
+	noBlock    bool
 	// broken is set when a publish failed: nothing is sent until every
 	// publish in flight has its outcome and retryAt has passed, then the
 	// queue (the failed batches back in submit order, then the newer ones)
@@ -126,18 +140,22 @@ func New(nc *nats.Conn, cfg Config, reg prometheus.Registerer, log *slog.Logger,
 	if cfg.RetryWait <= 0 {
 		cfg.RetryWait = DefaultRetryWait
 	}
+	if cfg.MaxInflightShardBytes <= 0 {
+		cfg.MaxInflightShardBytes = DefaultMaxInflightShardBytes
+	}
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(cfg.MaxInflight+16), jetstream.WithPublishAsyncTimeout(cfg.AckTimeout))
 	if err != nil {
 		return nil, err
 	}
 	p := &Publisher{
 		cfg: cfg, nc: nc, js: js, log: log, release: release,
-		prefix:  nuid.Next() + "-",
-		drops:   map[string]*DropCount{},
-		sem:     make(chan struct{}, cfg.MaxInflight),
-		acks:    make(chan *item, cfg.MaxInflight),
-		done:    make(chan struct{}),
-		lastAck: time.Now(),
+		prefix:     nuid.Next() + "-",
+		drops:      map[string]*DropCount{},
+		shardBytes: map[string]int64{},
+		sem:        make(chan struct{}, cfg.MaxInflight),
+		acks:       make(chan *item, cfg.MaxInflight),
+		done:       make(chan struct{}),
+		lastAck:    time.Now(),
 	}
 	p.cond = sync.NewCond(&p.mu)
 	p.mBatches = prometheus.NewCounter(prometheus.CounterOpts{Name: "tapline_decap_published_batches_total", Help: "Frame batches stored by JetStream."})
@@ -278,6 +296,7 @@ func (p *Publisher) sendLoop() {
 			<-p.sem
 			p.mu.Lock()
 			p.inflight--
+			p.doneLocked(it)
 			p.cond.Broadcast()
 			p.mu.Unlock()
 			if errors.Is(err, nats.ErrMaxPayload) {
@@ -338,13 +357,65 @@ func (p *Publisher) next() *item {
 			continue
 		}
 		p.broken = false
-		break
+		if i := p.sendable(); i >= 0 {
+			return p.takeLocked(i)
+		}
+		p.cond.Wait() // every queued subject has its in-flight bytes
 	}
-	it := p.queue[0]
-	p.queue[0] = nil
-	p.queue = p.queue[1:]
+	return p.takeLocked(0)
+}
+
+// sendable returns the index of the oldest queued batch whose subject has
+// room for it in flight (MaxInflightShardBytes), or -1. Batches of one
+// subject stay in submit order: an earlier one without room blocks the
+// later ones of its subject. Only the first sendScan batches are looked
+// at, so a long queue of one full subject costs little per outcome.
+func (p *Publisher) sendable() int {
+	var full map[string]bool
+	for i, it := range p.queue[:min(len(p.queue), sendScan)] {
+		subj := it.b.Subject
+		if full[subj] {
+			continue
+		}
+		if in := p.shardBytes[subj]; in == 0 || in+it.size <= p.cfg.MaxInflightShardBytes {
+			return i
+		}
+		if full == nil {
+			full = map[string]bool{}
+		}
+		full[subj] = true
+	}
+	return -1
+}
+
+// sendScan is how many queued batches sendable looks at.
+const sendScan = 256
+
+// takeLocked removes queue[i] and counts it in flight.
+func (p *Publisher) takeLocked(i int) *item {
+	it := p.queue[i]
+	if i == 0 {
+		p.queue[0] = nil
+		p.queue = p.queue[1:]
+	} else {
+		p.queue = slices.Delete(p.queue, i, i+1)
+	}
 	p.inflight++
+	it.sent = true
+	p.shardBytes[it.b.Subject] += it.size
 	return it
+}
+
+// doneLocked uncounts a batch whose publish has its outcome.
+func (p *Publisher) doneLocked(it *item) {
+	if !it.sent {
+		return
+	}
+	it.sent = false
+	subj := it.b.Subject
+	if p.shardBytes[subj] -= it.size; p.shardBytes[subj] <= 0 {
+		delete(p.shardBytes, subj)
+	}
 }
 
 func (p *Publisher) ackLoop() {
@@ -362,6 +433,7 @@ func (p *Publisher) ackLoop() {
 			p.retryAt = time.Now().Add(p.cfg.RetryWait)
 		}
 		p.inflight--
+		p.doneLocked(it)
 		p.cond.Broadcast()
 		p.mu.Unlock()
 		<-p.sem
