@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"golang.org/x/net/bpf"
+
+	"github.com/tapline/tapline/proto/mirrorlab"
 )
 
 // frame builds an untagged Ethernet frame: IPv4 or IPv6 (by src's family)
@@ -108,7 +110,7 @@ var exprs = []string{
 // and runs both programs on the corpus: they must agree on every frame.
 func TestAgainstTcpdump(t *testing.T) {
 	if _, err := exec.LookPath("tcpdump"); err != nil {
-		t.Skip("tcpdump not installed: TestSemantics still checks the compiler")
+		mirrorlab.Unavailable(t, "tcpdump not installed: TestSemantics still checks the compiler")
 	}
 	pkts := corpus()
 	for _, e := range exprs {

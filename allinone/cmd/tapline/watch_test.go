@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"github.com/tapline/tapline/proto/mirrorlab"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,10 +23,7 @@ type tmux struct {
 func newTmux(t *testing.T) *tmux {
 	t.Helper()
 	if _, err := exec.LookPath("tmux"); err != nil {
-		if os.Getenv("TAPLINE_REQUIRE_LAB") == "1" {
-			t.Fatal("tmux is required (TAPLINE_REQUIRE_LAB=1)")
-		}
-		t.Skip("tmux not installed")
+		mirrorlab.Unavailable(t, "tmux not installed")
 	}
 	x := &tmux{t: t, socket: fmt.Sprintf("tapline-watch-%d-%d", os.Getpid(), time.Now().UnixNano())}
 	t.Cleanup(func() { _ = exec.Command("tmux", "-L", x.socket, "kill-server").Run() })
