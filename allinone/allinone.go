@@ -29,7 +29,7 @@ import (
 
 	"github.com/tapline/tapline/allinone/testsystem"
 	"github.com/tapline/tapline/proto"
-	"github.com/tapline/tapline/proto/natstest"
+	"github.com/tapline/tapline/proto/natsserver"
 	"github.com/tapline/tapline/proto/stage"
 )
 
@@ -319,7 +319,7 @@ func (c *Config) StartNATS() (*server.Server, error) {
 	if err := os.MkdirAll(c.NATSStore, 0o755); err != nil {
 		return nil, fmt.Errorf("--nats-store: %v", err)
 	}
-	srv, err := natstest.Start(natstest.Options{Host: host, Port: port, StoreDir: c.NATSStore, MaxStore: c.NATSMaxStore})
+	srv, err := natsserver.Start(natsserver.Options{Host: host, Port: port, StoreDir: c.NATSStore, MaxStore: c.NATSMaxStore})
 	if err != nil {
 		return nil, fmt.Errorf("embedded NATS: %v", err)
 	}

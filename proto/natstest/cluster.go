@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/url"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -17,26 +16,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
-
-// apply sets the cluster options of one node on so.
-func (c ClusterNode) apply(so *server.Options, host string) error {
-	if c.Name == "" && c.Cluster == "" && c.Port == 0 && len(c.Routes) == 0 {
-		return nil
-	}
-	if c.Name == "" || c.Cluster == "" || c.Port == 0 {
-		return errors.New("natstest: a cluster node needs a name, a cluster name and a route port")
-	}
-	so.ServerName = c.Name
-	so.Cluster = server.ClusterOpts{Name: c.Cluster, Host: host, Port: c.Port}
-	for _, r := range c.Routes {
-		u, err := url.Parse(r)
-		if err != nil {
-			return fmt.Errorf("natstest: route %q: %w", r, err)
-		}
-		so.Routes = append(so.Routes, u)
-	}
-	return nil
-}
 
 // Cluster is a JetStream cluster of embedded servers on loopback, each
 // with its own store directory, connected by routes: the production shape

@@ -15,7 +15,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/tapline/tapline/proto/natstest"
+	"github.com/tapline/tapline/proto/natsserver"
 )
 
 func main() {
@@ -30,14 +30,14 @@ func main() {
 		fmt.Fprintln(os.Stderr, "natsd: --store is required")
 		os.Exit(2)
 	}
-	o := natstest.Options{Host: *host, Port: *port, StoreDir: *store}
+	o := natsserver.Options{Host: *host, Port: *port, StoreDir: *store}
 	if *clusterPort != 0 {
-		o.Cluster = natstest.ClusterNode{Name: *name, Cluster: "tapline", Port: *clusterPort}
+		o.Cluster = natsserver.ClusterNode{Name: *name, Cluster: "tapline", Port: *clusterPort}
 		if *routes != "" {
 			o.Cluster.Routes = strings.Split(*routes, ",")
 		}
 	}
-	srv, err := natstest.Start(o)
+	srv, err := natsserver.Start(o)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "natsd:", err)
 		os.Exit(1)
