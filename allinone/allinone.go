@@ -23,69 +23,35 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/tapline/tapline/allinone/testsystem"
+	"github.com/tapline/tapline/archive"
+	"github.com/tapline/tapline/decap"
 	"github.com/tapline/tapline/proto"
 	"github.com/tapline/tapline/proto/natsserver"
 	"github.com/tapline/tapline/proto/stage"
+	"github.com/tapline/tapline/reassemble"
+	"github.com/tapline/tapline/replay"
 )
 
 // HTTPDefault is the all-in-one's default /healthz and /metrics address.
 const HTTPDefault = ":9100"
 
-// Stage adapts one pipeline stage's library (its Config, Register, Validate
-// and Run) to the all-in-one. The wiring files (stage_<name>.go) build one
-// per stage.
-type Stage struct {
-	// Name is the stage's name and its flag prefix.
-	Name string
-	// Common points at the stage configuration's Common; the all-in-one
-	// overwrites it with its own before Validate and Run.
-	Common *stage.Common
-	// Register adds the stage's flags (common ones included) to fs.
-	Register func(fs *flag.FlagSet)
-	// Validate checks the stage's configuration.
-	Validate func() error
-	// Run runs the stage until ctx ends.
-	Run func(ctx context.Context, d stage.Deps) error
-	// Off, when set and returning a reason, leaves the stage out of this
-	// run (e.g. replay without a test system to replay into).
-	Off func() string
-	// Defaults override the stage's own flag defaults in the all-in-one
-	// (flag name without prefix to value), e.g. a local archive directory.
-	Defaults map[string]string
-}
-
 // localStreamBytes are the all-in-one's default stream sizes.
 var localStreamBytes = map[string]int64{"frames-max-bytes": 4 << 30, "msgs-max-bytes": 4 << 30}
 
-// order is the order stages are listed and started in.
-var order = []string{"decap", "reassemble", "replay", "archive"}
+// stages are the constructors of the stages this binary runs, in
+// pipeline order: each stage package describes itself once, for its own
+// command and for the all-in-one.
+var stages = []func() *stage.Descriptor{decap.Stage, reassemble.Stage, replay.Stage, archive.Stage}
 
-var (
-	buildersMu sync.Mutex
-	builders   = map[string]func() *Stage{}
-)
-
-// register makes a stage available; called from the wiring files' init.
-func register(name string, build func() *Stage) {
-	buildersMu.Lock()
-	defer buildersMu.Unlock()
-	builders[name] = build
-}
-
-// Available lists the stages compiled into this binary, in pipeline order.
+// Available lists the stages of this binary, in pipeline order.
 func Available() []string {
-	buildersMu.Lock()
-	defer buildersMu.Unlock()
 	var names []string
-	for _, n := range order {
-		if builders[n] != nil {
-			names = append(names, n)
-		}
+	for _, build := range stages {
+		names = append(names, build().Name)
 	}
 	return names
 }
@@ -111,7 +77,7 @@ type Config struct {
 	TestSystem string
 
 	// Stages are the compiled-in stages, in pipeline order.
-	Stages []*Stage
+	Stages []*stage.Descriptor
 
 	fs *flag.FlagSet // the flag set Register filled
 }
@@ -119,17 +85,14 @@ type Config struct {
 // NewConfig builds a configuration holding every compiled-in stage.
 func NewConfig() *Config {
 	c := &Config{}
-	for _, n := range Available() {
-		buildersMu.Lock()
-		b := builders[n]
-		buildersMu.Unlock()
-		c.Stages = append(c.Stages, b())
+	for _, build := range stages {
+		c.Stages = append(c.Stages, build())
 	}
 	return c
 }
 
 // Stage returns the stage called name, or nil.
-func (c *Config) Stage(name string) *Stage {
+func (c *Config) Stage(name string) *stage.Descriptor {
 	for _, s := range c.Stages {
 		if s.Name == name {
 			return s
@@ -172,11 +135,6 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	for _, s := range c.Stages {
 		private := flag.NewFlagSet(s.Name, flag.ContinueOnError)
 		s.Register(private)
-		for name, v := range s.Defaults {
-			if err := private.Set(name, v); err != nil {
-				panic(fmt.Sprintf("allinone: default %s.%s=%q: %v", s.Name, name, v, err))
-			}
-		}
 		private.VisitAll(func(f *flag.Flag) {
 			if common[f.Name] {
 				return
@@ -188,8 +146,8 @@ func (c *Config) Register(fs *flag.FlagSet) {
 
 // selected returns the stages to run: those of --stages (default all)
 // that are not off.
-func (c *Config) selected() []*Stage {
-	var out []*Stage
+func (c *Config) selected() []*stage.Descriptor {
+	var out []*stage.Descriptor
 	for _, s := range c.Stages {
 		if s.Off != nil && s.Off() != "" {
 			continue

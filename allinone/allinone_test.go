@@ -24,8 +24,8 @@ type fakeStage struct {
 	url     atomic.Value
 }
 
-func (f *fakeStage) adapter(name string) *Stage {
-	return &Stage{
+func (f *fakeStage) adapter(name string) *stage.Descriptor {
+	return &stage.Descriptor{
 		Name:   name,
 		Common: &f.Common,
 		Register: func(fs *flag.FlagSet) {
@@ -57,13 +57,12 @@ func (f *fakeStage) adapter(name string) *Stage {
 			<-ctx.Done()
 			return nil
 		},
-		Defaults: map[string]string{"dest": "./archive-data"},
 	}
 }
 
 func newFake(t *testing.T) (*Config, *fakeStage, *fakeStage, *flag.FlagSet) {
 	a, b := &fakeStage{}, &fakeStage{}
-	c := &Config{Stages: []*Stage{a.adapter("decap"), b.adapter("archive")}}
+	c := &Config{Stages: []*stage.Descriptor{a.adapter("decap"), b.adapter("archive")}}
 	fs := flag.NewFlagSet("tapline", flag.ContinueOnError)
 	c.Register(fs)
 	return c, a, b, fs
@@ -80,9 +79,6 @@ func TestPrefixedFlagsAndEnv(t *testing.T) {
 		if fs.Lookup(name) != nil {
 			t.Errorf("flag --%s should not exist", name)
 		}
-	}
-	if got := fs.Lookup("archive.dest").DefValue; got != "./archive-data" {
-		t.Errorf("archive.dest default %q", got)
 	}
 	t.Setenv("TAPLINE_ARCHIVE_DEST", "/tmp/x")
 	t.Setenv("TAPLINE_SHARDS", "8")

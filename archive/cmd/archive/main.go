@@ -9,13 +9,10 @@
 package main
 
 import (
-	"context"
-	"flag"
 	"fmt"
 	"os"
 
 	"github.com/tapline/tapline/archive"
-	"github.com/tapline/tapline/proto/stage"
 )
 
 func main() {
@@ -35,10 +32,5 @@ func main() {
 			os.Args = append(os.Args[:1], "--help")
 		}
 	}
-	var cfg archive.Config
-	fs := flag.NewFlagSet("archive", flag.ContinueOnError)
-	cfg.Register(fs)
-	stage.Main(fs, &cfg.Common, os.Args[1:], cfg.Validate, func(ctx context.Context, d stage.Deps) error {
-		return archive.Run(ctx, cfg, d)
-	})
+	os.Exit(archive.Stage().Main(os.Args[1:]))
 }

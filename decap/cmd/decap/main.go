@@ -8,15 +8,12 @@
 package main
 
 import (
-	"context"
-	"flag"
 	"os"
 
 	"github.com/tapline/tapline/decap"
 	"github.com/tapline/tapline/decap/capturecmd"
 	"github.com/tapline/tapline/decap/keys"
 	"github.com/tapline/tapline/decap/send"
-	"github.com/tapline/tapline/proto/stage"
 )
 
 func main() {
@@ -29,11 +26,7 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "keys" {
 		os.Exit(keys.Main(os.Args[2:]))
 	}
-	var cfg decap.Config
-	fs := flag.NewFlagSet("decap", flag.ContinueOnError)
-	cfg.Register(fs)
-	stage.SetSummary(fs, summary)
-	stage.Main(fs, &cfg.Common, os.Args[1:], cfg.Validate, func(ctx context.Context, d stage.Deps) error {
-		return decap.Run(ctx, cfg, d)
-	})
+	d := decap.Stage()
+	d.Summary = summary
+	os.Exit(d.Main(os.Args[1:]))
 }

@@ -1,0 +1,20 @@
+package archive
+
+import (
+	"context"
+
+	"github.com/tapline/tapline/proto/stage"
+)
+
+// Stage describes archive for its own command and for the all-in-one, with a
+// new configuration.
+func Stage() *stage.Descriptor {
+	c := &Config{}
+	return &stage.Descriptor{
+		Name:     "archive",
+		Common:   &c.Common,
+		Register: c.Register,
+		Validate: c.Validate,
+		Run:      func(ctx context.Context, d stage.Deps) error { return Run(ctx, *c, d) },
+	}
+}
