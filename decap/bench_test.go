@@ -180,8 +180,34 @@ func BenchmarkPublishBatches(b *testing.B) { benchPublishBatches(b, false) }
 // stream: the publisher and server without the disk.
 func BenchmarkPublishBatchesMemory(b *testing.B) { benchPublishBatches(b, true) }
 
+// BenchmarkPublishBatchesCluster is BenchmarkPublishBatches into a 3-node
+// cluster of embedded servers on loopback with the frames stream at 3
+// replicas (file storage): the production shape, against the single
+// server of BenchmarkPublishBatches in the same run.
+func BenchmarkPublishBatchesCluster(b *testing.B) {
+	c := natstest.RunCluster(b, 3)
+	nc, err := nats.Connect(c.URLs())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	opts := proto.StreamOptions{Frames: proto.StreamLimits{MaxBytes: 1 << 30}, Replicas: 3}
+	if err := proto.EnsureStreams(ctx, js, opts, proto.FramesStream); err != nil {
+		b.Fatal(err)
+	}
+	publishBatches(b, nc)
+}
+
 func benchPublishBatches(b *testing.B, memory bool) {
 	nc, _ := benchJetStreamStorage(b, memory)
+	publishBatches(b, nc)
+}
+
+// publishBatches publishes b.N 64 KiB batches through decap's publisher.
+func publishBatches(b *testing.B, nc *nats.Conn) {
 	frame := make([]byte, 1024)
 	var w framebatch.Writer
 	for w.Len() < 64<<10-1100 {
