@@ -101,6 +101,9 @@ func (c *conn) Open(ev *proto.OpenEvent) {
 	if c.tls != nil {
 		ev.TLS = c.tls.openInfo()
 	}
+	if !c.w.e.cfg.KeepCredentials {
+		stripCredentials(ev)
+	}
 	c.event(proto.KindOpen, c.meta.Conn+"/open", ev)
 	c.flushEarlyGaps()
 }
