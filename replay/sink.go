@@ -102,6 +102,11 @@ func (c *Config) handshake(open *proto.OpenEvent) (u string, h http.Header, host
 	p := c.PathOverride
 	if p == "" && open != nil {
 		p = open.Path
+		if !c.ForwardCreds {
+			// Query parameters named like credentials (access_token,
+			// api_key, …) stay behind like the credential headers.
+			p, _ = redact.StripQuery(p)
+		}
 	}
 	if p != "" {
 		if pu, err := url.Parse(p); err == nil {
