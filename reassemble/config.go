@@ -43,6 +43,9 @@ type Config struct {
 
 	MaxHeader  int   // decoder: largest HTTP upgrade header block
 	MaxMessage int64 // decoder: largest message emitted before it is cut
+	// MaxInflation is the largest inflated:compressed ratio of a
+	// compressed message past message.InflationFree bytes (0: no limit).
+	MaxInflation int
 
 	MaxInflight      int           // publishes awaiting their acknowledgement, per shard
 	MaxInflightBytes int64         // bytes of those publishes, per shard
@@ -82,6 +85,7 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.BoolVar(&c.KeepCredentials, "keep-credentials", false, "store production's Authorization, Cookie and credential-like headers and query parameters (X-Api-Key, access_token, … and --redact-names) in open events on the messages stream, for replay --forward-credentials; off, they are removed and only their names are kept (protect the stream with NATS permissions before turning this on)")
 	stage.IntSizeVar(fs, &c.MaxHeader, "max-header", 64<<10, "largest HTTP upgrade header block held by the decoder")
 	stage.SizeVar(fs, &c.MaxMessage, "max-message", 1<<30, "largest message emitted; longer ones are cut and flagged incomplete")
+	fs.IntVar(&c.MaxInflation, "max-inflation-ratio", 200, "decompression amplification bound: a permessage-deflate message that inflates past 1 MiB and past this many times the compressed bytes it took is cut there and flagged incomplete (reason inflation-limit); 0: no limit")
 	fs.IntVar(&c.MaxInflight, "max-inflight", 256, "publishes awaiting acknowledgement per shard")
 	stage.SizeVar(fs, &c.MaxInflightBytes, "max-inflight-bytes", 16<<20, "bytes of publishes awaiting acknowledgement per shard")
 	fs.DurationVar(&c.AckWait, "ack-wait", 30*time.Second, "frames consumer ack wait")
@@ -125,6 +129,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--max-header must be at least 1024, got %d", c.MaxHeader)
 	case c.MaxMessage < 1:
 		return fmt.Errorf("--max-message must be positive, got %d", c.MaxMessage)
+	case c.MaxInflation < 0:
+		return fmt.Errorf("--max-inflation-ratio must not be negative, got %d", c.MaxInflation)
 	case c.MaxInflight < 1:
 		return fmt.Errorf("--max-inflight must be at least 1, got %d", c.MaxInflight)
 	case c.MaxInflightBytes < proto.MaxChunk:

@@ -91,7 +91,7 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 		return err
 	}
 	e := &engine{cfg: cfg, log: d.Log, m: m, nc: nc, js: js, newDecoder: newDec,
-		limits:      message.Limits{MaxHeader: cfg.MaxHeader, MaxControl: 125, MaxMessage: cfg.MaxMessage},
+		limits:      message.Limits{MaxHeader: cfg.MaxHeader, MaxControl: 125, MaxMessage: cfg.MaxMessage, MaxInflation: cfg.MaxInflation},
 		crashOnStop: cfg.crashOnStop, drain: d.Drain}
 	var wg sync.WaitGroup
 	if cfg.TLS {
