@@ -71,10 +71,10 @@ type Config struct {
 	// handshake elsewhere (at most maxRedirects); off, a redirect is a
 	// failed dial.
 	FollowRedirects bool
-	Compare      bool
-	CompareMax   int
-	IgnoreJSON   stage.ListFlag
-	IgnoreRegex  stage.ListFlag
+	Compare         bool
+	CompareMax      int
+	IgnoreJSON      stage.ListFlag
+	IgnoreRegex     stage.ListFlag
 
 	// Listen mode.
 	Listens stage.ListFlag
