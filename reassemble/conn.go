@@ -120,7 +120,7 @@ func (c *conn) Chunk(ch *proto.Chunk, body []byte) {
 		if !ch.Complete {
 			c.w.e.m.incomplete.WithLabelValues(dir).Inc()
 		}
-		if ch.WireSize > 0 {
+		if ch.WireSize > 0 && ch.Complete {
 			c.w.e.m.inflation.Observe(float64(ch.Size) / float64(ch.WireSize))
 		}
 		if ch.Reason == proto.ReasonInflationLimit {

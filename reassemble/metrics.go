@@ -74,7 +74,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		inflight:       prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: ns + "publish_inflight", Help: "Publishes awaiting acknowledgement."}, []string{"shard"}),
 		takeovers:      prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "shard_takeovers_total", Help: "Times this instance started receiving a shard's frames."}),
 	}
-	m.inflation = prometheus.NewHistogram(prometheus.HistogramOpts{Name: ns + "inflation_ratio", Help: "Inflated bytes per compressed byte of each permessage-deflate message published (decompression amplification; see --max-inflation-ratio).",
+	m.inflation = prometheus.NewHistogram(prometheus.HistogramOpts{Name: ns + "inflation_ratio", Help: "Inflated bytes per compressed byte of each complete permessage-deflate message published (decompression amplification; messages cut by --max-inflation-ratio are counted in inflation_limited_messages_total instead).",
 		Buckets: []float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000}})
 	m.inflationCut = prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "inflation_limited_messages_total", Help: "Compressed messages cut and flagged incomplete (reason inflation-limit) because they inflated past --max-inflation-ratio."})
 	m.tlsConns = prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "tls_connections_total", Help: "Connections detected as TLS (a ClientHello) and decrypted."})
