@@ -102,7 +102,7 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 			e.consumeKeys(ctx)
 		}()
 	}
-	d.Log.Info("reassembling", "instance", cfg.InstanceID, "shards", len(shards), "tls", cfg.TLS)
+	d.Log.Info("reassembling", "instance", cfg.InstanceID, "shards", len(shards), "tls", cfg.TLS, "keep_credentials", cfg.KeepCredentials, "max_inflation_ratio", cfg.MaxInflation)
 	for _, s := range shards {
 		wg.Add(1)
 		go func() {
