@@ -123,6 +123,7 @@ func TestComposeDefaultPipeline(t *testing.T) {
 	if !strings.Contains(strings.Join(nats.HealthCheck.Test, " "), "js-enabled-only") {
 		t.Errorf("nats health check does not check JetStream: %v", nats.HealthCheck.Test)
 	}
+	setNATSConfEnv(t, nats)
 	opts, err := server.ProcessConfigFile(filepath.Join(repoRoot, "deploy/nats/nats.conf"))
 	if err != nil {
 		t.Fatalf("deploy/nats/nats.conf: %v", err)

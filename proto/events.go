@@ -23,6 +23,13 @@ type OpenEvent struct {
 	Extensions  string            `json:"extensions,omitempty"` // Sec-WebSocket-Extensions as negotiated by the 101 response
 	Headers     map[string]string `json:"headers,omitempty"`    // other upgrade request headers, first value each
 	MidStream   bool              `json:"mid_stream,omitempty"`
+	// RedactedHeaders names the upgrade request headers reassemble left
+	// out of Headers because they carry credentials (Authorization,
+	// Cookie, X-Api-Key, …; see proto/redact), and RedactedQuery the query
+	// parameters it removed from Path for the same reason: their values
+	// were never stored (reassemble --keep-credentials keeps them).
+	RedactedHeaders []string `json:"redacted_headers,omitempty"`
+	RedactedQuery   []string `json:"redacted_query,omitempty"`
 	// Resumes is the id of the connection this one continues: closed
 	// (idle, evicted, seq_jump) before more of its packets came on the same
 	// 5-tuple. Same client, server and handshake (path, headers,

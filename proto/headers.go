@@ -28,6 +28,7 @@ const (
 	HdrFirstNs    = "Tapline-First-Ns"   // capture time of the first packet of the message (ns since the Unix epoch)
 	HdrLastNs     = "Tapline-Last-Ns"    // capture time of the last packet of the message so far
 	HdrSize       = "Tapline-Size"       // total payload bytes of the message, on the last chunk
+	HdrWireSize   = "Tapline-Wire-Size"  // compressed payload bytes the message took on the wire, on the last chunk of a compressed message
 	HdrResult     = "Tapline-Result"     // replay result: sent, skipped, failed, match, mismatch
 	HdrReason     = "Tapline-Reason"     // human-readable reason accompanying a result or an incomplete message
 	HdrMsgID      = nats.MsgIdHdr        // JetStream de-duplication id
@@ -95,6 +96,10 @@ type Chunk struct {
 	FirstNs    int64
 	LastNs     int64
 	Size       int64 // set on the last chunk
+	// WireSize is, on the last chunk of a compressed message, the
+	// compressed payload bytes it took on the wire (Size / WireSize is its
+	// inflation ratio); 0 otherwise.
+	WireSize int64
 	// Reason says why a message is incomplete (one of the Reason values);
 	// empty for complete messages. Sent as Tapline-Reason.
 	Reason string
@@ -108,6 +113,10 @@ const (
 	ReasonBadFrame    = "bad-frame"   // a protocol violation (e.g. RSV bits no extension explains, an oversized control frame)
 	ReasonTooLarge    = "too-large"   // cut at the configured maximum message size
 	ReasonCut         = "cut"         // the connection ended before the message did
+	// ReasonInflationLimit: a compressed message inflated past
+	// reassemble's --max-inflation-ratio (decompression amplification);
+	// cut there like a too-large one.
+	ReasonInflationLimit = "inflation-limit"
 )
 
 // MsgID is the JetStream de-duplication id of the chunk, so a chunk
@@ -140,6 +149,9 @@ func (c *Chunk) Header() nats.Header {
 	h.Set(HdrLastNs, strconv.FormatInt(c.LastNs, 10))
 	if c.Last {
 		h.Set(HdrSize, strconv.FormatInt(c.Size, 10))
+	}
+	if c.WireSize > 0 {
+		h.Set(HdrWireSize, strconv.FormatInt(c.WireSize, 10))
 	}
 	if c.Reason != "" {
 		h.Set(HdrReason, c.Reason)
@@ -174,6 +186,7 @@ func ParseChunk(h nats.Header) (Chunk, error) {
 	c.LastNs = p.int(HdrLastNs, true)
 	if c.Last {
 		c.Size = p.int(HdrSize, true)
+		c.WireSize = p.int(HdrWireSize, false)
 	}
 	c.Reason = p.str(HdrReason, false)
 	if p.err != nil {

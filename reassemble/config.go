@@ -37,8 +37,15 @@ type Config struct {
 	MaxSeqJump       int64         // bytes in flight assumed when a connection's window is unknown (sequence jump rule)
 	MaxFlowRate      int64         // fastest one direction of a connection sends, bytes per second (sequence jump rule)
 
+	// KeepCredentials stores production's credential headers and query
+	// parameters in open events; off, they are removed (see credentials.go).
+	KeepCredentials bool
+
 	MaxHeader  int   // decoder: largest HTTP upgrade header block
 	MaxMessage int64 // decoder: largest message emitted before it is cut
+	// MaxInflation is the largest inflated:compressed ratio of a
+	// compressed message past message.InflationFree bytes (0: no limit).
+	MaxInflation int
 
 	MaxInflight      int           // publishes awaiting their acknowledgement, per shard
 	MaxInflightBytes int64         // bytes of those publishes, per shard
@@ -75,8 +82,10 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", tcp.DefaultIdleTimeout, "close a connection after this long without packets (capture time); --max-memory evicts the least recently active earlier under pressure")
 	stage.SizeVar(fs, &c.MaxSeqJump, "max-seq-jump", tcp.DefaultMaxSeqJump, "bytes a direction may have in flight when its window is not known from the handshake; a sequence jump beyond what the window and --max-flow-rate allow closes the connection (reason seq_jump) instead of being reported as loss")
 	stage.SizeVar(fs, &c.MaxFlowRate, "max-flow-rate", tcp.DefaultMaxFlowRate, "fastest one direction of a connection can send, in bytes per second (sequence jump rule)")
+	fs.BoolVar(&c.KeepCredentials, "keep-credentials", false, "store production's Authorization, Cookie and credential-like headers and query parameters (X-Api-Key, access_token, … and --redact-names) in open events on the messages stream, for replay --forward-credentials; off, they are removed and only their names are kept (protect the stream with NATS permissions before turning this on)")
 	stage.IntSizeVar(fs, &c.MaxHeader, "max-header", 64<<10, "largest HTTP upgrade header block held by the decoder")
 	stage.SizeVar(fs, &c.MaxMessage, "max-message", 1<<30, "largest message emitted; longer ones are cut and flagged incomplete")
+	fs.IntVar(&c.MaxInflation, "max-inflation-ratio", 200, "decompression amplification bound: a permessage-deflate message that inflates past 1 MiB and past this many times the compressed bytes it took is cut there and flagged incomplete (reason inflation-limit); 0: no limit")
 	fs.IntVar(&c.MaxInflight, "max-inflight", 256, "publishes awaiting acknowledgement per shard")
 	stage.SizeVar(fs, &c.MaxInflightBytes, "max-inflight-bytes", 16<<20, "bytes of publishes awaiting acknowledgement per shard")
 	fs.DurationVar(&c.AckWait, "ack-wait", 30*time.Second, "frames consumer ack wait")
@@ -120,6 +129,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--max-header must be at least 1024, got %d", c.MaxHeader)
 	case c.MaxMessage < 1:
 		return fmt.Errorf("--max-message must be positive, got %d", c.MaxMessage)
+	case c.MaxInflation < 0:
+		return fmt.Errorf("--max-inflation-ratio must not be negative, got %d", c.MaxInflation)
 	case c.MaxInflight < 1:
 		return fmt.Errorf("--max-inflight must be at least 1, got %d", c.MaxInflight)
 	case c.MaxInflightBytes < proto.MaxChunk:

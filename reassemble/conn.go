@@ -101,6 +101,9 @@ func (c *conn) Open(ev *proto.OpenEvent) {
 	if c.tls != nil {
 		ev.TLS = c.tls.openInfo()
 	}
+	if !c.w.e.cfg.KeepCredentials {
+		stripCredentials(ev)
+	}
 	c.event(proto.KindOpen, c.meta.Conn+"/open", ev)
 	c.flushEarlyGaps()
 }
@@ -116,6 +119,12 @@ func (c *conn) Chunk(ch *proto.Chunk, body []byte) {
 		c.w.e.m.messages.WithLabelValues(dir, ch.Opcode, strconv.FormatBool(ch.Complete)).Inc()
 		if !ch.Complete {
 			c.w.e.m.incomplete.WithLabelValues(dir).Inc()
+		}
+		if ch.WireSize > 0 && ch.Complete {
+			c.w.e.m.inflation.Observe(float64(ch.Size) / float64(ch.WireSize))
+		}
+		if ch.Reason == proto.ReasonInflationLimit {
+			c.w.e.m.inflationCut.Inc()
 		}
 	}
 	c.w.publish(m)

@@ -93,6 +93,7 @@ func testConfig(url string, shards int, id string) Config {
 	c.MaxFlowRate = 25e9 / 8
 	c.MaxHeader = 64 << 10
 	c.MaxMessage = 1 << 30
+	c.MaxInflation = 200
 	c.MaxInflight = 64
 	c.MaxInflightBytes = 16 << 20
 	c.AckWait = 30 * time.Second

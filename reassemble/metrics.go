@@ -19,6 +19,8 @@ type metrics struct {
 	messages       *prometheus.CounterVec // dir, opcode, complete
 	messageBytes   *prometheus.CounterVec // dir, opcode
 	incomplete     *prometheus.CounterVec // dir
+	inflation      prometheus.Histogram   // inflated:compressed ratio of compressed messages
+	inflationCut   prometheus.Counter
 	gapBytes       *prometheus.CounterVec // vni
 	gaps           *prometheus.CounterVec // vni, reason
 	decodeFailures *prometheus.CounterVec // kind
@@ -72,11 +74,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		inflight:       prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: ns + "publish_inflight", Help: "Publishes awaiting acknowledgement."}, []string{"shard"}),
 		takeovers:      prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "shard_takeovers_total", Help: "Times this instance started receiving a shard's frames."}),
 	}
+	m.inflation = prometheus.NewHistogram(prometheus.HistogramOpts{Name: ns + "inflation_ratio", Help: "Inflated bytes per compressed byte of each complete permessage-deflate message published (decompression amplification; messages cut by --max-inflation-ratio are counted in inflation_limited_messages_total instead).",
+		Buckets: []float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000}})
+	m.inflationCut = prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "inflation_limited_messages_total", Help: "Compressed messages cut and flagged incomplete (reason inflation-limit) because they inflated past --max-inflation-ratio."})
 	m.tlsConns = prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "tls_connections_total", Help: "Connections detected as TLS (a ClientHello) and decrypted."})
 	m.tlsUndecryptable = prometheus.NewCounter(prometheus.CounterOpts{Name: ns + "tls_undecryptable_connections_total", Help: "TLS connections with records given up because their keys did not arrive in time (or that cannot be decrypted at all); none of those bytes is published."})
 	m.tlsRecords = prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "tls_records_total", Help: "TLS records of closed connections, by direction and result (decrypted, lost, undecryptable)."}, []string{"dir", "result"})
 	m.tlsKeys = prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "tls_keys_total", Help: "Key log lines read from TAPLINE_KEYS, by result (stored, bad)."}, []string{"result"})
-	for _, c := range []prometheus.Collector{m.tlsConns, m.tlsUndecryptable, m.tlsRecords, m.tlsKeys,
+	for _, c := range []prometheus.Collector{m.inflation, m.inflationCut, m.tlsConns, m.tlsUndecryptable, m.tlsRecords, m.tlsKeys,
 		m.batches, m.batchErrors, m.frames, m.framesIgnored, m.connsOpened, m.connsClosed, m.conns,
 		m.streamBytes, m.retransBytes, m.messages, m.messageBytes, m.incomplete, m.gapBytes, m.gaps, m.decodeFailures, m.truncated, m.causalHeld,
 		m.buffered, m.pending, m.ackPending, m.held, m.unreplayable, m.resumed, m.published, m.publishRetries, m.inflight, m.takeovers} {

@@ -91,7 +91,7 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 		return err
 	}
 	e := &engine{cfg: cfg, log: d.Log, m: m, nc: nc, js: js, newDecoder: newDec,
-		limits:      message.Limits{MaxHeader: cfg.MaxHeader, MaxControl: 125, MaxMessage: cfg.MaxMessage},
+		limits:      message.Limits{MaxHeader: cfg.MaxHeader, MaxControl: 125, MaxMessage: cfg.MaxMessage, MaxInflation: cfg.MaxInflation},
 		crashOnStop: cfg.crashOnStop, drain: d.Drain}
 	var wg sync.WaitGroup
 	if cfg.TLS {
@@ -102,7 +102,7 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 			e.consumeKeys(ctx)
 		}()
 	}
-	d.Log.Info("reassembling", "instance", cfg.InstanceID, "shards", len(shards), "tls", cfg.TLS)
+	d.Log.Info("reassembling", "instance", cfg.InstanceID, "shards", len(shards), "tls", cfg.TLS, "keep_credentials", cfg.KeepCredentials, "max_inflation_ratio", cfg.MaxInflation)
 	for _, s := range shards {
 		wg.Add(1)
 		go func() {

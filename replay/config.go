@@ -67,10 +67,14 @@ type Config struct {
 	// do not reach a test system by accident.
 	ForwardCreds bool
 	TLSInsecure  bool
-	Compare      bool
-	CompareMax   int
-	IgnoreJSON   stage.ListFlag
-	IgnoreRegex  stage.ListFlag
+	// FollowRedirects lets a test system's HTTP redirect (3xx) move the
+	// handshake elsewhere (at most maxRedirects); off, a redirect is a
+	// failed dial.
+	FollowRedirects bool
+	Compare         bool
+	CompareMax      int
+	IgnoreJSON      stage.ListFlag
+	IgnoreRegex     stage.ListFlag
 
 	// Listen mode.
 	Listens stage.ListFlag
@@ -146,6 +150,7 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.Var(&c.DropHeaders, "drop-header", "handshake header to drop (repeatable), e.g. Cookie")
 	fs.BoolVar(&c.ForwardHdrs, "forward-headers", true, "dial mode: send the original upgrade request's headers (Origin, User-Agent, custom headers, ...) before --drop-header/--set-header")
 	fs.BoolVar(&c.ForwardCreds, "forward-credentials", false, "dial mode: with --forward-headers, also send production's Authorization, Proxy-Authorization, Cookie and credential-like headers such as X-Api-Key (off: production secrets never reach the test system)")
+	fs.BoolVar(&c.FollowRedirects, "follow-redirects", false, "dial mode: follow the test system's HTTP redirects of the handshake (at most 10); off, a redirect fails the dial, so production's messages never go where the target did not name")
 	fs.BoolVar(&c.TLSInsecure, "tls-insecure", false, "wss: do not verify the test system's certificate")
 	fs.BoolVar(&c.Compare, "compare", true, "dial mode: compare the test system's responses with production's")
 	stage.IntSizeVar(fs, &c.CompareMax, "compare-max-bytes", 1<<20, "responses larger than this are compared by SHA-256 only (ignore rules not applied)")

@@ -91,6 +91,14 @@ func TestHandshake(t *testing.T) {
 	if _, h4, _, _ := c4.handshake(open); h4.Get("Cookie") != "prod" || h4.Get("Authorization") != "Bearer prod" {
 		t.Fatalf("--forward-credentials: %v", h4)
 	}
+	// A token in the query stays behind the same way.
+	tok := openEvent("/feed?symbol=BTC&access_token=prod-tok", "", nil)
+	if u, _, _, _ := c3.handshake(tok); u != "ws://test:8080/feed?symbol=BTC" {
+		t.Fatalf("default forwarded a query token: %s", u)
+	}
+	if u, _, _, _ := c4ForKeys(t).handshake(tok); u != "ws://test:8080/feed?symbol=BTC&access_token=prod-tok" {
+		t.Fatalf("--forward-credentials dropped the query token: %s", u)
+	}
 	c2, _ := parseConfig(t, "--target", "ws://test:8080", "--path", "/other", "--subprotocol", "-", "--forward-headers=false")
 	u, h, _, subs = c2.handshake(open)
 	if u != "ws://test:8080/other" || len(subs) != 0 || len(h) != 0 {

@@ -13,7 +13,8 @@ import (
 
 // TestResultsRedactCredentials: a production path with a token in its
 // query and a target URL with a password reach the results (reasons of a
-// failed connection, its target and summary) masked.
+// failed connection, its target and summary) masked (with
+// --forward-credentials, so that the token is dialed at all).
 func TestResultsRedactCredentials(t *testing.T) {
 	e := newEnv(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -27,7 +28,7 @@ func TestResultsRedactCredentials(t *testing.T) {
 		c.add(proto.ClientToServer, proto.OpText, []byte(fmt.Sprint(i)))
 	}
 	e.publish(c.entries("websocket")...)
-	e.startReplay(nil, "--target", "ws://bob:hunter2@"+addr, "--give-up", "1s", "--retry-min", "20ms", "--retry-max", "200ms")
+	e.startReplay(nil, "--target", "ws://bob:hunter2@"+addr, "--forward-credentials", "--give-up", "1s", "--retry-min", "20ms", "--retry-max", "200ms")
 	rs := e.waitResults(60*time.Second, "a failed summary", func(rs []resultMsg) bool {
 		return countResults(rs, "summary", "failed") == 1
 	})

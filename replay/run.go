@@ -44,6 +44,8 @@ type runner struct {
 	prevPending int  // entries a previous replay left unacknowledged
 	prevClean   bool // ... and handed back (NAK) when it stopped
 
+	credsWarn sync.Once // credentialsRemoved's log line
+
 	mu       sync.Mutex
 	workers  map[string]*worker
 	finished map[string]finishedConn // connections whose close event was processed

@@ -102,6 +102,11 @@ func (c *Config) handshake(open *proto.OpenEvent) (u string, h http.Header, host
 	p := c.PathOverride
 	if p == "" && open != nil {
 		p = open.Path
+		if !c.ForwardCreds {
+			// Query parameters named like credentials (access_token,
+			// api_key, …) stay behind like the credential headers.
+			p, _ = redact.StripQuery(p)
+		}
 	}
 	if p != "" {
 		if pu, err := url.Parse(p); err == nil {
@@ -157,7 +162,22 @@ func (c *Config) httpClient() *http.Client {
 	if c.TLSInsecure {
 		tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // operator's choice for test systems
 	}
-	return &http.Client{Transport: tr}
+	return &http.Client{Transport: tr, CheckRedirect: c.checkRedirect}
+}
+
+// maxRedirects is how many redirects --follow-redirects follows.
+const maxRedirects = 10
+
+// checkRedirect refuses redirects unless --follow-redirects: the 3xx
+// response is then what the dial gets, and it fails with its status.
+func (c *Config) checkRedirect(_ *http.Request, via []*http.Request) error {
+	if !c.FollowRedirects {
+		return http.ErrUseLastResponse
+	}
+	if len(via) >= maxRedirects {
+		return fmt.Errorf("stopped after %d redirects", maxRedirects)
+	}
+	return nil
 }
 
 // wsSink is a WebSocket connection to the test system.

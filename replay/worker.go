@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -137,9 +138,12 @@ type worker struct {
 	// notCompared says why the responses of this connection are not
 	// compared although --compare is on (a sink test system).
 	notCompared string
-	expect      *compare.Builder // production response being received (dial mode)
-	tcpExp      *compare.Builder // production byte stream of a raw TCP connection
-	sum         ConnSummary
+	// credsNote says which production credentials reassemble did not
+	// store although --forward-credentials asks for them (credentials.go).
+	credsNote string
+	expect    *compare.Builder // production response being received (dial mode)
+	tcpExp    *compare.Builder // production byte stream of a raw TCP connection
+	sum       ConnSummary
 }
 
 func newWorker(r *runner, e *entry) *worker {
@@ -516,6 +520,7 @@ func (w *worker) connect(ctx context.Context) error {
 		if w.cmp != nil {
 			onResp = w.cmp.Got
 		}
+		w.credsNote = w.r.credentialsRemoved(w.open)
 		s, err := dialWS(ctx, w.r.cfg, w.r.client, w.open, onResp)
 		if err != nil {
 			return err
@@ -1354,6 +1359,9 @@ func (w *worker) finish(end string) {
 	reason := ""
 	if result == "sent" {
 		reason = w.notCompared
+	}
+	if w.credsNote != "" {
+		reason = strings.TrimPrefix(reason+"; "+w.credsNote, "; ")
 	}
 	w.r.publish(Result{Kind: "summary", Conn: w.id, VNI: w.vni, shard: w.shard, Result: result, Reason: reason, Summary: &w.sum, Target: w.target()})
 }

@@ -153,6 +153,9 @@ type ServerConn struct {
 	// Remote is the client's address (ip:port): with the server's, the
 	// connection's key in the ledger.
 	Remote string
+	// Query and Header are the upgrade request's raw query and headers.
+	Query  string
+	Header http.Header
 	// Got collects what the peer sent (read by a background reader when
 	// the server was started with read = true).
 	mu   sync.Mutex
@@ -192,7 +195,7 @@ func startServer(t testing.TB, ns string, addr netip.Addr, opts *websocket.Accep
 		if ec, ok := r.Context().Value(endConnKey{}).(*endConn); ok {
 			watchEnd(c, ec)
 		}
-		sc := &ServerConn{C: c, Path: r.URL.Path, Remote: r.RemoteAddr, done: make(chan struct{})}
+		sc := &ServerConn{C: c, Path: r.URL.Path, Remote: r.RemoteAddr, Query: r.URL.RawQuery, Header: r.Header.Clone(), done: make(chan struct{})}
 		s.mu.Lock()
 		s.conns = append(s.conns, sc)
 		close(s.wake)

@@ -8,10 +8,12 @@ import (
 	"io"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/feature/s3/manager"
+	"github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager"
+	tmtypes "github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
@@ -23,7 +25,7 @@ import (
 // multipart upload) is durable by S3's contract.
 type S3 struct {
 	client   *s3.Client
-	uploader *manager.Uploader
+	uploader *transfermanager.Client
 	bucket   string
 	prefix   string
 	partSize int64
@@ -31,6 +33,10 @@ type S3 struct {
 	sse      string
 	kmsKey   string
 }
+
+// MinPartSize is the smallest multipart upload part S3 accepts (every part
+// but the last).
+const MinPartSize = 5 << 20
 
 // HTTPClient, when set on S3Options via WithHTTPClient, replaces the SDK's
 // HTTP client (tests count bytes with it).
@@ -74,13 +80,18 @@ func NewS3WithClient(ctx context.Context, bucket, prefix string, o S3Options, hc
 	if ps <= 0 {
 		ps = 16 << 20
 	}
-	if ps < manager.MinUploadPartSize {
-		ps = manager.MinUploadPartSize
+	if ps < MinPartSize {
+		ps = MinPartSize
 	}
-	up := manager.NewUploader(client, func(u *manager.Uploader) {
-		u.PartSize = ps
-		u.Concurrency = 4
-		u.LeavePartsOnError = false
+	// The transfer manager (feature/s3/manager's successor) uploads parts
+	// of ps bytes, 4 at a time, and aborts the upload when one fails (no
+	// parts left behind), with a fresh context if ours was cancelled.
+	up := transfermanager.New(client, func(o *transfermanager.Options) {
+		o.PartSizeBytes = ps
+		o.MultipartUploadThreshold = ps
+		o.Concurrency = 4
+		o.FailTimeout = 30 * time.Second
+		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
 	})
 	desc := "s3://" + bucket + "/" + strings.Trim(prefix, "/")
 	if o.Endpoint != "" {
@@ -96,21 +107,21 @@ func (s *S3) String() string { return s.desc }
 // multipart upload.
 func (s *S3) Put(ctx context.Context, key string, data []byte) error {
 	k := s.prefix + key
-	in := &s3.PutObjectInput{Bucket: &s.bucket, Key: &k, Body: bytes.NewReader(data)}
-	if s.sse != "" {
-		// Every write: single PUTs and multipart uploads (the uploader
-		// passes it to CreateMultipartUpload).
-		in.ServerSideEncryption = types.ServerSideEncryption(s.sse)
-		if s.kmsKey != "" {
-			in.SSEKMSKeyId = aws.String(s.kmsKey)
-		}
+	var kms *string
+	if s.kmsKey != "" {
+		kms = aws.String(s.kmsKey)
 	}
+	// --sse on every write: single PUTs and multipart uploads (the
+	// transfer manager passes it to CreateMultipartUpload).
 	var err error
 	if int64(len(data)) > s.partSize {
-		_, err = s.uploader.Upload(ctx, in)
+		_, err = s.uploader.UploadObject(ctx, &transfermanager.UploadObjectInput{Bucket: &s.bucket, Key: &k,
+			Body: bytes.NewReader(data), ContentLength: aws.Int64(int64(len(data))),
+			ServerSideEncryption: tmtypes.ServerSideEncryption(s.sse), SSEKMSKeyID: kms})
 	} else {
-		in.ContentLength = aws.Int64(int64(len(data)))
-		_, err = s.client.PutObject(ctx, in)
+		_, err = s.client.PutObject(ctx, &s3.PutObjectInput{Bucket: &s.bucket, Key: &k,
+			Body: bytes.NewReader(data), ContentLength: aws.Int64(int64(len(data))),
+			ServerSideEncryption: types.ServerSideEncryption(s.sse), SSEKMSKeyId: kms})
 	}
 	if err != nil {
 		return fmt.Errorf("store: put s3://%s/%s: %w", s.bucket, k, err)

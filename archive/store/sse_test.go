@@ -64,7 +64,7 @@ func TestS3SSE(t *testing.T) {
 		if got, err := s.Get(ctx, "big"); err != nil || !bytes.Equal(got, big) {
 			t.Fatalf("read back: %v", err)
 		}
-		var puts, creates int
+		var puts, creates, parts int
 		for _, w := range rec.writes {
 			kind, hdr, _ := strings.Cut(w, " ")
 			switch kind {
@@ -72,6 +72,9 @@ func TestS3SSE(t *testing.T) {
 				puts++
 			case "create-multipart":
 				creates++
+			case "part":
+				parts++
+				continue
 			default:
 				continue
 			}
@@ -79,8 +82,8 @@ func TestS3SSE(t *testing.T) {
 				t.Errorf("%+v: %s carries encryption %q, want %q", tc.opts, kind, hdr, tc.want)
 			}
 		}
-		if puts != 1 || creates != 1 {
-			t.Fatalf("writes seen %v: want one PUT and one multipart upload", rec.writes)
+		if puts != 1 || creates != 1 || parts != 2 {
+			t.Fatalf("writes seen %v: want one PUT and one multipart upload of two 5 MiB parts", rec.writes)
 		}
 	}
 }

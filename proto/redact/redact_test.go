@@ -83,3 +83,46 @@ func FuzzText(f *testing.F) {
 		_ = out
 	})
 }
+
+func TestStripQuery(t *testing.T) {
+	for _, c := range []struct{ in, out, removed string }{
+		{"/feed", "/feed", ""},
+		{"/feed?symbol=BTC", "/feed?symbol=BTC", ""},
+		{"/feed?symbol=B%20C&access_token=abc&x=1", "/feed?symbol=B%20C&x=1", "access_token"},
+		{"/feed?token=abc", "/feed", "token"},
+		{"/feed?api%5Fkey=abc&sig=1#frag", "/feed#frag", "api_key,sig"},
+		{"wss://h/p?a=1&&b", "wss://h/p?a=1&&b", ""},
+	} {
+		out, removed := StripQuery(c.in)
+		if out != c.out || strings.Join(removed, ",") != c.removed {
+			t.Errorf("StripQuery(%q) = %q %v, want %q %q", c.in, out, removed, c.out, c.removed)
+		}
+	}
+}
+
+func TestStripHeaders(t *testing.T) {
+	kept, removed := StripHeaders(map[string]string{"Authorization": "Bearer x", "Cookie": "s=1", "X-Api-Key": "k", "Origin": "https://o"})
+	if len(kept) != 1 || kept["Origin"] != "https://o" || strings.Join(removed, ",") != "Authorization,Cookie,X-Api-Key" {
+		t.Fatalf("kept %v removed %v", kept, removed)
+	}
+	if kept, removed := StripHeaders(map[string]string{"Cookie": "s"}); kept != nil || len(removed) != 1 {
+		t.Fatalf("kept %v removed %v", kept, removed)
+	}
+}
+
+// FuzzStripQuery: stripping is idempotent, never grows the target, and
+// leaves no parameter whose name looks like a credential.
+func FuzzStripQuery(f *testing.F) {
+	for _, s := range []string{"/feed?token=a&b=1", "/x?%zz=1&api_key=2#f", "?&&=", "/p?a=1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		out, _ := StripQuery(in)
+		if len(out) > len(in) {
+			t.Fatalf("%q grew to %q", in, out)
+		}
+		if again, removed := StripQuery(out); again != out || removed != nil {
+			t.Fatalf("%q: second strip %q removed %v", out, again, removed)
+		}
+	})
+}

@@ -23,6 +23,7 @@ type msg struct {
 	Compressed bool
 	CloseCode  int
 	Size       int64
+	WireSize   int64
 	Body       []byte
 	Sum        [32]byte
 	Chunks     int
@@ -118,6 +119,7 @@ func (c *collector) Chunk(ch *proto.Chunk, body []byte) {
 		m.Compressed = ch.Compressed
 		m.CloseCode = ch.CloseCode
 		m.Size = ch.Size
+		m.WireSize = ch.WireSize
 		copy(m.Sum[:], c.hashes[key].h.Sum(nil))
 		delete(c.hashes, key)
 		if c.keepBody && int64(len(m.Body)) != ch.Size {

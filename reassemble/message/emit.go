@@ -27,7 +27,8 @@ type emitter struct {
 	c     proto.Chunk // the open message's metadata
 	buf   []byte
 	sized int64 // payload bytes accepted into the open message
-	cut   bool  // the message exceeded Limits.MaxMessage
+	cut   bool  // the message exceeded Limits.MaxMessage or Limits.MaxInflation
+	wire  int64 // compressed messages: payload bytes inflated so far, at the end all of them
 	seqed bool
 }
 
@@ -37,6 +38,7 @@ func (e *emitter) begin(opcode string, compressed bool, ts int64) {
 	e.c = proto.Chunk{Opcode: opcode, Complete: true, Compressed: compressed, FirstNs: ts, LastNs: ts}
 	e.buf = e.buf[:0]
 	e.sized = 0
+	e.wire = 0
 	e.cut = false
 	e.seqed = false
 }
@@ -80,20 +82,33 @@ func (e *emitter) incomplete(missing int64, reason string) {
 	}
 }
 
+// limit is the size at which the open message is cut, and the reason it
+// is then flagged with: Limits.MaxMessage, or for a compressed message
+// what Limits.MaxInflation allows for the compressed bytes seen so far.
+func (e *emitter) limit() (int64, string) {
+	limit, reason := e.s.d.lim.MaxMessage, proto.ReasonTooLarge
+	if r := int64(e.s.d.lim.MaxInflation); e.c.Compressed && r > 0 && e.wire < limit/r {
+		if allow := max(InflationFree, r*e.wire); allow < limit {
+			limit, reason = allow, proto.ReasonInflationLimit
+		}
+	}
+	return limit, reason
+}
+
 // write adds payload bytes to the open message, emitting full chunks.
-// Bytes past Limits.MaxMessage are dropped and the message is flagged.
+// Bytes past the limit (see limit) are dropped and the message is flagged.
 func (e *emitter) write(p []byte, ts int64) {
 	if !e.open || e.cut {
 		return
 	}
 	e.c.LastNs = ts
-	limit := e.s.d.lim.MaxMessage
+	limit, reason := e.limit()
 	if room := limit - e.sized; int64(len(p)) > room {
-		p = p[:room]
+		p = p[:max(room, 0)]
 		e.cut = true
 		e.c.Complete = false
 		if e.c.Reason == "" {
-			e.c.Reason = proto.ReasonTooLarge
+			e.c.Reason = reason
 		}
 	}
 	e.sized += int64(len(p))
@@ -151,6 +166,9 @@ func (e *emitter) emit(body []byte, last bool) {
 	e.c.Last = last
 	if last {
 		e.c.Size = e.sized
+		if e.c.Compressed {
+			e.c.WireSize = e.wire
+		}
 	}
 	e.s.d.fill(&e.c, e.s.dir)
 	e.s.d.out.Chunk(&e.c, body)

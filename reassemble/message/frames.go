@@ -327,6 +327,9 @@ func (s *side) endMessage(ts int64) {
 			s.undecodable()
 		}
 	}
+	if s.compressed && s.infl != nil {
+		s.em.wire = s.infl.In() // the message's size on the wire (Tapline-Wire-Size)
+	}
 	s.em.end(nil, ts)
 }
 

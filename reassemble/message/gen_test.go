@@ -281,6 +281,11 @@ func gorillaOp(t int) string {
 
 // run feeds events to a fresh Decoder.
 func run(t testing.TB, ev []event, meta message.Meta) (*collector, message.Decoder) {
+	return runLimits(t, ev, meta, message.Limits{})
+}
+
+// runLimits is run with the decoder's limits.
+func runLimits(t testing.TB, ev []event, meta message.Meta, limits message.Limits) (*collector, message.Decoder) {
 	col := newCollector(t)
 	if meta.Conn == "" {
 		meta.Conn = "gen"
@@ -288,7 +293,7 @@ func run(t testing.TB, ev []event, meta message.Meta) (*collector, message.Decod
 	if meta.Client == "" {
 		meta.Client, meta.Server = "127.0.0.1:50000", "127.0.0.1:80"
 	}
-	dec := message.New(meta, col, message.Limits{})
+	dec := message.New(meta, col, limits)
 	swapped := false
 	var ts int64 = 1
 	for _, e := range ev {

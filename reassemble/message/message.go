@@ -60,7 +60,18 @@ type Limits struct {
 	// past it the message is cut, flagged incomplete and counted (default
 	// 1 GiB). Memory does not depend on it: messages are streamed as chunks.
 	MaxMessage int64
+	// MaxInflation bounds decompression amplification: a compressed
+	// message is cut and flagged (proto.ReasonInflationLimit) once it has
+	// inflated past InflationFree bytes and past MaxInflation times the
+	// compressed bytes it took so far. 0: no limit.
+	MaxInflation int
 }
+
+// InflationFree is how far any compressed message may inflate before
+// Limits.MaxInflation applies: small, highly repetitive messages (a few
+// bytes of back-reference under context takeover) inflate far beyond any
+// sane ratio and are harmless.
+const InflationFree = 1 << 20
 
 // Stats counts what a Decoder did in one direction, for the connection's
 // loss summary and the metrics.

@@ -39,7 +39,13 @@ type side struct {
 func newSide(d *decoder, dir proto.Direction) *side {
 	s := &side{d: d, dir: dir}
 	s.em.s = s
-	s.emitFn = func(p []byte) { s.em.write(p, s.curTs) }
+	s.emitFn = func(p []byte) {
+		s.em.wire = s.infl.Consumed() // what p was inflated from: the inflation limit's measure
+		s.em.write(p, s.curTs)
+		if s.em.cut && s.infl != nil {
+			s.infl.Abort() // inflate no further what is dropped anyway
+		}
+	}
 	if d.meta.MidStream {
 		s.startHunt(false)
 	}

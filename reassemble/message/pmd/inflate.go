@@ -65,14 +65,17 @@ func (s *source) reset() {
 // message either inflates exactly or fails with ErrUndecodable — never
 // garbage.
 type Inflater struct {
-	mode   Takeover
-	wsize  int
-	fr     io.ReadCloser
-	src    source
-	window []byte
-	out    []byte
-	active bool
-	failed bool
+	mode    Takeover
+	wsize   int
+	fr      io.ReadCloser
+	src     source
+	window  []byte
+	out     []byte
+	active  bool
+	failed  bool
+	aborted bool  // Abort was called (possibly by emit, inside pump)
+	in      int64 // compressed bytes given to the current message
+	ended   bool  // End added the tail
 }
 
 // NewInflater returns an Inflater for a compressor with the given takeover
@@ -92,6 +95,8 @@ func NewInflater(mode Takeover, windowBits int) *Inflater {
 func (f *Inflater) Begin() {
 	f.active = true
 	f.failed = false
+	f.aborted = false
+	f.in, f.ended = 0, false
 	f.src.reset()
 	var dict []byte
 	if f.mode != TakeoverOff {
@@ -109,6 +114,19 @@ func (f *Inflater) Begin() {
 	}
 }
 
+// In is how many compressed bytes the current message was given.
+func (f *Inflater) In() int64 { return f.in }
+
+// Consumed is how many of those the decoder has read so far: what the
+// output emitted up to now was inflated from.
+func (f *Inflater) Consumed() int64 {
+	total := f.in
+	if f.ended {
+		total += int64(len(tail))
+	}
+	return max(0, min(total-int64(f.src.avail()), f.in))
+}
+
 // Failed reports whether the current message failed to inflate.
 func (f *Inflater) Failed() bool { return f.failed }
 
@@ -119,6 +137,7 @@ func (f *Inflater) Write(p []byte, emit func([]byte)) error {
 	if f.failed || !f.active {
 		return ErrUndecodable
 	}
+	f.in += int64(len(p))
 	f.src.add(p)
 	if f.src.avail() < 2*lowWater {
 		return nil
@@ -137,6 +156,7 @@ func (f *Inflater) End(emit func([]byte)) error {
 		return ErrUndecodable
 	}
 	f.src.add(tail)
+	f.ended = true
 	err := f.pump(true, emit)
 	if cap(f.src.buf) > 4*lowWater {
 		f.src.buf = nil
@@ -145,10 +165,12 @@ func (f *Inflater) End(emit func([]byte)) error {
 	return err
 }
 
-// Abort drops the current message (lost bytes): the window is no longer
-// an exact history, so it is emptied.
+// Abort drops the current message (lost bytes, or a limit reached): the
+// window is no longer an exact history, so it is emptied. Called by the
+// emit function of Write or End, it stops the inflating at once.
 func (f *Inflater) Abort() {
 	f.active = false
+	f.aborted = true
 	f.fail()
 }
 
@@ -163,6 +185,9 @@ func (f *Inflater) pump(final bool, emit func([]byte)) error {
 		n, err := f.fr.Read(f.out)
 		if n > 0 {
 			emit(f.out[:n])
+			if f.aborted {
+				return nil
+			}
 			f.remember(f.out[:n])
 		}
 		if err == io.EOF {
