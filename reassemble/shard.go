@@ -34,6 +34,9 @@ type batch struct {
 	holders int // open connections holding it (it counts once in worker.held)
 	acked   bool
 	touched time.Time // last ack or in-progress sent
+	// done makes the batch a token: no delivery, done is called when
+	// its last reference is released (see worker.retire).
+	done func()
 }
 
 // gathered is a delivered batch not processed yet: a redelivery, or any
@@ -86,6 +89,9 @@ type worker struct {
 	owned      bool
 	lastMsg    time.Time
 	pubErr     error
+
+	retiring []retiring             // connections closed in the batch being processed (see retire)
+	done     map[string]*doneRecord // records this shard wrote or read, by key, until pruned
 
 	tlsConns  map[*conn]struct{} // TLS connections that may hold ciphertext waiting for keys, or a close waiting for them
 	lingerSet map[*conn]struct{} // the closes waiting for keys
@@ -479,6 +485,7 @@ func (w *worker) process(m jetstream.Msg, md *jetstream.MsgMetadata) {
 		w.e.m.takeovers.Inc()
 		w.e.log.Info("receiving shard", "instance", w.e.cfg.InstanceID, "shard", w.shard, "stream_seq", md.Sequence.Stream, "delivered", md.NumDelivered)
 		w.e.ownershipEvent(w.shard, "receiving")
+		w.loadDone()
 	}
 	w.lastMsg = now
 	w.lastPktWall = now
@@ -498,6 +505,7 @@ func (w *worker) process(m jetstream.Msg, md *jetstream.MsgMetadata) {
 			}
 			break
 		}
+		w.tr.SetPos(framePos(b.seq, n))
 		n++
 		c := w.tr.Packet(&f)
 		if c == nil {
@@ -509,17 +517,21 @@ func (w *worker) process(m jetstream.Msg, md *jetstream.MsgMetadata) {
 	}
 	w.e.m.frames.Add(float64(n))
 	w.lastPktNs = w.tr.Now()
+	w.endBatch(b)
 	w.cur = nil
 	w.release(b)
 	w.pub.poll()
 }
 
 // publish queues an entry produced by the current batch (or by a timer).
-func (w *worker) publish(m *nats.Msg) {
+func (w *worker) publish(m *nats.Msg) { w.publishFor(m, w.cur) }
+
+// publishFor queues an entry that releases b once stored.
+func (w *worker) publishFor(m *nats.Msg, b *batch) {
 	if w.pubErr != nil {
 		return
 	}
-	if err := w.pub.publish(m, w.cur); err != nil {
+	if err := w.pub.publish(m, b); err != nil {
 		w.pubErr = err
 		w.e.log.Error("shard stopped publishing; its batches are not acknowledged and will be redelivered", "shard", w.shard, "err", err)
 	}
@@ -575,6 +587,10 @@ func (w *worker) release(b *batch) {
 	b.refs--
 	if b.refs == 0 && !b.acked {
 		b.acked = true
+		if b.done != nil {
+			b.done()
+			return
+		}
 		delete(w.bySeq, b.seq)
 		_ = w.e.nc.Publish(b.reply, ackAck)
 	}
@@ -739,6 +755,7 @@ func (w *worker) consumerInfo(ctx context.Context, cons jetstream.Consumer) {
 	}
 	w.e.m.pending.WithLabelValues(w.sid).Set(float64(info.NumPending))
 	w.e.m.ackPending.WithLabelValues(w.sid).Set(float64(info.NumAckPending))
+	w.pruneDone(info.AckFloor.Stream)
 }
 
 // handOver stops consuming and gives the shard to the next owner so that it
