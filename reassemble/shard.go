@@ -75,6 +75,7 @@ type worker struct {
 	paused       bool         // this recovery stopped taking new batches once (see pauseFetching)
 	fetchPause   atomic.Int64 // Unix ns before which the fetch loop requests no batch
 	lastCons     uint64       // consumer (delivery) sequence of the last delivery handled
+	deliveryJump bool         // a delivery did not follow the last one handled since the last batch processed
 	held         int          // (connection, batch) holds
 	holdQ        []*conn      // connections in the order they first held a batch
 
@@ -288,6 +289,7 @@ func (w *worker) handle(m jetstream.Msg) {
 		return
 	}
 	jump := md.Sequence.Consumer != w.lastCons+1
+	w.deliveryJump = w.deliveryJump || jump
 	prev := w.lastCons
 	w.lastCons = md.Sequence.Consumer
 	if md.NumDelivered > 1 {
@@ -481,12 +483,18 @@ func seqOf(m jetstream.Msg) uint64 {
 func (w *worker) process(m jetstream.Msg, md *jetstream.MsgMetadata) {
 	now := time.Now()
 	if !w.owned || now.Sub(w.lastMsg) > w.e.cfg.PinnedTTL {
+		first := !w.owned
 		w.owned = true
 		w.e.m.takeovers.Inc()
 		w.e.log.Info("receiving shard", "instance", w.e.cfg.InstanceID, "shard", w.shard, "stream_seq", md.Sequence.Stream, "delivered", md.NumDelivered)
 		w.e.ownershipEvent(w.shard, "receiving")
-		w.loadDone()
+		if first || w.deliveryJump {
+			// Another instance may have had the shard in between: read
+			// the records it left (not when the shard was only quiet).
+			w.loadDone()
+		}
 	}
+	w.deliveryJump = false
 	w.lastMsg = now
 	w.lastPktWall = now
 	b := &batch{reply: m.Reply(), seq: md.Sequence.Stream, refs: 1, touched: now}
