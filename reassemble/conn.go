@@ -26,6 +26,7 @@ type conn struct {
 	holds      []*batch   // batches with frames of this connection, not yet released
 	replayable bool       // all its batches are held: a failover rebuilds it exactly
 	queued     bool       // in the worker's hold queue
+	unheldIn   *batch     // the batch in whose record it is (see worker.recordUnheld)
 	closed     bool
 	opened     bool       // its open event is published
 	early      []earlyGap // gap events waiting for the open event (see earlygap.go)

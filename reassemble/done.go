@@ -214,6 +214,47 @@ func (w *worker) putDone(r *doneRecord, tok *batch) {
 	w.publishFor(&nats.Msg{Subject: "$KV." + doneBucket + "." + key, Data: data}, tok)
 }
 
+// noteUnheld remembers that c, open and not holding its batches, has
+// frames in the batch being processed (see recordUnheld).
+func (w *worker) noteUnheld(c *conn) {
+	if w.e.kv == nil || c.unheldIn == w.cur {
+		return
+	}
+	c.unheldIn = w.cur
+	w.unheld = append(w.unheld, c)
+}
+
+// recordUnheld puts, with the batch just processed, the record of every
+// open connection that had frames in it without holding it: its batches
+// are acknowledged as they are processed, while batches it shares with
+// other connections stay held and would come back to a successor. The
+// successor skips what this instance processed of it and continues it
+// after that as a resumed connection (its first id then has no close).
+// Only connections past --max-held-batches (or continuing a decrypted TLS
+// one) do not hold.
+func (w *worker) recordUnheld(b *batch) {
+	for _, c := range w.unheld {
+		c.unheldIn = nil
+		if c.closed {
+			continue // its close has its record
+		}
+		r := &doneRecord{TCP: c.tc.Record(tcp.RecordOpen, w.tr.Now())}
+		dec := c.dec
+		if c.tls != nil {
+			dec = c.tls.inner
+			if c.tls.mode == tlsOn || c.tls.mode == tlsLost {
+				dec, r.TCP.Halves = nil, nil // a decrypted TLS connection: not continued
+			}
+		}
+		if dec != nil {
+			r.Resume = message.Snapshot(dec, c.meta.Conn)
+		}
+		w.putDone(r, b)
+	}
+	clear(w.unheld)
+	w.unheld = w.unheld[:0]
+}
+
 // loadDone reads the shard's records once, when this instance starts
 // receiving the shard, and gives them to the tracker. Bounded: a bucket
 // that does not answer in time is logged and the shard goes on without

@@ -92,6 +92,7 @@ type worker struct {
 	pubErr     error
 
 	retiring []retiring             // connections closed in the batch being processed (see retire)
+	unheld   []*conn                // open connections not holding, with frames in the batch being processed
 	done     map[string]*doneRecord // records this shard wrote or read, by key, until pruned
 
 	tlsConns  map[*conn]struct{} // TLS connections that may hold ciphertext waiting for keys, or a close waiting for them
@@ -519,13 +520,18 @@ func (w *worker) process(m jetstream.Msg, md *jetstream.MsgMetadata) {
 		if c == nil {
 			continue
 		}
-		if cc, ok := c.User.(*conn); ok && !cc.closed && cc.replayable {
-			w.hold(cc, b)
+		if cc, ok := c.User.(*conn); ok && !cc.closed {
+			if cc.replayable {
+				w.hold(cc, b)
+			} else {
+				w.noteUnheld(cc)
+			}
 		}
 	}
 	w.e.m.frames.Add(float64(n))
 	w.lastPktNs = w.tr.Now()
 	w.endBatch(b)
+	w.recordUnheld(b)
 	w.cur = nil
 	w.release(b)
 	w.pub.poll()
@@ -572,6 +578,7 @@ func (w *worker) hold(c *conn, b *batch) {
 		// The oldest connection stops holding: its batches are
 		// acknowledged, and a failover would resume it mid-stream.
 		old.replayable = false
+		w.noteUnheld(old) // its record goes with this batch, before its batches are acknowledged
 		w.e.m.unreplayable.Inc()
 		w.e.log.Warn("connection stops holding its frame batches (--max-held-batches): a crash of this instance from now on cannot rebuild it",
 			"shard", w.shard, "conn", old.meta.Conn, "held_batches", w.held, "max_held_batches", w.e.cfg.MaxHeldBatches)

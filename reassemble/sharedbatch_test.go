@@ -230,3 +230,131 @@ func (l *publishLog) conflicts() []string {
 	defer l.mu.Unlock()
 	return append([]string(nil), l.errs...)
 }
+
+// TestRecoverySharedBatchesOfUnheldConn: A stopped holding its batches
+// (past --max-held-batches) while B, open, still holds the batches the two
+// share; then the only instance dies. The successor gets A's frames again
+// in B's batches: it skips what the first owner processed and continues A
+// after them as a connection that resumes it, every message exact, no
+// gap and no Msg-Id published with other content (A used to be rebuilt
+// from its first packet with holes where its own batches were
+// acknowledged). A's first id has no close event: a known limit.
+func TestRecoverySharedBatchesOfUnheldConn(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	_, url := natstestRun(t)
+	nc, js := connect(t, url)
+	col := collect(t, js)
+	pubs := watchPublishes(t, nc)
+	cfg := testConfig(url, 1, "before-crash")
+	cfg.NewDecoder = nil
+	cfg.IdleTimeout = time.Hour
+	cfg.MaxHeldBatches = 30
+	cfg.AckWait, cfg.PinnedTTL = 3*time.Second, 2*time.Second
+	cfg.crashOnStop = true
+
+	clock := time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC).UnixNano()
+	a := newSynthConn(t, "10.4.1.1:43000", "10.4.1.2:443", 7, &clock)
+	b := newSynthConn(t, "10.4.1.3:43001", "10.4.1.2:443", 7, &clock)
+	type pkt func() framebatch.Frame
+	n := 0
+	send := func(ps ...pkt) {
+		var fs []framebatch.Frame
+		for _, p := range ps {
+			fs = append(fs, p())
+		}
+		n++
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := js.Publish(ctx, proto.FramesSubject(7, 0), frameBatch(t, fs...), jetstream.WithMsgID(fmt.Sprintf("unheld-%d", n))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := func(c *synthConn, client bool, flags string, payload []byte) pkt {
+		return func() framebatch.Frame { return c.frame(client, flags, payload) }
+	}
+	var wantA, wantB [][]byte
+	seed := byte(0)
+	msg := func(c *synthConn, want *[][]byte) pkt {
+		seed++
+		m := pattern(2000+int(seed)*7, seed)
+		*want = append(*want, m)
+		return p(c, false, "PA", wsFrame(2, m, false))
+	}
+	send(p(a, true, "S", nil), p(b, true, "S", nil))
+	send(p(a, false, "SA", nil), p(b, false, "SA", nil))
+	send(p(a, true, "PA", []byte(upgradeReq)), p(b, true, "PA", []byte(upgradeReq)))
+	send(p(a, false, "PA", []byte(upgradeResp)), p(b, false, "PA", []byte(upgradeResp)))
+	send(msg(a, &wantA), msg(b, &wantB))
+	for range 30 {
+		send(msg(a, &wantA)) // A alone past the limit: A stops holding
+	}
+	send(msg(a, &wantA), msg(b, &wantB))
+	send(msg(a, &wantA), msg(b, &wantB))
+	crash, reg := startEngineReg(t, cfg)
+	total := func() (na, nb int) {
+		col.mu.Lock()
+		defer col.mu.Unlock()
+		for _, c := range col.conns {
+			if c.open == nil {
+				continue
+			}
+			k := len(c.msgs[proto.ServerToClient])
+			if c.open.Client == a.cli.String() {
+				na += k
+			} else {
+				nb += k
+			}
+		}
+		return na, nb
+	}
+	waitFor(t, "every message published", func() bool { na, nb := total(); return na == len(wantA) && nb == len(wantB) })
+	if v := metricValue(t, reg, "tapline_reassemble_unreplayable_connections_total", nil); v != 1 {
+		t.Fatalf("%v connections stopped holding, want 1 (A)", v)
+	}
+	time.Sleep(500 * time.Millisecond)
+	crash()
+
+	cfgB := cfg
+	cfgB.InstanceID = "after-crash"
+	cfgB.crashOnStop = false
+	startEngine(t, cfgB)
+	send(msg(a, &wantA), msg(b, &wantB))
+	send(p(a, true, "FA", nil), p(a, false, "FA", nil), p(b, true, "FA", nil), p(b, false, "FA", nil))
+	waitFor(t, "B and A's continuation closed", func() bool { return len(col.closed()) >= 2 })
+	time.Sleep(time.Second)
+
+	for _, e := range pubs.conflicts() {
+		t.Error(e)
+	}
+	col.mu.Lock()
+	defer col.mu.Unlock()
+	var as, bs []*connOut
+	for _, id := range col.order {
+		c := col.conns[id]
+		if c.open != nil && c.open.Client == a.cli.String() {
+			as = append(as, c)
+		} else if c.open != nil {
+			bs = append(bs, c)
+		}
+	}
+	if len(bs) != 1 || bs[0].closeEv == nil || bs[0].closeEv.Reason != "fin" {
+		t.Fatalf("B: %d ids, want one closed by fin", len(bs))
+	}
+	checkMessages(t, bs[0], proto.ServerToClient, wantB, 0)
+	if len(as) != 2 || as[1].open.Resumes != as[0].id || as[1].open.Protocol != "websocket" {
+		for _, c := range as {
+			t.Logf("A: %s open %+v close %+v", c.id, c.open, c.closeEv)
+		}
+		t.Fatalf("A: %d ids, want 2: the first and, after the crash, one resuming it", len(as))
+	}
+	k := len(as[0].msgs[proto.ServerToClient])
+	checkMessages(t, as[0], proto.ServerToClient, wantA[:k], 0)
+	checkMessages(t, as[1], proto.ServerToClient, wantA, k)
+	for _, c := range append(as, bs...) {
+		for _, g := range c.gaps {
+			t.Errorf("%s: gap %+v reported, but no frame was lost", c.id, g)
+		}
+	}
+}

@@ -26,11 +26,17 @@ type Record struct {
 	Halves []GoneHalf     `json:"halves,omitempty"`
 }
 
+// RecordOpen is the Reason of a Record of a connection still open that
+// does not hold its frame batches (its owner gave up holding them): what
+// a successor needs to skip its frames processed so far and continue it
+// after them as a resumed connection.
+const RecordOpen = "open"
+
 // continued reports whether a later connection on the 5-tuple continues
 // a connection closed for reason.
 func continued(reason string) bool {
 	switch reason {
-	case CloseIdle, CloseEvicted, CloseMemory, CloseSeqJump, CloseShutdown:
+	case CloseIdle, CloseEvicted, CloseMemory, CloseSeqJump, CloseShutdown, RecordOpen:
 		return true
 	}
 	return false
@@ -46,7 +52,7 @@ func (r *Record) key() key {
 func (t *Tracker) SetPos(p uint64) { t.pos = p }
 
 // Record returns what a successor needs of c, closed for reason at tsNs
-// (called by the Handler in its Close).
+// (called by the Handler in its Close), or still open (RecordOpen).
 func (c *Conn) Record(reason string, tsNs int64) *Record {
 	r := &Record{VNI: c.k.vni, A: netip.AddrPortFrom(c.k.a, c.k.ap), B: netip.AddrPortFrom(c.k.b, c.k.bp),
 		Conn: c.ID, Pos: c.LastPos, Reason: reason, AtNs: tsNs}
@@ -82,14 +88,15 @@ func (t *Tracker) Restore(r *Record, carry any) {
 }
 
 // Awaits reports whether what r describes may still be needed: its
-// 5-tuple has a resume record, or a connection that continues one.
+// 5-tuple has a resume record, a connection that continues one, or the
+// connection r is of, still open.
 func (t *Tracker) Awaits(r *Record) bool {
 	k := r.key()
 	if t.gone[k] != nil {
 		return true
 	}
 	c := t.conns[k]
-	return c != nil && c.Resumed != nil
+	return c != nil && (c.Resumed != nil || c.ID == r.Conn)
 }
 
 // Release forgets r's skip position: no packet up to it can come again.
