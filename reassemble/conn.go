@@ -27,6 +27,7 @@ type conn struct {
 	replayable bool       // all its batches are held: a failover rebuilds it exactly
 	queued     bool       // in the worker's hold queue
 	unheldIn   *batch     // the batch in whose record it is (see worker.recordUnheld)
+	released   []*batch   // batches it stopped holding, released once its record is stored
 	closed     bool
 	opened     bool       // its open event is published
 	early      []earlyGap // gap events waiting for the open event (see earlygap.go)

@@ -166,8 +166,13 @@ func (w *worker) retire(c *conn, closeMsg *nats.Msg, r *doneRecord) {
 	if cur != nil {
 		cur.refs++
 	}
+	rel := c.released // batches it stopped holding, not released yet
+	c.released = nil
 	tok := &batch{refs: 1, done: func() {
 		w.releaseHolds(c)
+		for _, h := range rel {
+			w.release(h)
+		}
 		if cur != nil {
 			w.release(cur)
 		}
@@ -236,7 +241,7 @@ func (w *worker) recordUnheld(b *batch) {
 	for _, c := range w.unheld {
 		c.unheldIn = nil
 		if c.closed {
-			continue // its close has its record
+			continue // its close has its record (retire)
 		}
 		r := &doneRecord{TCP: c.tc.Record(tcp.RecordOpen, w.tr.Now())}
 		dec := c.dec
@@ -249,7 +254,17 @@ func (w *worker) recordUnheld(b *batch) {
 		if dec != nil {
 			r.Resume = message.Snapshot(dec, c.meta.Conn)
 		}
-		w.putDone(r, b)
+		hs := c.released
+		c.released = nil
+		b.refs++
+		tok := &batch{refs: 1, done: func() {
+			for _, h := range hs {
+				w.release(h)
+			}
+			w.release(b)
+		}}
+		w.putDone(r, tok)
+		w.release(tok)
 	}
 	clear(w.unheld)
 	w.unheld = w.unheld[:0]

@@ -582,19 +582,30 @@ func (w *worker) hold(c *conn, b *batch) {
 		w.e.m.unreplayable.Inc()
 		w.e.log.Warn("connection stops holding its frame batches (--max-held-batches): a crash of this instance from now on cannot rebuild it",
 			"shard", w.shard, "conn", old.meta.Conn, "held_batches", w.held, "max_held_batches", w.e.cfg.MaxHeldBatches)
-		w.releaseHolds(old)
+		// Its batches are released once its record (recordUnheld) is
+		// stored: a successor must know what it published before they are
+		// gone.
+		old.released = append(old.released, w.dropHolds(old)...)
 	}
 }
 
 func (w *worker) releaseHolds(c *conn) {
+	for _, b := range w.dropHolds(c) {
+		w.release(b)
+	}
+}
+
+// dropHolds ends c's holds and returns the batches, whose references the
+// caller releases.
+func (w *worker) dropHolds(c *conn) []*batch {
 	hs := c.holds
 	c.holds = nil
 	for _, b := range hs {
 		if b.holders--; b.holders == 0 {
 			w.held--
 		}
-		w.release(b)
 	}
+	return hs
 }
 
 // release drops one reference to b and acknowledges it at zero.
