@@ -3,6 +3,7 @@ package reassemble
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -113,6 +114,9 @@ func runSharedBatches(t *testing.T, closeResumed bool) {
 		return len(cs) == 2 && len(cs[1].msgs[proto.ServerToClient]) == 2 && (!closeResumed || cs[1].closeEv != nil)
 	})
 	time.Sleep(500 * time.Millisecond) // every entry stored, every batch held
+	if len(doneKeys(t, js)) == 0 {
+		t.Fatal("no record of B in the bucket")
+	}
 	crash()
 
 	cfgB := cfg
@@ -175,6 +179,29 @@ func runSharedBatches(t *testing.T, closeResumed bool) {
 			}
 		}
 	}
+	col.mu.Unlock()
+	// Every connection ended and every batch is acknowledged: no record
+	// is needed any more, and none is kept.
+	waitFor(t, "the records pruned", func() bool { return len(doneKeys(t, js)) == 0 })
+	col.mu.Lock()
+}
+
+// doneKeys lists the keys of the connection records' bucket.
+func doneKeys(t *testing.T, js jetstream.JetStream) []string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	kv, err := js.KeyValue(ctx, doneBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := kv.Keys(ctx)
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keys
 }
 
 // publishLog sees every entry published on the messages subjects (a core
