@@ -576,11 +576,12 @@ func (w *worker) hold(c *conn, b *batch) {
 			continue
 		}
 		// The oldest connection stops holding: its batches are
-		// acknowledged, and a failover would resume it mid-stream.
+		// acknowledged, and a failover continues it as a resumed
+		// connection after what its records say was published.
 		old.replayable = false
 		w.noteUnheld(old) // its record goes with this batch, before its batches are acknowledged
 		w.e.m.unreplayable.Inc()
-		w.e.log.Warn("connection stops holding its frame batches (--max-held-batches): a crash of this instance from now on cannot rebuild it",
+		w.e.log.Warn("connection stops holding its frame batches (--max-held-batches): a crash of this instance from now on cannot rebuild it, only continue it as a resumed connection",
 			"shard", w.shard, "conn", old.meta.Conn, "held_batches", w.held, "max_held_batches", w.e.cfg.MaxHeldBatches)
 		// Its batches are released once its record (recordUnheld) is
 		// stored: a successor must know what it published before they are
