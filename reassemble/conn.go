@@ -26,6 +26,8 @@ type conn struct {
 	holds      []*batch   // batches with frames of this connection, not yet released
 	replayable bool       // all its batches are held: a failover rebuilds it exactly
 	queued     bool       // in the worker's hold queue
+	unheldIn   *batch     // the batch in whose record it is (see worker.recordUnheld)
+	released   []*batch   // batches it stopped holding, released once its record is stored
 	closed     bool
 	opened     bool       // its open event is published
 	early      []earlyGap // gap events waiting for the open event (see earlygap.go)
@@ -54,11 +56,11 @@ func (w *worker) openConn(tc *tcp.Conn) tcp.Handler {
 		rr.Contiguous = [2]bool{tc.Continued(proto.ClientToServer), tc.Continued(proto.ServerToClient)}
 		c.meta.Resume = &rr
 		w.e.m.resumed.Inc()
-		// A successor could not rebuild it: its predecessor's batches
-		// are acknowledged and the tracker's record of it is not shared.
-		// It is closed (shutdown) at a hand-over rather than published
-		// again differently under the same ids.
-		c.replayable = false
+		// A successor rebuilds it from its held batches and the record of
+		// its predecessor (done.go). Without records it could not: it is
+		// closed (shutdown) at a hand-over rather than published again
+		// differently under the same ids.
+		c.replayable = c.replayable && w.e.kv != nil
 	}
 	tc.User = c
 	c.dec = w.e.newDecoder(c.meta, c, w.e.limits)
@@ -162,10 +164,11 @@ func (c *conn) Gap(dir proto.Direction, offset, n int64, tsNs int64, reason stri
 // Close ends the decoder, publishes the loss summary and releases the
 // connection's batches.
 func (c *conn) Close(reason string, tsNs int64, c2s, s2c tcp.Loss) {
-	if reason == tcp.CloseIdle || reason == tcp.CloseEvicted || reason == tcp.CloseMemory || reason == tcp.CloseSeqJump {
+	if reason == tcp.CloseIdle || reason == tcp.CloseEvicted || reason == tcp.CloseMemory || reason == tcp.CloseSeqJump || reason == tcp.CloseShutdown {
 		// What a later connection on the 5-tuple needs to continue this
-		// one (the tracker keeps it, bounded by --max-connections). A
-		// decrypted TLS connection cannot be continued.
+		// one (the tracker keeps it, bounded by --max-connections; after a
+		// shutdown, the next owner reads it from the connection's record).
+		// A decrypted TLS connection cannot be continued.
 		dec := c.dec
 		if c.tls != nil {
 			dec = c.tls.inner
@@ -214,7 +217,11 @@ func (c *conn) finishClose(reason string, tsNs int64, c2s, s2c tcp.Loss) {
 	if c.tls != nil {
 		ev.TLS = c.tls.closeInfo()
 	}
-	c.event(proto.KindClose, c.meta.Conn+"/close", ev)
+	r := c.w.record(c, reason, tsNs)
+	cm, err := proto.EventMsg(c.subject, proto.KindClose, c.meta.Conn, c.meta.VNI, c.meta.Conn+"/close", ev)
+	if err != nil {
+		c.w.e.log.Error("encode event", "err", err)
+	}
 	m := c.w.e.m
 	m.connsClosed.WithLabelValues(reason).Inc()
 	for i, l := range []tcp.Loss{c2s, s2c} {
@@ -226,7 +233,7 @@ func (c *conn) finishClose(reason string, tsNs int64, c2s, s2c tcp.Loss) {
 		m.truncated.Add(float64(l.Truncated))
 	}
 	c.closed = true
-	c.w.releaseHolds(c)
+	c.w.retire(c, cm, r) // releases the batches once the close is stored
 }
 
 // Memory reports what the connection's decoder holds (tcp.Sizer); the

@@ -37,7 +37,8 @@ type engine struct {
 	js         jetstream.JetStream
 	newDecoder DecoderFunc
 	limits     message.Limits
-	keys       *tlsdec.KeyStore // nil: TLS is not decrypted (--tls=false)
+	keys       *tlsdec.KeyStore   // nil: TLS is not decrypted (--tls=false)
+	kv         jetstream.KeyValue // records of closed connections (done.go); nil with --max-held-batches 0
 
 	crashOnStop bool // tests: stop without handing the shards over
 
@@ -93,6 +94,17 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 	e := &engine{cfg: cfg, log: d.Log, m: m, nc: nc, js: js, newDecoder: newDec,
 		limits:      message.Limits{MaxHeader: cfg.MaxHeader, MaxControl: 125, MaxMessage: cfg.MaxMessage, MaxInflation: cfg.MaxInflation},
 		crashOnStop: cfg.crashOnStop, drain: d.Drain}
+	if cfg.MaxHeldBatches > 0 {
+		pctx, cancel := context.WithTimeout(ctx, proto.ProvisionTimeout(cfg.Common.Streams.Replicas))
+		e.kv, err = openDoneBucket(pctx, js, cfg)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil // stopped while starting
+			}
+			return fmt.Errorf("bucket %s: %w", doneBucket, err)
+		}
+	}
 	var wg sync.WaitGroup
 	if cfg.TLS {
 		e.keys = tlsdec.NewKeyStore(cfg.TLSMaxKeys, cfg.TLSKeyMaxAge)

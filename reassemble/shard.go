@@ -34,6 +34,9 @@ type batch struct {
 	holders int // open connections holding it (it counts once in worker.held)
 	acked   bool
 	touched time.Time // last ack or in-progress sent
+	// done makes the batch a token: no delivery, done is called when
+	// its last reference is released (see worker.retire).
+	done func()
 }
 
 // gathered is a delivered batch not processed yet: a redelivery, or any
@@ -72,6 +75,7 @@ type worker struct {
 	paused       bool         // this recovery stopped taking new batches once (see pauseFetching)
 	fetchPause   atomic.Int64 // Unix ns before which the fetch loop requests no batch
 	lastCons     uint64       // consumer (delivery) sequence of the last delivery handled
+	deliveryJump bool         // a delivery did not follow the last one handled since the last batch processed
 	held         int          // (connection, batch) holds
 	holdQ        []*conn      // connections in the order they first held a batch
 
@@ -86,6 +90,10 @@ type worker struct {
 	owned      bool
 	lastMsg    time.Time
 	pubErr     error
+
+	retiring []retiring             // connections closed in the batch being processed (see retire)
+	unheld   []*conn                // open connections not holding, with frames in the batch being processed
+	done     map[string]*doneRecord // records this shard wrote or read, by key, until pruned
 
 	tlsConns  map[*conn]struct{} // TLS connections that may hold ciphertext waiting for keys, or a close waiting for them
 	lingerSet map[*conn]struct{} // the closes waiting for keys
@@ -282,6 +290,7 @@ func (w *worker) handle(m jetstream.Msg) {
 		return
 	}
 	jump := md.Sequence.Consumer != w.lastCons+1
+	w.deliveryJump = w.deliveryJump || jump
 	prev := w.lastCons
 	w.lastCons = md.Sequence.Consumer
 	if md.NumDelivered > 1 {
@@ -475,11 +484,18 @@ func seqOf(m jetstream.Msg) uint64 {
 func (w *worker) process(m jetstream.Msg, md *jetstream.MsgMetadata) {
 	now := time.Now()
 	if !w.owned || now.Sub(w.lastMsg) > w.e.cfg.PinnedTTL {
+		first := !w.owned
 		w.owned = true
 		w.e.m.takeovers.Inc()
 		w.e.log.Info("receiving shard", "instance", w.e.cfg.InstanceID, "shard", w.shard, "stream_seq", md.Sequence.Stream, "delivered", md.NumDelivered)
 		w.e.ownershipEvent(w.shard, "receiving")
+		if first || w.deliveryJump {
+			// Another instance may have had the shard in between: read
+			// the records it left (not when the shard was only quiet).
+			w.loadDone()
+		}
 	}
+	w.deliveryJump = false
 	w.lastMsg = now
 	w.lastPktWall = now
 	b := &batch{reply: m.Reply(), seq: md.Sequence.Stream, refs: 1, touched: now}
@@ -498,28 +514,38 @@ func (w *worker) process(m jetstream.Msg, md *jetstream.MsgMetadata) {
 			}
 			break
 		}
+		w.tr.SetPos(framePos(b.seq, n))
 		n++
 		c := w.tr.Packet(&f)
 		if c == nil {
 			continue
 		}
-		if cc, ok := c.User.(*conn); ok && !cc.closed && cc.replayable {
-			w.hold(cc, b)
+		if cc, ok := c.User.(*conn); ok && !cc.closed {
+			if cc.replayable {
+				w.hold(cc, b)
+			} else {
+				w.noteUnheld(cc)
+			}
 		}
 	}
 	w.e.m.frames.Add(float64(n))
 	w.lastPktNs = w.tr.Now()
+	w.endBatch(b)
+	w.recordUnheld(b)
 	w.cur = nil
 	w.release(b)
 	w.pub.poll()
 }
 
 // publish queues an entry produced by the current batch (or by a timer).
-func (w *worker) publish(m *nats.Msg) {
+func (w *worker) publish(m *nats.Msg) { w.publishFor(m, w.cur) }
+
+// publishFor queues an entry that releases b once stored.
+func (w *worker) publishFor(m *nats.Msg, b *batch) {
 	if w.pubErr != nil {
 		return
 	}
-	if err := w.pub.publish(m, w.cur); err != nil {
+	if err := w.pub.publish(m, b); err != nil {
 		w.pubErr = err
 		w.e.log.Error("shard stopped publishing; its batches are not acknowledged and will be redelivered", "shard", w.shard, "err", err)
 	}
@@ -550,24 +576,37 @@ func (w *worker) hold(c *conn, b *batch) {
 			continue
 		}
 		// The oldest connection stops holding: its batches are
-		// acknowledged, and a failover would resume it mid-stream.
+		// acknowledged, and a failover continues it as a resumed
+		// connection after what its records say was published.
 		old.replayable = false
+		w.noteUnheld(old) // its record goes with this batch, before its batches are acknowledged
 		w.e.m.unreplayable.Inc()
-		w.e.log.Warn("connection stops holding its frame batches (--max-held-batches): a crash of this instance from now on cannot rebuild it",
+		w.e.log.Warn("connection stops holding its frame batches (--max-held-batches): a crash of this instance from now on cannot rebuild it, only continue it as a resumed connection",
 			"shard", w.shard, "conn", old.meta.Conn, "held_batches", w.held, "max_held_batches", w.e.cfg.MaxHeldBatches)
-		w.releaseHolds(old)
+		// Its batches are released once its record (recordUnheld) is
+		// stored: a successor must know what it published before they are
+		// gone.
+		old.released = append(old.released, w.dropHolds(old)...)
 	}
 }
 
 func (w *worker) releaseHolds(c *conn) {
+	for _, b := range w.dropHolds(c) {
+		w.release(b)
+	}
+}
+
+// dropHolds ends c's holds and returns the batches, whose references the
+// caller releases.
+func (w *worker) dropHolds(c *conn) []*batch {
 	hs := c.holds
 	c.holds = nil
 	for _, b := range hs {
 		if b.holders--; b.holders == 0 {
 			w.held--
 		}
-		w.release(b)
 	}
+	return hs
 }
 
 // release drops one reference to b and acknowledges it at zero.
@@ -575,6 +614,10 @@ func (w *worker) release(b *batch) {
 	b.refs--
 	if b.refs == 0 && !b.acked {
 		b.acked = true
+		if b.done != nil {
+			b.done()
+			return
+		}
 		delete(w.bySeq, b.seq)
 		_ = w.e.nc.Publish(b.reply, ackAck)
 	}
@@ -739,6 +782,7 @@ func (w *worker) consumerInfo(ctx context.Context, cons jetstream.Consumer) {
 	}
 	w.e.m.pending.WithLabelValues(w.sid).Set(float64(info.NumPending))
 	w.e.m.ackPending.WithLabelValues(w.sid).Set(float64(info.NumAckPending))
+	w.pruneDone(info.AckFloor.Stream)
 }
 
 // handOver stops consuming and gives the shard to the next owner so that it

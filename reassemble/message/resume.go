@@ -1,6 +1,8 @@
 package message
 
 import (
+	"encoding/json"
+
 	"github.com/tapline/tapline/proto"
 	"github.com/tapline/tapline/reassemble/message/httpup"
 	"github.com/tapline/tapline/reassemble/message/pmd"
@@ -88,4 +90,36 @@ func (d *decoder) resumeOpen(ev *proto.OpenEvent) {
 		ev.MidStream = true
 		ev.Resumes = r.Conn
 	}
+}
+
+// resumeJSON is a Resume as kept in a record another instance reads (the
+// caller's Contiguous is not part of it).
+type resumeJSON struct {
+	Conn     string          `json:"conn"`
+	WS       bool            `json:"ws,omitempty"`
+	TCP      bool            `json:"tcp,omitempty"`
+	DirKnown bool            `json:"dir_known,omitempty"`
+	Req      *httpup.Message `json:"req,omitempty"`
+	Resp     *httpup.Message `json:"resp,omitempty"`
+	PMD      pmd.Params      `json:"pmd"`
+	PMDKnown bool            `json:"pmd_known,omitempty"`
+	Boundary [2]bool         `json:"boundary"`
+}
+
+// MarshalJSON encodes what a decoder continuing the connection needs, so
+// an instance taking over the shard continues it as this one would.
+func (r *Resume) MarshalJSON() ([]byte, error) {
+	return json.Marshal(resumeJSON{Conn: r.Conn, WS: r.ws, TCP: r.tcp, DirKnown: r.dirKnown, Req: r.req, Resp: r.resp,
+		PMD: r.pmd, PMDKnown: r.pmdKnown, Boundary: r.boundary})
+}
+
+// UnmarshalJSON decodes MarshalJSON's encoding.
+func (r *Resume) UnmarshalJSON(b []byte) error {
+	var j resumeJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	*r = Resume{Conn: j.Conn, ws: j.WS, tcp: j.TCP, dirKnown: j.DirKnown, req: j.Req, resp: j.Resp,
+		pmd: j.PMD, pmdKnown: j.PMDKnown, boundary: j.Boundary}
+	return nil
 }

@@ -104,49 +104,61 @@ func (h *half) reach(s *segment, ts int64) {
 type gone struct {
 	at     int64
 	client netip.AddrPort
-	halves [2]goneHalf // by sender address
+	halves [2]GoneHalf // by sender address
 	carry  any
 	mem    int64 // its charge against MaxMemory
 }
 
-// goneHalf is one direction's sequence state.
-type goneHalf struct {
-	addr          netip.AddrPort
-	started, cont bool // cont: the stream continues at next (false after a jump of this half)
-	jumped        bool // this half's sequence jumped: its next packet starts another stream
-	next          uint32
-	syn           bool
-	wscale        int8
-	refSet        bool
-	refSeq        uint32
-	refEnd        uint32
-	refTs         int64
-	originTs      int64
-	used          int64
+// GoneHalf is one direction's sequence state as a continuation of its
+// connection needs it (kept by the tracker, and in a Record).
+type GoneHalf struct {
+	Addr     netip.AddrPort `json:"addr"`
+	Started  bool           `json:"started,omitempty"`
+	Cont     bool           `json:"cont,omitempty"`   // the stream continues at Next (false after a jump of this half)
+	Jumped   bool           `json:"jumped,omitempty"` // this half's sequence jumped: its next packet starts another stream
+	Next     uint32         `json:"next,omitempty"`
+	SYN      bool           `json:"syn,omitempty"`
+	WScale   int8           `json:"wscale,omitempty"`
+	RefSet   bool           `json:"ref_set,omitempty"`
+	RefSeq   uint32         `json:"ref_seq,omitempty"`
+	RefEnd   uint32         `json:"ref_end,omitempty"`
+	RefTs    int64          `json:"ref_ts,omitempty"`
+	OriginTs int64          `json:"origin_ts,omitempty"`
+	Used     int64          `json:"used,omitempty"`
+}
+
+// goneHalves is what a continuation of c needs of its two directions.
+func (c *Conn) goneHalves() [2]GoneHalf {
+	var hs [2]GoneHalf
+	for ix := range c.halves {
+		h := &c.halves[ix]
+		gh := &hs[ix]
+		gh.Addr = c.First
+		if ix == 1 {
+			gh.Addr = c.Second
+		}
+		gh.OriginTs, gh.Used = h.originTs, h.used+h.offset
+		if c.jumpIx == ix+1 || h.afterJump {
+			gh.Jumped = true
+		}
+		if c.jumpIx == ix+1 {
+			continue // its next packet starts another stream
+		}
+		gh.Started, gh.Cont, gh.Next = h.started, h.started, h.next
+		gh.SYN, gh.WScale = h.syn, h.wscale
+		gh.RefSet, gh.RefSeq, gh.RefEnd, gh.RefTs = h.refSet, h.refSeq, h.refEnd, h.refTs
+	}
+	return hs
 }
 
 // bury keeps what a continuation of c needs (bounded by MaxConnections
 // entries: the oldest is forgotten first).
 func (t *Tracker) bury(c *Conn, tsNs int64) {
-	g := &gone{at: tsNs, client: c.Client(), carry: c.Carry}
-	for ix := range c.halves {
-		h := &c.halves[ix]
-		gh := &g.halves[ix]
-		gh.addr = c.First
-		if ix == 1 {
-			gh.addr = c.Second
-		}
-		gh.originTs, gh.used = h.originTs, h.used+h.offset
-		if c.jumpIx == ix+1 || h.afterJump {
-			gh.jumped = true
-		}
-		if c.jumpIx == ix+1 {
-			continue // its next packet starts another stream
-		}
-		gh.started, gh.cont, gh.next = h.started, h.started, h.next
-		gh.syn, gh.wscale = h.syn, h.wscale
-		gh.refSet, gh.refSeq, gh.refEnd, gh.refTs = h.refSet, h.refSeq, h.refEnd, h.refTs
-	}
+	t.keepGone(c.k, &gone{at: tsNs, client: c.Client(), carry: c.Carry, halves: c.goneHalves()})
+}
+
+// keepGone adds the resume record g of k.
+func (t *Tracker) keepGone(k key, g *gone) {
 	for len(t.gone) >= t.cfg.MaxConnections && len(t.goneQ) > 0 {
 		k := t.goneQ[0]
 		t.goneQ = t.goneQ[1:]
@@ -162,10 +174,11 @@ func (t *Tracker) bury(c *Conn, tsNs int64) {
 		clear(t.goneQ[len(q):])
 		t.goneQ = q
 	}
+	t.forget(k)
 	g.mem = carryCost(g)
 	t.goneMem += g.mem
-	t.gone[c.k] = g
-	t.goneQ = append(t.goneQ, c.k)
+	t.gone[k] = g
+	t.goneQ = append(t.goneQ, k)
 }
 
 // resume makes the new connection c (not opened by a SYN) continue g:
@@ -179,15 +192,15 @@ func (t *Tracker) resume(c *Conn, g *gone) {
 		c.clientIx = 1
 	}
 	for _, gh := range g.halves {
-		ix := c.ix(gh.addr)
+		ix := c.ix(gh.Addr)
 		h := &c.halves[ix]
-		h.originTs, h.used, h.afterJump = gh.originTs, gh.used, gh.jumped
-		if !gh.cont {
+		h.originTs, h.used, h.afterJump = gh.OriginTs, gh.Used, gh.Jumped
+		if !gh.Cont {
 			continue
 		}
-		h.started, h.next, h.start = true, gh.next, gh.next
+		h.started, h.next, h.start = true, gh.Next, gh.Next
 		h.resumed, h.resumeOK = true, true
-		h.syn, h.wscale = gh.syn, gh.wscale
-		h.refSet, h.refSeq, h.refEnd, h.refTs = gh.refSet, gh.refSeq, gh.refEnd, gh.refTs
+		h.syn, h.wscale = gh.SYN, gh.WScale
+		h.refSet, h.refSeq, h.refEnd, h.refTs = gh.RefSet, gh.RefSeq, gh.RefEnd, gh.RefTs
 	}
 }

@@ -87,11 +87,12 @@ type Conn struct {
 	First    netip.AddrPort // the sender of the first packet seen
 	Second   netip.AddrPort
 	FirstNs  int64
-	LastNs   int64 // capture time of the latest packet (never moves back)
-	activeNs int64 // the tracker's clock at its latest packet: what idle is measured from
-	SYN      bool  // the connection's opening (SYN) was seen, so client and server are known
-	Mid      bool  // the start was not seen (first packet carried data without SYN)
-	clientIx int   // index into halves of the client's half
+	LastNs   int64  // capture time of the latest packet (never moves back)
+	LastPos  uint64 // the caller's position (Tracker.SetPos) of its latest packet
+	activeNs int64  // the tracker's clock at its latest packet: what idle is measured from
+	SYN      bool   // the connection's opening (SYN) was seen, so client and server are known
+	Mid      bool   // the start was not seen (first packet carried data without SYN)
+	clientIx int    // index into halves of the client's half
 	halves   [2]half
 	sinks    [2]halfSink
 	h        Handler
@@ -162,6 +163,7 @@ type Stats struct {
 	Resumed                               int64 // connections opened as the continuation of one closed idle, evicted or by a jump
 	MemEvicted                            int64 // connections closed to stay within MaxMemory (reason memory)
 	GoneDropped                           int64 // resume records forgotten to stay within MaxMemory
+	Skipped                               int64 // packets a Record said were processed by the previous tracker
 }
 
 // lateAfterClose is how long (capture time) after a FIN or RST close packets
@@ -184,6 +186,8 @@ type Tracker struct {
 	tail     *Conn
 	buffered int64
 	nowNs    int64
+	pos      uint64         // position of the current packet (SetPos)
+	skip     map[key]uint64 // from Restore: packets up to this position were processed already
 
 	handlerMem int64 // sum of the connections' Handler Memory
 	goneMem    int64 // charge of the resume records
@@ -218,7 +222,7 @@ func New(cfg Config, open Opener) *Tracker {
 	if cfg.ConnCost <= 0 {
 		cfg.ConnCost = DefaultConnCost
 	}
-	return &Tracker{cfg: cfg, open: open, conns: make(map[key]*Conn), tomb: make(map[key]int64), gone: make(map[key]*gone), waiting: make(map[*Conn]struct{}), finWait: make(map[*Conn]struct{})}
+	return &Tracker{cfg: cfg, open: open, conns: make(map[key]*Conn), tomb: make(map[key]int64), gone: make(map[key]*gone), skip: make(map[key]uint64), waiting: make(map[*Conn]struct{}), finWait: make(map[*Conn]struct{})}
 }
 
 // Conns returns the number of connections tracked.
@@ -372,6 +376,10 @@ func (t *Tracker) Packet(f *framebatch.Frame) *Conn {
 	if c := fk.Src.Compare(fk.Dst); c > 0 || (c == 0 && fk.SrcPort > fk.DstPort) {
 		k.a, k.ap, k.b, k.bp = k.b, k.bp, k.a, k.ap
 	}
+	if p, ok := t.skip[k]; ok && t.pos <= p {
+		t.Skipped++ // the previous tracker of the shard processed it (Restore)
+		return nil
+	}
 	c := t.conns[k]
 	syn := s.flags&flagSYN != 0 && s.flags&flagACK == 0
 	if c != nil && c.jump(t, c.ix(src), &s, f.TimeNs) {
@@ -411,6 +419,7 @@ func (t *Tracker) Packet(f *framebatch.Frame) *Conn {
 	// the clock, never from an older capture time, so the connections stay
 	// in the order of their activity and none is expired early.
 	c.LastNs = max(c.LastNs, f.TimeNs)
+	c.LastPos = t.pos
 	c.activeNs = t.nowNs
 	ix := c.ix(src)
 	h := &c.halves[ix]
