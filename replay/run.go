@@ -65,6 +65,7 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 	defer nc.Close()
 	r.nc = nc
 	r.acks = newAckTracker(nc)
+	r.acks.before = cfg.beforeAck
 	m, err := newMetrics(d.Metrics, func() float64 { return float64(r.acks.count()) })
 	if err != nil {
 		return fmt.Errorf("register metrics: %w", err)
@@ -301,6 +302,11 @@ func (r *runner) consume(ctx, wctx context.Context, cons jetstream.Consumer) err
 			continue
 		}
 		r.dispatch(wctx, msg)
+		if r.cfg.afterDispatch != nil {
+			if meta, err := msg.Metadata(); err == nil {
+				r.cfg.afterDispatch(meta.Sequence.Stream, meta.NumDelivered)
+			}
+		}
 	}
 }
 
@@ -323,10 +329,7 @@ func (r *runner) dispatch(wctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	e.streamSeq, e.reply, e.arrived = seq, msg.Reply(), meta.Timestamp
-	if f, ok := r.wasFinished(e.conn); ok && meta.NumDelivered > 1 && r.staleAfterClose(e, f.mark) {
-		// A redelivered entry of a connection this replay already
-		// finished (JetStream does not redeliver strictly in order),
-		// handled before. One not handled is replayed (below).
+	if r.staleRedelivery(e, meta.NumDelivered) {
 		r.acks.ack(seq)
 		return
 	}
@@ -341,8 +344,34 @@ func (r *runner) dispatch(wctx context.Context, msg jetstream.Msg) {
 		}
 	}
 	r.mu.Lock()
+	if r.staleRedeliveryLocked(e, meta.NumDelivered) {
+		// The connection finished while the entry waited for room.
+		r.mu.Unlock()
+		r.release(e)
+		r.acks.ack(seq)
+		return
+	}
 	r.workerFor(e).q.push(e)
 	r.mu.Unlock()
+}
+
+// staleRedelivery reports whether e is a redelivered entry of a
+// connection this replay has finished (JetStream does not redeliver
+// strictly in order) that needs nothing more. While the connection's
+// worker exists (finishing, say) its entries go to it: the ledger is
+// complete only when it has finished.
+func (r *runner) staleRedelivery(e *entry, delivered uint64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.staleRedeliveryLocked(e, delivered)
+}
+
+func (r *runner) staleRedeliveryLocked(e *entry, delivered uint64) bool {
+	if delivered <= 1 || r.workers[e.conn] != nil {
+		return false
+	}
+	f, ok := r.finished[e.conn]
+	return ok && r.staleAfterClose(e, f.mark)
 }
 
 // workerFor returns the worker of e's connection, starting one if needed
@@ -377,50 +406,40 @@ func (r *runner) staleAfterClose(e *entry, mark deliveryMark) bool {
 	return e.kind != proto.KindData || c.Dir != proto.Direction(r.cfg.Dir) || mark.doneSeq(c.Seq, e.streamSeq)
 }
 
-// retire removes an idle worker if nothing was queued meanwhile.
-func (r *runner) retire(w *worker) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if w.q.len() > 0 {
-		return false
-	}
-	if r.workers[w.id] == w {
-		delete(r.workers, w.id)
-	}
-	r.m.conns.Dec()
-	return true
-}
-
-// retireNow removes a worker whose connection closed. Entries queued
-// after the close event are stale redeliveries (JetStream does not
-// redeliver strictly in order): they are acknowledged and dropped.
-func (r *runner) retireNow(w *worker) {
+// retire removes a worker that has finished (end: close, idle or
+// shutdown). Entries queued meanwhile were not processed: after a close,
+// those the delivery ledger (now complete: every message the worker wrote
+// is confirmed or reported) says need nothing more are acknowledged and
+// dropped; the others go to a new worker, which starts from that ledger.
+// After an idle end the new worker goes on with the connection. At
+// shutdown they stay held and are handed back.
+func (r *runner) retire(w *worker, end string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.workers[w.id] == w {
 		delete(r.workers, w.id)
 	}
 	r.m.conns.Dec()
+	if end == "shutdown" {
+		return
+	}
+	if end == "close" {
+		r.markFinishedLocked(w.id, finishedConn{mark: w.mark.clone(), prev: w.prev.clone()})
+	}
 	w.q.mu.Lock()
 	rest := w.q.items
 	w.q.items = nil
 	w.q.mu.Unlock()
 	var late []*entry
 	for _, e := range rest {
-		if !r.staleAfterClose(e, w.mark) {
-			late = append(late, e)
+		if end == "close" && r.staleAfterClose(e, w.mark) {
+			r.release(e)
+			r.acks.ack(e.streamSeq)
 			continue
 		}
-		w.release(e)
-		r.acks.ack(e.streamSeq)
+		late = append(late, e)
 	}
 	if len(late) > 0 {
-		// Messages queued behind the close event and not handled: a
-		// new worker replays them.
-		if r.finished == nil {
-			r.finished = map[string]finishedConn{}
-		}
-		r.finished[w.id] = finishedConn{mark: w.mark.clone(), prev: w.prev.clone()}
 		nw := r.workerFor(late[0])
 		for _, e := range late {
 			nw.q.push(e)
@@ -434,22 +453,13 @@ type finishedConn struct {
 	mark, prev deliveryMark
 }
 
-// markFinished remembers a connection whose close event was processed,
-// with its delivery ledger.
-func (r *runner) markFinished(conn string, f finishedConn) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+// markFinishedLocked remembers a connection whose close event was
+// processed, with its delivery ledger (r.mu held).
+func (r *runner) markFinishedLocked(conn string, f finishedConn) {
 	if r.finished == nil || len(r.finished) >= 100000 {
 		r.finished = map[string]finishedConn{} // bounded: forget the oldest all at once
 	}
 	r.finished[conn] = f
-}
-
-func (r *runner) wasFinished(conn string) (finishedConn, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	f, ok := r.finished[conn]
-	return f, ok
 }
 
 func (r *runner) acquireSlot(ctx context.Context) error {

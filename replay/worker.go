@@ -156,7 +156,14 @@ func (w *worker) run(ctx context.Context) {
 	confirmT := time.NewTimer(time.Hour)
 	confirmT.Stop()
 	end := "shutdown"
-	defer func() { w.finish(end) }()
+	// The worker stays the connection's worker until it has finished:
+	// entries arriving meanwhile (redeliveries of its last messages, say)
+	// wait in its queue and are judged afterwards against the delivery
+	// ledger as it is once everything was confirmed (retire).
+	defer func() {
+		w.finish(end)
+		w.r.retire(w, end)
+	}()
 	heldT := time.NewTimer(time.Hour)
 	heldT.Stop()
 	defer heldT.Stop()
@@ -210,7 +217,7 @@ func (w *worker) run(ctx context.Context) {
 				continue
 			case <-idle.C:
 				confirmT.Stop()
-				if w.r.retire(w) {
+				if w.q.len() == 0 {
 					end = "idle"
 					return
 				}
@@ -250,7 +257,6 @@ func (w *worker) run(ctx context.Context) {
 		}
 		if closed {
 			end = "close"
-			w.r.retireNow(w)
 			return
 		}
 	}
@@ -273,9 +279,12 @@ func (w *worker) refetch(ctx context.Context, e *entry) error {
 }
 
 // release frees an entry's payload from the in-flight budget.
-func (w *worker) release(e *entry) {
+func (w *worker) release(e *entry) { w.r.release(e) }
+
+// release frees an entry's payload from the in-flight budget.
+func (r *runner) release(e *entry) {
 	if e.held > 0 {
-		w.r.budget.release(e.held)
+		r.budget.release(e.held)
 		e.held = 0
 	}
 	e.data = nil
@@ -331,7 +340,6 @@ func (w *worker) handle(ctx context.Context, e *entry) bool {
 		return false
 	case proto.KindClose:
 		w.sum.Loss = e.close
-		w.r.markFinished(w.id, finishedConn{mark: w.mark.clone(), prev: w.prev.clone()})
 		w.r.ack(e)
 		return true
 	}
@@ -1315,9 +1323,6 @@ func (w *worker) finish(end string) {
 	if w.openSeq != 0 {
 		w.r.acks.ack(w.openSeq)
 		w.openSeq = 0
-	}
-	if end == "close" {
-		w.r.markFinished(w.id, finishedConn{mark: w.mark.clone(), prev: w.prev.clone()})
 	}
 	if w.r.opens != nil && end == "close" {
 		// An idle connection may go on later: its record stays (bounded
