@@ -17,6 +17,13 @@ import (
 	"github.com/tapline/tapline/replay/pace"
 )
 
+// settleGrace is how long results may still be stored once replay stops.
+const settleGrace = 5 * time.Second
+
+// resultAckTimeout is how long a result's publication waits for
+// JetStream's acknowledgement before it is published again.
+const resultAckTimeout = 5 * time.Second
+
 // cleanStopKey is the consumer metadata key a replay sets when it stopped
 // cleanly, having handed its held entries back.
 const cleanStopKey = "tapline_replay_clean_stop"
@@ -39,6 +46,7 @@ type runner struct {
 
 	slots chan struct{}
 	wctx  context.Context // workers' context: ends after the consumer stopped
+	sctx  context.Context // settlers' context: ends settleGrace after wctx
 
 	consCfg     jetstream.ConsumerConfig
 	prevPending int  // entries a previous replay left unacknowledged
@@ -77,12 +85,11 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 		}
 		return nil
 	})
-	// Results are published asynchronously on a JetStream context of our own.
+	// Results are published asynchronously on a JetStream context of our
+	// own; each connection's settler waits for their acknowledgements and
+	// publishes again what was not stored (an unanswered publish times out).
 	rjs, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096),
-		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, msg *nats.Msg, err error) {
-			m.errors.WithLabelValues("results").Inc()
-			d.Log.Warn("result not stored", "subject", msg.Subject, "err", err)
-		}))
+		jetstream.WithPublishAsyncTimeout(resultAckTimeout))
 	if err != nil {
 		return err
 	}
@@ -134,6 +141,12 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 
 	wctx, stopWorkers := context.WithCancel(context.Background())
 	r.wctx = wctx
+	// Settlers get settleGrace after the workers stop to store the last
+	// results; what is not stored by then stays unacknowledged.
+	sctx, stopSettlers := context.WithCancel(context.Background())
+	defer stopSettlers()
+	r.sctx = sctx
+	context.AfterFunc(wctx, func() { time.AfterFunc(settleGrace, stopSettlers) })
 	go r.acks.keepAlive(wctx, cfg.AckWait/3)
 	if err := r.awaitRedelivery(ctx); err != nil {
 		stopWorkers()
@@ -324,8 +337,14 @@ func (r *runner) dispatch(wctx context.Context, msg jetstream.Msg) {
 	if err != nil {
 		r.m.errors.WithLabelValues("parse").Inc()
 		r.log.Warn("malformed entry on the messages stream", "subject", msg.Subject(), "seq", seq, "err", err)
-		r.publish(Result{Kind: "message", Conn: msg.Headers().Get(proto.HdrConn), Result: "failed", Reason: "malformed entry: " + err.Error()})
-		r.acks.ack(seq)
+		res := otherResult(Result{Kind: "message", Conn: msg.Headers().Get(proto.HdrConn), Result: "failed", Reason: "malformed entry: " + err.Error()})
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			if r.res.store(r.sctx, []pendingResult{res}) {
+				r.acks.ack(seq)
+			}
+		}()
 		return
 	}
 	e.streamSeq, e.reply, e.arrived = seq, msg.Reply(), meta.Timestamp
@@ -384,7 +403,7 @@ func (r *runner) workerFor(e *entry) *worker {
 	}
 	w = newWorker(r, e)
 	if f, ok := r.finished[e.conn]; ok {
-		w.mark, w.prev, w.markLoaded = f.mark.clone(), f.prev.clone(), true
+		w.mark, w.prev, w.led, w.markLoaded = f.mark.clone(), f.prev.clone(), f.led.clone(), true
 	}
 	r.workers[e.conn] = w
 	r.m.conns.Inc()
@@ -424,7 +443,7 @@ func (r *runner) retire(w *worker, end string) {
 		return
 	}
 	if end == "close" {
-		r.markFinishedLocked(w.id, finishedConn{mark: w.mark.clone(), prev: w.prev.clone()})
+		r.markFinishedLocked(w.id, finishedConn{mark: w.mark.clone(), prev: w.prev.clone(), led: w.ledger()})
 	}
 	w.q.mu.Lock()
 	rest := w.q.items
@@ -448,9 +467,9 @@ func (r *runner) retire(w *worker, end string) {
 }
 
 // finishedConn is what replay keeps of a connection whose close event was
-// processed: its delivery ledger then.
+// processed: its delivery ledger then (as known and as stored).
 type finishedConn struct {
-	mark, prev deliveryMark
+	mark, prev, led deliveryMark
 }
 
 // markFinishedLocked remembers a connection whose close event was
@@ -486,21 +505,19 @@ func (r *runner) fetch(ctx context.Context, seq uint64) ([]byte, error) {
 
 func (r *runner) ack(e *entry) { r.acks.ack(e.streamSeq) }
 
-func (r *runner) publish(res Result) { r.res.publish(res) }
-
-// report publishes the result of a message known by one entry.
-func (r *runner) report(w *worker, e *entry, result, reason string, lag float64) {
+// msgResult is the result of a message known by one entry (its last chunk).
+func (r *runner) msgResult(w *worker, e *entry, result, reason string, lag float64) pendingResult {
 	c := &e.chunk
 	complete := c.Complete
-	r.publish(Result{Kind: "message", Conn: w.id, VNI: w.vni, shard: w.shard, Dir: c.Dir, Seq: c.Seq,
+	return messageResult(Result{Kind: "message", Conn: w.id, VNI: w.vni, shard: w.shard, Dir: c.Dir, Seq: c.Seq,
 		Result: result, Reason: reason, Opcode: c.Opcode, Size: c.Size, Complete: &complete, Missing: c.Missing,
-		Target: w.target(), LagMs: lag * 1000})
+		Target: w.target(), LagMs: lag * 1000}, e.streamSeq)
 }
 
-// reportMsg publishes the result of a sent (or failed) message.
-func (r *runner) reportMsg(w *worker, m *outMsg, result, reason string, lag float64) {
+// outResult is the result of a sent (or failed) message.
+func (r *runner) outResult(w *worker, m *outMsg, result, reason string, lag float64) pendingResult {
 	complete := m.last.Complete
-	r.publish(Result{Kind: "message", Conn: w.id, VNI: w.vni, shard: w.shard, Dir: m.first.Dir, Seq: m.first.Seq,
+	return messageResult(Result{Kind: "message", Conn: w.id, VNI: w.vni, shard: w.shard, Dir: m.first.Dir, Seq: m.first.Seq,
 		Result: result, Reason: reason, Opcode: m.first.Opcode, Size: m.size, Complete: &complete, Missing: m.last.Missing,
-		Target: w.target(), Attempts: m.tries + 1, LagMs: lag * 1000})
+		Target: w.target(), Attempts: m.tries + 1, LagMs: lag * 1000}, m.lastStream())
 }
