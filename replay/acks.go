@@ -17,6 +17,8 @@ import (
 // redeliveries of messages still held.
 type ackTracker struct {
 	nc *nats.Conn
+	// before, when set (tests), is called before an acknowledgement is sent.
+	before func(seq uint64, reply string)
 
 	mu   sync.Mutex
 	held map[uint64]string // stream sequence -> reply subject
@@ -45,6 +47,9 @@ func (a *ackTracker) ack(seq uint64) {
 	delete(a.held, seq)
 	a.mu.Unlock()
 	if ok && reply != "" {
+		if a.before != nil {
+			a.before(seq, reply)
+		}
 		_ = a.nc.Publish(reply, []byte("+ACK"))
 	}
 }

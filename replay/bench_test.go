@@ -164,10 +164,17 @@ func BenchmarkSmallLatencyNoLedger(b *testing.B) {
 	smallLatency(b, func(c *Config) { c.noDeliveryLedger = true })
 }
 
-func smallLatency(b *testing.B, mod func(*Config)) {
+// BenchmarkSmallLatencyResults is BenchmarkSmallLatency with every
+// result stored on TAPLINE_RESULTS: the results round trip is settled
+// beside delivery, not part of it.
+func BenchmarkSmallLatencyResults(b *testing.B) { smallLatencyResults(b, nil, "all") }
+
+func smallLatency(b *testing.B, mod func(*Config)) { smallLatencyResults(b, mod, "off") }
+
+func smallLatencyResults(b *testing.B, mod func(*Config), results string) {
 	e := newEnvURL(b, natsChild(b))
 	srv := newSinkServer(b)
-	e.startReplay(mod, "--target", srv.url, "--compare=false", "--results", "off")
+	e.startReplay(mod, "--target", srv.url, "--compare=false", "--results", results)
 	const nConns = 50
 	convs := make([]*conv, nConns)
 	var opens []*nats.Msg

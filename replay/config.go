@@ -103,6 +103,13 @@ type Config struct {
 	// confirmDelay (tests) delays every confirmation, so a crash finds
 	// messages read by the test system and not yet confirmed.
 	confirmDelay time.Duration
+	// beforeAck (tests) is called before an acknowledgement is sent,
+	// with the entry's reply subject: a test makes JetStream redeliver
+	// the entry first, as a redelivery crossing the acknowledgement does.
+	beforeAck func(seq uint64, reply string)
+	// afterDispatch (tests) is called when an entry was handed to its
+	// connection (or dropped as stale), with its delivery count.
+	afterDispatch func(seq, delivered uint64)
 
 	// derived by Validate
 	wsTarget  *url.URL

@@ -147,7 +147,7 @@ func (w *worker) loadMark() {
 		cancel()
 		if err == nil {
 			if ok {
-				w.prev, w.mark = m.clone(), m
+				w.prev, w.mark, w.led = m.clone(), m.clone(), m
 			}
 			return
 		}
@@ -158,19 +158,24 @@ func (w *worker) loadMark() {
 	}
 }
 
-// saveMark writes the delivery mark, retrying while NATS is unreachable:
-// what it records must be stored before the acknowledgements or writes
-// that rely on it. It returns false only when replay is stopping.
-func (w *worker) saveMark(ctx context.Context) bool {
+// putLedger changes the stored delivery ledger and writes it, retrying
+// while NATS is unreachable: what it records must be stored before the
+// acknowledgements or writes that rely on it. The worker (intents) and
+// the settler (handled messages, once their results are stored) both
+// write it, one at a time, so a write never undoes another's. It returns
+// false only when replay is stopping.
+func (w *worker) putLedger(ctx context.Context, change func(*deliveryMark)) bool {
 	if w.r.opens == nil || w.r.cfg.noDeliveryLedger {
 		return true
 	}
+	w.ledMu.Lock()
+	defer w.ledMu.Unlock()
+	change(&w.led)
 	for {
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := w.r.opens.putMark(pctx, w.id, w.mark)
+		err := w.r.opens.putMark(pctx, w.id, w.led)
 		cancel()
 		if err == nil {
-			w.saved, w.savedStream = w.mark.Written, w.mark.WrittenStream
 			return true
 		}
 		w.r.m.errors.WithLabelValues("ledger").Inc()
@@ -179,6 +184,13 @@ func (w *worker) saveMark(ctx context.Context) bool {
 			return false
 		}
 	}
+}
+
+// ledger is a copy of the stored delivery ledger.
+func (w *worker) ledger() deliveryMark {
+	w.ledMu.Lock()
+	defer w.ledMu.Unlock()
+	return w.led.clone()
 }
 
 // intend records, before the last frame of message seq is written, that
@@ -190,45 +202,47 @@ func (w *worker) intend(ctx context.Context, seq, stream uint64) bool {
 	if seq <= w.saved && stream <= w.savedStream || w.r.opens == nil || w.r.cfg.noDeliveryLedger {
 		return true
 	}
-	ahead := seq
-	if p := w.r.cfg.pace; p.Mode != pace.Fast || p.RateMsgs > 0 || p.RateBytes > 0 {
-		// Paced: queued messages wait for their time, and a record
-		// covering them would put them in doubt long before they are
-		// written. One record per message.
-		w.mark.Written = max(w.mark.Written, seq)
-		w.mark.WrittenStream = max(w.mark.WrittenStream, stream)
-		return w.saveMark(ctx)
-	}
-	aheadStream := stream
-	w.q.mu.Lock()
-	for _, e := range w.q.items {
-		c := &e.chunk
-		if e.kind == proto.KindData && c.Dir == w.sendDir() && c.Last && c.Complete && c.Seq > ahead && c.Seq <= seq+markAhead {
-			ahead = c.Seq
-			aheadStream = max(aheadStream, e.streamSeq)
+	ahead, aheadStream := seq, stream
+	if p := w.r.cfg.pace; p.Mode == pace.Fast && p.RateMsgs == 0 && p.RateBytes == 0 {
+		// Unpaced: cover the messages queued behind this one. (Paced,
+		// queued messages wait for their time, and a record covering
+		// them would put them in doubt long before they are written.)
+		w.q.mu.Lock()
+		for _, e := range w.q.items {
+			c := &e.chunk
+			if e.kind == proto.KindData && c.Dir == w.sendDir() && c.Last && c.Complete && c.Seq > ahead && c.Seq <= seq+markAhead {
+				ahead = c.Seq
+				aheadStream = max(aheadStream, e.streamSeq)
+			}
 		}
+		w.q.mu.Unlock()
 	}
-	w.q.mu.Unlock()
-	w.mark.Written = max(w.mark.Written, ahead)
-	w.mark.WrittenStream = max(w.mark.WrittenStream, aheadStream)
-	return w.saveMark(ctx)
+	var saved, savedStream uint64
+	ok := w.putLedger(ctx, func(m *deliveryMark) {
+		m.Written = max(m.Written, ahead)
+		m.WrittenStream = max(m.WrittenStream, aheadStream)
+		saved, savedStream = m.Written, m.WrittenStream
+	})
+	if ok {
+		w.saved, w.savedStream = saved, savedStream
+	}
+	return ok
 }
 
-// settleMark records, when the connection stops being replayed here, what
-// was handled, and that nothing beyond what was really written is in doubt
-// (the intent covered queued messages ahead), keeping what a previous
-// replay left in doubt.
+// settleMark records, when the connection stops being replayed here (its
+// settler has stored everything), that nothing beyond what was really
+// written is in doubt (the intent covered queued messages ahead), keeping
+// what a previous replay left in doubt.
 func (w *worker) settleMark() {
 	if w.r.opens == nil || w.r.cfg.noDeliveryLedger || !w.markLoaded {
 		return
 	}
-	w.mark.Written = min(w.mark.Written, max(w.written, w.prev.Written, w.mark.Done))
-	w.mark.WrittenStream = min(w.mark.WrittenStream, max(w.writtenStream, w.prev.WrittenStream, w.mark.DoneStream))
-	// Saved even when unchanged: the seqs handled at once since the
-	// last confirmation are in it too.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	w.saveMark(ctx)
+	w.putLedger(ctx, func(m *deliveryMark) {
+		m.Written = min(m.Written, max(w.written, w.prev.Written, m.Done))
+		m.WrittenStream = min(m.WrittenStream, max(w.writtenStream, w.prev.WrittenStream, m.DoneStream))
+	})
 }
 
 // priorOutcome decides a chunk of the replayed direction against the
@@ -255,12 +269,12 @@ const reasonInDoubt = "in doubt: replay stopped after writing the message and be
 // of a message in doubt publishes its result.
 func (w *worker) skipPrior(e *entry, outcome string) {
 	c := &e.chunk
-	w.r.ack(e)
 	if outcome != "doubt" || !c.Last {
+		w.r.ack(e)
 		return
 	}
 	w.mark.add(c.Seq, e.streamSeq)
 	w.sum.InDoubt++
 	w.r.m.messages.WithLabelValues(ResultInDoubt).Inc()
-	w.r.report(w, e, ResultInDoubt, reasonInDoubt, 0)
+	w.emit(w.r.msgResult(w, e, ResultInDoubt, reasonInDoubt, 0), e.streamSeq)
 }

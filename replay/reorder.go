@@ -90,7 +90,7 @@ func (w *worker) drainAhead(ctx context.Context) {
 		}
 		w.sendChunk(ctx, next)
 		w.release(next)
-		if next.chunk.Last && !w.r.acks.holds(next.streamSeq) {
+		if next.chunk.Last && w.handledAtOnce(next.streamSeq) {
 			w.mark.add(next.chunk.Seq, next.streamSeq)
 		}
 	}
@@ -161,10 +161,11 @@ func (w *worker) flushEarly() {
 // firstNotSeen acknowledges a chunk of a message whose first chunks
 // replay never saw; its last chunk reports the message.
 func (w *worker) firstNotSeen(e *entry) {
-	w.r.ack(e)
-	if e.chunk.Last {
-		w.r.report(w, e, "skipped", "first chunks of the message were not seen by replay", 0)
-		w.sum.Skipped++
-		w.mark.add(e.chunk.Seq, e.streamSeq)
+	if !e.chunk.Last {
+		w.r.ack(e)
+		return
 	}
+	w.sum.Skipped++
+	w.mark.add(e.chunk.Seq, e.streamSeq)
+	w.emit(w.r.msgResult(w, e, "skipped", "first chunks of the message were not seen by replay", 0), e.streamSeq)
 }

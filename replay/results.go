@@ -1,12 +1,15 @@
 package replay
 
 import (
+	"context"
 	"encoding/json"
 	"log/slog"
 	"strconv"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 
 	"github.com/tapline/tapline/proto"
 	"github.com/tapline/tapline/proto/redact"
@@ -68,7 +71,7 @@ type ConnSummary struct {
 	End        string            `json:"end"` // close, idle, failed, shutdown, filtered
 }
 
-// resultsPub publishes results asynchronously.
+// resultsPub stores results on TAPLINE_RESULTS.
 type resultsPub struct {
 	js    jetstream.JetStream
 	level string
@@ -77,17 +80,55 @@ type resultsPub struct {
 	m     *metrics
 }
 
-func (p *resultsPub) publish(r Result) {
-	if p.level == ResultsOff {
-		return
+// pendingResult is a result to store, with its Nats-Msg-Id (the results
+// stream's de-duplication id, so a result published again after a failed
+// or unanswered attempt is stored once) and, for a message's result, the
+// stream sequence of the message's last chunk.
+type pendingResult struct {
+	res    Result
+	id     string
+	stream uint64
+}
+
+// messageResult is the result of the message whose last chunk has stream
+// sequence stream. Its Msg-Id is the message's identity,
+// m.<conn>.<dir>.<seq>.<stream> (proto/README.md): one message has one
+// stored result, even when a restarted replay reports it again within the
+// stream's duplicate window.
+func messageResult(r Result, stream uint64) pendingResult {
+	id := "m." + r.Conn + "." + string(r.Dir) + "." + strconv.FormatUint(r.Seq, 10) + "." + strconv.FormatUint(stream, 10)
+	return pendingResult{res: r, id: id, stream: stream}
+}
+
+// otherResult is a result that is no message's own (a comparison, a
+// summary, a connection-level failure): its Msg-Id is unique, so only its
+// own retries are de-duplicated.
+func otherResult(r Result) pendingResult {
+	return pendingResult{res: r, id: "x." + r.Conn + "." + nuid.Next()}
+}
+
+// handles reports whether the result reports a message of the replayed
+// direction dir, which the delivery ledger then records as handled.
+func (pr *pendingResult) handles(dir proto.Direction) bool {
+	return pr.stream > 0 && pr.res.Kind == "message" && pr.res.Dir == dir && pr.res.Seq > 0
+}
+
+// wanted reports whether --results publishes r.
+func (p *resultsPub) wanted(r *Result) bool {
+	switch {
+	case p.level == ResultsOff:
+		return false
+	case p.level == ResultsProblems && r.Kind == "message" && (r.Result == "sent" || r.Result == "match"):
+		return false
 	}
-	if p.level == ResultsProblems && r.Kind == "message" && (r.Result == "sent" || r.Result == "match") {
-		return
-	}
+	return true
+}
+
+func (p *resultsPub) msg(r Result) (*nats.Msg, error) {
 	r = redactResult(r)
 	body, err := json.Marshal(r)
 	if err != nil {
-		return
+		return nil, err
 	}
 	msg := nats.NewMsg(p.subj(r.VNI, r.shard))
 	msg.Header.Set(proto.HdrVersion, proto.Version)
@@ -102,10 +143,66 @@ func (p *resultsPub) publish(r Result) {
 		msg.Header.Set(proto.HdrReason, r.Reason)
 	}
 	msg.Data = body
-	if _, err := p.js.PublishMsgAsync(msg); err != nil {
-		p.m.errors.WithLabelValues("results").Inc()
-		p.log.Warn("publish result", "err", err)
+	return msg, nil
+}
+
+// storeBackoff bounds the wait between attempts to store results.
+const storeBackoff = 2 * time.Second
+
+// store publishes the results and waits until JetStream has stored each
+// one, publishing those not stored again with the same Msg-Id (the NATS
+// server restarted, the stream was unavailable, no answer came) until
+// they are. It returns false when ctx ended first.
+func (p *resultsPub) store(ctx context.Context, rs []pendingResult) bool {
+	todo := make([]pendingResult, 0, len(rs))
+	for _, pr := range rs {
+		if p.wanted(&pr.res) {
+			todo = append(todo, pr)
+		}
 	}
+	wait := 100 * time.Millisecond
+	for len(todo) > 0 {
+		var failed []pendingResult
+		var lastErr error
+		type inflight struct {
+			pr  pendingResult
+			ack jetstream.PubAckFuture
+		}
+		sent := make([]inflight, 0, len(todo))
+		for _, pr := range todo {
+			msg, err := p.msg(pr.res)
+			if err != nil {
+				p.log.Error("result cannot be encoded", "conn", pr.res.Conn, "err", err)
+				continue
+			}
+			f, err := p.js.PublishMsgAsync(msg, jetstream.WithMsgID(pr.id))
+			if err != nil {
+				failed, lastErr = append(failed, pr), err
+				continue
+			}
+			sent = append(sent, inflight{pr, f})
+		}
+		for _, s := range sent {
+			select {
+			case <-s.ack.Ok():
+			case err := <-s.ack.Err():
+				failed, lastErr = append(failed, s.pr), err
+			case <-ctx.Done():
+				return false
+			}
+		}
+		if len(failed) == 0 {
+			return true
+		}
+		p.m.errors.WithLabelValues("results").Add(float64(len(failed)))
+		p.log.Warn("results not stored, publishing them again", "results", len(failed), "err", lastErr)
+		if sleepCtx(ctx, wait) != nil {
+			return false
+		}
+		wait = min(2*wait, storeBackoff)
+		todo = failed
+	}
+	return true
 }
 
 // redactResult masks credentials (URL passwords, secret-looking query

@@ -17,6 +17,13 @@ import (
 	"github.com/tapline/tapline/replay/pace"
 )
 
+// settleGrace is how long results may still be stored once replay stops.
+const settleGrace = 5 * time.Second
+
+// resultAckTimeout is how long a result's publication waits for
+// JetStream's acknowledgement before it is published again.
+const resultAckTimeout = 5 * time.Second
+
 // cleanStopKey is the consumer metadata key a replay sets when it stopped
 // cleanly, having handed its held entries back.
 const cleanStopKey = "tapline_replay_clean_stop"
@@ -39,6 +46,7 @@ type runner struct {
 
 	slots chan struct{}
 	wctx  context.Context // workers' context: ends after the consumer stopped
+	sctx  context.Context // settlers' context: ends settleGrace after wctx
 
 	consCfg     jetstream.ConsumerConfig
 	prevPending int  // entries a previous replay left unacknowledged
@@ -67,6 +75,7 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 	defer nc.Close()
 	r.nc = nc
 	r.acks = newAckTracker(nc)
+	r.acks.before = cfg.beforeAck
 	m, err := newMetrics(d.Metrics, func() float64 { return float64(r.acks.count()) })
 	if err != nil {
 		return fmt.Errorf("register metrics: %w", err)
@@ -78,12 +87,11 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 		}
 		return nil
 	})
-	// Results are published asynchronously on a JetStream context of our own.
+	// Results are published asynchronously on a JetStream context of our
+	// own; each connection's settler waits for their acknowledgements and
+	// publishes again what was not stored (an unanswered publish times out).
 	rjs, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096),
-		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, msg *nats.Msg, err error) {
-			m.errors.WithLabelValues("results").Inc()
-			d.Log.Warn("result not stored", "subject", msg.Subject, "err", err)
-		}))
+		jetstream.WithPublishAsyncTimeout(resultAckTimeout))
 	if err != nil {
 		return err
 	}
@@ -135,6 +143,12 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 
 	wctx, stopWorkers := context.WithCancel(context.Background())
 	r.wctx = wctx
+	// Settlers get settleGrace after the workers stop to store the last
+	// results; what is not stored by then stays unacknowledged.
+	sctx, stopSettlers := context.WithCancel(context.Background())
+	defer stopSettlers()
+	r.sctx = sctx
+	context.AfterFunc(wctx, func() { time.AfterFunc(settleGrace, stopSettlers) })
 	go r.acks.keepAlive(wctx, cfg.AckWait/3)
 	if err := r.awaitRedelivery(ctx); err != nil {
 		stopWorkers()
@@ -303,6 +317,11 @@ func (r *runner) consume(ctx, wctx context.Context, cons jetstream.Consumer) err
 			continue
 		}
 		r.dispatch(wctx, msg)
+		if r.cfg.afterDispatch != nil {
+			if meta, err := msg.Metadata(); err == nil {
+				r.cfg.afterDispatch(meta.Sequence.Stream, meta.NumDelivered)
+			}
+		}
 	}
 }
 
@@ -320,15 +339,18 @@ func (r *runner) dispatch(wctx context.Context, msg jetstream.Msg) {
 	if err != nil {
 		r.m.errors.WithLabelValues("parse").Inc()
 		r.log.Warn("malformed entry on the messages stream", "subject", msg.Subject(), "seq", seq, "err", err)
-		r.publish(Result{Kind: "message", Conn: msg.Headers().Get(proto.HdrConn), Result: "failed", Reason: "malformed entry: " + err.Error()})
-		r.acks.ack(seq)
+		res := otherResult(Result{Kind: "message", Conn: msg.Headers().Get(proto.HdrConn), Result: "failed", Reason: "malformed entry: " + err.Error()})
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			if r.res.store(r.sctx, []pendingResult{res}) {
+				r.acks.ack(seq)
+			}
+		}()
 		return
 	}
 	e.streamSeq, e.reply, e.arrived = seq, msg.Reply(), meta.Timestamp
-	if f, ok := r.wasFinished(e.conn); ok && meta.NumDelivered > 1 && r.staleAfterClose(e, f.mark) {
-		// A redelivered entry of a connection this replay already
-		// finished (JetStream does not redeliver strictly in order),
-		// handled before. One not handled is replayed (below).
+	if r.staleRedelivery(e, meta.NumDelivered) {
 		r.acks.ack(seq)
 		return
 	}
@@ -343,8 +365,34 @@ func (r *runner) dispatch(wctx context.Context, msg jetstream.Msg) {
 		}
 	}
 	r.mu.Lock()
+	if r.staleRedeliveryLocked(e, meta.NumDelivered) {
+		// The connection finished while the entry waited for room.
+		r.mu.Unlock()
+		r.release(e)
+		r.acks.ack(seq)
+		return
+	}
 	r.workerFor(e).q.push(e)
 	r.mu.Unlock()
+}
+
+// staleRedelivery reports whether e is a redelivered entry of a
+// connection this replay has finished (JetStream does not redeliver
+// strictly in order) that needs nothing more. While the connection's
+// worker exists (finishing, say) its entries go to it: the ledger is
+// complete only when it has finished.
+func (r *runner) staleRedelivery(e *entry, delivered uint64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.staleRedeliveryLocked(e, delivered)
+}
+
+func (r *runner) staleRedeliveryLocked(e *entry, delivered uint64) bool {
+	if delivered <= 1 || r.workers[e.conn] != nil {
+		return false
+	}
+	f, ok := r.finished[e.conn]
+	return ok && r.staleAfterClose(e, f.mark)
 }
 
 // workerFor returns the worker of e's connection, starting one if needed
@@ -357,7 +405,7 @@ func (r *runner) workerFor(e *entry) *worker {
 	}
 	w = newWorker(r, e)
 	if f, ok := r.finished[e.conn]; ok {
-		w.mark, w.prev, w.markLoaded = f.mark.clone(), f.prev.clone(), true
+		w.mark, w.prev, w.led, w.markLoaded = f.mark.clone(), f.prev.clone(), f.led.clone(), true
 	}
 	r.workers[e.conn] = w
 	r.m.conns.Inc()
@@ -379,50 +427,40 @@ func (r *runner) staleAfterClose(e *entry, mark deliveryMark) bool {
 	return e.kind != proto.KindData || c.Dir != proto.Direction(r.cfg.Dir) || mark.doneSeq(c.Seq, e.streamSeq)
 }
 
-// retire removes an idle worker if nothing was queued meanwhile.
-func (r *runner) retire(w *worker) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if w.q.len() > 0 {
-		return false
-	}
-	if r.workers[w.id] == w {
-		delete(r.workers, w.id)
-	}
-	r.m.conns.Dec()
-	return true
-}
-
-// retireNow removes a worker whose connection closed. Entries queued
-// after the close event are stale redeliveries (JetStream does not
-// redeliver strictly in order): they are acknowledged and dropped.
-func (r *runner) retireNow(w *worker) {
+// retire removes a worker that has finished (end: close, idle or
+// shutdown). Entries queued meanwhile were not processed: after a close,
+// those the delivery ledger (now complete: every message the worker wrote
+// is confirmed or reported) says need nothing more are acknowledged and
+// dropped; the others go to a new worker, which starts from that ledger.
+// After an idle end the new worker goes on with the connection. At
+// shutdown they stay held and are handed back.
+func (r *runner) retire(w *worker, end string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.workers[w.id] == w {
 		delete(r.workers, w.id)
 	}
 	r.m.conns.Dec()
+	if end == "shutdown" {
+		return
+	}
+	if end == "close" {
+		r.markFinishedLocked(w.id, finishedConn{mark: w.mark.clone(), prev: w.prev.clone(), led: w.ledger()})
+	}
 	w.q.mu.Lock()
 	rest := w.q.items
 	w.q.items = nil
 	w.q.mu.Unlock()
 	var late []*entry
 	for _, e := range rest {
-		if !r.staleAfterClose(e, w.mark) {
-			late = append(late, e)
+		if end == "close" && r.staleAfterClose(e, w.mark) {
+			r.release(e)
+			r.acks.ack(e.streamSeq)
 			continue
 		}
-		w.release(e)
-		r.acks.ack(e.streamSeq)
+		late = append(late, e)
 	}
 	if len(late) > 0 {
-		// Messages queued behind the close event and not handled: a
-		// new worker replays them.
-		if r.finished == nil {
-			r.finished = map[string]finishedConn{}
-		}
-		r.finished[w.id] = finishedConn{mark: w.mark.clone(), prev: w.prev.clone()}
 		nw := r.workerFor(late[0])
 		for _, e := range late {
 			nw.q.push(e)
@@ -431,27 +469,18 @@ func (r *runner) retireNow(w *worker) {
 }
 
 // finishedConn is what replay keeps of a connection whose close event was
-// processed: its delivery ledger then.
+// processed: its delivery ledger then (as known and as stored).
 type finishedConn struct {
-	mark, prev deliveryMark
+	mark, prev, led deliveryMark
 }
 
-// markFinished remembers a connection whose close event was processed,
-// with its delivery ledger.
-func (r *runner) markFinished(conn string, f finishedConn) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+// markFinishedLocked remembers a connection whose close event was
+// processed, with its delivery ledger (r.mu held).
+func (r *runner) markFinishedLocked(conn string, f finishedConn) {
 	if r.finished == nil || len(r.finished) >= 100000 {
 		r.finished = map[string]finishedConn{} // bounded: forget the oldest all at once
 	}
 	r.finished[conn] = f
-}
-
-func (r *runner) wasFinished(conn string) (finishedConn, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	f, ok := r.finished[conn]
-	return f, ok
 }
 
 func (r *runner) acquireSlot(ctx context.Context) error {
@@ -478,21 +507,19 @@ func (r *runner) fetch(ctx context.Context, seq uint64) ([]byte, error) {
 
 func (r *runner) ack(e *entry) { r.acks.ack(e.streamSeq) }
 
-func (r *runner) publish(res Result) { r.res.publish(res) }
-
-// report publishes the result of a message known by one entry.
-func (r *runner) report(w *worker, e *entry, result, reason string, lag float64) {
+// msgResult is the result of a message known by one entry (its last chunk).
+func (r *runner) msgResult(w *worker, e *entry, result, reason string, lag float64) pendingResult {
 	c := &e.chunk
 	complete := c.Complete
-	r.publish(Result{Kind: "message", Conn: w.id, VNI: w.vni, shard: w.shard, Dir: c.Dir, Seq: c.Seq,
+	return messageResult(Result{Kind: "message", Conn: w.id, VNI: w.vni, shard: w.shard, Dir: c.Dir, Seq: c.Seq,
 		Result: result, Reason: reason, Opcode: c.Opcode, Size: c.Size, Complete: &complete, Missing: c.Missing,
-		Target: w.target(), LagMs: lag * 1000})
+		Target: w.target(), LagMs: lag * 1000}, e.streamSeq)
 }
 
-// reportMsg publishes the result of a sent (or failed) message.
-func (r *runner) reportMsg(w *worker, m *outMsg, result, reason string, lag float64) {
+// outResult is the result of a sent (or failed) message.
+func (r *runner) outResult(w *worker, m *outMsg, result, reason string, lag float64) pendingResult {
 	complete := m.last.Complete
-	r.publish(Result{Kind: "message", Conn: w.id, VNI: w.vni, shard: w.shard, Dir: m.first.Dir, Seq: m.first.Seq,
+	return messageResult(Result{Kind: "message", Conn: w.id, VNI: w.vni, shard: w.shard, Dir: m.first.Dir, Seq: m.first.Seq,
 		Result: result, Reason: reason, Opcode: m.first.Opcode, Size: m.size, Complete: &complete, Missing: m.last.Missing,
-		Target: w.target(), Attempts: m.tries + 1, LagMs: lag * 1000})
+		Target: w.target(), Attempts: m.tries + 1, LagMs: lag * 1000}, m.lastStream())
 }

@@ -98,6 +98,7 @@ type worker struct {
 
 	open     *proto.OpenEvent
 	openSeq  uint64 // stream sequence of the open event, acknowledged when the connection ends
+	closeSeq uint64 // stream sequence of the close event, acknowledged with the open event
 	client   string
 	server   string
 	protocol string // websocket or tcp
@@ -125,14 +126,19 @@ type worker struct {
 	pingDone    chan pingResult // its outcome (capacity 1)
 
 	// Delivery ledger (delivered.go): what a previous replay left, what
-	// is known now, the Written last stored, the highest seq written.
+	// is known now, what is stored (led, written by the worker's intents
+	// and the settler), the Written last stored, the highest seq written.
 	markLoaded    bool
 	prev          deliveryMark
 	mark          deliveryMark
+	ledMu         sync.Mutex
+	led           deliveryMark
 	saved         uint64
 	written       uint64
 	writtenStream uint64
 	savedStream   uint64
+
+	st *settler // stores results, then acknowledges what they report
 
 	cmp *compare.Conn
 	// notCompared says why the responses of this connection are not
@@ -147,7 +153,9 @@ type worker struct {
 }
 
 func newWorker(r *runner, e *entry) *worker {
-	return &worker{r: r, id: e.conn, vni: e.vni, shard: e.shard, q: newQueue(), pingDone: make(chan pingResult, 1)}
+	w := &worker{r: r, id: e.conn, vni: e.vni, shard: e.shard, q: newQueue(), pingDone: make(chan pingResult, 1)}
+	w.st = newSettler(w)
+	return w
 }
 
 func (w *worker) sendDir() proto.Direction { return proto.Direction(w.r.cfg.Dir) }
@@ -160,7 +168,14 @@ func (w *worker) run(ctx context.Context) {
 	confirmT := time.NewTimer(time.Hour)
 	confirmT.Stop()
 	end := "shutdown"
-	defer func() { w.finish(end) }()
+	// The worker stays the connection's worker until it has finished:
+	// entries arriving meanwhile (redeliveries of its last messages, say)
+	// wait in its queue and are judged afterwards against the delivery
+	// ledger as it is once everything was confirmed (retire).
+	defer func() {
+		w.finish(end)
+		w.r.retire(w, end)
+	}()
 	heldT := time.NewTimer(time.Hour)
 	heldT.Stop()
 	defer heldT.Stop()
@@ -214,7 +229,7 @@ func (w *worker) run(ctx context.Context) {
 				continue
 			case <-idle.C:
 				confirmT.Stop()
-				if w.r.retire(w) {
+				if w.q.len() == 0 {
 					end = "idle"
 					return
 				}
@@ -254,7 +269,6 @@ func (w *worker) run(ctx context.Context) {
 		}
 		if closed {
 			end = "close"
-			w.r.retireNow(w)
 			return
 		}
 	}
@@ -277,9 +291,12 @@ func (w *worker) refetch(ctx context.Context, e *entry) error {
 }
 
 // release frees an entry's payload from the in-flight budget.
-func (w *worker) release(e *entry) {
+func (w *worker) release(e *entry) { w.r.release(e) }
+
+// release frees an entry's payload from the in-flight budget.
+func (r *runner) release(e *entry) {
 	if e.held > 0 {
-		w.r.budget.release(e.held)
+		r.budget.release(e.held)
 		e.held = 0
 	}
 	e.data = nil
@@ -335,8 +352,10 @@ func (w *worker) handle(ctx context.Context, e *entry) bool {
 		return false
 	case proto.KindClose:
 		w.sum.Loss = e.close
-		w.r.markFinished(w.id, finishedConn{mark: w.mark.clone(), prev: w.prev.clone()})
-		w.r.ack(e)
+		// Acknowledged once the connection's results are stored: a
+		// replay stopping before that gets it again, and the connection
+		// its summary.
+		w.closeSeq = e.streamSeq
 		return true
 	}
 	c := &e.chunk
@@ -351,7 +370,7 @@ func (w *worker) handle(ctx context.Context, e *entry) bool {
 		w.r.ack(e)
 	case c.Dir == w.sendDir():
 		w.sendChunk(ctx, e)
-		if c.Last && !w.r.acks.holds(e.streamSeq) {
+		if c.Last && w.handledAtOnce(e.streamSeq) {
 			// Handled at once (skipped, aborted, failed, a control
 			// message): nothing of it is left to send.
 			w.mark.add(c.Seq, e.streamSeq)
@@ -626,9 +645,10 @@ func (w *worker) sendChunk(ctx context.Context, e *entry) {
 		return
 	}
 	if w.failed {
-		w.r.ack(e)
 		if c.Last {
-			w.r.report(w, e, "failed", "connection could not be recreated", 0)
+			w.emit(w.r.msgResult(w, e, "failed", "connection could not be recreated", 0), e.streamSeq)
+		} else {
+			w.r.ack(e)
 		}
 		return
 	}
@@ -684,10 +704,7 @@ func (w *worker) sendChunk(ctx context.Context, e *entry) {
 	}
 	m.last = *c
 	if m.skip {
-		w.r.ack(e)
-		if c.Last {
-			w.finishSkipped(e)
-		}
+		w.ackOrFinishSkipped(e)
 		return
 	}
 	switch c.Opcode {
@@ -722,10 +739,7 @@ func (w *worker) sendChunk(ctx context.Context, e *entry) {
 					w.r.acks.ack(s)
 				}
 			}
-			w.r.ack(e)
-			if c.Last {
-				w.finishSkipped(e)
-			}
+			w.ackOrFinishSkipped(e)
 			return
 		}
 	}
@@ -748,7 +762,7 @@ func (w *worker) sendChunk(ctx context.Context, e *entry) {
 func (w *worker) markUndeliverable(reason string) {
 	w.filtered, w.undeliverable = reason, true
 	w.r.log.Warn("connection cannot be delivered to the test system; its messages are acknowledged without sending", "conn", w.id, "reason", reason)
-	w.r.publish(Result{Kind: "message", Conn: w.id, VNI: w.vni, shard: w.shard, Result: "skipped",
+	w.emitResult(Result{Kind: "message", Conn: w.id, VNI: w.vni, shard: w.shard, Result: "skipped",
 		Reason: "not deliverable: " + reason, Target: w.target()})
 }
 
@@ -863,10 +877,8 @@ func (w *worker) sendControl(ctx context.Context, e *entry) {
 	w.cur = nil
 	switch c.Opcode {
 	case proto.OpPong:
-		w.r.acks.ackAll(m.parts)
-		w.r.ack(e)
 		w.sum.Skipped++
-		w.r.report(w, e, "skipped", "pong: the WebSocket library answers pings itself", 0)
+		w.emit(w.r.msgResult(w, e, "skipped", "pong: the WebSocket library answers pings itself", 0), append(m.parts, e.streamSeq)...)
 		return
 	case proto.OpPing:
 		// A ping is confirmed by its pong: everything before it is too.
@@ -875,11 +887,9 @@ func (w *worker) sendControl(ctx context.Context, e *entry) {
 			w.r.ack(e)
 			return
 		}
-		w.r.acks.ackAll(m.parts)
-		w.r.ack(e)
 		w.sum.Sent++
 		w.r.m.messages.WithLabelValues("sent").Inc()
-		w.r.report(w, e, "sent", "ping sent (payload chosen by the WebSocket library)", 0)
+		w.emit(w.r.msgResult(w, e, "sent", "ping sent (payload chosen by the WebSocket library)", 0), append(m.parts, e.streamSeq)...)
 		return
 	case proto.OpClose:
 		if err := w.confirm(ctx); err != nil {
@@ -899,11 +909,9 @@ func (w *worker) sendControl(ctx context.Context, e *entry) {
 				w.sink = nil
 			}
 		}
-		w.r.acks.ackAll(m.parts)
-		w.r.ack(e)
 		w.sum.Sent++
 		w.r.m.messages.WithLabelValues("sent").Inc()
-		w.r.report(w, e, "sent", "", 0)
+		w.emit(w.r.msgResult(w, e, "sent", "", 0), append(m.parts, e.streamSeq)...)
 	}
 }
 
@@ -1027,19 +1035,23 @@ func (w *worker) pollPing(ctx context.Context) {
 	}
 }
 
-// settle publishes the results of the first n unconfirmed messages —
-// sent, or in doubt where ok (nil: all confirmed) says the test
-// connections they were written to closed unconfirmed —, records them in
-// the delivery ledger and then acknowledges them: a replay crashing in
-// between finds them recorded and does not send them again.
-func (w *worker) settle(ctx context.Context, n int, ok []bool) {
+// settle reports the first n unconfirmed messages — sent, or in doubt
+// where ok (nil: all confirmed) says the test connections they were
+// written to closed unconfirmed —, and hands their results and entries to
+// the settler, which stores the results, records the messages in the
+// delivery ledger and then acknowledges them: a replay crashing in
+// between finds them recorded and does not send them again, and a result
+// not stored leaves its message unacknowledged. The worker does not wait.
+func (w *worker) settle(_ context.Context, n int, ok []bool) {
 	now := time.Now()
+	var it settleItem
 	for i, m := range w.unconfirmed[:n] {
+		it.acks = append(it.acks, m.parts...)
 		if ok != nil && i < len(ok) && !ok[i] {
 			w.unconfBytes -= m.size
 			w.sum.InDoubt++
 			w.r.m.messages.WithLabelValues(ResultInDoubt).Inc()
-			w.r.reportMsg(w, m, ResultInDoubt, reasonInDoubtConn, 0)
+			it.results = append(it.results, w.r.outResult(w, m, ResultInDoubt, reasonInDoubtConn, 0))
 			w.mark.add(m.first.Seq, m.lastStream())
 			continue
 		}
@@ -1060,14 +1072,10 @@ func (w *worker) settle(ctx context.Context, n int, ok []bool) {
 		if !m.arrived.IsZero() {
 			w.r.m.latency.Observe(now.Sub(m.arrived).Seconds())
 		}
-		w.r.reportMsg(w, m, result, reason, lag)
+		it.results = append(it.results, w.r.outResult(w, m, result, reason, lag))
 		w.mark.add(m.first.Seq, m.lastStream())
 	}
-	if w.saveMark(ctx) {
-		for _, m := range w.unconfirmed[:n] {
-			w.r.acks.ackAll(m.parts)
-		}
-	}
+	w.st.add(it)
 	rest := copy(w.unconfirmed, w.unconfirmed[n:])
 	clear(w.unconfirmed[rest:])
 	w.unconfirmed = w.unconfirmed[:rest]
@@ -1098,14 +1106,13 @@ func (w *worker) abortCur(ctx context.Context, reason string) {
 		w.r.m.incomplete.WithLabelValues("aborted").Inc()
 		reason += fmt.Sprintf(": message aborted after %d bytes were streamed (connection closed with status 1011)", m.size)
 	}
-	w.r.acks.ackAll(m.parts)
 	w.dropAhead(m)
 	w.mark.add(m.first.Seq, m.lastStream())
 	w.sum.Skipped++
 	w.sum.Incomplete++
 	w.r.m.messages.WithLabelValues("skipped").Inc()
 	m.last.Complete = false // it cannot be finished exactly
-	w.r.reportMsg(w, m, "skipped", reason, 0)
+	w.emit(w.r.outResult(w, m, "skipped", reason, 0), m.parts...)
 }
 
 // stopStreaming gives up the message in progress when it cannot be
@@ -1147,14 +1154,21 @@ func (w *worker) abortForRestart() {
 	}
 }
 
-func (w *worker) finishSkipped(e *entry) {
+// ackOrFinishSkipped acknowledges a chunk of a message being skipped; its
+// last chunk reports the message, and is acknowledged once that result is
+// stored.
+func (w *worker) ackOrFinishSkipped(e *entry) {
+	if !e.chunk.Last {
+		w.r.ack(e)
+		return
+	}
 	m := w.cur
 	w.cur = nil
 	w.sum.Skipped++
 	w.sum.Incomplete++
 	w.r.m.messages.WithLabelValues("skipped").Inc()
 	w.r.m.bytes.WithLabelValues("skipped").Add(float64(e.chunk.Size))
-	w.r.report(w, e, "skipped", m.reason, 0)
+	w.emit(w.r.msgResult(w, e, "skipped", m.reason, 0), e.streamSeq)
 }
 
 // giveUp marks the connection failed: the test system could not be reached
@@ -1170,18 +1184,17 @@ func (w *worker) giveUp(ctx context.Context, err error) {
 	w.r.log.Error("connection could not be recreated; its messages are reported failed", "conn", w.id, "err", err)
 	reason := err.Error()
 	for _, m := range w.unconfirmed {
-		w.r.acks.ackAll(m.parts)
 		w.mark.add(m.first.Seq, m.lastStream())
 		w.sum.Failed++
 		w.r.m.messages.WithLabelValues("failed").Inc()
-		w.r.reportMsg(w, m, "failed", reason, 0)
+		w.emit(w.r.outResult(w, m, "failed", reason, 0), m.parts...)
 	}
 	w.unconfirmed = nil
 	if m := w.cur; m != nil {
 		w.r.acks.ackAll(m.parts)
 		m.skip, m.reason = true, reason
 	}
-	w.r.publish(Result{Kind: "message", Conn: w.id, VNI: w.vni, shard: w.shard, Result: "failed", Reason: "connection could not be recreated: " + reason, Target: w.target()})
+	w.emitResult(Result{Kind: "message", Conn: w.id, VNI: w.vni, shard: w.shard, Result: "failed", Reason: "connection could not be recreated: " + reason, Target: w.target()})
 }
 
 func (w *worker) target() string {
@@ -1254,7 +1267,7 @@ func (w *worker) reportComparison(o compare.Outcome) {
 	if o.Got != nil {
 		r.Got = &Digest{Opcode: o.Got.Opcode, Size: o.Got.Size, SHA256: o.Got.Digest()}
 	}
-	w.r.publish(r)
+	w.emitResult(r)
 }
 
 // finish ends the connection: the test connection is closed gracefully,
@@ -1283,7 +1296,7 @@ func (w *worker) finish(end string) {
 		m.last.Complete = false
 		w.sum.Skipped++
 		w.r.m.messages.WithLabelValues(result).Inc()
-		w.r.reportMsg(w, m, result, m.reason+"; the connection ended inside the message", 0)
+		w.emit(w.r.outResult(w, m, result, m.reason+"; the connection ended inside the message", 0))
 	}
 	if end != "shutdown" {
 		w.flushEarly()
@@ -1291,9 +1304,18 @@ func (w *worker) finish(end string) {
 	if len(w.unconfirmed) > 0 && end != "shutdown" {
 		_ = w.confirm(context.Background())
 	}
-	if end != "shutdown" || !w.r.cfg.noNakOnStop {
-		w.settleMark()
-	}
+	// Last, once every result (the summary too) is stored: what the
+	// delivery ledger says when the connection stops being replayed here.
+	defer func() {
+		settled := w.st.close()
+		if end != "shutdown" || !w.r.cfg.noNakOnStop {
+			w.settleMark()
+		}
+		if settled && end != "shutdown" {
+			w.r.acks.ackAll([]uint64{w.openSeq, w.closeSeq})
+			w.openSeq, w.closeSeq = 0, 0
+		}
+	}()
 	if w.sink != nil {
 		if end == "shutdown" {
 			w.sink.Kill()
@@ -1317,13 +1339,6 @@ func (w *worker) finish(end string) {
 	if end == "shutdown" {
 		return // not finished: the rest is replayed after a restart
 	}
-	if w.openSeq != 0 {
-		w.r.acks.ack(w.openSeq)
-		w.openSeq = 0
-	}
-	if end == "close" {
-		w.r.markFinished(w.id, finishedConn{mark: w.mark.clone(), prev: w.prev.clone()})
-	}
 	if w.r.opens != nil && end == "close" {
 		// An idle connection may go on later: its record stays (bounded
 		// by the bucket's TTL).
@@ -1335,7 +1350,7 @@ func (w *worker) finish(end string) {
 	if w.filtered != "" {
 		w.sum.End = "filtered"
 		w.r.m.connsTotal.WithLabelValues("filtered").Inc()
-		w.r.publish(Result{Kind: "summary", Conn: w.id, VNI: w.vni, shard: w.shard, Result: "skipped", Reason: w.filtered, Summary: &w.sum})
+		w.emitResult(Result{Kind: "summary", Conn: w.id, VNI: w.vni, shard: w.shard, Result: "skipped", Reason: w.filtered, Summary: &w.sum})
 		return
 	}
 	if w.failed {
@@ -1363,7 +1378,7 @@ func (w *worker) finish(end string) {
 	if w.credsNote != "" {
 		reason = strings.TrimPrefix(reason+"; "+w.credsNote, "; ")
 	}
-	w.r.publish(Result{Kind: "summary", Conn: w.id, VNI: w.vni, shard: w.shard, Result: result, Reason: reason, Summary: &w.sum, Target: w.target()})
+	w.emitResult(Result{Kind: "summary", Conn: w.id, VNI: w.vni, shard: w.shard, Result: result, Reason: reason, Summary: &w.sum, Target: w.target()})
 }
 
 // confirmOnStop confirms, when replay stops, what the test system has
