@@ -95,6 +95,7 @@ func testConfig(url string, shards int, id string) Config {
 	c.MaxMessage = 1 << 30
 	c.MaxInflight = 64
 	c.MaxInflightBytes = 16 << 20
+	c.MaxInflightConn = 16
 	c.AckWait = 30 * time.Second
 	c.MaxHeldBatches = 4096
 	c.PinnedTTL = 5 * time.Second

@@ -108,6 +108,7 @@ func newWorker(e *engine, shard int) *worker {
 		log:      e.log.With("shard", shard),
 		max:      e.cfg.MaxInflight,
 		maxBytes: int(e.cfg.MaxInflightBytes),
+		maxConn:  e.cfg.MaxInflightConn,
 		release:  w.release,
 		onStored: e.m.published.Inc,
 		onRetry:  e.m.publishRetries.Inc,

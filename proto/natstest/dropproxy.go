@@ -91,11 +91,13 @@ func (p *DropProxy) filter(c, s net.Conn) {
 			}
 			p.mu.Unlock()
 			if drop {
-				continue
+				line, body = nil, nil
 			}
 		}
 		w.Write(line)
 		w.Write(body)
+		// What came before is passed on, a swallowed publish too: the
+		// client may wait for it before it sends more.
 		if r.Buffered() == 0 {
 			if w.Flush() != nil {
 				return
