@@ -167,6 +167,7 @@ func (w *worker) run(ctx context.Context) {
 		cons, err = w.e.js.CreateOrUpdateConsumer(cctx, proto.FramesStream, w.consumerConfig())
 		cancel()
 		if err == nil {
+			w.e.consumers.Add(1)
 			break
 		}
 		if errors.Is(err, context.DeadlineExceeded) {

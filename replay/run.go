@@ -53,6 +53,9 @@ type runner struct {
 // Run consumes the messages stream and replays it until ctx ends, then
 // stops cleanly (unacknowledged messages stay in JetStream) and returns nil.
 func Run(ctx context.Context, cfg Config, d stage.Deps) error {
+	// Every check /healthz needs, failing until registered: connected to
+	// NATS is not healthy before the streams and the consumer exist.
+	d.Health.Expect("nats", "streams", "consumer")
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
