@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"strconv"
+	"sync/atomic"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -75,6 +76,11 @@ type resultsPub struct {
 	subj  func(vni uint32, shard int) string
 	log   *slog.Logger
 	m     *metrics
+	// id and n make each result's Nats-Msg-Id; retry holds the failed
+	// ones for a resend (resultsretry.go).
+	id    string
+	n     atomic.Uint64
+	retry *resultRetries
 }
 
 func (p *resultsPub) publish(r Result) {
@@ -101,7 +107,9 @@ func (p *resultsPub) publish(r Result) {
 	if r.Reason != "" {
 		msg.Header.Set(proto.HdrReason, r.Reason)
 	}
+	msg.Header.Set(proto.HdrMsgID, p.id+"/"+strconv.FormatUint(p.n.Add(1), 10))
 	msg.Data = body
+	p.retry.waitRoom()
 	if _, err := p.js.PublishMsgAsync(msg); err != nil {
 		p.m.errors.WithLabelValues("results").Inc()
 		p.log.Warn("publish result", "err", err)

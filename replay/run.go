@@ -2,6 +2,7 @@ package replay
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -80,10 +81,11 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 		return nil
 	})
 	// Results are published asynchronously on a JetStream context of our own.
-	rjs, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096),
+	rjs, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096), jetstream.WithPublishAsyncTimeout(resultAckTimeout),
 		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, msg *nats.Msg, err error) {
 			m.errors.WithLabelValues("results").Inc()
-			d.Log.Warn("result not stored", "subject", msg.Subject, "err", err)
+			d.Log.Warn("result not stored; sent again", "subject", msg.Subject, "err", err)
+			r.res.retry.failed(msg)
 		}))
 	if err != nil {
 		return err
@@ -93,7 +95,11 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 	if subj == nil {
 		subj = proto.ResultsSubject
 	}
-	r.res = &resultsPub{js: rjs, level: cfg.ResultsLevel, subj: subj, log: d.Log, m: m}
+	r.res = &resultsPub{js: rjs, level: cfg.ResultsLevel, subj: subj, log: d.Log, m: m,
+		id: "replay-" + rand.Text(), retry: &resultRetries{wake: make(chan struct{}, 1)}}
+	rctx, stopRetries := context.WithCancel(context.Background())
+	defer stopRetries()
+	go r.res.resendFailed(rctx)
 	r.budget = newBudget(cfg.MaxInflight)
 	r.pacer = pace.New(cfg.pace)
 	r.client = cfg.httpClient()
@@ -152,9 +158,15 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 		r.markCleanStop(r.consCfg)
 	}
 	flush, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	select {
-	case <-rjs.PublishAsyncComplete():
-	case <-flush.Done():
+	for flush.Err() == nil {
+		select {
+		case <-rjs.PublishAsyncComplete():
+		case <-flush.Done():
+		}
+		if r.res.retry.len() == 0 && rjs.PublishAsyncPending() == 0 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	cancel()
 	_ = nc.Flush()
