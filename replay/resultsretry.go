@@ -2,10 +2,13 @@ package replay
 
 import (
 	"context"
+	"crypto/rand"
+	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // maxResultRetries bounds the results kept for a resend; past it new
@@ -94,6 +97,24 @@ func (p *resultsPub) resendFailed(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// newResultsPub publishes results asynchronously on a JetStream context
+// of its own, whose failed publishes are kept for resendFailed.
+func newResultsPub(nc *nats.Conn, level string, subj func(vni uint32, shard int) string, log *slog.Logger, m *metrics) (*resultsPub, error) {
+	p := &resultsPub{level: level, subj: subj, log: log, m: m,
+		id: "replay-" + rand.Text(), retry: &resultRetries{wake: make(chan struct{}, 1)}}
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096), jetstream.WithPublishAsyncTimeout(resultAckTimeout),
+		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, msg *nats.Msg, err error) {
+			m.errors.WithLabelValues("results").Inc()
+			log.Warn("result not stored; sent again", "subject", msg.Subject, "err", err)
+			p.retry.failed(msg)
+		}))
+	if err != nil {
+		return nil, err
+	}
+	p.js = js
+	return p, nil
 }
 
 // resultAckTimeout is how long a result's acknowledgement may take before

@@ -2,7 +2,6 @@ package replay
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -80,23 +79,16 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 		}
 		return nil
 	})
-	// Results are published asynchronously on a JetStream context of our own.
-	rjs, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096), jetstream.WithPublishAsyncTimeout(resultAckTimeout),
-		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, msg *nats.Msg, err error) {
-			m.errors.WithLabelValues("results").Inc()
-			d.Log.Warn("result not stored; sent again", "subject", msg.Subject, "err", err)
-			r.res.retry.failed(msg)
-		}))
-	if err != nil {
-		return err
-	}
-	r.js = js
 	subj := cfg.ResultsSubjFn
 	if subj == nil {
 		subj = proto.ResultsSubject
 	}
-	r.res = &resultsPub{js: rjs, level: cfg.ResultsLevel, subj: subj, log: d.Log, m: m,
-		id: "replay-" + rand.Text(), retry: &resultRetries{wake: make(chan struct{}, 1)}}
+	r.res, err = newResultsPub(nc, cfg.ResultsLevel, subj, d.Log, m)
+	if err != nil {
+		return err
+	}
+	rjs := r.res.js
+	r.js = js
 	rctx, stopRetries := context.WithCancel(context.Background())
 	defer stopRetries()
 	go r.res.resendFailed(rctx)
