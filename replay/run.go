@@ -124,8 +124,8 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 		return err
 	}
 	d.Health.Add("consumer", func() error { return nil })
-	lctx, lcancel := context.WithTimeout(ctx, 10*time.Second)
-	if l, err := newOpenLedger(lctx, js, cfg.Durable); err == nil {
+	lctx, lcancel := context.WithTimeout(ctx, max(10*time.Second, proto.ProvisionTimeout(cfg.Common.Streams.Replicas)))
+	if l, err := newOpenLedger(lctx, js, cfg.Durable, cfg.Common.Streams.Replicas); err == nil {
 		r.opens = l
 	} else {
 		d.Log.Warn("no open event ledger: connections whose open event was acknowledged are replayed without it", "err", err)
