@@ -38,10 +38,13 @@ func TestClusterStartupNoQuorum(t *testing.T) { clusterStartup(t, false, true, f
 // TestClusterMsgsLeaderKilled is TestClusterStartup with the node that
 // leads the messages stream killed with SIGKILL once every stage runs,
 // while production traffic flows: reassemble's publishes in flight to it
-// time out while later ones are stored by the new leader. Before
-// reassemble held a connection's next message until its earlier entries
-// were stored, replay saw a message begin before the previous one's last
-// chunk (aborted it) or was one delivery short in 3 of 10 runs.
+// time out while later ones are stored by the new leader, replay's
+// results fail ("no response from stream"), and the node may hold
+// replay's ledger bucket. Before, replay saw a message begin before the
+// previous one's last chunk (reassemble resent a lost chunk behind later
+// entries), the ledger balanced without the results of delivered
+// messages (results were not resent), or replay stopped delivering (its
+// ledger bucket had one replica, on the killed node).
 func TestClusterMsgsLeaderKilled(t *testing.T) { clusterStartup(t, false, false, true) }
 
 func clusterStartup(t *testing.T, kill, noQuorum, msgsLeader bool) {
