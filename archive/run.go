@@ -29,6 +29,10 @@ var (
 // Run archives frames until ctx is done, then stores what it holds (within
 // DrainTimeout) and returns nil.
 func Run(ctx context.Context, cfg Config, d stage.Deps) error {
+	// Every check /healthz needs, failing until registered: connected to
+	// NATS is not healthy while the streams and the consumer are being
+	// provisioned.
+	d.Health.Expect("nats", "store", "streams", "consumer")
 	level, err := ParseLevel(cfg.Level)
 	if err != nil {
 		return err
@@ -118,6 +122,7 @@ func run(ctx context.Context, cfg Config, d stage.Deps, st store.Store, level zs
 		}
 		return err
 	}
+	d.Health.Add("consumer", func() error { return nil })
 	a.log.Info("archiving", "consumer", cfg.Consumer, "chunk_bytes", cfg.ChunkBytes, "chunk_age", cfg.ChunkAge)
 	var keysDone chan struct{}
 	if cfg.Keys {

@@ -58,6 +58,9 @@ type engine struct {
 //	cfg.Read = "capture.pcap"
 //	err := decap.Run(ctx, cfg, d) // d from stage.TestDeps("decap")
 func Run(ctx context.Context, cfg Config, d stage.Deps) error {
+	// Every check /healthz needs, failing until registered (live, the
+	// "intake" check comes first and keeps it unhealthy too).
+	d.Health.Expect("nats", "streams")
 	if err := cfg.Validate(); err != nil {
 		return err
 	}

@@ -77,6 +77,14 @@ const MaxChunk = 960 << 10
 // needs no version change.
 const MaxChunkAccepted = 1 << 20
 
+// ReorderChunks is how many chunks of one connection a subscriber keeps
+// back while an earlier chunk of their message has not arrived. A
+// publisher stores at most ReorderChunks-1 of a message's chunks ahead of
+// an earlier one (a publish resent after its acknowledgement was lost),
+// and never a message's first chunk or an event ahead of an earlier entry
+// of the connection.
+const ReorderChunks = 64
+
 // Chunk is the metadata of one data chunk on the messages subject. Its body
 // (the decoded payload bytes) travels as the NATS message data.
 type Chunk struct {

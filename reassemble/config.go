@@ -49,6 +49,7 @@ type Config struct {
 
 	MaxInflight      int           // publishes awaiting their acknowledgement, per shard
 	MaxInflightBytes int64         // bytes of those publishes, per shard
+	MaxInflightConn  int           // chunks of one connection's message sent since its oldest not acknowledged
 	AckWait          time.Duration // consumer ack wait (held batches are kept alive with in-progress acks)
 	MaxHeldBatches   int           // frame batches held unacknowledged per shard so open connections can be rebuilt after a failover
 	PinnedTTL        time.Duration // how long the server keeps a silent owner pinned before another instance takes over
@@ -88,6 +89,7 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxInflation, "max-inflation-ratio", 200, "decompression amplification bound: a permessage-deflate message that inflates past 1 MiB and past this many times the compressed bytes it took is cut there and flagged incomplete (reason inflation-limit); 0: no limit")
 	fs.IntVar(&c.MaxInflight, "max-inflight", 256, "publishes awaiting acknowledgement per shard")
 	stage.SizeVar(fs, &c.MaxInflightBytes, "max-inflight-bytes", 16<<20, "bytes of publishes awaiting acknowledgement per shard")
+	fs.IntVar(&c.MaxInflightConn, "max-inflight-conn", 16, fmt.Sprintf("chunks of one connection's message sent since its oldest not acknowledged (below %d: what a reader puts back in order); its next message or event waits until its entries are stored", proto.ReorderChunks))
 	fs.DurationVar(&c.AckWait, "ack-wait", 30*time.Second, "frames consumer ack wait")
 	fs.IntVar(&c.MaxHeldBatches, "max-held-batches", 4096, "frame batches per shard kept unacknowledged so open connections can be rebuilt after a failover")
 	fs.DurationVar(&c.PinnedTTL, "pinned-ttl", 15*time.Second, "a shard owner silent for this long loses the shard to another instance")
@@ -133,6 +135,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--max-inflation-ratio must not be negative, got %d", c.MaxInflation)
 	case c.MaxInflight < 1:
 		return fmt.Errorf("--max-inflight must be at least 1, got %d", c.MaxInflight)
+	case c.MaxInflightConn < 1 || c.MaxInflightConn >= proto.ReorderChunks:
+		return fmt.Errorf("--max-inflight-conn must be from 1 to %d (a reader puts fewer than %d chunks back in order), got %d", proto.ReorderChunks-1, proto.ReorderChunks, c.MaxInflightConn)
 	case c.MaxInflightBytes < proto.MaxChunk:
 		return fmt.Errorf("--max-inflight-bytes must be at least %d (one chunk), got %d", proto.MaxChunk, c.MaxInflightBytes)
 	case c.AckWait < time.Second:

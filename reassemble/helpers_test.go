@@ -96,6 +96,7 @@ func testConfig(url string, shards int, id string) Config {
 	c.MaxInflation = 200
 	c.MaxInflight = 64
 	c.MaxInflightBytes = 16 << 20
+	c.MaxInflightConn = 16
 	c.AckWait = 30 * time.Second
 	c.MaxHeldBatches = 4096
 	c.PinnedTTL = 5 * time.Second

@@ -104,7 +104,7 @@ func TestPublisherMaxPayloadError(t *testing.T) {
 		t.Fatal(err)
 	}
 	var logs bytes.Buffer
-	p := &publisher{js: js, log: slog.New(slog.NewTextHandler(&logs, nil)), max: 4, maxBytes: 1 << 20,
+	p := &publisher{js: js, log: slog.New(slog.NewTextHandler(&logs, nil)), max: 4, maxBytes: 1 << 20, maxConn: 16,
 		release: func(*batch) {}, onStored: func() {}, onRetry: func() {}, connected: nc.IsConnected, retryCtx: ctx}
 	err = p.publish(&nats.Msg{Subject: "t.x", Data: make([]byte, 100<<10)}, nil)
 	if err == nil {

@@ -17,6 +17,14 @@ type pubItem struct {
 	msg *nats.Msg
 	b   *batch
 	fut jetstream.PubAckFuture
+	n   uint64 // queue number: the entry's place among all of the shard's
+	// acked says the entry is stored (its future's value was read).
+	acked bool
+	// conn, key and cont place the entry in its connection's order (see
+	// pubconn.go): connection id, message (dir/seq) of a data chunk, and
+	// whether it is a chunk after its message's first.
+	conn, key string
+	cont      bool
 }
 
 // publisher publishes a shard's entries asynchronously, in order, with a
@@ -30,7 +38,12 @@ type publisher struct {
 	log      *slog.Logger
 	max      int
 	maxBytes int
-	bytes    int // payload bytes queued
+	// maxConn bounds one connection's chunks of a message in flight (see
+	// pubconn.go).
+	maxConn  int
+	flight   map[string]*connFlight
+	next     uint64 // queue number of the next entry
+	bytes    int    // payload bytes queued
 	q        []pubItem
 	release  func(*batch)
 	onStored func()
@@ -59,8 +72,11 @@ func (p *publisher) publish(m *nats.Msg, b *batch) error {
 	if b != nil {
 		b.refs++
 	}
-	p.q = append(p.q, pubItem{msg: m, b: b})
-	p.send(len(p.q) - 1)
+	it := pubItem{msg: m, b: b, n: p.next}
+	p.next++
+	orderKeys(&it, m)
+	p.q = append(p.q, it)
+	p.dispatch(len(p.q) - 1)
 	p.bytes += len(m.Data)
 	for len(p.q) >= p.max || (p.bytes > p.maxBytes && len(p.q) > 1) {
 		if err := p.waitHead(); err != nil {
@@ -81,17 +97,8 @@ func (p *publisher) poll() {
 
 // popAcked pops the publishes already acknowledged, without waiting.
 func (p *publisher) popAcked() {
-	for len(p.q) > 0 {
-		f := p.q[0].fut
-		if f == nil {
-			return
-		}
-		select {
-		case <-f.Ok():
-			p.pop()
-		default:
-			return
-		}
+	for len(p.q) > 0 && p.storedNow(0) {
+		p.pop()
 	}
 }
 
@@ -113,6 +120,7 @@ func (p *publisher) pop() {
 		p.q = p.q[:0:0]
 	}
 	p.bytes -= len(it.msg.Data)
+	p.forget(&it)
 	p.onStored()
 	if it.b != nil {
 		p.release(it.b)
@@ -187,10 +195,8 @@ func (p *publisher) repair(block bool) error {
 		return err
 	}
 	p.log.Warn("publish failed; resending unacknowledged entries in order", "queued", len(p.q), "subject", p.q[0].msg.Subject, "err", p.sendErr)
-	p.unsent, p.sendErr = false, nil
-	for i := range p.q {
-		p.send(i)
-	}
+	p.sendErr = nil
+	p.resendAll()
 	return nil
 }
 
@@ -219,6 +225,10 @@ func (p *publisher) permanentSendErr() error {
 func (p *publisher) waitHead() error {
 	backoff := 50 * time.Millisecond
 	for {
+		if p.q[0].acked {
+			p.pop()
+			return nil
+		}
 		f := p.q[0].fut
 		var err error
 		if f == nil {
@@ -247,9 +257,7 @@ func (p *publisher) waitHead() error {
 			return p.retryCtx.Err()
 		}
 		backoff = min(2*backoff, 2*time.Second)
-		p.unsent = false
-		for i := range p.q {
-			p.send(i)
-		}
+		p.sendErr = nil
+		p.resendAll()
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -43,11 +44,17 @@ type engine struct {
 	crashOnStop bool // tests: stop without handing the shards over
 
 	drain *stage.Drain // what a stop waits for (may be nil)
+
+	consumers atomic.Int32 // shards whose consumer was created (the "consumers" check)
 }
 
 // Run consumes the configured shards until ctx ends, then hands each shard
 // over (see README.md) and returns nil.
 func Run(ctx context.Context, cfg Config, d stage.Deps) error {
+	// Every check /healthz needs, failing until registered: connected to
+	// NATS is not healthy while the streams are being provisioned or a
+	// shard's consumer does not exist yet.
+	d.Health.Expect("nats", "streams", "consumers")
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -105,6 +112,12 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 			return fmt.Errorf("bucket %s: %w", doneBucket, err)
 		}
 	}
+	d.Health.Add("consumers", func() error {
+		if n := int(e.consumers.Load()); n < len(shards) {
+			return fmt.Errorf("%d of %d shard consumers created", n, len(shards))
+		}
+		return nil
+	})
 	var wg sync.WaitGroup
 	if cfg.TLS {
 		e.keys = tlsdec.NewKeyStore(cfg.TLSMaxKeys, cfg.TLSKeyMaxAge)

@@ -116,6 +116,7 @@ func newWorker(e *engine, shard int) *worker {
 		log:      e.log.With("shard", shard),
 		max:      e.cfg.MaxInflight,
 		maxBytes: int(e.cfg.MaxInflightBytes),
+		maxConn:  e.cfg.MaxInflightConn,
 		release:  w.release,
 		onStored: e.m.published.Inc,
 		onRetry:  e.m.publishRetries.Inc,
@@ -174,6 +175,7 @@ func (w *worker) run(ctx context.Context) {
 		cons, err = w.e.js.CreateOrUpdateConsumer(cctx, proto.FramesStream, w.consumerConfig())
 		cancel()
 		if err == nil {
+			w.e.consumers.Add(1)
 			break
 		}
 		if errors.Is(err, context.DeadlineExceeded) {

@@ -39,9 +39,15 @@ func openBucket(durable string) string {
 	return string(b)
 }
 
-func newOpenLedger(ctx context.Context, js jetstream.JetStream, durable string) (*openLedger, error) {
+// newOpenLedger opens the durable's ledger bucket, creating it when
+// missing. The bucket has the streams' replicas: an R1 bucket on a cluster lived on
+// one node, and with that node down every delivery-mark write failed
+// ("no response from stream") and replay stopped delivering until it came
+// back.
+func newOpenLedger(ctx context.Context, js jetstream.JetStream, durable string, replicas int) (*openLedger, error) {
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      openBucket(durable),
+		Replicas:    max(replicas, 1),
 		Description: "tapline replay: stream sequence of each replayed connection's open event",
 		TTL:         openLedgerTTL,
 		History:     1,

@@ -5,14 +5,17 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/tapline/tapline/proto"
 )
 
 // maxHeldChunks bounds, per connection, the chunks kept back because an
 // earlier chunk of their message has not arrived yet (after restarts
-// JetStream may redeliver a message's chunks out of order). A held chunk
-// keeps only its metadata: its payload is fetched again from the stream
-// when its turn comes, so the bound costs no payload memory.
-const maxHeldChunks = 64
+// JetStream may redeliver a message's chunks out of order; reassemble
+// stores fewer than this ahead of a resent one). A held chunk keeps only
+// its metadata: its payload is fetched again from the stream when its
+// turn comes, so the bound costs no payload memory.
+const maxHeldChunks = proto.ReorderChunks
 
 // holdAhead keeps back a chunk that came before an earlier chunk of the
 // message being sent; it returns false when the bound is reached.

@@ -63,6 +63,9 @@ type runner struct {
 // Run consumes the messages stream and replays it until ctx ends, then
 // stops cleanly (unacknowledged messages stay in JetStream) and returns nil.
 func Run(ctx context.Context, cfg Config, d stage.Deps) error {
+	// Every check /healthz needs, failing until registered: connected to
+	// NATS is not healthy before the streams and the consumer exist.
+	d.Health.Expect("nats", "streams", "consumer")
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -133,8 +136,8 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 		return err
 	}
 	d.Health.Add("consumer", func() error { return nil })
-	lctx, lcancel := context.WithTimeout(ctx, 10*time.Second)
-	if l, err := newOpenLedger(lctx, js, cfg.Durable); err == nil {
+	lctx, lcancel := context.WithTimeout(ctx, max(10*time.Second, proto.ProvisionTimeout(cfg.Common.Streams.Replicas)))
+	if l, err := newOpenLedger(lctx, js, cfg.Durable, cfg.Common.Streams.Replicas); err == nil {
 		r.opens = l
 	} else {
 		d.Log.Warn("no open event ledger: connections whose open event was acknowledged are replayed without it", "err", err)

@@ -22,20 +22,32 @@ import (
 // to a healthy target only), while the other stages may still be
 // provisioning or not started yet. Every message reaches the test system
 // byte-identical and the ledger balances.
-func TestClusterStartup(t *testing.T) { clusterStartup(t, false, false) }
+func TestClusterStartup(t *testing.T) { clusterStartup(t, false, false, false) }
 
 // TestClusterStartupNodeKilled is TestClusterStartup with one NATS node
 // killed with SIGKILL while the stages start, before or after decap does
 // (and left down).
-func TestClusterStartupNodeKilled(t *testing.T) { clusterStartup(t, true, false) }
+func TestClusterStartupNodeKilled(t *testing.T) { clusterStartup(t, true, false, false) }
 
 // TestClusterStartupNoQuorum is TestClusterStartup with two of the three
 // nodes down when the stages start (the cluster has no JetStream quorum:
 // nothing can be provisioned) and back a few seconds later, as when an
 // orchestrator starts NATS and the stages together.
-func TestClusterStartupNoQuorum(t *testing.T) { clusterStartup(t, false, true) }
+func TestClusterStartupNoQuorum(t *testing.T) { clusterStartup(t, false, true, false) }
 
-func clusterStartup(t *testing.T, kill, noQuorum bool) {
+// TestClusterMsgsLeaderKilled is TestClusterStartup with the node that
+// leads the messages stream killed with SIGKILL once every stage runs,
+// while production traffic flows: reassemble's publishes in flight to it
+// time out while later ones are stored by the new leader, replay's
+// results fail ("no response from stream"), and the node may hold
+// replay's ledger bucket. Before, replay saw a message begin before the
+// previous one's last chunk (reassemble resent a lost chunk behind later
+// entries), the ledger balanced without the results of delivered
+// messages (results were not resent), or replay stopped delivering (its
+// ledger bucket had one replica, on the killed node).
+func TestClusterMsgsLeaderKilled(t *testing.T) { clusterStartup(t, false, false, true) }
+
+func clusterStartup(t *testing.T, kill, noQuorum, msgsLeader bool) {
 	needLab(t)
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv("TAPLINE_E2E_SEED"); s != "" {
@@ -71,8 +83,9 @@ func clusterStartup(t *testing.T, kill, noQuorum bool) {
 	start := time.Now()
 	var firstAt time.Duration
 	// step pushes the next production message once decap is healthy.
+	held := msgsLeader // pushes stop at 8 messages until the kill is near
 	step := func() {
-		if len(sent) == total {
+		if len(sent) == total || held && len(sent) >= 8 {
 			return
 		}
 		if sc == nil {
@@ -127,12 +140,9 @@ func clusterStartup(t *testing.T, kill, noQuorum bool) {
 			// Under traffic: the frames stream's leader, whose loss
 			// makes publishes in flight time out while later ones are
 			// stored by the new leader.
+			// It may lead the messages stream too
+			// (TestClusterMsgsLeaderKilled kills that one for sure).
 			victim = framesLeader(ctx, t, p, victim)
-			// The messages stream's leader is moved off it first: its
-			// loss under traffic is a separate fault case (replay saw a
-			// message without its last chunk, or one delivery short, in
-			// 3 of 10 runs), this one is about the frames.
-			moveLeader(ctx, t, p, proto.MsgsStream, victim)
 		}
 		t.Logf("killing NATS node %s (decap started: %v)", victim, decapUp)
 		p.Procs[victim].Kill9()
@@ -147,6 +157,26 @@ func clusterStartup(t *testing.T, kill, noQuorum bool) {
 	}
 	if killAt == len(stages) {
 		kill9()
+	}
+	if msgsLeader {
+		// Under traffic, with reassemble publishing: some messages
+		// pushed, more to come.
+		p.WaitHealthy("reassemble")
+		for len(sent) < 8 {
+			run(100 * time.Millisecond)
+		}
+		// Then the kill right after the 5 MiB message 12 is pushed,
+		// while reassemble publishes its chunks.
+		held = false
+		for len(sent) < 13 {
+			step()
+		}
+		victim = streamLeader(ctx, p, proto.MsgsStream)
+		if victim == "" {
+			t.Fatal("messages stream leader unknown")
+		}
+		t.Logf("killing NATS node %s, the messages stream's leader, after %d messages pushed", victim, len(sent))
+		p.Procs[victim].Kill9()
 	}
 	for len(late) > 0 {
 		run(100 * time.Millisecond)
@@ -222,19 +252,6 @@ func streamLeader(ctx context.Context, p *Pipeline, stream string) string {
 		return names[i]
 	}
 	return ""
-}
-
-// moveLeader makes a stream's leader step down while it is node.
-func moveLeader(ctx context.Context, t *testing.T, p *Pipeline, stream, node string) {
-	t.Helper()
-	for range 20 {
-		if l := streamLeader(ctx, p, stream); l != node && l != "" {
-			return
-		}
-		_, _ = p.NC.Request("$JS.API.STREAM.LEADER.STEPDOWN."+stream, nil, 5*time.Second)
-		time.Sleep(500 * time.Millisecond)
-	}
-	t.Logf("%s leader still on %s", stream, node)
 }
 
 // framesLeader returns the process name of the TAPLINE_FRAMES stream's

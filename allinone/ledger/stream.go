@@ -45,6 +45,15 @@ type partial struct {
 	n      int64
 	chunks int
 	next   int
+	// ahead holds chunks stored before an earlier one of their message
+	// (a publish resent after its acknowledgement was lost), at most
+	// proto.ReorderChunks-1 of them, as the wire contract allows.
+	ahead map[int]heldChunk
+}
+
+type heldChunk struct {
+	c    proto.Chunk
+	body []byte
 }
 
 // Stream gathers the entries of TAPLINE_MSGS (in stream order) into
@@ -101,9 +110,34 @@ func (s *Stream) addChunk(c proto.Chunk, body []byte, pos int) error {
 		p = &partial{h: sha256.New()}
 		s.open[id] = p
 	}
+	if c.Index > p.next {
+		if _, dup := p.ahead[c.Index]; dup || len(p.ahead) >= proto.ReorderChunks-1 {
+			return fmt.Errorf("message %s: chunk %d, want %d (%d chunks already ahead of it)", id, c.Index, p.next, len(p.ahead))
+		}
+		if p.ahead == nil {
+			p.ahead = map[int]heldChunk{}
+		}
+		p.ahead[c.Index] = heldChunk{c: c, body: append([]byte(nil), body...)}
+		return nil
+	}
 	if c.Index != p.next {
 		return fmt.Errorf("message %s: chunk %d, want %d", id, c.Index, p.next)
 	}
+	for {
+		if err := s.takeChunk(id, p, c, body, pos); err != nil || c.Last {
+			return err
+		}
+		h, ok := p.ahead[p.next]
+		if !ok {
+			return nil
+		}
+		delete(p.ahead, p.next)
+		c, body = h.c, h.body
+	}
+}
+
+// takeChunk adds the next chunk of message id, in order.
+func (s *Stream) takeChunk(id string, p *partial, c proto.Chunk, body []byte, pos int) error {
 	p.next++
 	p.chunks++
 	p.h.Write(body)

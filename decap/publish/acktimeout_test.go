@@ -1,15 +1,8 @@
 package publish
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"io"
 	"log/slog"
-	"net"
-	"strconv"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,87 +15,6 @@ import (
 	"github.com/tapline/tapline/proto/natstest"
 )
 
-// dropProxy is a TCP proxy in front of a NATS server that swallows the
-// first publish whose headers contain match: the server never sees it, so
-// its ack times out in the client while later publishes are acknowledged
-// (what a JetStream leader lost in an election does to one publish).
-type dropProxy struct {
-	ln      net.Listener
-	target  string
-	match   []byte
-	mu      sync.Mutex
-	dropped int
-}
-
-func newDropProxy(t *testing.T, target, match string) *dropProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &dropProxy{ln: ln, target: target, match: []byte(match)}
-	t.Cleanup(func() { ln.Close() })
-	go p.serve()
-	return p
-}
-
-func (p *dropProxy) url() string { return "nats://" + p.ln.Addr().String() }
-
-func (p *dropProxy) serve() {
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		s, err := net.Dial("tcp", p.target)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		go func() { io.Copy(c, s); c.Close() }()
-		go func() { p.filter(c, s); s.Close() }()
-	}
-}
-
-// filter copies the client's protocol to the server, publish by publish.
-func (p *dropProxy) filter(c, s net.Conn) {
-	r := bufio.NewReaderSize(c, 1<<20)
-	w := bufio.NewWriterSize(s, 1<<20)
-	for {
-		line, err := r.ReadBytes('\n')
-		if err != nil {
-			return
-		}
-		var body []byte
-		if f := strings.Fields(string(line)); len(f) >= 3 && (strings.EqualFold(f[0], "HPUB") || strings.EqualFold(f[0], "PUB")) {
-			n, err := strconv.Atoi(f[len(f)-1])
-			if err != nil {
-				return
-			}
-			body = make([]byte, n+2)
-			if _, err := io.ReadFull(r, body); err != nil {
-				return
-			}
-			p.mu.Lock()
-			drop := p.dropped == 0 && bytes.Contains(body, p.match)
-			if drop {
-				p.dropped++
-			}
-			p.mu.Unlock()
-			if drop {
-				continue
-			}
-		}
-		w.Write(line)
-		w.Write(body)
-		if r.Buffered() == 0 {
-			if w.Flush() != nil {
-				return
-			}
-		}
-	}
-}
-
 // TestOrderAckTimeout: a publish whose ack times out while later
 // publishes of its shard are acknowledged (the server never got it, as a
 // JetStream leader loses a publish in an election) is resent after those,
@@ -114,8 +26,8 @@ func (p *dropProxy) filter(c, s net.Conn) {
 // the stream held them.
 func TestOrderAckTimeout(t *testing.T) {
 	_, url := natstest.Run(t)
-	px := newDropProxy(t, strings.TrimPrefix(url, "nats://"), "-5\r\n")
-	nc, err := nats.Connect(px.url(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	px := natstest.NewDropProxy(t, url, "-5\r\n")
+	nc, err := nats.Connect(px.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,10 +56,7 @@ func TestOrderAckTimeout(t *testing.T) {
 	if err := p.Drain(dctx); err != nil {
 		t.Fatal(err)
 	}
-	px.mu.Lock()
-	dropped := px.dropped
-	px.mu.Unlock()
-	if dropped != 1 {
+	if dropped := px.Dropped(); dropped != 1 {
 		t.Fatalf("the proxy dropped %d publishes, want 1", dropped)
 	}
 	order := storedOrder(t, js, n)

@@ -34,6 +34,24 @@ func (h *Health) Add(name string, check func() error) {
 	h.checks[name] = check
 }
 
+// Expect declares checks a stage's run will register: each fails
+// ("not set up yet") until Add replaces it. A stage calls it first, with
+// every check it will need, so it is not healthy in between — when one
+// check passes before the next is registered (connected to NATS, streams
+// not provisioned yet).
+func (h *Health) Expect(names ...string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.checks == nil {
+		h.checks = map[string]func() error{}
+	}
+	for _, name := range names {
+		if _, ok := h.checks[name]; !ok {
+			h.checks[name] = func() error { return errors.New("not set up yet") }
+		}
+	}
+}
+
 // Starting returns a Health that is unhealthy ("starting") until a check
 // other than that one is registered: a stage serves /healthz before its
 // run function has said what healthy means (connected, streams ready,
@@ -45,7 +63,8 @@ func Starting() *Health {
 }
 
 // Check runs every check and returns the failures by name. The "start"
-// check of Starting is dropped once any other check is registered.
+// check of Starting is dropped once any other check is registered or
+// expected.
 func (h *Health) Check() map[string]string {
 	h.mu.Lock()
 	defer h.mu.Unlock()

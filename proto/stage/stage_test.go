@@ -203,3 +203,18 @@ func TestStartingUnhealthyUntilChecked(t *testing.T) {
 		t.Fatalf("healthy checks fail: %v", f)
 	}
 }
+
+// TestExpectUnhealthyUntilEveryCheck: a check a stage declared it will
+// register fails until it is, though another one already passes.
+func TestExpectUnhealthyUntilEveryCheck(t *testing.T) {
+	h := Starting()
+	h.Expect("nats", "streams")
+	h.Add("nats", func() error { return nil })
+	if f := h.Check(); f["streams"] == "" || len(f) != 1 {
+		t.Fatalf("healthy, or failing for another reason, before the streams check is registered: %v", f)
+	}
+	h.Add("streams", func() error { return nil })
+	if f := h.Check(); len(f) != 0 {
+		t.Fatalf("every check passes, yet: %v", f)
+	}
+}
