@@ -197,13 +197,24 @@ func (p *Publisher) Start() {
 func (p *Publisher) Submit(b *batch.Batch, block bool) bool {
 	size := int64(len(b.W.Bytes()))
 	p.mu.Lock()
+	var paused time.Time
 	for p.bytes > 0 && p.bytes+size > p.cfg.BufferBytes {
 		if !block || p.stopping || p.noBlock {
 			p.dropLocked(b, ReasonBufferFull)
 			p.mu.Unlock()
 			return false
 		}
+		if paused.IsZero() && (p.broken || !p.nc.IsConnected()) {
+			// Only a wait for a failing JetStream is worth a line; a
+			// full buffer is the normal pace of reading a file.
+			paused = time.Now()
+			p.log.Warn("reading paused: --buffer-bytes of batches wait for JetStream; it goes on when they are stored",
+				"buffer_bytes", p.cfg.BufferBytes, "err", p.lastErr)
+		}
 		p.cond.Wait()
+	}
+	if !paused.IsZero() {
+		p.log.Info("reading resumed", "paused", time.Since(paused).Round(time.Millisecond))
 	}
 	p.seq++
 	p.queue = append(p.queue, &item{b: b, n: p.seq, id: p.prefix + strconv.FormatUint(p.seq, 10), size: size})
