@@ -186,7 +186,9 @@ func (t *Table) AddMsg(e ledger.Entry, body []byte, at time.Time) Change {
 		}
 		d := c.Dir(ch.Dir)
 		d.Bytes += int64(len(body))
-		if !ch.Last {
+		if !ch.Last || !proto.DataOpcode(ch.Opcode) {
+			// Control frames are not messages: the close event counts
+			// them apart (control_frames).
 			return Change{Conn: c}
 		}
 		if ch.Complete {

@@ -176,3 +176,24 @@ func FuzzApply(f *testing.F) {
 		WriteMsg(io.Discard, subject, h, body, nil, SubOptions{})
 	})
 }
+
+// A close frame is a control frame, not a message: the watch and report
+// count the data messages only, as the close event does.
+func TestTableCountsDataMessagesOnly(t *testing.T) {
+	tb, d := NewTable(), NewDrops()
+	at := time.Unix(100, 0)
+	for i, op := range []string{proto.OpText, proto.OpPing, proto.OpBinary, proto.OpClose} {
+		ch := proto.Chunk{Conn: "c1", VNI: 3, Client: "10.0.0.1:5", Server: "10.0.0.2:80", Dir: proto.ServerToClient, Seq: uint64(i + 1),
+			Last: true, Opcode: op, Complete: true, Size: 2}
+		Apply(tb, d, chunkItem(ch, "xx", at))
+	}
+	Apply(tb, d, eventItem(t, proto.KindClose, "c1", proto.CloseEvent{Conn: "c1", Reason: "fin",
+		S2C: proto.DirLoss{MessagesComplete: 2, ControlFrames: 2}}, at))
+	c := tb.Conns()[0]
+	if c.S2C.Complete != 2 || c.S2C.FlaggedTotal() != 0 {
+		t.Errorf("s2c %+v, want 2 complete messages", c.S2C)
+	}
+	if tot := tb.Totals(); tot.Complete != 2 {
+		t.Errorf("totals %+v, want 2 complete messages", tot)
+	}
+}
