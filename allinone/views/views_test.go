@@ -197,3 +197,28 @@ func TestTableCountsDataMessagesOnly(t *testing.T) {
 		t.Errorf("totals %+v, want 2 complete messages", tot)
 	}
 }
+
+// Two decap instances report their own totals: the report sums the latest
+// of each and names them, instead of taking the interleaved reports for
+// restarts (which counted one instance's totals once per report).
+func TestDropsTwoInstances(t *testing.T) {
+	d := NewDrops()
+	at := time.Unix(1, 0)
+	for _, body := range []string{
+		`{"stage":"decap","instance":"a/1/01","kernel_drops":5}`,
+		`{"stage":"decap","instance":"b/1/02","kernel_drops":2}`,
+		`{"stage":"decap","instance":"a/1/01","kernel_drops":6}`,
+		`{"stage":"decap","instance":"b/1/02","kernel_drops":3}`,
+	} {
+		if ok, err := d.Add("tapline.events.decap.drops", []byte(body), at); !ok || err != nil {
+			t.Fatal(ok, err)
+		}
+	}
+	st := d.Stages()
+	if len(st) != 1 || st[0].Counters["kernel_drops"] != 9 || st[0].Reports != 4 {
+		t.Fatalf("%+v, want kernel_drops 9 (6 + 3)", st)
+	}
+	if s := st[0].InstancesText(); s != "2 instances: a/1/01, b/1/02" {
+		t.Errorf("instances %q", s)
+	}
+}

@@ -49,6 +49,7 @@ type engine struct {
 	hb      *heartbeat
 
 	lastDrops atomic.Uint64
+	instance  string // in the drop reports
 
 	frames, bytes, notIP atomic.Uint64
 	drops                dropCounts
@@ -98,7 +99,7 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 		return err
 	}
 	defer sp.Close()
-	e := &engine{cfg: cfg, d: d, sp: sp, sharder: shard.New(cfg.Common.Shards, shard.DefaultFragTable)}
+	e := &engine{cfg: cfg, d: d, sp: sp, sharder: shard.New(cfg.Common.Shards, shard.DefaultFragTable), instance: stage.NewInstanceID()}
 	down, err := e.startHeartbeat()
 	if err != nil {
 		return err
