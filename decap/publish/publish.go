@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tapline/tapline/decap/batch"
+	"github.com/tapline/tapline/proto"
 )
 
 // Defaults of Config.
@@ -149,7 +150,7 @@ func New(nc *nats.Conn, cfg Config, reg prometheus.Registerer, log *slog.Logger,
 	}
 	p := &Publisher{
 		cfg: cfg, nc: nc, js: js, log: log, release: release,
-		prefix:     nuid.Next() + "-",
+		prefix:     nuid.Next(),
 		drops:      map[string]*DropCount{},
 		shardBytes: map[string]int64{},
 		sem:        make(chan struct{}, cfg.MaxInflight),
@@ -217,7 +218,7 @@ func (p *Publisher) Submit(b *batch.Batch, block bool) bool {
 		p.log.Info("reading resumed", "paused", time.Since(paused).Round(time.Millisecond))
 	}
 	p.seq++
-	p.queue = append(p.queue, &item{b: b, n: p.seq, id: p.prefix + strconv.FormatUint(p.seq, 10), size: size})
+	p.queue = append(p.queue, &item{b: b, n: p.seq, id: proto.SeqMsgID(p.prefix, p.seq), size: size})
 	p.bytes += size
 	p.cond.Broadcast()
 	p.mu.Unlock()
