@@ -302,6 +302,11 @@ func (t *Table) AddResult(r replay.Result, at time.Time) Change {
 		}
 		return Change{Conn: c, What: "replay", Text: "ended " + c.ReplayEnd + ": " + c.ReplayName()}
 	}
+	if r.Opcode != "" && !proto.DataOpcode(r.Opcode) && r.Result != "mismatch" && r.Result != "failed" {
+		// A control frame replayed as it should is not a message: the
+		// counts stay those of the data messages, like EXACT.
+		return Change{Conn: c}
+	}
 	if c.Replay == nil {
 		c.Replay = map[string]int64{}
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/tapline/tapline/proto"
+	"github.com/tapline/tapline/replay"
 )
 
 func eventItem(t testing.TB, kind proto.Kind, conn string, body any, at time.Time) Item {
@@ -195,6 +196,13 @@ func TestTableCountsDataMessagesOnly(t *testing.T) {
 	}
 	if tot := tb.Totals(); tot.Complete != 2 {
 		t.Errorf("totals %+v, want 2 complete messages", tot)
+	}
+	// Replay's results: the close frame sent is not counted, like EXACT.
+	for i, op := range []string{proto.OpText, proto.OpBinary, proto.OpClose} {
+		tb.AddResult(replay.Result{Kind: "message", Conn: "c1", Dir: proto.ServerToClient, Seq: uint64(i + 1), Result: "sent", Opcode: op}, at)
+	}
+	if c := tb.Conns()[0]; c.Replay["sent"] != 2 {
+		t.Errorf("replay %v, want sent 2 (the data messages)", c.Replay)
 	}
 }
 
