@@ -90,6 +90,7 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	stage.IntSizeVar(fs, &c.MaxDatagram, "max-datagram", 65535, "largest datagram read whole, in bytes")
 	fs.StringVar(&c.Read, "read", "", "read this pcap/pcapng file (encapsulated or plain) instead of the network, publish it, drain and exit")
 	fs.Var(&c.VNI, "vni", "allow list of VNIs, comma-separated (default: all)")
+	stage.SetEnvName(fs, "vni", "TAPLINE_DECAP_VNI", "TAPLINE_VNI")
 	fs.Var(&c.AllowSrc, "allow-src", "allow list of outer source CIDRs or addresses, comma-separated; replaces the default (private and loopback addresses: "+DefaultAllowSrcString()+")")
 	fs.BoolVar(&c.AllowAnySource, "allow-any-source", false, "accept VXLAN/GENEVE from any outer source (anyone who can reach the ports can inject traffic; only behind a security group that admits the mirror sources alone)")
 	fs.IntVar(&c.MaxVNIs, "max-vnis", DefaultMaxVNIs, "distinct VNIs tracked (metrics, shards, archive chunks); frames of further VNIs are dropped and counted (reason vni_cap)")

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -84,6 +85,9 @@ func TestNATSOutage(t *testing.T) {
 		var ev DropsEvent
 		if err := json.Unmarshal(m.Data, &ev); err != nil {
 			t.Fatalf("drop event %q: %v", m.Data, err)
+		}
+		if strings.Count(ev.Instance, "/") != 2 {
+			t.Fatalf("drop event instance %q, want <host>/<pid>/<random>", ev.Instance)
 		}
 		return ev.Drops["buffer_full"].Batches > 0 && ev.Drops["buffer_full"].Frames > 0
 	})

@@ -42,6 +42,7 @@ type engine struct {
 	intake    atomic.Pointer[udpin.Intake]
 	listening *atomic.Bool // the intake is open (the "intake" health check)
 	refused   refusedLog
+	instance  string // in the drop reports
 }
 
 // Run is the decap engine. It connects to NATS, provisions TAPLINE_FRAMES
@@ -115,7 +116,7 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 		d.Log.Warn("--batch-bytes lowered to fit the NATS max payload and the stream's max message size", "batch_bytes", cfg.BatchBytes, "effective", limit)
 		cfg.BatchBytes = limit
 	}
-	e := &engine{cfg: cfg, d: d, stats: decode.NewStats(), sharder: shard.New(cfg.Common.Shards, cfg.FragTable), nc: nc, listening: listening}
+	e := &engine{cfg: cfg, d: d, stats: decode.NewStats(), sharder: shard.New(cfg.Common.Shards, cfg.FragTable), nc: nc, listening: listening, instance: stage.NewInstanceID()}
 	e.refused.log = d.Log
 	if err := d.Metrics.Register(e.stats); err != nil {
 		return err
@@ -249,8 +250,13 @@ func (e *engine) decodeConfig() decode.Config {
 // and datagrams dropped as malformed or filtered (by reason: "src" outer
 // source not allowed, "vni" not in --vni, "vni_cap" beyond --max-vnis).
 // TrackedVNIs is how many distinct VNIs are tracked (at most MaxVNIs).
+//
+// Instance names the decap run that reports (stage.NewInstanceID:
+// "<host>/<pid>/<random>"): totals are per instance, so a reader sums the
+// latest report of each instance.
 type DropsEvent struct {
 	Stage     string                       `json:"stage"`
+	Instance  string                       `json:"instance"`
 	AtNs      int64                        `json:"at_ns"`
 	Drops     map[string]publish.DropCount `json:"drops"`
 	Kernel    uint64                       `json:"kernel_drops,omitempty"`
@@ -278,7 +284,7 @@ func (e *engine) reportDrops(ctx context.Context) {
 // publishDrops publishes a DropsEvent when any loss count grew since the
 // last one.
 func (e *engine) publishDrops(final bool) {
-	ev := DropsEvent{Stage: "decap", AtNs: time.Now().UnixNano(), Drops: e.pub.Drops()}
+	ev := DropsEvent{Stage: "decap", Instance: e.instance, AtNs: time.Now().UnixNano(), Drops: e.pub.Drops()}
 	t := e.stats.Totals()
 	ev.Malformed, ev.Filtered = t.Malformed, t.Filtered
 	ev.TrackedVNIs, ev.MaxVNIs = e.stats.Admitted(), e.cfg.MaxVNIs

@@ -53,13 +53,21 @@ type GapEvent struct {
 
 // DirLoss is the loss account of one direction of a connection.
 type DirLoss struct {
-	BytesSeen          int64 `json:"bytes_seen"`    // unique payload bytes captured
-	BytesImplied       int64 `json:"bytes_implied"` // payload bytes implied by TCP sequence numbers
-	BytesMissing       int64 `json:"bytes_missing"` // BytesImplied - BytesSeen
-	Gaps               int64 `json:"gaps"`
+	BytesSeen    int64 `json:"bytes_seen"`    // unique payload bytes captured
+	BytesImplied int64 `json:"bytes_implied"` // payload bytes implied by TCP sequence numbers
+	BytesMissing int64 `json:"bytes_missing"` // BytesImplied - BytesSeen
+	Gaps         int64 `json:"gaps"`
+	// MessagesComplete and MessagesIncomplete count the data messages
+	// published (text, binary, tcp: what an application receives).
 	MessagesComplete   int64 `json:"messages_complete"`
 	MessagesIncomplete int64 `json:"messages_incomplete"`
-	Undecodable        int64 `json:"undecodable,omitempty"` // messages that could not be decoded (e.g. compressed without context)
+	// ControlFrames counts the WebSocket control frames published (ping,
+	// pong, close), ControlIncomplete those flagged incomplete. A close
+	// event without control_frames comes from a reassembler that counted
+	// control frames in the message counts.
+	ControlFrames     int64 `json:"control_frames"`
+	ControlIncomplete int64 `json:"control_incomplete,omitempty"`
+	Undecodable       int64 `json:"undecodable,omitempty"` // messages that could not be decoded (e.g. compressed without context)
 	// MessagesLost counts messages whose start the decoder saw but could
 	// not publish (bad frames skipped, frames given up while
 	// resynchronising after a loss); messages whose header was lost

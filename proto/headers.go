@@ -64,6 +64,13 @@ const (
 	OpTCP    = "tcp"
 )
 
+// DataOpcode reports whether op is a data message (text, binary, tcp):
+// what an application receives, and what the close event's message counts
+// count; ping, pong and close are control frames.
+func DataOpcode(op string) bool {
+	return op == OpText || op == OpBinary || op == OpTCP
+}
+
 // MaxChunk is the largest body of one chunk reassemble publishes (960
 // KiB). A message larger than this is split into ordered chunks. With its
 // headers (ChunkHeaderRoom) a full chunk stays under 1,000,000 bytes, so

@@ -76,6 +76,7 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	host, _ := os.Hostname()
 	fs.StringVar(&c.InstanceID, "instance-id", host+"-"+strconv.Itoa(os.Getpid()), "name of this instance (consumer client name, shard preference key)")
 	fs.Var(&c.ShardList, "shard", "shards to consume, comma-separated or repeated (default: all)")
+	stage.SetEnvName(fs, "shard", "TAPLINE_REASSEMBLE_SHARD", "TAPLINE_SHARD")
 	stage.SizeVar(fs, &c.MaxMemory, "max-memory", 1<<30, "bytes for all connections and what they hold (table entries, out-of-order and held bytes, header buffers, inflater windows, hunt buffers, partial messages), split evenly over this instance's shards; past it the least recently active connection is closed (reason memory)")
 	fs.IntVar(&c.MaxConnections, "max-connections", 100000, "connections tracked per shard; past it the least recently active is closed (reason evicted)")
 	stage.SizeVar(fs, &c.MaxBufferedBytes, "max-buffered-bytes", 256<<20, "out-of-order bytes held per shard; past it the oldest hole is declared lost")

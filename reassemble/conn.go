@@ -269,6 +269,8 @@ func (c *conn) dirLoss(dir proto.Direction, l tcp.Loss) proto.DirLoss {
 		Gaps:               l.Gaps,
 		MessagesComplete:   st.MessagesComplete,
 		MessagesIncomplete: st.MessagesIncomplete,
+		ControlFrames:      st.ControlFrames,
+		ControlIncomplete:  st.ControlIncomplete,
 		Undecodable:        st.Undecodable,
 		MessagesLost:       st.MessagesLost,
 	}

@@ -1,12 +1,9 @@
 package reassemble
 
 import (
-	"context"
 	"fmt"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tapline/tapline/proto"
 	"github.com/tapline/tapline/proto/framebatch"
@@ -26,21 +23,13 @@ func TestHeldBatchesCountedOnce(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short")
 	}
-	_, url := natstestRun(t)
-	_, js := connect(t, url)
-	col := collect(t, js)
-	cfg := recoveryConfig(url)
-	cfg.InstanceID = "before-restart"
-	cfg.MaxHeldBatches = 250
-	cfg.crashOnStop = true
-	cfg.PinnedTTL, cfg.AckWait = 2*time.Second, 4*time.Second
-
-	clock := time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC).UnixNano()
+	f := newRestartFixture(t, "held", 250, 2*time.Second, 4*time.Second)
+	col, cfg, clock := f.col, f.cfg, &f.clock
 	const nconns, rounds = 8, 128
 	conns := make([]*synthConn, nconns)
 	want := make([][]byte, nconns)
 	for i := range conns {
-		conns[i] = newSynthConn(t, fmt.Sprintf("10.3.0.1:%d", 41000+i), "10.3.0.2:443", 7, &clock)
+		conns[i] = newSynthConn(t, fmt.Sprintf("10.3.0.1:%d", 41000+i), "10.3.0.2:443", 7, clock)
 	}
 	each := func(f func(i int, c *synthConn) framebatch.Frame) []byte {
 		var fs []framebatch.Frame
@@ -71,13 +60,8 @@ func TestHeldBatchesCountedOnce(t *testing.T) {
 	before := len(batches)
 	batches = append(batches, each(func(_ int, c *synthConn) framebatch.Frame { return c.frame(false, "FA", nil) }))
 	batches = append(batches, each(func(_ int, c *synthConn) framebatch.Frame { return c.frame(true, "FA", nil) }))
-	pub := func(i int) {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if _, err := js.Publish(ctx, proto.FramesSubject(7, 0), batches[i], jetstream.WithMsgID(fmt.Sprintf("held-%d", i))); err != nil {
-			t.Fatal(err)
-		}
-	}
+	f.batches = batches
+	pub := f.pub
 	for i := range before {
 		pub(i)
 	}
@@ -97,10 +81,7 @@ func TestHeldBatchesCountedOnce(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	crash()
 
-	cfgB := cfg
-	cfgB.InstanceID = "after-restart"
-	cfgB.crashOnStop = false
-	startEngine(t, cfgB)
+	startEngine(t, f.restarted())
 	for i := before; i < len(batches); i++ {
 		pub(i)
 	}

@@ -47,3 +47,22 @@ func TestSyntheticBadFramesReported(t *testing.T) {
 		return metricValue(t, reg, "tapline_reassemble_decode_failures_total", map[string]string{"kind": "lost_message"}) == 1
 	})
 }
+
+// TestCloseSummaryCountsDataMessages: the close summary's message counts
+// are the data messages (what the application received); the ping and the
+// close frame are counted apart, as control frames.
+func TestCloseSummaryCountsDataMessages(t *testing.T) {
+	var s2c []byte
+	s2c = append(s2c, wsFrame(1, []byte("one"), false)...)
+	s2c = append(s2c, wsFrame(9, []byte("ping"), false)...)
+	s2c = append(s2c, wsFrame(2, []byte("two"), false)...)
+	s2c = append(s2c, wsFrame(8, []byte{0x03, 0xe8}, false)...)
+	c, _ := runSegmentsReg(t, true, handshake(), shift(cut(false, 0, s2c, 1400)), true)
+	if n := len(c.msgs[proto.ServerToClient]); n != 4 {
+		t.Fatalf("%d server entries published, want 4 (2 messages, 2 control frames)", n)
+	}
+	l := c.closeEv.S2C
+	if l.MessagesComplete != 2 || l.MessagesIncomplete != 0 || l.ControlFrames != 2 || l.ControlIncomplete != 0 {
+		t.Fatalf("loss summary %+v, want 2 complete messages and 2 control frames", l)
+	}
+}

@@ -2,11 +2,8 @@ package reassemble
 
 import (
 	"context"
-	"fmt"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tapline/tapline/proto"
 )
@@ -22,20 +19,14 @@ func TestRecoveryRestartMidMessage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short")
 	}
-	_, url := natstestRun(t)
-	_, js := connect(t, url)
-	col := collect(t, js)
-	cfg := recoveryConfig(url)
-	cfg.NewDecoder = nil // the WebSocket decoder
-	cfg.InstanceID = "before-restart"
-	cfg.MaxHeldBatches = 600 // more than the connection holds at the crash, less than it and the new batches
-	cfg.crashOnStop = true
-	// As in production (15 s, 30 s): the dead owner's pin ends before its
-	// held batches' ack wait, so new batches reach the new owner first.
-	cfg.PinnedTTL, cfg.AckWait = 2*time.Second, 6*time.Second
-
-	clock := time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC).UnixNano()
-	c := newSynthConn(t, "10.2.0.1:40017", "10.2.0.2:443", 7, &clock)
+	// Held: more than the connection holds at the crash, less than it and
+	// the new batches. As in production (15 s, 30 s): the dead owner's pin
+	// ends before its held batches' ack wait, so new batches reach the new
+	// owner first.
+	f := newRestartFixture(t, "restart", 600, 2*time.Second, 6*time.Second)
+	f.cfg.NewDecoder = nil // the WebSocket decoder
+	js, col, cfg := f.js, f.col, f.cfg
+	c := newSynthConn(t, "10.2.0.1:40017", "10.2.0.2:443", 7, &f.clock)
 	msgs := [][]byte{pattern(20000, 1), pattern(2<<20, 2), pattern(5000, 3), pattern(7000, 4), pattern(9000, 5)}
 	var s2c []byte
 	msg2 := 0
@@ -64,13 +55,8 @@ func TestRecoveryRestartMidMessage(t *testing.T) {
 		batches = append(batches, frameBatch(t, c.frame(false, "PA", a), c.frame(false, "PA", b)))
 	}
 	batches = append(batches, frameBatch(t, c.frame(false, "FA", nil), c.frame(true, "FA", nil)))
-	pub := func(i int) {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if _, err := js.Publish(ctx, proto.FramesSubject(7, 0), batches[i], jetstream.WithMsgID(fmt.Sprintf("restart-%d", i))); err != nil {
-			t.Error(err)
-		}
-	}
+	f.batches = batches
+	pub := f.pub
 	for i := range crashAt {
 		pub(i)
 	}
@@ -110,10 +96,7 @@ func TestRecoveryRestartMidMessage(t *testing.T) {
 			time.Sleep(pace)
 		}
 	}()
-	cfgB := cfg
-	cfgB.InstanceID = "after-restart"
-	cfgB.crashOnStop = false
-	startEngine(t, cfgB)
+	startEngine(t, f.restarted())
 	<-done
 	waitFor(t, "the connection to close", func() bool { return len(col.closed()) >= 1 })
 	time.Sleep(500 * time.Millisecond) // a second connection's close, if any

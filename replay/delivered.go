@@ -256,7 +256,7 @@ func (w *worker) priorOutcome(c *proto.Chunk, stream uint64) string {
 	switch {
 	case w.mark.doneSeq(c.Seq, stream):
 		return "done"
-	case w.prev.inDoubt(c.Seq, stream) && (c.Opcode == proto.OpText || c.Opcode == proto.OpBinary || c.Opcode == proto.OpTCP):
+	case w.prev.inDoubt(c.Seq, stream) && proto.DataOpcode(c.Opcode):
 		return "doubt"
 	}
 	return ""

@@ -221,7 +221,7 @@ func (ob *observer) onMsg(m *nats.Msg) {
 }
 
 // isData reports the opcodes of messages (not control frames).
-func isData(op string) bool { return op == proto.OpText || op == proto.OpBinary || op == proto.OpTCP }
+func isData(op string) bool { return proto.DataOpcode(op) }
 
 func (ob *observer) onResult(m *nats.Msg) {
 	ob.mu.Lock()

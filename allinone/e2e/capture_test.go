@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -77,39 +76,12 @@ func startCapture(t *testing.T, p *Pipeline, ext *Server, spoolDir string, extra
 		"--shards", strconv.Itoa(p.opts.Shards), "--http", captureHTTP, "--log-level", "info",
 		"--frames-max-bytes", "2147483648", "--msgs-max-bytes", "2147483648", "--results-max-bytes", "268435456",
 		"--spool-dir", spoolDir, "--upload-rate", strconv.Itoa(captureUploadRate), "--events-interval", "1s"}
-	pr := &Proc{Name: "capture", ns: p.Lab.Prod, bin: filepath.Join(binDir, "decap"), args: append(args, extra...),
-		log: filepath.Join(p.Dir, "capture.log")}
-	p.Procs["capture"] = pr
-	t.Cleanup(func() {
-		if pr.Running() {
-			pr.Stop()
-		}
-		if t.Failed() {
-			t.Logf("--- capture log (tail) ---\n%s", pr.Tail(40))
-		}
-	})
-	pr.Start(t)
-	waitCaptureHealthy(t, p)
-	return pr
+	return startProdDecap(t, p, "capture", captureHTTP, append(args, extra...))
 }
 
 func waitCaptureHealthy(t *testing.T, p *Pipeline) {
 	t.Helper()
-	pr := p.Procs["capture"]
-	waitFor(t, 60*time.Second, "decap capture healthy", func() error {
-		if !pr.Running() {
-			t.Fatalf("decap capture exited:\n%s", pr.Tail(30))
-		}
-		resp, err := nsHTTPClient(p.Lab.Prod).Get("http://" + captureHTTP + "/healthz")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("%s", resp.Status)
-		}
-		return nil
-	})
+	waitProdHealthy(t, p, "capture", captureHTTP)
 }
 
 // captureMetric reads one metric (summed over its label sets) from decap

@@ -84,35 +84,9 @@ func dialTLS(ctx context.Context, ns, url string, pool *x509.CertPool, keyLog *o
 // until it is healthy.
 func startKeys(t *testing.T, p *Pipeline, path string) *Proc {
 	t.Helper()
-	pr := &Proc{Name: "keys", ns: p.Lab.Prod, bin: filepath.Join(binDir, "decap"), log: filepath.Join(p.Dir, "keys.log"),
-		args: []string{"keys", "--follow", "--source", "prod",
-			"--nats-url", "nats://" + mirrorlab.TargetAddr.String() + ":4222",
-			"--http", keysHTTP, "--log-level", "info", path}}
-	p.Procs["keys"] = pr
-	t.Cleanup(func() {
-		if pr.Running() {
-			pr.Stop()
-		}
-		if t.Failed() {
-			t.Logf("--- keys log (tail) ---\n%s", pr.Tail(40))
-		}
-	})
-	pr.Start(t)
-	waitFor(t, 60*time.Second, "decap keys healthy", func() error {
-		if !pr.Running() {
-			t.Fatalf("decap keys exited:\n%s", pr.Tail(30))
-		}
-		resp, err := nsHTTPClient(p.Lab.Prod).Get("http://" + keysHTTP + "/healthz")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return &net.AddrError{Err: resp.Status, Addr: keysHTTP}
-		}
-		return nil
-	})
-	return pr
+	return startProdDecap(t, p, "keys", keysHTTP, []string{"keys", "--follow", "--source", "prod",
+		"--nats-url", "nats://" + mirrorlab.TargetAddr.String() + ":4222",
+		"--http", keysHTTP, "--log-level", "info", path})
 }
 
 // testSystem is a Collector or a Reconnecting test system.

@@ -10,9 +10,7 @@ import (
 // dataOpcode reports whether op is a data message (what production
 // applications receive); control frames are counted only in the close
 // event checks.
-func dataOpcode(op string) bool {
-	return op == proto.OpText || op == proto.OpBinary || op == proto.OpTCP
-}
+func dataOpcode(op string) bool { return proto.DataOpcode(op) }
 
 // item is a message or a gap of one connection direction, in stream order.
 type item struct {
@@ -204,7 +202,7 @@ func (s *Stream) connIDs() []string {
 // checkCloses checks each connection's close event against the stream and
 // sums the loss report.
 func (r *Report) checkCloses(s *Stream) {
-	type dirCount struct{ complete, incomplete, gapBytes int64 }
+	type dirCount struct{ complete, incomplete, control, controlIncomplete, gapBytes int64 }
 	counts := map[string]*dirCount{}
 	get := func(conn string, dir proto.Direction) *dirCount {
 		k := conn + "/" + string(dir)
@@ -215,9 +213,15 @@ func (r *Report) checkCloses(s *Stream) {
 	}
 	for _, m := range s.msgs {
 		c := get(m.Conn, m.Dir)
-		if m.Complete {
+		switch {
+		case !dataOpcode(m.Opcode):
+			c.control++
+			if !m.Complete {
+				c.controlIncomplete++
+			}
+		case m.Complete:
 			c.complete++
-		} else {
+		default:
 			c.incomplete++
 		}
 	}
@@ -256,8 +260,12 @@ func (r *Report) checkCloses(s *Stream) {
 			// neither can over-count unseen by the bounds.
 			r.BytesMissing += max(l.BytesMissing, n.gapBytes)
 			if l.MessagesComplete != n.complete || l.MessagesIncomplete != n.incomplete {
-				viol(d.dir, "close event counts %d complete / %d incomplete, the stream holds %d / %d",
+				viol(d.dir, "close event counts %d complete / %d incomplete messages, the stream holds %d / %d",
 					l.MessagesComplete, l.MessagesIncomplete, n.complete, n.incomplete)
+			}
+			if l.ControlFrames != n.control || l.ControlIncomplete != n.controlIncomplete {
+				viol(d.dir, "close event counts %d control frames (%d incomplete), the stream holds %d (%d)",
+					l.ControlFrames, l.ControlIncomplete, n.control, n.controlIncomplete)
 			}
 			if l.BytesImplied-l.BytesSeen != l.BytesMissing {
 				r.Violations = append(r.Violations, Violation{Class: ClassLossReport, Key: key, Conn: id, Dir: d.dir, Index: -1,

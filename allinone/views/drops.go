@@ -1,6 +1,7 @@
 package views
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"sort"
@@ -14,28 +15,38 @@ import (
 // (tapline.events.<stage>.drops: decap's kernel drops, publish drops,
 // malformed and filtered datagrams; archive's VNI overflow; any other
 // stage's report of that kind). A report holds totals since its process
-// started; a counter that goes down means the stage restarted, and the
-// totals of the finished run are kept. So for a stage whose whole run lies
-// in the window the figures are exact; for one that started before the
-// window they include what it dropped before.
+// started, per instance (the report's "instance"; reports without one are
+// one unnamed instance): a stage's figures are the sum over its
+// instances. A counter of an instance that goes down means it restarted,
+// and the totals of the finished run are kept. So for an instance whose
+// whole run lies in the window the figures are exact; for one that
+// started before the window they include what it dropped before.
 type Drops struct {
 	stages map[string]*stageDrops
 }
 
 type stageDrops struct {
-	done    map[string]float64 // totals of finished runs
-	cur     map[string]float64 // the current run's last report
+	runs    map[string]*instanceDrops // by instance id
 	reports int
 	last    time.Time
 }
 
+type instanceDrops struct {
+	done map[string]float64 // totals of finished runs
+	cur  map[string]float64 // the current run's last report
+}
+
 // StageDrops is one stage's counters (flattened: "kernel_drops",
-// "drops.publish_failed.batches", "malformed.vxlan_short" …).
+// "drops.publish_failed.batches", "malformed.vxlan_short" …), summed over
+// its instances.
 type StageDrops struct {
 	Stage    string             `json:"stage"`
 	Counters map[string]float64 `json:"counters"`
 	Reports  int                `json:"reports"`
 	Last     time.Time          `json:"last_report"`
+	// Instances are the instance ids that reported, sorted ("" for
+	// reports that name none).
+	Instances []string `json:"instances,omitempty"`
 }
 
 // NewDrops returns an empty Drops.
@@ -59,26 +70,32 @@ func (d *Drops) Add(subject string, body []byte, at time.Time) (bool, error) {
 	if err := json.Unmarshal(body, &v); err != nil {
 		return true, fmt.Errorf("%s: %w", subject, err)
 	}
+	instance, _ := v["instance"].(string)
 	flat := map[string]float64{}
 	flatten("", v, flat)
 	s := d.stages[stage]
 	if s == nil {
-		s = &stageDrops{done: map[string]float64{}, cur: map[string]float64{}}
+		s = &stageDrops{runs: map[string]*instanceDrops{}}
 		d.stages[stage] = s
 	}
+	r := s.runs[instance]
+	if r == nil {
+		r = &instanceDrops{done: map[string]float64{}, cur: map[string]float64{}}
+		s.runs[instance] = r
+	}
 	restarted := false
-	for k, n := range s.cur {
+	for k, n := range r.cur {
 		if flat[k] < n {
 			restarted = true
 			break
 		}
 	}
 	if restarted {
-		for k, n := range s.cur {
-			s.done[k] += n
+		for k, n := range r.cur {
+			r.done[k] += n
 		}
 	}
-	s.cur = flat
+	r.cur = flat
 	s.reports++
 	if at.After(s.last) {
 		s.last = at
@@ -108,16 +125,35 @@ func (d *Drops) Stages() []StageDrops {
 	var out []StageDrops
 	for name, s := range d.stages {
 		c := map[string]float64{}
-		for k, n := range s.done {
-			c[k] += n
+		var ids []string
+		for id, r := range s.runs {
+			ids = append(ids, id)
+			for k, n := range r.done {
+				c[k] += n
+			}
+			for k, n := range r.cur {
+				c[k] += n
+			}
 		}
-		for k, n := range s.cur {
-			c[k] += n
-		}
-		out = append(out, StageDrops{Stage: name, Counters: c, Reports: s.reports, Last: s.last})
+		sort.Strings(ids)
+		out = append(out, StageDrops{Stage: name, Counters: c, Reports: s.reports, Last: s.last, Instances: ids})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Stage < out[j].Stage })
 	return out
+}
+
+// InstancesText is "1 instance" or "2 instances", with the ids ("" shown
+// as "unnamed").
+func (s StageDrops) InstancesText() string {
+	names := make([]string, len(s.Instances))
+	for i, id := range s.Instances {
+		names[i] = cmp.Or(id, "unnamed")
+	}
+	word := "instances"
+	if len(names) == 1 {
+		word = "instance"
+	}
+	return fmt.Sprintf("%d %s: %s", len(names), word, strings.Join(names, ", "))
 }
 
 // Line is the counters of one stage on one line, non-zero ones only,

@@ -28,7 +28,19 @@ type Report struct {
 	Problems int64 `json:"problems,omitempty"`
 	// Missing names the streams that do not exist on the server.
 	Missing []string `json:"missing_streams,omitempty"`
+	// Unknown says what the streams cannot tell, when it matters for
+	// this window (bytes were missing): how many messages fell whole
+	// inside the gaps.
+	Unknown string `json:"not_known,omitempty"`
 }
+
+// unknownInGaps is Report.Unknown when bytes are missing. A message whose
+// every byte fell inside a gap leaves no trace in TAPLINE_MSGS (the
+// Tapline-Seq numbers count what the decoder saw), so only production's
+// own list of messages can count it.
+const unknownInGaps = "messages lost whole inside the gaps are not counted in any message column " +
+	"(LOST counts those whose start was seen): they are in the bytes missing, and how many there were " +
+	"is known only from production's list of messages (tapline ledger --expected)"
 
 // NewReport builds the report of a collected window.
 func NewReport(t *Table, d *Drops, missing []string, since, until time.Time) *Report {
@@ -43,8 +55,12 @@ func NewReport(t *Table, d *Drops, missing []string, since, until time.Time) *Re
 		}
 		return a.First.Before(b.First) || a.First.Equal(b.First) && a.ID < b.ID
 	})
-	return &Report{Since: since, Until: until, Connections: cs, Totals: t.Totals(), Mirror: d.Stages(),
+	r := &Report{Since: since, Until: until, Connections: cs, Totals: t.Totals(), Mirror: d.Stages(),
 		Problems: t.Problems, Missing: missing}
+	if r.Totals.MissingC2S+r.Totals.MissingS2C > 0 {
+		r.Unknown = unknownInGaps
+	}
+	return r
 }
 
 // flaggedText is "3 (gap 2, undecodable 1)" or "0".
@@ -102,11 +118,14 @@ func (r *Report) WriteText(w io.Writer) {
 	if t.Retired > 0 {
 		fmt.Fprintf(w, "(%d closed connections not listed, counted in the totals)\n", t.Retired)
 	}
+	if r.Unknown != "" {
+		fmt.Fprintf(w, "Not known: %s.\n", r.Unknown)
+	}
 	fmt.Fprintln(w, "\nThe mirror's own drops (stage reports on TAPLINE_EVENTS in the window):")
 	seen := map[string]bool{}
 	for _, s := range r.Mirror {
 		seen[s.Stage] = true
-		fmt.Fprintf(w, "  %-11s %s (%d reports, last %s)\n", s.Stage+":", s.Line(), s.Reports, s.Last.UTC().Format(time.RFC3339))
+		fmt.Fprintf(w, "  %-11s %s (%d reports, last %s; %s)\n", s.Stage+":", s.Line(), s.Reports, s.Last.UTC().Format(time.RFC3339), s.InstancesText())
 	}
 	for _, s := range []string{"decap", "reassemble"} {
 		if !seen[s] {

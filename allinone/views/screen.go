@@ -3,6 +3,7 @@ package views
 import (
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -211,7 +212,11 @@ func (s *Screen) Lines(t *Table, d *Drops, now time.Time, w, h int) []string {
 	if st := d.Stages(); len(st) > 0 {
 		var parts []string
 		for _, x := range st {
-			parts = append(parts, x.Stage+": "+x.Line())
+			name := x.Stage
+			if n := len(x.Instances); n > 1 {
+				name += " (" + strconv.Itoa(n) + " instances)"
+			}
+			parts = append(parts, name+": "+x.Line())
 		}
 		mirror = "mirror drops: " + strings.Join(parts, "; ")
 	}

@@ -186,7 +186,9 @@ func (t *Table) AddMsg(e ledger.Entry, body []byte, at time.Time) Change {
 		}
 		d := c.Dir(ch.Dir)
 		d.Bytes += int64(len(body))
-		if !ch.Last {
+		if !ch.Last || !proto.DataOpcode(ch.Opcode) {
+			// Control frames are not messages: the close event counts
+			// them apart (control_frames).
 			return Change{Conn: c}
 		}
 		if ch.Complete {
@@ -299,6 +301,11 @@ func (t *Table) AddResult(r replay.Result, at time.Time) Change {
 			}
 		}
 		return Change{Conn: c, What: "replay", Text: "ended " + c.ReplayEnd + ": " + c.ReplayName()}
+	}
+	if r.Opcode != "" && !proto.DataOpcode(r.Opcode) && r.Result != "mismatch" && r.Result != "failed" {
+		// A control frame replayed as it should is not a message: the
+		// counts stay those of the data messages, like EXACT.
+		return Change{Conn: c}
 	}
 	if c.Replay == nil {
 		c.Replay = map[string]int64{}

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/tapline/tapline/proto"
+	"github.com/tapline/tapline/replay"
 )
 
 func eventItem(t testing.TB, kind proto.Kind, conn string, body any, at time.Time) Item {
@@ -175,4 +176,57 @@ func FuzzApply(f *testing.F) {
 		NewReport(tb, d, nil, time.Unix(0, 0), time.Unix(2, 0)).WriteText(io.Discard)
 		WriteMsg(io.Discard, subject, h, body, nil, SubOptions{})
 	})
+}
+
+// A close frame is a control frame, not a message: the watch and report
+// count the data messages only, as the close event does.
+func TestTableCountsDataMessagesOnly(t *testing.T) {
+	tb, d := NewTable(), NewDrops()
+	at := time.Unix(100, 0)
+	for i, op := range []string{proto.OpText, proto.OpPing, proto.OpBinary, proto.OpClose} {
+		ch := proto.Chunk{Conn: "c1", VNI: 3, Client: "10.0.0.1:5", Server: "10.0.0.2:80", Dir: proto.ServerToClient, Seq: uint64(i + 1),
+			Last: true, Opcode: op, Complete: true, Size: 2}
+		Apply(tb, d, chunkItem(ch, "xx", at))
+	}
+	Apply(tb, d, eventItem(t, proto.KindClose, "c1", proto.CloseEvent{Conn: "c1", Reason: "fin",
+		S2C: proto.DirLoss{MessagesComplete: 2, ControlFrames: 2}}, at))
+	c := tb.Conns()[0]
+	if c.S2C.Complete != 2 || c.S2C.FlaggedTotal() != 0 {
+		t.Errorf("s2c %+v, want 2 complete messages", c.S2C)
+	}
+	if tot := tb.Totals(); tot.Complete != 2 {
+		t.Errorf("totals %+v, want 2 complete messages", tot)
+	}
+	// Replay's results: the close frame sent is not counted, like EXACT.
+	for i, op := range []string{proto.OpText, proto.OpBinary, proto.OpClose} {
+		tb.AddResult(replay.Result{Kind: "message", Conn: "c1", Dir: proto.ServerToClient, Seq: uint64(i + 1), Result: "sent", Opcode: op}, at)
+	}
+	if c := tb.Conns()[0]; c.Replay["sent"] != 2 {
+		t.Errorf("replay %v, want sent 2 (the data messages)", c.Replay)
+	}
+}
+
+// Two decap instances report their own totals: the report sums the latest
+// of each and names them, instead of taking the interleaved reports for
+// restarts (which counted one instance's totals once per report).
+func TestDropsTwoInstances(t *testing.T) {
+	d := NewDrops()
+	at := time.Unix(1, 0)
+	for _, body := range []string{
+		`{"stage":"decap","instance":"a/1/01","kernel_drops":5}`,
+		`{"stage":"decap","instance":"b/1/02","kernel_drops":2}`,
+		`{"stage":"decap","instance":"a/1/01","kernel_drops":6}`,
+		`{"stage":"decap","instance":"b/1/02","kernel_drops":3}`,
+	} {
+		if ok, err := d.Add("tapline.events.decap.drops", []byte(body), at); !ok || err != nil {
+			t.Fatal(ok, err)
+		}
+	}
+	st := d.Stages()
+	if len(st) != 1 || st[0].Counters["kernel_drops"] != 9 || st[0].Reports != 4 {
+		t.Fatalf("%+v, want kernel_drops 9 (6 + 3)", st)
+	}
+	if s := st[0].InstancesText(); s != "2 instances: a/1/01, b/1/02" {
+		t.Errorf("instances %q", s)
+	}
 }

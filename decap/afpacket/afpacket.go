@@ -15,7 +15,6 @@ package afpacket
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -266,10 +265,6 @@ func (c *Capture) Stats() []SockStats {
 		out = append(out, st)
 	}
 	return out
-}
-
-func isClosed(err error) bool {
-	return errors.Is(err, os.ErrClosed) || errors.Is(err, net.ErrClosed)
 }
 
 // nowNs is the fallback timestamp when the kernel gave none.

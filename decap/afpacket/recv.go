@@ -4,83 +4,27 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tapline/tapline/decap/mmsg"
 )
 
 var oobSize = unix.CmsgSpace(16) + 16
 
 // reader is one socket's recvmmsg state, reused for every call.
 type reader struct {
-	hdrs  []unix.Mmsghdr
-	iovs  []unix.Iovec
-	names []unix.RawSockaddrLinklayer
-	oob   []byte
-	arena []byte
-	pkts  []Packet
-	slot  int
+	*mmsg.Reader[unix.RawSockaddrLinklayer]
+	pkts []Packet
 }
 
 func newReader(n, slot int) *reader {
-	r := &reader{
-		hdrs:  make([]unix.Mmsghdr, n),
-		iovs:  make([]unix.Iovec, n),
-		names: make([]unix.RawSockaddrLinklayer, n),
-		oob:   make([]byte, n*oobSize),
-		// Untouched pages of a large allocation stay unbacked: only the
-		// bytes frames fill become resident.
-		arena: make([]byte, n*slot),
-		pkts:  make([]Packet, 0, n),
-		slot:  slot,
-	}
-	for i := range r.hdrs {
-		r.iovs[i].Base = &r.arena[i*slot]
-		r.iovs[i].SetLen(slot)
-		h := &r.hdrs[i].Hdr
-		h.Iov = &r.iovs[i]
-		h.SetIovlen(1)
-		h.Name = (*byte)(unsafe.Pointer(&r.names[i]))
-		h.Control = &r.oob[i*oobSize]
-	}
-	return r
-}
-
-func (r *reader) reset() {
-	for i := range r.hdrs {
-		h := &r.hdrs[i].Hdr
-		h.Namelen = uint32(unsafe.Sizeof(r.names[i]))
-		h.SetControllen(oobSize)
-		h.Flags = 0
-		r.hdrs[i].Len = 0
-	}
+	return &reader{Reader: mmsg.New[unix.RawSockaddrLinklayer](n, slot, oobSize), pkts: make([]Packet, 0, n)}
 }
 
 func (s *sock) readLoop(cfg Config, handle func(int, []Packet)) error {
 	r := newReader(cfg.Batch, cfg.Snaplen)
-	for {
-		var n int
-		var errno unix.Errno
-		err := s.raw.Read(func(fd uintptr) bool {
-			r.reset()
-			// MSG_TRUNC: a packet socket then reports a frame's full
-			// length even when the slot cut it.
-			m, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hdrs[0])), uintptr(len(r.hdrs)),
-				unix.MSG_DONTWAIT|unix.MSG_TRUNC, 0, 0)
-			n, errno = int(m), e
-			return errno != unix.EAGAIN && errno != unix.EINTR
-		})
-		if err != nil {
-			if isClosed(err) {
-				return nil
-			}
-			return err
-		}
-		if errno != 0 {
-			if errno == unix.EBADF {
-				return nil
-			}
-			return errno
-		}
-		s.deliver(r, n, handle)
-	}
+	// MSG_TRUNC: a packet socket then reports a frame's full length even
+	// when the slot cut it.
+	return r.Loop(s.raw, unix.MSG_TRUNC, func(n int) { s.deliver(r, n, handle) })
 }
 
 func (s *sock) deliver(r *reader, n int, handle func(int, []Packet)) {
@@ -88,14 +32,12 @@ func (s *sock) deliver(r *reader, n int, handle func(int, []Packet)) {
 	var bytes uint64
 	now := int64(0)
 	for i := 0; i < n; i++ {
-		h := &r.hdrs[i]
-		wire := int(h.Len)
-		got := min(wire, r.slot)
-		if wire > r.slot {
+		wire := int(r.Hdrs[i].Len)
+		if wire > r.Slot() {
 			s.cut.Add(1)
 		}
-		p := Packet{Data: r.arena[i*r.slot : i*r.slot+got], WireLen: wire, Outgoing: r.names[i].Pkttype == unix.PACKET_OUTGOING}
-		p.TimeNs = timestamp(r.oob[i*oobSize : i*oobSize+int(h.Hdr.Controllen)])
+		p := Packet{Data: r.Data(i), WireLen: wire, Outgoing: r.Names[i].Pkttype == unix.PACKET_OUTGOING}
+		p.TimeNs = timestamp(r.Control(i))
 		if p.TimeNs == 0 {
 			if now == 0 {
 				now = nowNs()

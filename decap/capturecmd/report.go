@@ -57,7 +57,7 @@ func (e *engine) report(ctx context.Context, down *Downtime) {
 // last one (or down is set).
 func (e *engine) publishDrops(down *Downtime, final bool) {
 	ev := DropsEvent{Iface: e.cfg.Iface, Sockets: e.cap.Stats(), Down: down}
-	ev.Stage, ev.AtNs = "decap capture", time.Now().UnixNano()
+	ev.Stage, ev.Instance, ev.AtNs = "decap capture", e.instance, time.Now().UnixNano()
 	ev.Drops = map[string]publish.DropCount{}
 	var n uint64
 	e.drops.mu.Lock()

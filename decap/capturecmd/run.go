@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tapline/tapline/decap"
 	"github.com/tapline/tapline/decap/afpacket"
 	"github.com/tapline/tapline/decap/batch"
 	"github.com/tapline/tapline/decap/shard"
@@ -49,6 +50,7 @@ type engine struct {
 	hb      *heartbeat
 
 	lastDrops atomic.Uint64
+	instance  string // in the drop reports
 
 	frames, bytes, notIP atomic.Uint64
 	drops                dropCounts
@@ -98,7 +100,7 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 		return err
 	}
 	defer sp.Close()
-	e := &engine{cfg: cfg, d: d, sp: sp, sharder: shard.New(cfg.Common.Shards, shard.DefaultFragTable)}
+	e := &engine{cfg: cfg, d: d, sp: sp, sharder: shard.New(cfg.Common.Shards, shard.DefaultFragTable), instance: stage.NewInstanceID()}
 	down, err := e.startHeartbeat()
 	if err != nil {
 		return err
@@ -206,29 +208,17 @@ func (e *engine) upload(ctx context.Context) error {
 	return e.sp.Upload(ctx, e.js, spool.UploadConfig{Rate: e.cfg.UploadRate, AckTimeout: e.cfg.AckTimeout,
 		OnFailure: func(failures int, _ error) {
 			if failures%5 == 0 {
-				go e.ensureStreams(5 * time.Second)
+				go decap.Reprovision(e.js, e.cfg.Common.Streams, e.d.Log)
 			}
 		}}, &e.up, e.d.Log)
 }
 
-// provision creates the streams once NATS answers (the capture does not
-// wait for it).
+// provision creates the streams once NATS answers, or keeps them and
+// warns about settings that differ (stage.ProvisionStreams, which also
+// drives the "streams" health check). Capture does not wait for it: the
+// spool holds the frames meanwhile.
 func (e *engine) provision(ctx context.Context) {
-	for attempt := 1; ctx.Err() == nil; attempt++ {
-		if e.ensureStreams(5*time.Second) == nil {
-			return
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Second):
-		}
-	}
-}
-
-func (e *engine) ensureStreams(timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	return proto.EnsureStreams(ctx, e.js, e.cfg.Common.Streams, proto.FramesStream, proto.EventsStream)
+	_ = stage.ProvisionStreams(ctx, e.d, e.js, e.cfg.Common.Streams, proto.FramesStream, proto.EventsStream)
 }
 
 // healthy fails while the spool is nearly full (uploads do not keep up or

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tapline/tapline/proto"
+	"github.com/tapline/tapline/proto/stage"
 )
 
 // errNotConnected is the last error while the NATS connection is down.
@@ -104,11 +105,33 @@ func (p *publisher) retry(ctx context.Context, what string, op func(context.Cont
 	}
 }
 
-// provision creates or updates TAPLINE_KEYS.
-func (p *publisher) provision(ctx context.Context) error {
-	return p.retry(ctx, "provisioning "+proto.KeysStream, func(ctx context.Context) error {
-		return proto.EnsureStreams(ctx, p.js, p.cfg.Common.Streams, proto.KeysStream)
-	})
+// provision creates TAPLINE_KEYS, or keeps it and warns about settings
+// that differ (stage.ProvisionStreams, which also drives the "streams"
+// health check). Without --follow it gives up after --timeout, like a
+// publish.
+func (p *publisher) provision(ctx context.Context, d stage.Deps) error {
+	pctx := ctx
+	if p.stall > 0 {
+		var cancel context.CancelFunc
+		pctx, cancel = context.WithTimeout(ctx, p.stall)
+		defer cancel()
+	}
+	err := stage.ProvisionStreams(pctx, d, p.js, p.cfg.Common.Streams, proto.KeysStream)
+	if err == nil {
+		p.progress = time.Now()
+		return nil
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	last := err
+	if !p.nc.IsConnected() {
+		last = errNotConnected
+	}
+	if serr := p.stalled("provisioning "+proto.KeysStream, last); serr != nil {
+		return serr
+	}
+	return err
 }
 
 // run publishes the batches of in until it is closed, or ctx ends.

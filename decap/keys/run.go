@@ -87,7 +87,7 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 	defer stop()
 
 	if cfg.Provision {
-		if err := p.provision(pctx); err != nil {
+		if err := p.provision(pctx, d); err != nil {
 			return err
 		}
 	}

@@ -1,7 +1,9 @@
 package keys
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -170,3 +172,30 @@ func TestNotProvisioned(t *testing.T) {
 }
 
 var _ = natstest.Run
+
+// TestExistingStreamDifferencesWarned: a TAPLINE_KEYS that another stage
+// or a user created with other limits is kept and the run says how it
+// differs, like every stage (it was kept without a word).
+func TestExistingStreamDifferencesWarned(t *testing.T) {
+	url, js := serve(t)
+	other := proto.StreamOptions{Keys: proto.StreamLimits{MaxAge: time.Hour, MaxBytes: 1 << 20}}
+	if _, err := proto.ProvisionStreams(context.Background(), js, other, proto.KeysStream); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "keylog")
+	lines := keyLines("diff", 0, 2)
+	if err := os.WriteFile(path, []byte(strings.Join(lines, "")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(url, path)
+	d, _ := stage.TestDeps("decap-keys")
+	var logs bytes.Buffer
+	d.Log = slog.New(slog.NewTextHandler(&logs, nil))
+	if err := Run(context.Background(), cfg, d); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "stream exists with other settings") {
+		t.Errorf("no warning about the stream's other settings:\n%s", logs.String())
+	}
+	waitStored(t, js, proto.KeysSubject(cfg.Source), lines)
+}

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tapline/tapline/decap/batch"
+	"github.com/tapline/tapline/proto"
 )
 
 // Defaults of Config.
@@ -149,7 +150,7 @@ func New(nc *nats.Conn, cfg Config, reg prometheus.Registerer, log *slog.Logger,
 	}
 	p := &Publisher{
 		cfg: cfg, nc: nc, js: js, log: log, release: release,
-		prefix:     nuid.Next() + "-",
+		prefix:     nuid.Next(),
 		drops:      map[string]*DropCount{},
 		shardBytes: map[string]int64{},
 		sem:        make(chan struct{}, cfg.MaxInflight),
@@ -197,16 +198,27 @@ func (p *Publisher) Start() {
 func (p *Publisher) Submit(b *batch.Batch, block bool) bool {
 	size := int64(len(b.W.Bytes()))
 	p.mu.Lock()
+	var paused time.Time
 	for p.bytes > 0 && p.bytes+size > p.cfg.BufferBytes {
 		if !block || p.stopping || p.noBlock {
 			p.dropLocked(b, ReasonBufferFull)
 			p.mu.Unlock()
 			return false
 		}
+		if paused.IsZero() && (p.broken || !p.nc.IsConnected()) {
+			// Only a wait for a failing JetStream is worth a line; a
+			// full buffer is the normal pace of reading a file.
+			paused = time.Now()
+			p.log.Warn("reading paused: --buffer-bytes of batches wait for JetStream; it goes on when they are stored",
+				"buffer_bytes", p.cfg.BufferBytes, "err", p.lastErr)
+		}
 		p.cond.Wait()
 	}
+	if !paused.IsZero() {
+		p.log.Info("reading resumed", "paused", time.Since(paused).Round(time.Millisecond))
+	}
 	p.seq++
-	p.queue = append(p.queue, &item{b: b, n: p.seq, id: p.prefix + strconv.FormatUint(p.seq, 10), size: size})
+	p.queue = append(p.queue, &item{b: b, n: p.seq, id: proto.SeqMsgID(p.prefix, p.seq), size: size})
 	p.bytes += size
 	p.cond.Broadcast()
 	p.mu.Unlock()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -102,7 +101,7 @@ func (s *Spool) Upload(ctx context.Context, js jetstream.JetStream, cfg UploadCo
 				}
 			}
 			m := &nats.Msg{Subject: r.Subject, Data: r.Data, Header: nats.Header{}}
-			m.Header.Set(jetstream.MsgIDHeader, s.id+"-"+strconv.FormatUint(r.Seq, 10))
+			m.Header.Set(jetstream.MsgIDHeader, proto.SeqMsgID(s.id, r.Seq))
 			m.Header.Set(proto.HdrVersion, proto.Version)
 			f, err := js.PublishMsgAsync(m)
 			if err != nil {

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"sync/atomic"
 	"time"
+
+	"github.com/tapline/tapline/decap/mmsg"
 )
 
 // Naive is the baseline reader every intake is compared with: one socket
@@ -43,7 +45,7 @@ func (n *Naive) Run(ctx context.Context, handle func(Datagram)) error {
 	for {
 		k, src, err := n.conn.ReadFromUDPAddrPort(buf)
 		if err != nil {
-			if isClosed(err) {
+			if mmsg.IsClosed(err) {
 				return nil
 			}
 			return err

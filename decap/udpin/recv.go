@@ -7,91 +7,30 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tapline/tapline/decap/mmsg"
 )
 
 // oobSize holds an SCM_TIMESTAMPNS (timespec) and an SO_RXQ_OVFL (uint32)
 // control message.
 var oobSize = unix.CmsgSpace(16) + unix.CmsgSpace(4) + 16
 
-// reader is one socket's recvmmsg state, reused for every call.
+// reader is one socket's recvmmsg state, reused for every call; the
+// address slots are large enough for IPv4 and IPv6.
 type reader struct {
-	hdrs  []unix.Mmsghdr
-	iovs  []unix.Iovec
-	names []unix.RawSockaddrInet6 // large enough for IPv4 and IPv6
-	oob   []byte
-	arena []byte
+	*mmsg.Reader[unix.RawSockaddrInet6]
 	batch []Datagram
-	max   int
 }
 
 func newReader(n, maxDatagram int) *reader {
-	r := &reader{
-		hdrs:  make([]unix.Mmsghdr, n),
-		iovs:  make([]unix.Iovec, n),
-		names: make([]unix.RawSockaddrInet6, n),
-		oob:   make([]byte, n*oobSize),
-		// One slot per message, each able to hold the largest datagram.
-		// Fresh large allocations are untouched zero pages, so only the
-		// bytes datagrams actually fill become resident.
-		arena: make([]byte, n*maxDatagram),
-		batch: make([]Datagram, 0, n),
-		max:   maxDatagram,
-	}
-	for i := range r.hdrs {
-		r.iovs[i].Base = &r.arena[i*maxDatagram]
-		r.iovs[i].SetLen(maxDatagram)
-		h := &r.hdrs[i].Hdr
-		h.Iov = &r.iovs[i]
-		h.SetIovlen(1)
-		h.Name = (*byte)(unsafe.Pointer(&r.names[i]))
-		h.Control = &r.oob[i*oobSize]
-	}
-	return r
-}
-
-// reset prepares the headers the kernel rewrote in the previous call.
-func (r *reader) reset() {
-	for i := range r.hdrs {
-		h := &r.hdrs[i].Hdr
-		h.Namelen = uint32(unsafe.Sizeof(r.names[i]))
-		h.SetControllen(oobSize)
-		h.Flags = 0
-		r.hdrs[i].Len = 0
-	}
-}
-
-// recvmmsg reads up to len(r.hdrs) datagrams without blocking.
-func (r *reader) recvmmsg(fd uintptr) (int, unix.Errno) {
-	n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hdrs[0])), uintptr(len(r.hdrs)),
-		unix.MSG_DONTWAIT, 0, 0)
-	return int(n), e
+	// One slot per message, each able to hold the largest datagram.
+	return &reader{Reader: mmsg.New[unix.RawSockaddrInet6](n, maxDatagram, oobSize), batch: make([]Datagram, 0, n)}
 }
 
 // readLoop reads the socket until it is closed.
 func (s *sock) readLoop(batch, maxDatagram int, handle func([]Datagram)) error {
 	r := newReader(batch, maxDatagram)
-	for {
-		var n int
-		var errno unix.Errno
-		err := s.raw.Read(func(fd uintptr) bool {
-			r.reset()
-			n, errno = r.recvmmsg(fd)
-			return errno != unix.EAGAIN && errno != unix.EINTR
-		})
-		if err != nil {
-			if isClosed(err) {
-				return nil
-			}
-			return err
-		}
-		if errno != 0 {
-			if errno == unix.EBADF {
-				return nil
-			}
-			return errno
-		}
-		s.deliver(r, n, handle)
-	}
+	return r.Loop(s.raw, 0, func(n int) { s.deliver(r, n, handle) })
 }
 
 // deliver turns n received messages into Datagrams and hands them over.
@@ -100,18 +39,18 @@ func (s *sock) deliver(r *reader, n int, handle func([]Datagram)) {
 	r.batch = r.batch[:0]
 	var bytes uint64
 	for i := 0; i < n; i++ {
-		h := &r.hdrs[i]
-		if h.Hdr.Flags&unix.MSG_TRUNC != 0 || int(h.Len) > r.max {
+		h := &r.Hdrs[i]
+		if h.Hdr.Flags&unix.MSG_TRUNC != 0 || int(h.Len) > r.Slot() {
 			s.trunc.Add(1)
 			continue
 		}
 		d := Datagram{
-			Data:      r.arena[i*r.max : i*r.max+int(h.Len)],
-			Src:       sockaddr(&r.names[i]),
+			Data:      r.Data(i),
+			Src:       sockaddr(&r.Names[i]),
 			LocalPort: s.port,
 			TimeNs:    batchNs,
 		}
-		if ts, ovfl, ok := parseOOB(r.oob[i*oobSize : i*oobSize+int(h.Hdr.Controllen)]); ok {
+		if ts, ovfl, ok := parseOOB(r.Control(i)); ok {
 			if ts != 0 {
 				d.TimeNs = ts
 			}

@@ -19,7 +19,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"runtime"
 	"strconv"
 	"sync"
@@ -295,8 +294,4 @@ func (in *Intake) Close() {
 	in.procs.mu.Lock()
 	in.procs.close()
 	in.procs.mu.Unlock()
-}
-
-func isClosed(err error) bool {
-	return errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed)
 }

@@ -60,6 +60,10 @@ func Parse(fs *flag.FlagSet, args []string, aliases map[string]string) error {
 		}
 		name := envNameOf(fs, f.Name)
 		v, ok := os.LookupEnv(name)
+		if old := lookupMeta(fs).retired[f.Name]; !ok && old != "" && os.Getenv(old) != "" {
+			err = fmt.Errorf("%s is no longer read: --%s reads %s (the stages gave %s different meanings)", old, f.Name, name, old)
+			return
+		}
 		if !ok {
 			if alias := aliases[f.Name]; alias != "" {
 				name = alias
@@ -106,6 +110,8 @@ func PrintUsage(w io.Writer, fs *flag.FlagSet) {
 type meta struct {
 	envPrefix string
 	shared    map[string]bool
+	envNames  map[string]string // flag name to its own variable (SetEnvName)
+	retired   map[string]string // flag name to the variable it no longer reads
 	summary   string
 	maxArgs   int
 }
@@ -161,6 +167,25 @@ func commonFlagNames() map[string]bool {
 	return names
 }
 
+// SetEnvName makes flag flagName of fs read env instead of its usual
+// variable, for a flag whose name other stages use with another meaning
+// (decap's --vni drops other VNIs, replay's --vni only leaves them to
+// others: TAPLINE_DECAP_VNI and TAPLINE_REPLAY_VNI). If retired is not
+// empty, it is the variable the flag read before: Parse refuses to start
+// when it is set (non-empty) and env is not, naming env, so an old
+// environment is not silently ignored.
+func SetEnvName(fs *flag.FlagSet, flagName, env, retired string) {
+	updateMeta(fs, func(m *meta) {
+		if m.envNames == nil {
+			m.envNames, m.retired = map[string]string{}, map[string]string{}
+		}
+		m.envNames[flagName] = env
+		if retired != "" {
+			m.retired[flagName] = retired
+		}
+	})
+}
+
 // SetSummary sets the text PrintUsage writes before the flags: what the
 // command does and the sub-commands it has.
 func SetSummary(fs *flag.FlagSet, summary string) {
@@ -172,7 +197,11 @@ func SetSummary(fs *flag.FlagSet, summary string) {
 func EnvNameIn(fs *flag.FlagSet, flagName string) string { return envNameOf(fs, flagName) }
 
 func envNameOf(fs *flag.FlagSet, flagName string) string {
-	if m := lookupMeta(fs); m.envPrefix != "" && !m.shared[flagName] {
+	m := lookupMeta(fs)
+	if env := m.envNames[flagName]; env != "" {
+		return env
+	}
+	if m.envPrefix != "" && !m.shared[flagName] {
 		p := m.envPrefix
 		return p + strings.ToUpper(envReplacer.Replace(flagName))
 	}

@@ -90,3 +90,32 @@ func TestEnvPrefixAndHelp(t *testing.T) {
 		t.Errorf("usage does not name NATS_URL:\n%s", b.String())
 	}
 }
+
+// A flag whose name other stages use with another meaning reads its own
+// variable; the variable it read before stops the start with one line
+// naming the new one, instead of being ignored; the help names the new one.
+func TestEnvNameOwnAndRetired(t *testing.T) {
+	fs := flag.NewFlagSet("decap", flag.ContinueOnError)
+	vni := fs.String("vni", "", "VNIs")
+	SetEnvName(fs, "vni", "TAPLINE_DECAP_VNI", "TAPLINE_VNI")
+	t.Setenv("TAPLINE_VNI", "7")
+	err := Parse(fs, nil, nil)
+	if err == nil || !strings.Contains(err.Error(), "TAPLINE_VNI is no longer read") || !strings.Contains(err.Error(), "TAPLINE_DECAP_VNI") {
+		t.Errorf("TAPLINE_VNI set: %v, want an error naming TAPLINE_DECAP_VNI", err)
+	}
+	t.Setenv("TAPLINE_DECAP_VNI", "8")
+	if err := Parse(fs, nil, nil); err != nil || *vni != "8" {
+		t.Errorf("TAPLINE_DECAP_VNI: %q %v", *vni, err)
+	}
+	t.Setenv("TAPLINE_VNI", "")
+	t.Setenv("TAPLINE_DECAP_VNI", "")
+	*vni = ""
+	if err := Parse(fs, nil, nil); err != nil {
+		t.Errorf("an empty TAPLINE_VNI (compose's default) refused: %v", err)
+	}
+	var b bytes.Buffer
+	PrintUsage(&b, fs)
+	if !strings.Contains(b.String(), "[$TAPLINE_DECAP_VNI]") {
+		t.Errorf("usage:\n%s", b.String())
+	}
+}

@@ -175,7 +175,7 @@ func (e *emitter) emit(body []byte, last bool) {
 	e.c.Index++
 }
 
-// single emits a one-chunk message (a control frame).
+// single emits a control frame (ping, pong, close) as a one-chunk message.
 // reason says why it is incomplete (empty when complete).
 func (e *emitter) single(opcode string, body []byte, complete bool, missing int64, reason string, closeCode int, first, last int64) {
 	e.seq++
@@ -185,9 +185,10 @@ func (e *emitter) single(opcode string, body []byte, complete bool, missing int6
 	}
 	e.s.d.fill(&c, e.s.dir)
 	e.s.d.out.Chunk(&c, body)
-	if complete {
-		e.s.stats.MessagesComplete++
-	} else {
-		e.s.stats.MessagesIncomplete++
+	// Control frames are not messages an application receives: they are
+	// counted apart, so the message counts match what production got.
+	e.s.stats.ControlFrames++
+	if !complete {
+		e.s.stats.ControlIncomplete++
 	}
 }

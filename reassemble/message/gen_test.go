@@ -333,6 +333,32 @@ func dataMsgs(ms []*msg) []*msg {
 	return out
 }
 
+// publishedCounts counts published messages as a direction's Stats do:
+// data messages complete and incomplete, control frames apart.
+func publishedCounts(ms []*msg) message.Stats {
+	var st message.Stats
+	for _, m := range ms {
+		switch {
+		case m.Opcode == proto.OpPing || m.Opcode == proto.OpPong || m.Opcode == proto.OpClose:
+			st.ControlFrames++
+			if !m.Complete {
+				st.ControlIncomplete++
+			}
+		case m.Complete:
+			st.MessagesComplete++
+		default:
+			st.MessagesIncomplete++
+		}
+	}
+	return st
+}
+
+// countsMatch reports whether st counts what publishedCounts counts.
+func countsMatch(st, pub message.Stats) bool {
+	return st.MessagesComplete == pub.MessagesComplete && st.MessagesIncomplete == pub.MessagesIncomplete &&
+		st.ControlFrames == pub.ControlFrames && st.ControlIncomplete == pub.ControlIncomplete
+}
+
 // checkExact asserts that every data message was decoded complete and
 // byte-exact.
 func checkExact(t *testing.T, col *collector, tr traffic) {

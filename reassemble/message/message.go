@@ -76,10 +76,16 @@ const InflationFree = 1 << 20
 // Stats counts what a Decoder did in one direction, for the connection's
 // loss summary and the metrics.
 type Stats struct {
+	// MessagesComplete and MessagesIncomplete count the data messages
+	// emitted (text, binary, tcp); control frames are in ControlFrames.
 	MessagesComplete   int64
 	MessagesIncomplete int64
-	Undecodable        int64 // e.g. compressed without its negotiated context
-	BadFrames          int64 // protocol violations (oversized control frame, unknown opcode, 2^63 length)
+	// ControlFrames counts the control frames emitted (ping, pong,
+	// close), ControlIncomplete those of them flagged incomplete.
+	ControlFrames     int64
+	ControlIncomplete int64
+	Undecodable       int64 // e.g. compressed without its negotiated context
+	BadFrames         int64 // protocol violations (oversized control frame, unknown opcode, 2^63 length)
 	// MessagesLost counts messages whose start the decoder saw but that it
 	// could not emit: frames skipped as bad (unknown opcode, a control
 	// frame too large or not final), a header cut by a gap or the

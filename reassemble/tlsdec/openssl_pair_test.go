@@ -1,7 +1,6 @@
 package tlsdec
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"io"
@@ -40,26 +39,8 @@ func opensslPair(t *testing.T, dir string, r opensslRun) (c2s, s2c, keylog []byt
 
 func opensslServe(t *testing.T, dir string, serverArgs []string, runs []*opensslRun) {
 	t.Helper()
-	bin, err := exec.LookPath("openssl")
-	if err != nil {
-		t.Fatal("openssl not installed (Debian package openssl)")
-	}
 	cert, key := writePEMRSA(t, dir)
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	sport := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	srv := exec.Command(bin, append([]string{"s_server", "-accept", fmt.Sprint(sport), "-cert", cert, "-key", key, "-naccept", fmt.Sprint(len(runs)), "-ign_eof"}, serverArgs...)...)
-	srvOut, _ := srv.StdoutPipe()
-	srvIn, _ := srv.StdinPipe()
-	srv.Stderr = io.Discard
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { srv.Process.Kill(); srv.Wait() }()
-	sc := bufio.NewScanner(srvOut)
-	for sc.Scan() && !strings.Contains(sc.Text(), "ACCEPT") {
-	}
-	go io.Copy(io.Discard, srvOut)
+	bin, sport, srvIn := startOpenSSLServer(t, cert, key, len(runs), serverArgs...)
 	defer srvIn.Close()
 	for i, r := range runs {
 		r.c2s, r.s2c, r.keylog = opensslClient(t, bin, filepath.Join(dir, fmt.Sprint(i)), sport, srvIn, r)

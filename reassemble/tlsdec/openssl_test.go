@@ -1,7 +1,6 @@
 package tlsdec
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/rand"
 	"crypto/tls"
@@ -11,9 +10,7 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -64,31 +61,12 @@ func writePEMOf(t *testing.T, dir string, certDER []byte, priv any) (string, str
 // client answers each with its own KeyUpdate, so both directions
 // change keys repeatedly. Every byte of both directions decrypts.
 func TestOpenSSLKeyUpdate(t *testing.T) {
-	bin, err := exec.LookPath("openssl")
-	if err != nil {
-		t.Fatal("openssl not installed (Debian package openssl)")
-	}
 	const rounds = 6
 	for _, suite := range []string{"TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"} {
 		t.Run(suite, func(t *testing.T) {
 			dir := t.TempDir()
 			cert, key := writePEM(t, dir)
-			ln, _ := net.Listen("tcp", "127.0.0.1:0")
-			port := ln.Addr().(*net.TCPAddr).Port
-			ln.Close()
-			cmd := exec.Command(bin, "s_server", "-accept", fmt.Sprint(port), "-cert", cert, "-key", key,
-				"-tls1_3", "-ciphersuites", suite, "-naccept", "1", "-ign_eof")
-			stdin, _ := cmd.StdinPipe()
-			stdout, _ := cmd.StdoutPipe()
-			cmd.Stderr = io.Discard
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			defer func() { cmd.Process.Kill(); cmd.Wait() }()
-			sc := bufio.NewScanner(stdout)
-			for sc.Scan() && !strings.Contains(sc.Text(), "ACCEPT") {
-			}
-			go io.Copy(io.Discard, stdout)
+			_, port, stdin := startOpenSSLServer(t, cert, key, 1, "-tls1_3", "-ciphersuites", suite)
 			raw, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 			if err != nil {
 				t.Fatal(err)

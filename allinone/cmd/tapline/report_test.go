@@ -47,6 +47,9 @@ func TestReportPipeline(t *testing.T) {
 		return want[conn][d]
 	}
 	for _, m := range s.Messages() {
+		if !proto.DataOpcode(m.Opcode) {
+			continue // control frames are not messages
+		}
 		a := get(m.Conn, m.Dir)
 		if m.Complete {
 			a.complete++
@@ -139,6 +142,13 @@ func TestReportPipeline(t *testing.T) {
 	if decapDrops == nil || decapDrops.Counters["filtered.vni"] != float64(p.filtered) {
 		t.Errorf("mirror drops %+v, want decap filtered.vni %d", rep.Mirror, p.filtered)
 	}
+	if decapDrops != nil && (len(decapDrops.Instances) != 1 || strings.Count(decapDrops.Instances[0], "/") != 2) {
+		t.Errorf("decap's drop reports name instances %q, want one <host>/<pid>/<random>", decapDrops.Instances)
+	}
+	// Bytes are missing: the report says what it cannot count.
+	if !strings.Contains(rep.Unknown, "lost whole inside the gaps") {
+		t.Errorf("not_known %q: the report does not say it cannot count messages lost whole in a gap", rep.Unknown)
+	}
 
 	// The table says the same.
 	text, err := tapline("report", "--since", "1h", "--nats-url", p.url).Output()
@@ -157,7 +167,7 @@ func TestReportPipeline(t *testing.T) {
 			t.Errorf("the lossy connection's row %q lacks %q\n%s", lossyRow, w, text)
 		}
 	}
-	for _, w := range []string{"TOTAL", fmt.Sprintf("filtered.vni %d", p.filtered), "2 connections"} {
+	for _, w := range []string{"TOTAL", fmt.Sprintf("filtered.vni %d", p.filtered), "2 connections", "1 instance: ", "Not known: messages lost whole inside the gaps"} {
 		if !strings.Contains(string(text), w) {
 			t.Errorf("report lacks %q:\n%s", w, text)
 		}

@@ -1,0 +1,69 @@
+package mmsg
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net"
+	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// A batch of loopback datagrams read with one call: each message's bytes
+// (cut at the slot, with the full length in Hdrs[i].Len under MSG_TRUNC),
+// its source address; the headers are reset for the next call; closing
+// the socket ends Loop with nil.
+func TestLoopReadsBatches(t *testing.T) {
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := net.DialUDP("udp4", nil, conn.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	sent := [][]byte{[]byte("one"), bytes.Repeat([]byte("x"), 100), []byte("three")}
+	for _, p := range sent {
+		if _, err := out.Write(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := New[unix.RawSockaddrInet4](4, 64, 64)
+	var got [][]byte
+	var lens []int
+	srcPort := out.LocalAddr().(*net.UDPAddr).Port
+	done := make(chan error, 1)
+	go func() {
+		done <- r.Loop(raw, unix.MSG_TRUNC, func(n int) {
+			for i := range n {
+				got = append(got, bytes.Clone(r.Data(i)))
+				lens = append(lens, int(r.Hdrs[i].Len))
+				port := binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(&r.Names[i].Port))[:])
+				if int(port) != srcPort || r.Names[i].Addr != [4]byte{127, 0, 0, 1} {
+					t.Errorf("message %d from %v:%d, want 127.0.0.1:%d", i, r.Names[i].Addr, port, srcPort)
+				}
+			}
+			if len(got) == len(sent) {
+				conn.Close()
+			}
+		})
+	}()
+	if err := <-done; err != nil {
+		t.Fatalf("Loop: %v", err)
+	}
+	if len(got) != 3 {
+		t.Fatalf("%d messages, want 3", len(got))
+	}
+	for i, p := range sent {
+		want := p[:min(len(p), r.Slot())]
+		if !bytes.Equal(got[i], want) || lens[i] != len(p) {
+			t.Errorf("message %d: %q (length %d), want %q (length %d)", i, got[i], lens[i], want, len(p))
+		}
+	}
+}
