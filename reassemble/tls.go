@@ -55,6 +55,7 @@ type tlsLayer struct {
 	td     *tlsdec.Conn
 	ts     int64 // capture time of the bytes being decrypted
 	closed bool
+	ended  bool // every direction mirrored sent close_notify: the close was asked for
 
 	lostBytes [2]int64 // tlsLost: ciphertext bytes not published
 	resumes   string   // tlsLost: the connection it continues
@@ -71,6 +72,7 @@ func (l *tlsLayer) Data(dir proto.Direction, b []byte, ts int64) {
 		l.ts = ts
 		l.td.Data(tlsDir(dir), b, time.Now())
 		l.c.w.tlsActive(l.c)
+		l.checkEnd()
 		return
 	case tlsOff:
 		l.inner.Data(dir, b, ts)
@@ -146,6 +148,7 @@ func (l *tlsLayer) Gap(dir proto.Direction, n int64, ts int64) {
 		l.ts = ts
 		l.td.Gap(tlsDir(dir), n, time.Now())
 		l.c.w.tlsActive(l.c)
+		l.checkEnd()
 		return
 	case tlsLost:
 		return
@@ -159,6 +162,37 @@ func (l *tlsLayer) poll(ts int64) {
 	if l.mode == tlsOn && !l.closed {
 		l.ts = ts
 		l.td.Poll(time.Now())
+		l.checkEnd()
+	}
+}
+
+// CloseNotify is the close reason of a TLS connection ended by its
+// close_notify alerts: every direction mirrored sent one (a direction
+// never seen — inbound-only mirroring — needs none). The FIN or RST that
+// follows may never be mirrored (a production client answering the
+// server's close_notify with an RST on an inbound-only session), and the
+// connection would otherwise stay open until the idle timeout.
+const CloseNotify = "close_notify"
+
+// checkEnd asks the tracker to close the connection once every direction
+// mirrored has sent its close_notify: nothing more of its application
+// data can come.
+func (l *tlsLayer) checkEnd() {
+	if l.ended || l.closed {
+		return
+	}
+	notified := false
+	for d := range 2 {
+		switch {
+		case l.td.CloseNotified(d):
+			notified = true
+		case l.c.tc.Seen(protoDir(d)):
+			return
+		}
+	}
+	if notified {
+		l.ended = true
+		l.c.tc.End(CloseNotify)
 	}
 }
 

@@ -173,6 +173,7 @@ type tlsRun struct {
 	keyDelay  time.Duration
 	dropS2C   []int // stream offsets whose segment is dropped
 	s2cOnly   bool  // inbound-only mirroring of the client: no handshake, no client packets
+	noFIN     bool  // no FIN mirrored (the production client answered with an RST, not mirrored)
 }
 
 func runTLS(t *testing.T, cp *wssCapture, r tlsRun) (*connOut, *prometheus.Registry) {
@@ -207,6 +208,9 @@ func runTLS(t *testing.T, cp *wssCapture, r tlsRun) (*connOut, *prometheus.Regis
 	for _, f := range tlsFrames(t, cp.writes, [2][]byte{cp.c2s, cp.s2c}, r.dropS2C) {
 		if r.s2cOnly && (f.Data[47]&0x02 != 0 || bytes.Equal(f.Data[26:30], []byte{10, 9, 0, 1})) {
 			continue // SYNs and every packet from the client
+		}
+		if r.noFIN && f.Data[47]&0x01 != 0 {
+			continue
 		}
 		b.add(&f, shardOf(t, &f, 2))
 	}

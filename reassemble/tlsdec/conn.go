@@ -207,6 +207,11 @@ func (c *Conn) Memory() int64 {
 	return n
 }
 
+// CloseNotified reports whether dir sent a protected close_notify (or a
+// fatal alert): it sends no more application data, whether or not its
+// FIN is ever seen.
+func (c *Conn) CloseNotified(dir int) bool { return c.h[dir&1].closeNotify }
+
 // KeysFound reports whether the connection's secrets were found.
 func (c *Conn) KeysFound() bool { return c.haveKeys }
 

@@ -79,6 +79,9 @@ type half struct {
 	avgRec   float64
 	stats    DirStats
 	lastErr  string
+	// closeNotify: the direction's protected close_notify alert was
+	// decrypted; it sends no more application data.
+	closeNotify bool
 }
 
 func (h *half) held() int64 { return h.qBytes + int64(len(h.rbuf)) }
@@ -675,8 +678,21 @@ func (h *half) content(p []byte, typ byte) {
 		h.c.sink.Plaintext(h.dir, p)
 	case recordHandshake:
 		h.handshake(p)
+	case recordAlert:
+		// Authenticated, so the peer sent it: close_notify (level
+		// warning, description 0) ends the direction; a fatal alert ends
+		// it as well (RFC 8446 6.2: the connection is closed at once).
+		if len(p) >= 2 && (p[1] == alertCloseNotify || p[0] == alertFatal) {
+			h.closeNotify = true
+		}
 	}
 }
+
+// Alert fields (RFC 8446 6).
+const (
+	alertFatal       = 2
+	alertCloseNotify = 0
+)
 
 // handshake reassembles handshake messages (plaintext or decrypted) and
 // acts on the ones that matter: hellos, Finished and KeyUpdate (key
