@@ -655,7 +655,7 @@ func (w *worker) pollTLS(force bool) {
 			a := c.linger
 			c.finishClose(a.reason, a.tsNs, a.c2s, a.s2c)
 		}
-		if c.closed || (c.linger == nil && !c.tls.waiting()) {
+		if c.closed || (c.linger == nil && !c.tls.waiting() && !c.tls.detecting()) {
 			delete(w.tlsConns, c)
 		}
 	}

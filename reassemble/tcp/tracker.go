@@ -107,10 +107,10 @@ type Conn struct {
 
 	prev, next *Conn // LRU list, most recent at head
 	closed     bool
-	noCausal   bool  // the causal hold is off: the other direction is not mirrored
-	finAt      int64 // capture time all FINs were seen (0: not yet)
-	jumpIx     int   // 1 + the half whose sequence jumped (0: none)
-	mem        int64 // the Handler's Memory at its last measure
+	noCausal   bool   // the causal hold is off: the other direction is not mirrored
+	finAt      int64  // capture time all FINs were seen (0: not yet)
+	jumpIx     int    // 1 + the half whose sequence jumped (0: none)
+	mem        int64  // the Handler's Memory at its last measure
 	endReason  string // set by the Handler (End): close after this packet
 }
 
