@@ -20,11 +20,12 @@ const (
 )
 
 type item struct {
-	kind int
-	ord  uint64 // arrival order over both directions
-	hdr  [5]byte
-	body []byte
-	at   time.Time
+	kind     int
+	borrowed bool   // body is the caller's stream bytes (see direct): never written to, not kept
+	ord      uint64 // arrival order over both directions
+	hdr      [5]byte
+	body     []byte
+	at       time.Time
 }
 
 func (it *item) typ() byte   { return it.hdr[0] }
@@ -117,6 +118,13 @@ func (h *half) feed(b []byte) {
 			}
 			continue
 		}
+		if h.hn == 0 && len(b) >= 5 && h.direct() {
+			if n := hdrLen(b); b[0] == recordAppData && validHeader(b) && 5+n <= len(b) {
+				h.decryptDirect(b[:5+n])
+				b = b[5+n:]
+				continue
+			}
+		}
 		if h.hn < 5 {
 			k := copy(h.hdr[h.hn:], b)
 			h.hn += k
@@ -147,6 +155,28 @@ func (h *half) feed(b []byte) {
 			h.body, h.hn, h.need = nil, 0, 0
 		}
 	}
+}
+
+// direct reports whether a whole record in the stream bytes can be
+// decrypted where it lies, without being copied into a record buffer
+// and queued: application traffic with its keys, nothing queued in either
+// direction (the arrival order over both is kept), no loss to search
+// around.
+func (h *half) direct() bool {
+	c := h.c
+	return c.haveKeys && c.failed == "" && h.enc && h.lvl == lvlApp && h.op != nil &&
+		!h.lossSeen && h.uncertain == 0 && h.pendRecs == 0 &&
+		len(c.h[0].queue) == 0 && len(c.h[1].queue) == 0
+}
+
+// decryptDirect decrypts one whole record r (header and body) of the
+// caller's bytes into the scratch buffer.
+func (h *half) decryptDirect(r []byte) {
+	it := item{kind: itemRecord, borrowed: true, body: r[5:], at: h.c.now}
+	copy(it.hdr[:], r[:5])
+	h.c.ord++
+	it.ord = h.c.ord
+	h.decrypt(&it)
 }
 
 // takeBuf returns an empty buffer for a record body of n bytes, reusing
@@ -594,7 +624,7 @@ func (h *half) decrypt(it *item) {
 	}
 	h.avgRec = 0.875*h.avgRec + 0.125*float64(len(it.body)+5)
 	dst := h.buf(len(it.body))
-	if !h.lossSeen && h.uncertain == 0 && h.lvl == lvlApp {
+	if !h.lossSeen && h.uncertain == 0 && h.lvl == lvlApp && !it.borrowed {
 		// Application traffic, no loss in this direction: key changes are read from
 		// the handshake messages, no other epoch will be tried, so the
 		// record is decrypted in place (one pass less over its bytes).
