@@ -339,7 +339,12 @@ func (l *tlsLayer) closeInfo() *proto.TLSClose {
 	}
 	loss := func(d int) proto.TLSLoss {
 		st := l.td.Stats(d)
-		return proto.TLSLoss{Records: st.Records, RecordsLost: st.RecordsLost, RecordsUndecryptable: st.RecordsUndecryptable, PlaintextLost: st.LostBytes}
+		tl := proto.TLSLoss{Records: st.Records, RecordsLost: st.RecordsLost, RecordsUndecryptable: st.RecordsUndecryptable, PlaintextLost: st.LostBytes}
+		if st.LostBytesMin != st.LostBytes {
+			least := st.LostBytesMin
+			tl.PlaintextLostMin = &least
+		}
+		return tl
 	}
 	return &proto.TLSClose{Undecryptable: l.td.Undecryptable(), C2S: loss(0), S2C: loss(1)}
 }

@@ -76,8 +76,13 @@ type DirStats struct {
 	RecordsLost          int64 // records touched by a gap, or skipped finding the next boundary
 	RecordsUndecryptable int64 // records that failed authentication or whose keys never came
 	PlaintextBytes       int64 // application data bytes passed on
-	LostBytes            int64 // application data bytes reported lost (Sink.Lost)
-	Resyncs              int64 // times the record boundary was searched after a loss
+	LostBytes            int64 // application data bytes reported lost (Sink.Lost): the most there can have been (see LostBytesMin)
+	// LostBytesMin is the fewest application data bytes there can have
+	// been in what LostBytes reports: equal for AEAD records, less for
+	// lost CBC records (padding unknown) and for ciphertext lost in an
+	// unknown number of records.
+	LostBytesMin int64
+	Resyncs      int64 // times the record boundary was searched after a loss
 }
 
 // Info is what the hellos said about a connection. It holds no secret.

@@ -394,7 +394,7 @@ func (h *half) giveUp(it *item) {
 		h.uncertain++
 	}
 	h.blind = h.blind || (h.enc && !h.c.haveKeys)
-	h.lose(int64(it.length()-h.overhead()), ReasonUndecryptable)
+	h.loseRecs(int64(it.length()-h.overhead()), 1, ReasonUndecryptable)
 }
 
 func (h *half) overhead() int {
@@ -416,8 +416,32 @@ func (h *half) overhead() int {
 	return 16 + h.c.suite.macLen + 1
 }
 
-// lose reports n lost plaintext bytes of application data.
-func (h *half) lose(n int64, reason string) {
+// loseRecs reports the loss of recs whole records holding at most n
+// plaintext bytes (their ciphertext lengths less the fixed overhead): a
+// CBC record's padding (1 to 256 bytes, only the last length byte is
+// known) makes the plaintext up to 255 bytes shorter per record; AEAD
+// records are exact (TLS 1.3: taken as unpadded).
+func (h *half) loseRecs(n, recs int64, reason string) {
+	h.loseRange(n, max(0, n-recs*h.padSlack()), reason)
+}
+
+// loseUnknown reports lost ciphertext of an unknown number of records:
+// n bytes at most, perhaps none.
+func (h *half) loseUnknown(n int64, reason string) { h.loseRange(n, 0, reason) }
+
+// padSlack is how much shorter than the estimate a lost record's
+// plaintext may be: the CBC padding beyond its one length byte.
+func (h *half) padSlack() int64 {
+	if h.c.suite != nil && !h.c.tls13() && h.c.suite.cipher == cipherAESCBC {
+		return 255
+	}
+	return 0
+}
+
+// loseRange reports lost plaintext bytes of application data: n are
+// passed on (the gap the decoder gets), least is the fewest there can
+// have been (DirStats.LostBytesMin).
+func (h *half) loseRange(n, least int64, reason string) {
 	if n <= 0 {
 		return
 	}
@@ -425,6 +449,7 @@ func (h *half) lose(n int64, reason string) {
 		return // inside the handshake: no application data
 	}
 	h.stats.LostBytes += n
+	h.stats.LostBytesMin += least
 	h.c.sink.Lost(h.dir, n, reason)
 }
 
@@ -435,7 +460,7 @@ func (h *half) close() {
 		it := h.queue[0]
 		if it.kind == itemResync {
 			h.pop()
-			h.lose(h.rlost+int64(len(h.rbuf)), ReasonGap)
+			h.loseUnknown(h.rlost+int64(len(h.rbuf)), ReasonGap)
 			h.rbuf = nil
 			continue
 		}
@@ -445,7 +470,7 @@ func (h *half) close() {
 	if h.hn > 0 || h.skip > 0 {
 		h.stats.RecordsLost++
 		if h.hn == 5 && h.enc {
-			h.lose(int64(h.need-h.overhead()), ReasonGap)
+			h.loseRecs(int64(h.need-h.overhead()), 1, ReasonGap)
 		}
 	}
 	h.body, h.hn, h.skip = nil, 0, 0
@@ -490,7 +515,7 @@ func (h *half) process(it *item) {
 			h.pendLen = it.length()
 		case h.enc:
 			h.seq++
-			h.lose(int64(it.length()-h.overhead()), ReasonGap)
+			h.loseRecs(int64(it.length()-h.overhead()), 1, ReasonGap)
 		case c.tls13() && it.typ() == recordAppData:
 			h.enc, h.lvl, h.seq = true, h.firstLevel(), 1
 			h.uncertain++ // the first protected record: the level switch may be inside it
@@ -679,9 +704,9 @@ const keyUpdateRecord = 5 + 1 + 16
 // flushLost reports the losses held back by a lost TLS 1.3 record.
 func (h *half) flushLost() {
 	if h.pendRecs > 0 {
-		n := h.pendLost
+		n, recs := h.pendLost, int64(h.pendRecs)
 		h.pendLost, h.pendRecs = 0, 0
-		h.lose(n, ReasonGap)
+		h.loseRecs(n, recs, ReasonGap)
 	}
 }
 
@@ -689,7 +714,7 @@ func (h *half) failRecord(it *item) {
 	h.flushLost()
 	h.stats.RecordsUndecryptable++
 	h.seq++
-	h.lose(int64(it.length()-h.overhead()), ReasonUndecryptable)
+	h.loseRecs(int64(it.length()-h.overhead()), 1, ReasonUndecryptable)
 }
 
 // content handles a record's plaintext.
