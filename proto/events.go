@@ -79,7 +79,7 @@ type DirLoss struct {
 // RST, idle timeout or shutdown) and this is its loss summary.
 type CloseEvent struct {
 	Conn   string  `json:"conn"`
-	Reason string  `json:"reason"` // fin, rst, idle, evicted, reused, seq_jump, shutdown
+	Reason string  `json:"reason"` // fin, rst, idle, evicted, memory, reused, seq_jump, close_notify, shutdown
 	AtNs   int64   `json:"at_ns"`
 	C2S    DirLoss `json:"c2s"`
 	S2C    DirLoss `json:"s2c"`

@@ -25,7 +25,12 @@ type TLSLoss struct {
 	Records              int64 `json:"records"`                         // records decrypted
 	RecordsLost          int64 `json:"records_lost,omitempty"`          // touched by a gap
 	RecordsUndecryptable int64 `json:"records_undecryptable,omitempty"` // failed authentication or keys never came
-	PlaintextLost        int64 `json:"plaintext_lost,omitempty"`        // application bytes not published because of them
+	PlaintextLost        int64 `json:"plaintext_lost,omitempty"`        // application bytes not published because of them (the most there can have been)
+	// PlaintextLostMin, when present, is the fewest application bytes
+	// there can have been in PlaintextLost (lost CBC records: padding
+	// unknown; ciphertext lost in an unknown number of records); absent,
+	// PlaintextLost is exact.
+	PlaintextLostMin *int64 `json:"plaintext_lost_min,omitempty"`
 }
 
 // TLSClose is the "tls" object of a close event.

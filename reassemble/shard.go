@@ -691,11 +691,16 @@ func (w *worker) pollTLS(force bool) {
 			continue
 		}
 		c.tls.poll(ts)
+		if c.linger == nil && !c.closed {
+			// Records decrypted now (their keys came) may hold the last
+			// close_notify.
+			w.tr.CloseEnded(c.tc)
+		}
 		if c.linger != nil && (force || !c.tls.waiting()) {
 			a := c.linger
 			c.finishClose(a.reason, a.tsNs, a.c2s, a.s2c)
 		}
-		if c.closed || (c.linger == nil && !c.tls.waiting()) {
+		if c.closed || (c.linger == nil && !c.tls.waiting() && !c.tls.detecting()) {
 			delete(w.tlsConns, c)
 		}
 	}

@@ -37,6 +37,9 @@ const lostError = "continues a TLS connection whose record state was dropped (id
 // one direction speaks and the other sends less than 6 bytes).
 const maxDetect = 64 << 10
 
+// A connection without hello is held up to tlsdec.MidStreamScan bytes (or
+// midWait) to find its record boundaries (see records).
+
 type pendingData struct {
 	dir proto.Direction
 	b   []byte
@@ -55,13 +58,16 @@ type tlsLayer struct {
 	td     *tlsdec.Conn
 	ts     int64 // capture time of the bytes being decrypted
 	closed bool
+	ended  bool // every direction mirrored sent close_notify: the close was asked for
 
 	lostBytes [2]int64 // tlsLost: ciphertext bytes not published
 	resumes   string   // tlsLost: the connection it continues
+	lostWhy   string   // tlsLost: why it cannot be decrypted (the open event's error)
+	detectTs  int64    // capture time of the first bytes held while detecting
 }
 
 func newTLSLayer(c *conn, inner message.Decoder) *tlsLayer {
-	return &tlsLayer{c: c, inner: inner}
+	return &tlsLayer{c: c, inner: inner, lostWhy: lostError}
 }
 
 // Data implements message.Decoder.
@@ -71,6 +77,7 @@ func (l *tlsLayer) Data(dir proto.Direction, b []byte, ts int64) {
 		l.ts = ts
 		l.td.Data(tlsDir(dir), b, time.Now())
 		l.c.w.tlsActive(l.c)
+		l.checkEnd()
 		return
 	case tlsOff:
 		l.inner.Data(dir, b, ts)
@@ -80,9 +87,12 @@ func (l *tlsLayer) Data(dir proto.Direction, b []byte, ts int64) {
 		return
 	}
 	i := dirIndex(dir)
-	if len(l.first[i]) < 6 {
-		k := min(6-len(l.first[i]), len(b))
+	if len(l.first[i]) < tlsdec.MidStreamScan {
+		k := min(tlsdec.MidStreamScan-len(l.first[i]), len(b))
 		l.first[i] = append(l.first[i], b[:k]...)
+	}
+	if len(l.pend) == 0 {
+		l.detectTs = ts
 	}
 	l.pend = append(l.pend, pendingData{dir, append([]byte(nil), b...), ts})
 	l.pendN += len(b)
@@ -98,8 +108,45 @@ func (l *tlsLayer) Data(dir proto.Direction, b []byte, ts int64) {
 		l.start(flip(dir))
 	case (need || needSH) && l.pendN < maxDetect:
 	default:
-		l.plain()
+		l.records(ts-l.detectTs > int64(midWait))
 	}
+}
+
+// midWait bounds (capture time) how long the first bytes of a connection
+// without hello are held while deciding whether they are TLS records.
+const midWait = time.Second
+
+// midError is the open event's error of a TLS connection seen only after
+// its handshake.
+const midError = "started mid-stream: no hello seen, the secrets cannot be matched (no client random)"
+
+// records decides a connection whose first bytes are no hello: TLS
+// records (a connection seen only after its handshake, e.g. running when
+// the capture started) are undecryptable, never published; anything else
+// is passed on as it is. Undecided (a boundary not found yet) it waits
+// for more bytes, unless final.
+func (l *tlsLayer) records(final bool) {
+	more := false
+	for i := range l.first {
+		if len(l.first[i]) == 0 {
+			continue
+		}
+		yes, m := tlsdec.MidStreamRecords(l.first[i], l.c.meta.MidStream, final || len(l.first[i]) >= tlsdec.MidStreamScan)
+		if yes {
+			l.mode, l.lostWhy = tlsLost, midError
+			for _, p := range l.pend {
+				l.lostBytes[dirIndex(p.dir)] += int64(len(p.b))
+			}
+			l.pend, l.pendN, l.first = nil, 0, [2][]byte{}
+			return
+		}
+		more = more || m
+	}
+	if more {
+		l.c.w.tlsActive(l.c) // polled: the time bound is checked at the tick too
+		return
+	}
+	l.plain()
 }
 
 // start switches to TLS: the direction that sent the ClientHello is the
@@ -139,13 +186,15 @@ func (l *tlsLayer) plain() {
 
 // Gap implements message.Decoder.
 func (l *tlsLayer) Gap(dir proto.Direction, n int64, ts int64) {
+	if l.mode == tlsDetect {
+		l.records(true)
+	}
 	switch l.mode {
-	case tlsDetect:
-		l.plain()
 	case tlsOn:
 		l.ts = ts
 		l.td.Gap(tlsDir(dir), n, time.Now())
 		l.c.w.tlsActive(l.c)
+		l.checkEnd()
 		return
 	case tlsLost:
 		return
@@ -156,11 +205,49 @@ func (l *tlsLayer) Gap(dir proto.Direction, n int64, ts int64) {
 // poll retries records waiting for keys and gives up those held too
 // long (the worker's tick).
 func (l *tlsLayer) poll(ts int64) {
+	if l.mode == tlsDetect && len(l.pend) > 0 && ts-l.detectTs > int64(midWait) {
+		l.records(true)
+	}
 	if l.mode == tlsOn && !l.closed {
 		l.ts = ts
 		l.td.Poll(time.Now())
+		l.checkEnd()
 	}
 }
+
+// CloseNotify is the close reason of a TLS connection ended by its
+// close_notify alerts: every direction mirrored sent one (a direction
+// never seen — inbound-only mirroring — needs none). The FIN or RST that
+// follows may never be mirrored (a production client answering the
+// server's close_notify with an RST on an inbound-only session), and the
+// connection would otherwise stay open until the idle timeout.
+const CloseNotify = "close_notify"
+
+// checkEnd asks the tracker to close the connection once every direction
+// mirrored has sent its close_notify: nothing more of its application
+// data can come.
+func (l *tlsLayer) checkEnd() {
+	if l.ended || l.closed {
+		return
+	}
+	notified := false
+	for d := range 2 {
+		switch {
+		case l.td.CloseNotified(d):
+			notified = true
+		case l.c.tc.Seen(protoDir(d)):
+			return
+		}
+	}
+	if notified {
+		l.ended = true
+		l.c.tc.End(CloseNotify)
+	}
+}
+
+// detecting reports whether first bytes are held while deciding whether
+// they are TLS records.
+func (l *tlsLayer) detecting() bool { return l.mode == tlsDetect && len(l.pend) > 0 }
 
 // waiting reports whether ciphertext waits for keys that may still come.
 func (l *tlsLayer) waiting() bool { return l.mode == tlsOn && !l.closed && l.td.Waiting() }
@@ -168,7 +255,7 @@ func (l *tlsLayer) waiting() bool { return l.mode == tlsOn && !l.closed && l.td.
 // Close implements message.Decoder.
 func (l *tlsLayer) Close(ts int64) {
 	if l.mode == tlsDetect {
-		l.plain()
+		l.records(true)
 	}
 	if l.mode == tlsLost && !l.closed {
 		l.closed = true
@@ -200,7 +287,7 @@ func (l *tlsLayer) Stats(dir proto.Direction) message.Stats { return l.inner.Sta
 // Memory implements message.Sizer: held ciphertext and partial records
 // count in the --max-memory budget.
 func (l *tlsLayer) Memory() int64 {
-	n := int64(l.pendN)
+	n := int64(l.pendN) + int64(cap(l.first[0])+cap(l.first[1]))
 	if l.td != nil {
 		n += l.td.Memory()
 	}
@@ -224,7 +311,7 @@ func (l *tlsLayer) Lost(dir int, n int64, reason string) {
 // openInfo is the open event's tls object.
 func (l *tlsLayer) openInfo() *proto.TLSInfo {
 	if l.mode == tlsLost {
-		return &proto.TLSInfo{Undecryptable: true, Error: lostError}
+		return &proto.TLSInfo{Undecryptable: true, Error: l.lostWhy}
 	}
 	if l.mode != tlsOn {
 		return nil
@@ -252,7 +339,12 @@ func (l *tlsLayer) closeInfo() *proto.TLSClose {
 	}
 	loss := func(d int) proto.TLSLoss {
 		st := l.td.Stats(d)
-		return proto.TLSLoss{Records: st.Records, RecordsLost: st.RecordsLost, RecordsUndecryptable: st.RecordsUndecryptable, PlaintextLost: st.LostBytes}
+		tl := proto.TLSLoss{Records: st.Records, RecordsLost: st.RecordsLost, RecordsUndecryptable: st.RecordsUndecryptable, PlaintextLost: st.LostBytes}
+		if st.LostBytesMin != st.LostBytes {
+			least := st.LostBytesMin
+			tl.PlaintextLostMin = &least
+		}
+		return tl
 	}
 	return &proto.TLSClose{Undecryptable: l.td.Undecryptable(), C2S: loss(0), S2C: loss(1)}
 }

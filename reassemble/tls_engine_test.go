@@ -173,6 +173,8 @@ type tlsRun struct {
 	keyDelay  time.Duration
 	dropS2C   []int // stream offsets whose segment is dropped
 	s2cOnly   bool  // inbound-only mirroring of the client: no handshake, no client packets
+	noFIN     bool  // no FIN mirrored (the production client answered with an RST, not mirrored)
+	startAt   int   // frames before this index not mirrored (the capture started mid-connection)
 }
 
 func runTLS(t *testing.T, cp *wssCapture, r tlsRun) (*connOut, *prometheus.Registry) {
@@ -204,9 +206,15 @@ func runTLS(t *testing.T, cp *wssCapture, r tlsRun) (*connOut, *prometheus.Regis
 	}
 	_, reg := startEngineReg(t, cfg)
 	b := newBatcher(t, js, 64)
-	for _, f := range tlsFrames(t, cp.writes, [2][]byte{cp.c2s, cp.s2c}, r.dropS2C) {
+	for i, f := range tlsFrames(t, cp.writes, [2][]byte{cp.c2s, cp.s2c}, r.dropS2C) {
+		if i < r.startAt {
+			continue
+		}
 		if r.s2cOnly && (f.Data[47]&0x02 != 0 || bytes.Equal(f.Data[26:30], []byte{10, 9, 0, 1})) {
 			continue // SYNs and every packet from the client
+		}
+		if r.noFIN && f.Data[47]&0x01 != 0 {
+			continue
 		}
 		b.add(&f, shardOf(t, &f, 2))
 	}

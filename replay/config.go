@@ -1,6 +1,7 @@
 package replay
 
 import (
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"net"
@@ -78,6 +79,9 @@ type Config struct {
 
 	// Listen mode.
 	Listens stage.ListFlag
+	// ListenCert and ListenKey (PEM files) make the listeners serve TLS
+	// (wss://); see listentls.go.
+	ListenCert, ListenKey string
 
 	// Filters.
 	Servers    stage.ListFlag
@@ -115,6 +119,7 @@ type Config struct {
 	wsTarget  *url.URL
 	tcpTarget string
 	listens   []listenSpec
+	listenTLS *tls.Config
 	setHdr    http.Header
 	rules     compare.Rules
 	pace      pace.Config
@@ -167,6 +172,8 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.Var(&c.IgnoreRegex, "ignore-regex", "comparison: regular expression whose matches are ignored (repeatable)")
 
 	fs.Var(&c.Listens, "listen", "listen mode: addr=upstream, e.g. 127.0.0.1:9001=203.0.113.7:443 or :9002=/feed (repeatable): serve the upstream's server-to-client messages to every test connection on addr")
+	fs.StringVar(&c.ListenCert, "listen-cert", "", "listen mode: PEM certificate (chain) file; with --listen-key the listeners serve TLS (wss://)")
+	fs.StringVar(&c.ListenKey, "listen-key", "", "listen mode: PEM private key file of --listen-cert")
 
 	fs.Var(&c.Servers, "server", "replay only connections to these original servers: ip:port, ip or :port (repeatable)")
 	fs.Var(&c.MatchPaths, "match-path", "replay only connections whose original path matches this glob, e.g. /v1/* (repeatable)")
@@ -215,6 +222,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("--listen %q: bad listen address: %v", l, err)
 		}
 		c.listens = append(c.listens, listenSpec{Addr: addr, Upstream: up})
+	}
+	if err := c.validateListenTLS(); err != nil {
+		return err
 	}
 	if len(c.Targets) == 0 && len(c.listens) == 0 {
 		return fmt.Errorf("give --target (dial mode) or --listen (listen mode)")

@@ -46,7 +46,7 @@ type subscriber struct {
 }
 
 func newHub(spec listenSpec, cfg *Config, log *slog.Logger, m *metrics) (*hub, error) {
-	ln, err := net.Listen("tcp", spec.Addr)
+	ln, err := cfg.listenOn(spec.Addr)
 	if err != nil {
 		return nil, err
 	}

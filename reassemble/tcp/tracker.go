@@ -108,10 +108,11 @@ type Conn struct {
 
 	prev, next *Conn // LRU list, most recent at head
 	closed     bool
-	noCausal   bool  // the causal hold is off: the other direction is not mirrored
-	finAt      int64 // capture time all FINs were seen (0: not yet)
-	jumpIx     int   // 1 + the half whose sequence jumped (0: none)
-	mem        int64 // the Handler's Memory at its last measure
+	noCausal   bool   // the causal hold is off: the other direction is not mirrored
+	finAt      int64  // capture time all FINs were seen (0: not yet)
+	jumpIx     int    // 1 + the half whose sequence jumped (0: none)
+	mem        int64  // the Handler's Memory at its last measure
+	endReason  string // set by the Handler (End): close after this packet
 }
 
 // Continued reports whether direction dir of a resumed connection
@@ -457,7 +458,7 @@ func (t *Tracker) Packet(f *framebatch.Frame) *Conn {
 	}
 	t.measure(c)
 	t.enforce(c, 0)
-	if c.closed {
+	if c.closed || t.closeEnded(c) {
 		return c
 	}
 	if c.finished() {
@@ -573,7 +574,7 @@ func (t *Tracker) close(c *Conn, reason string, tsNs int64) {
 	delete(t.finWait, c)
 	t.unlink(c)
 	t.forget(c.k)
-	if reason == CloseFIN || reason == CloseRST {
+	if reason == CloseFIN || reason == CloseRST || reason == c.endReason {
 		if len(t.tomb) >= t.cfg.MaxConnections {
 			clear(t.tomb)
 		}
@@ -604,6 +605,7 @@ func (t *Tracker) Expire(nowNs int64) int {
 	}
 	for c := range t.waiting {
 		t.release(c, false)
+		t.closeEnded(c)
 	}
 	t.enforce(nil, 0)
 	for c := range t.finWait {

@@ -76,8 +76,13 @@ type DirStats struct {
 	RecordsLost          int64 // records touched by a gap, or skipped finding the next boundary
 	RecordsUndecryptable int64 // records that failed authentication or whose keys never came
 	PlaintextBytes       int64 // application data bytes passed on
-	LostBytes            int64 // application data bytes reported lost (Sink.Lost)
-	Resyncs              int64 // times the record boundary was searched after a loss
+	LostBytes            int64 // application data bytes reported lost (Sink.Lost): the most there can have been (see LostBytesMin)
+	// LostBytesMin is the fewest application data bytes there can have
+	// been in what LostBytes reports: equal for AEAD records, less for
+	// lost CBC records (padding unknown) and for ciphertext lost in an
+	// unknown number of records.
+	LostBytesMin int64
+	Resyncs      int64 // times the record boundary was searched after a loss
 }
 
 // Info is what the hellos said about a connection. It holds no secret.
@@ -206,6 +211,11 @@ func (c *Conn) Memory() int64 {
 	}
 	return n
 }
+
+// CloseNotified reports whether dir sent a protected close_notify (or a
+// fatal alert): it sends no more application data, whether or not its
+// FIN is ever seen.
+func (c *Conn) CloseNotified(dir int) bool { return c.h[dir&1].closeNotify }
 
 // KeysFound reports whether the connection's secrets were found.
 func (c *Conn) KeysFound() bool { return c.haveKeys }

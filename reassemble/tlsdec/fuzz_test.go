@@ -106,3 +106,20 @@ func quote(b []byte) string {
 	}
 	return string(append(out, '"'))
 }
+
+// FuzzMidStreamRecords: any bytes give an answer without a panic, and a
+// final answer is never "more".
+func FuzzMidStreamRecords(f *testing.F) {
+	f.Add([]byte{23, 3, 3, 0, 2, 1, 2, 23, 3, 3, 0, 1, 9, 23, 3, 3, 0, 1, 7}, true)
+	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"), true)
+	f.Add([]byte{0x82, 0x7e, 0x10, 0}, false)
+	f.Fuzz(func(t *testing.T, b []byte, any bool) {
+		yes, more := MidStreamRecords(b, any, true)
+		if more {
+			t.Fatal("final decision undecided")
+		}
+		if y, _ := MidStreamRecords(b, any, false); y && !yes {
+			t.Fatal("a chain found without final is not found with it")
+		}
+	})
+}

@@ -20,11 +20,12 @@ const (
 )
 
 type item struct {
-	kind int
-	ord  uint64 // arrival order over both directions
-	hdr  [5]byte
-	body []byte
-	at   time.Time
+	kind     int
+	borrowed bool   // body is the caller's stream bytes (see direct): never written to, not kept
+	ord      uint64 // arrival order over both directions
+	hdr      [5]byte
+	body     []byte
+	at       time.Time
 }
 
 func (it *item) typ() byte   { return it.hdr[0] }
@@ -79,6 +80,9 @@ type half struct {
 	avgRec   float64
 	stats    DirStats
 	lastErr  string
+	// closeNotify: the direction's protected close_notify alert was
+	// decrypted; it sends no more application data.
+	closeNotify bool
 }
 
 func (h *half) held() int64 { return h.qBytes + int64(len(h.rbuf)) }
@@ -114,6 +118,13 @@ func (h *half) feed(b []byte) {
 			}
 			continue
 		}
+		if h.hn == 0 && len(b) >= 5 && h.direct() {
+			if n := hdrLen(b); b[0] == recordAppData && validHeader(b) && 5+n <= len(b) {
+				h.decryptDirect(b[:5+n])
+				b = b[5+n:]
+				continue
+			}
+		}
 		if h.hn < 5 {
 			k := copy(h.hdr[h.hn:], b)
 			h.hn += k
@@ -144,6 +155,28 @@ func (h *half) feed(b []byte) {
 			h.body, h.hn, h.need = nil, 0, 0
 		}
 	}
+}
+
+// direct reports whether a whole record in the stream bytes can be
+// decrypted where it lies, without being copied into a record buffer
+// and queued: application traffic with its keys, nothing queued in either
+// direction (the arrival order over both is kept), no loss to search
+// around.
+func (h *half) direct() bool {
+	c := h.c
+	return c.haveKeys && c.failed == "" && h.enc && h.lvl == lvlApp && h.op != nil &&
+		!h.lossSeen && h.uncertain == 0 && h.pendRecs == 0 &&
+		len(c.h[0].queue) == 0 && len(c.h[1].queue) == 0
+}
+
+// decryptDirect decrypts one whole record r (header and body) of the
+// caller's bytes into the scratch buffer.
+func (h *half) decryptDirect(r []byte) {
+	it := item{kind: itemRecord, borrowed: true, body: r[5:], at: h.c.now}
+	copy(it.hdr[:], r[:5])
+	h.c.ord++
+	it.ord = h.c.ord
+	h.decrypt(&it)
 }
 
 // takeBuf returns an empty buffer for a record body of n bytes, reusing
@@ -361,7 +394,7 @@ func (h *half) giveUp(it *item) {
 		h.uncertain++
 	}
 	h.blind = h.blind || (h.enc && !h.c.haveKeys)
-	h.lose(int64(it.length()-h.overhead()), ReasonUndecryptable)
+	h.loseRecs(int64(it.length()-h.overhead()), 1, ReasonUndecryptable)
 }
 
 func (h *half) overhead() int {
@@ -383,8 +416,32 @@ func (h *half) overhead() int {
 	return 16 + h.c.suite.macLen + 1
 }
 
-// lose reports n lost plaintext bytes of application data.
-func (h *half) lose(n int64, reason string) {
+// loseRecs reports the loss of recs whole records holding at most n
+// plaintext bytes (their ciphertext lengths less the fixed overhead): a
+// CBC record's padding (1 to 256 bytes, only the last length byte is
+// known) makes the plaintext up to 255 bytes shorter per record; AEAD
+// records are exact (TLS 1.3: taken as unpadded).
+func (h *half) loseRecs(n, recs int64, reason string) {
+	h.loseRange(n, max(0, n-recs*h.padSlack()), reason)
+}
+
+// loseUnknown reports lost ciphertext of an unknown number of records:
+// n bytes at most, perhaps none.
+func (h *half) loseUnknown(n int64, reason string) { h.loseRange(n, 0, reason) }
+
+// padSlack is how much shorter than the estimate a lost record's
+// plaintext may be: the CBC padding beyond its one length byte.
+func (h *half) padSlack() int64 {
+	if h.c.suite != nil && !h.c.tls13() && h.c.suite.cipher == cipherAESCBC {
+		return 255
+	}
+	return 0
+}
+
+// loseRange reports lost plaintext bytes of application data: n are
+// passed on (the gap the decoder gets), least is the fewest there can
+// have been (DirStats.LostBytesMin).
+func (h *half) loseRange(n, least int64, reason string) {
 	if n <= 0 {
 		return
 	}
@@ -392,6 +449,7 @@ func (h *half) lose(n int64, reason string) {
 		return // inside the handshake: no application data
 	}
 	h.stats.LostBytes += n
+	h.stats.LostBytesMin += least
 	h.c.sink.Lost(h.dir, n, reason)
 }
 
@@ -402,7 +460,7 @@ func (h *half) close() {
 		it := h.queue[0]
 		if it.kind == itemResync {
 			h.pop()
-			h.lose(h.rlost+int64(len(h.rbuf)), ReasonGap)
+			h.loseUnknown(h.rlost+int64(len(h.rbuf)), ReasonGap)
 			h.rbuf = nil
 			continue
 		}
@@ -412,7 +470,7 @@ func (h *half) close() {
 	if h.hn > 0 || h.skip > 0 {
 		h.stats.RecordsLost++
 		if h.hn == 5 && h.enc {
-			h.lose(int64(h.need-h.overhead()), ReasonGap)
+			h.loseRecs(int64(h.need-h.overhead()), 1, ReasonGap)
 		}
 	}
 	h.body, h.hn, h.skip = nil, 0, 0
@@ -457,7 +515,7 @@ func (h *half) process(it *item) {
 			h.pendLen = it.length()
 		case h.enc:
 			h.seq++
-			h.lose(int64(it.length()-h.overhead()), ReasonGap)
+			h.loseRecs(int64(it.length()-h.overhead()), 1, ReasonGap)
 		case c.tls13() && it.typ() == recordAppData:
 			h.enc, h.lvl, h.seq = true, h.firstLevel(), 1
 			h.uncertain++ // the first protected record: the level switch may be inside it
@@ -591,7 +649,7 @@ func (h *half) decrypt(it *item) {
 	}
 	h.avgRec = 0.875*h.avgRec + 0.125*float64(len(it.body)+5)
 	dst := h.buf(len(it.body))
-	if !h.lossSeen && h.uncertain == 0 && h.lvl == lvlApp {
+	if !h.lossSeen && h.uncertain == 0 && h.lvl == lvlApp && !it.borrowed {
 		// Application traffic, no loss in this direction: key changes are read from
 		// the handshake messages, no other epoch will be tried, so the
 		// record is decrypted in place (one pass less over its bytes).
@@ -646,9 +704,9 @@ const keyUpdateRecord = 5 + 1 + 16
 // flushLost reports the losses held back by a lost TLS 1.3 record.
 func (h *half) flushLost() {
 	if h.pendRecs > 0 {
-		n := h.pendLost
+		n, recs := h.pendLost, int64(h.pendRecs)
 		h.pendLost, h.pendRecs = 0, 0
-		h.lose(n, ReasonGap)
+		h.loseRecs(n, recs, ReasonGap)
 	}
 }
 
@@ -656,7 +714,7 @@ func (h *half) failRecord(it *item) {
 	h.flushLost()
 	h.stats.RecordsUndecryptable++
 	h.seq++
-	h.lose(int64(it.length()-h.overhead()), ReasonUndecryptable)
+	h.loseRecs(int64(it.length()-h.overhead()), 1, ReasonUndecryptable)
 }
 
 // content handles a record's plaintext.
@@ -675,8 +733,21 @@ func (h *half) content(p []byte, typ byte) {
 		h.c.sink.Plaintext(h.dir, p)
 	case recordHandshake:
 		h.handshake(p)
+	case recordAlert:
+		// Authenticated, so the peer sent it: close_notify (level
+		// warning, description 0) ends the direction; a fatal alert ends
+		// it as well (RFC 8446 6.2: the connection is closed at once).
+		if len(p) >= 2 && (p[1] == alertCloseNotify || p[0] == alertFatal) {
+			h.closeNotify = true
+		}
 	}
 }
+
+// Alert fields (RFC 8446 6).
+const (
+	alertFatal       = 2
+	alertCloseNotify = 0
+)
 
 // handshake reassembles handshake messages (plaintext or decrypted) and
 // acts on the ones that matter: hellos, Finished and KeyUpdate (key

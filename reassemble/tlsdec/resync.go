@@ -132,7 +132,12 @@ func (h *half) accept(r trialResult, lost int64) {
 	if n := lost - recs*minRec; n > 0 && !keyUpdateLost {
 		// (exactly one KeyUpdate record lost before the next key
 		// generation: no application data)
-		h.lose(n, ReasonGap)
+		if r.same {
+			h.loseRecs(n, recs, ReasonGap)
+		} else {
+			// The record count is estimated: the estimate is no bound.
+			h.loseUnknown(n, ReasonGap)
+		}
 	}
 	h.content(r.p, r.typ)
 }
