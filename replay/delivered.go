@@ -165,6 +165,7 @@ func (w *worker) saveMark(ctx context.Context) bool {
 	if w.r.opens == nil || w.r.cfg.noDeliveryLedger {
 		return true
 	}
+	w.releaseWrites() // what was written must not wait for the ledger
 	for {
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err := w.r.opens.putMark(pctx, w.id, w.mark)

@@ -164,6 +164,7 @@ func (w *worker) run(ctx context.Context) {
 		w.expireHeld(ctx)
 		e, ok := w.q.pop()
 		if !ok {
+			w.releaseWrites() // the frames held while the queue had entries (coalesce.go)
 			// Queue empty: confirm what was written once it is
 			// confirmEveryTime old (one ping per batch, not per message),
 			// then wait for more.
@@ -222,10 +223,12 @@ func (w *worker) run(ctx context.Context) {
 			}
 		}
 		if e.data == nil && e.held < 0 {
+			w.releaseWrites()
 			if err := w.refetch(ctx, e); err != nil {
 				return
 			}
 		}
+		w.holdWrites()
 		closed := w.handle(ctx, e)
 		if closed {
 			end = "close"
