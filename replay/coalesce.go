@@ -18,16 +18,17 @@ const coalesceMax = 64 << 10
 // the frames it writes go into one buffer instead, written with one
 // system call when the worker releases it — its queue is empty, or it is
 // about to wait — or when the buffer is full. The bytes keep their order,
-// and a confirmation (ping) written while a confirmation is wanted goes
-// out at once behind them (direct), so a message is confirmed only once
-// its bytes were written to the socket.
+// and a confirmation's ping follows them, so a message is confirmed only
+// once its bytes were written to the socket: a confirmation writes what
+// is buffered and lets the next write (normally its ping) go out at once
+// (pingNext).
 type coalescer struct {
 	net.Conn
-	mu     sync.Mutex
-	held   bool
-	direct int // confirmations in progress: write at once
-	buf    []byte
-	err    error // a failed write: every later write fails
+	mu       sync.Mutex
+	held     bool
+	pingNext bool // the next write goes out at once
+	buf      []byte
+	err      error // a failed write: every later write fails
 }
 
 // Write buffers p while held, else writes what is buffered and p (one
@@ -38,10 +39,11 @@ func (c *coalescer) Write(p []byte) (int, error) {
 	if c.err != nil {
 		return 0, c.err
 	}
-	if c.held && c.direct == 0 && len(c.buf)+len(p) <= coalesceMax {
+	if c.held && !c.pingNext && len(c.buf)+len(p) <= coalesceMax {
 		c.buf = append(c.buf, p...)
 		return len(p), nil
 	}
+	c.pingNext = false
 	if len(c.buf) == 0 {
 		n, err := c.Conn.Write(p)
 		if err != nil {
@@ -87,20 +89,16 @@ func (c *coalescer) release() error {
 	return c.flushLocked()
 }
 
-// beginDirect writes what is buffered and lets writes go out at once
-// until endDirect, whether held or not: a confirmation's ping must not
-// wait in the buffer.
-func (c *coalescer) beginDirect() error {
+// confirming writes what is buffered and lets the next write go out at
+// once, held or not: the ping of a confirmation running beside the worker
+// should not wait in the buffer. (Should another write come first, the
+// ping waits at most until the worker's next release or a full buffer;
+// the worker releases before confirming itself.)
+func (c *coalescer) confirming() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.direct++
+	c.pingNext = true
 	return c.flushLocked()
-}
-
-func (c *coalescer) endDirect() {
-	c.mu.Lock()
-	c.direct--
-	c.mu.Unlock()
 }
 
 // coalesceKey carries, in a dial's context, where dialCoalescing puts the

@@ -273,9 +273,8 @@ func (m *wsMsgWriter) Abort(reason string) {
 
 func (s *wsSink) Confirm(ctx context.Context) error {
 	if s.co != nil {
-		// Everything written so far goes out now, and the ping with it.
-		defer s.co.endDirect()
-		if err := s.guard(s.co.beginDirect); err != nil {
+		// Everything written so far goes out now, the ping behind it.
+		if err := s.guard(s.co.confirming); err != nil {
 			return err
 		}
 	}

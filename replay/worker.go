@@ -908,6 +908,7 @@ func (w *worker) sendControl(ctx context.Context, e *entry) {
 // confirm makes the test system confirm it read every message written, then
 // acknowledges them and publishes their results.
 func (w *worker) confirm(ctx context.Context) error {
+	w.releaseWrites() // a ping in flight may wait behind held frames
 	w.waitPing(ctx)
 	if w.hub != nil && len(w.unconfirmed) > 0 {
 		n := len(w.unconfirmed)
@@ -1364,6 +1365,7 @@ func (w *worker) finish(end string) {
 // confirmOnStop confirms, when replay stops, what the test system has
 // read, so the next replay need not report it in doubt.
 func (w *worker) confirmOnStop() {
+	w.releaseWrites()
 	if w.pinging {
 		<-w.pingDone // its context has ended: it returns at once
 		w.pinging = false
