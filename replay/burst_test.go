@@ -1,15 +1,20 @@
 package replay
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/nats-io/nats.go"
 
 	"github.com/tapline/tapline/proto"
@@ -101,5 +106,61 @@ func TestBurstCoalescesWrites(t *testing.T) {
 	t.Logf("%d messages, %d write system calls", n, writes)
 	if writes >= n/4 {
 		t.Errorf("%d write system calls for %d queued messages: frames are not written together", writes, n)
+	}
+}
+
+// TestBurstOverTLS: with a wss:// test system the coalesced frames go
+// through TLS (the buffer sits under it): a queued burst arrives whole,
+// in order, each message once.
+func TestBurstOverTLS(t *testing.T) {
+	e := newEnvURL(t, natsChild(t))
+	var mu sync.Mutex
+	var got [][]byte
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		for {
+			_, p, err := c.Read(context.Background())
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			got = append(got, p)
+			mu.Unlock()
+		}
+	}))
+	t.Cleanup(srv.Close)
+	const n = 2000
+	c := newConv(1, "/tls")
+	for k := 1; k <= n; k++ {
+		c.add(proto.ClientToServer, proto.OpBinary, []byte(fmt.Sprintf("%05d", k)+strings.Repeat("y", 150)))
+	}
+	e.publish(c.entries("websocket")...)
+	e.startReplay(nil, "--target", "wss://"+srv.Listener.Addr().String(), "--tls-insecure", "--compare=false", "--results", "off")
+	deadline := time.Now().Add(120 * time.Second)
+	for {
+		mu.Lock()
+		k := len(got)
+		mu.Unlock()
+		if k >= n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("test system read %d of %d messages", k, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != n {
+		t.Fatalf("test system read %d messages, want %d", len(got), n)
+	}
+	for i, p := range got {
+		if want := fmt.Sprintf("%05d", i+1); string(p[:5]) != want {
+			t.Fatalf("message %d is %q, want %s", i, p[:5], want)
+		}
 	}
 }
