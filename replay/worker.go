@@ -1021,6 +1021,7 @@ func (w *worker) pollPing(ctx context.Context) {
 	}
 	select {
 	case res := <-w.pingDone:
+		w.releaseWrites() // settling publishes results, which may wait
 		w.handlePing(ctx, res)
 	default:
 	}
