@@ -84,14 +84,16 @@ type flowID struct {
 	proto  uint8
 }
 
-// chunk accumulates the frames of one VNI: each seekable zstd frame is one
-// complete pcapng section written by framebatch.Writer, compressed as soon
-// as it reaches frameBytes, so a chunk holds only compressed data plus one
-// section in progress.
+// chunk accumulates the frames of one VNI: each seekable zstd frame is a
+// run of complete pcapng sections — batches copied as they arrived, or a
+// section written by framebatch.Writer for a batch that could not be
+// copied —, compressed as soon as it reaches frameBytes, so a chunk holds
+// only compressed data plus one frame in progress.
 type chunk struct {
 	p   chunkParams
 	enc *seekable.Encoder
 	w   *framebatch.Writer
+	sec []byte // finished sections of the frame in progress (w's section follows them)
 
 	key     partKey
 	opened  time.Time // wall time of the first message
@@ -118,10 +120,21 @@ func newChunk(p chunkParams, enc *seekable.Encoder, key partKey, now time.Time) 
 func (c *chunk) empty() bool { return len(c.idx.Msgs) == 0 }
 
 // usize is the uncompressed size so far.
-func (c *chunk) usize() int64 { return c.idx.UncompressedSize + int64(c.w.Len()) }
+func (c *chunk) usize() int64 { return c.idx.UncompressedSize + int64(c.pending()) }
 
-// add appends the frames of message seq.
-func (c *chunk) add(seq uint64, frames []framebatch.Frame) {
+// pending is the uncompressed size of the frame in progress.
+func (c *chunk) pending() int { return len(c.sec) + c.w.Len() }
+
+// add appends the frames of message seq. raw, when not nil, is the batch's
+// pcapng as received, decoding to exactly frames and holding nothing else
+// (framebatch.Reader.Verbatim): it is copied as it is when it fits a
+// seekable frame, and the frames are parsed only for the index. Otherwise
+// (nil, or larger than a frame) the frames are written again.
+func (c *chunk) add(seq uint64, frames []framebatch.Frame, raw []byte) {
+	copyRaw := raw != nil && len(raw) <= c.p.frameBytes
+	if copyRaw && c.pending()+len(raw) > c.p.frameBytes {
+		c.cutFrame() // the batch stays whole within one frame
+	}
 	if c.empty() {
 		c.idx.FirstSeq = seq
 	}
@@ -148,8 +161,19 @@ func (c *chunk) add(seq uint64, frames []framebatch.Frame) {
 		c.idx.CapturedBytes += int64(len(f.Data))
 		c.idx.WireBytes += int64(max(f.OrigLen, len(f.Data)))
 		c.flow(f)
+		if copyRaw {
+			continue
+		}
 		c.w.Add(f)
-		if c.w.Len() >= c.p.frameBytes {
+		if c.pending() >= c.p.frameBytes {
+			c.cutFrame()
+		}
+	}
+	if copyRaw {
+		// Behind what the writer holds, so the frame keeps arrival order.
+		c.sec = append(append(c.sec, c.w.Bytes()...), raw...)
+		c.w.Reset()
+		if c.pending() >= c.p.frameBytes {
 			c.cutFrame()
 		}
 	}
@@ -189,10 +213,14 @@ func (c *chunk) flow(f *framebatch.Frame) {
 
 // cutFrame compresses the section in progress as one seekable frame.
 func (c *chunk) cutFrame() {
-	if c.w.Frames() == 0 {
+	if c.pending() == 0 {
 		return
 	}
 	sec := c.w.Bytes()
+	if len(c.sec) > 0 {
+		c.sec = append(c.sec, sec...)
+		sec = c.sec
+	}
 	off := len(c.obj)
 	if cap(c.obj)-off < len(sec)+len(sec)/64+64 {
 		// Grow to what the whole chunk will need at the ratio seen so
@@ -217,6 +245,7 @@ func (c *chunk) cutFrame() {
 	c.idx.UncompressedSize += c.cur.USize
 	c.cur = index.Frame{FirstPacket: c.idx.Packets}
 	c.w.Reset()
+	c.sec = c.sec[:0]
 }
 
 // sealed is a finished chunk (or a rejected batch) waiting to be stored.

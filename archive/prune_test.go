@@ -58,7 +58,7 @@ func writeChunks(t testing.TB, st store.Store, in []pub, perBatch int, seq0 uint
 			c = newChunk(p, enc, k, time.Now())
 			open[k] = c
 		}
-		c.add(seq, batch)
+		c.add(seq, batch, nil)
 		seq++
 		if c.usize() >= chunkBytes {
 			seal(c)

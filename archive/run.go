@@ -309,6 +309,7 @@ func (a *archiver) handle(ctx context.Context, m jetstream.Msg) {
 	}
 	vni, _, err := proto.ParseSubject(m.Subject())
 	a.frms = a.frms[:0]
+	verbatim := false
 	if err == nil {
 		r := framebatch.NewReader(data)
 		for {
@@ -321,6 +322,7 @@ func (a *archiver) handle(ctx context.Context, m jetstream.Msg) {
 			}
 			a.frms = append(a.frms, f)
 		}
+		verbatim = err == nil && r.Verbatim()
 	}
 	if err != nil {
 		a.reject(ctx, seq, pm, m, err)
@@ -372,9 +374,13 @@ func (a *archiver) handle(ctx context.Context, m jetstream.Msg) {
 		a.tr.attach(c.grp, pm)
 		chunks[i] = c
 	}
+	raw := data // one part holding the whole batch: copied as it is
+	if split || !verbatim {
+		raw = nil
+	}
 	for i, h := range a.order {
 		c := chunks[i]
-		c.add(seq, a.parts[h])
+		c.add(seq, a.parts[h], raw)
 		if c.usize() >= a.cfg.ChunkBytes {
 			a.seal(ctx, c, now)
 		}

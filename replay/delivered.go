@@ -218,6 +218,7 @@ func (w *worker) intend(ctx context.Context, seq, stream uint64) bool {
 		w.q.mu.Unlock()
 	}
 	var saved, savedStream uint64
+	w.releaseWrites() // what was written must not wait for the ledger
 	ok := w.putLedger(ctx, func(m *deliveryMark) {
 		m.Written = max(m.Written, ahead)
 		m.WrittenStream = max(m.WrittenStream, aheadStream)

@@ -47,7 +47,7 @@ func newSettler(w *worker) *settler {
 }
 
 // add hands an item to the settler; it waits only when the settler is
-// settleQueue items behind.
+// settleQueue items behind. Called by the worker.
 func (s *settler) add(it settleItem) {
 	if len(it.results) == 0 && len(it.acks) == 0 {
 		return
@@ -57,6 +57,14 @@ func (s *settler) add(it settleItem) {
 		s.owned[a]++
 	}
 	s.mu.Unlock()
+	select {
+	case s.in <- it:
+		return
+	default:
+	}
+	// The settler is behind: the frames held for one write must not wait
+	// with the worker (coalesce.go).
+	s.w.releaseWrites()
 	select {
 	case s.in <- it:
 	case <-s.done: // stopped: the entries stay held and are handed back

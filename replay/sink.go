@@ -159,6 +159,7 @@ func isCredentialHeader(k string) bool {
 // httpClient is the client used for ws/wss handshakes.
 func (c *Config) httpClient() *http.Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.DialContext = dialCoalescing(tr.DialContext)
 	if c.TLSInsecure {
 		tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // operator's choice for test systems
 	}
@@ -186,14 +187,16 @@ type wsSink struct {
 	url          string
 	writeTimeout time.Duration
 	readerDone   chan struct{}
-	sinkOnly     bool // the test system says it never answers (SinkHeader)
+	sinkOnly     bool       // the test system says it never answers (SinkHeader)
+	co           *coalescer // the connection under c (nil: not known)
 }
 
 // dialWS connects to the test system and starts reading its responses;
 // onResp (may be nil) receives each response message.
 func dialWS(ctx context.Context, cfg *Config, client *http.Client, open *proto.OpenEvent, onResp func(compare.Message)) (*wsSink, error) {
 	u, h, host, subs := cfg.handshake(open)
-	dctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
+	var co *coalescer
+	dctx, cancel := context.WithTimeout(withCoalescer(ctx, &co), cfg.DialTimeout)
 	defer cancel()
 	c, resp, err := websocket.Dial(dctx, u, &websocket.DialOptions{
 		HTTPClient:      client,
@@ -209,7 +212,7 @@ func dialWS(ctx context.Context, cfg *Config, client *http.Client, open *proto.O
 		return nil, fmt.Errorf("dial %s: %w", u, err)
 	}
 	c.SetReadLimit(-1) // responses are read as streams; the comparer caps what it keeps
-	s := &wsSink{c: c, url: u, writeTimeout: cfg.WriteTimeout, readerDone: make(chan struct{})}
+	s := &wsSink{c: c, url: u, writeTimeout: cfg.WriteTimeout, readerDone: make(chan struct{}), co: co}
 	s.sinkOnly = resp != nil && resp.Header.Get(SinkHeader) == "sink"
 	go s.read(cfg.CompareMax, onResp)
 	return s, nil
@@ -283,20 +286,36 @@ func (m *wsMsgWriter) Write(p []byte) (int, error) {
 func (m *wsMsgWriter) Close() error { return m.s.guard(m.w.Close) }
 
 func (m *wsMsgWriter) Abort(reason string) {
+	m.s.release()
 	_ = m.s.c.Close(websocket.StatusInternalError, truncReason(reason))
 	_ = m.s.c.CloseNow()
 }
 
 func (s *wsSink) Confirm(ctx context.Context) error {
+	if s.co != nil {
+		// Everything written so far goes out now, the ping behind it.
+		if err := s.guard(s.co.confirming); err != nil {
+			return err
+		}
+	}
 	cctx, cancel := context.WithTimeout(ctx, s.writeTimeout)
 	defer cancel()
 	return s.c.Ping(cctx)
+}
+
+// release writes what the coalescer holds (a close frame must not wait
+// behind it); a failure shows in the write that follows.
+func (s *wsSink) release() {
+	if s.co != nil {
+		_ = s.guard(s.co.release)
+	}
 }
 
 func (s *wsSink) CloseMsg(code int, reason string) error {
 	if code == 0 || code == int(websocket.StatusNoStatusRcvd) || code == int(websocket.StatusAbnormalClosure) {
 		code = int(websocket.StatusNormalClosure)
 	}
+	s.release()
 	err := s.c.Close(websocket.StatusCode(code), truncReason(reason))
 	var ce websocket.CloseError
 	if errors.As(err, &ce) || errors.Is(err, net.ErrClosed) {
@@ -306,6 +325,7 @@ func (s *wsSink) CloseMsg(code int, reason string) error {
 }
 
 func (s *wsSink) End(wait time.Duration) {
+	s.release()
 	done := make(chan struct{})
 	go func() {
 		_ = s.c.Close(websocket.StatusNormalClosure, "")

@@ -183,6 +183,7 @@ func (w *worker) run(ctx context.Context) {
 		w.expireHeld(ctx)
 		e, ok := w.q.pop()
 		if !ok {
+			w.releaseWrites() // the frames held while the queue had entries (coalesce.go)
 			// Queue empty: confirm what was written once it is
 			// confirmEveryTime old (one ping per batch, not per message),
 			// then wait for more.
@@ -241,10 +242,12 @@ func (w *worker) run(ctx context.Context) {
 			}
 		}
 		if e.data == nil && e.held < 0 {
+			w.releaseWrites()
 			if err := w.refetch(ctx, e); err != nil {
 				return
 			}
 		}
+		w.holdWrites()
 		closed := w.handle(ctx, e)
 		if closed {
 			end = "close"
@@ -918,6 +921,7 @@ func (w *worker) sendControl(ctx context.Context, e *entry) {
 // confirm makes the test system confirm it read every message written, then
 // acknowledges them and publishes their results.
 func (w *worker) confirm(ctx context.Context) error {
+	w.releaseWrites() // a ping in flight may wait behind held frames
 	w.waitPing(ctx)
 	if w.hub != nil && len(w.unconfirmed) > 0 {
 		n := len(w.unconfirmed)
@@ -1030,6 +1034,7 @@ func (w *worker) pollPing(ctx context.Context) {
 	}
 	select {
 	case res := <-w.pingDone:
+		w.releaseWrites() // settling publishes results, which may wait
 		w.handlePing(ctx, res)
 	default:
 	}
@@ -1384,6 +1389,7 @@ func (w *worker) finish(end string) {
 // confirmOnStop confirms, when replay stops, what the test system has
 // read, so the next replay need not report it in doubt.
 func (w *worker) confirmOnStop() {
+	w.releaseWrites()
 	if w.pinging {
 		<-w.pingDone // its context has ended: it returns at once
 		w.pinging = false

@@ -25,6 +25,11 @@ type Reader struct {
 	off    int
 	order  binary.ByteOrder
 	ifaces []readIface
+	// notVerbatim: a block of another type was skipped, or a section
+	// header's length field does not match its section (see Verbatim).
+	notVerbatim bool
+	secStart    int   // offset of the current section's first block after its header
+	secLen      int64 // its declared length; -1: not given
 }
 
 type readIface struct {
@@ -47,6 +52,7 @@ func (r *Reader) Next(f *Frame) error {
 			if r.order == nil {
 				return fmt.Errorf("%w: empty input", ErrFormat)
 			}
+			r.endSection()
 			return io.EOF
 		}
 		if len(r.b)-r.off < 12 {
@@ -82,7 +88,23 @@ func (r *Reader) Next(f *Frame) error {
 			return r.readEPB(body, f)
 		case blockSPB:
 			return r.readSPB(body, f)
+		default:
+			r.notVerbatim = true
 		}
+	}
+}
+
+// Verbatim reports, once Next has returned io.EOF, whether the input held
+// nothing but section headers, interface descriptions and packet blocks,
+// every section header giving its section's true length (or none): bytes
+// that can be copied as they are wherever the frames they decode to would
+// be written again, without carrying blocks the Reader skipped.
+func (r *Reader) Verbatim() bool { return r.off == len(r.b) && r.order != nil && !r.notVerbatim }
+
+// endSection checks the declared length of the section that ends at r.off.
+func (r *Reader) endSection() {
+	if r.order != nil && r.secLen != -1 && r.secLen != int64(r.off-r.secStart) {
+		r.notVerbatim = true
 	}
 }
 
@@ -90,6 +112,7 @@ func (r *Reader) readSHB(hdr []byte) error {
 	if len(hdr) < 28 {
 		return fmt.Errorf("%w: short section header at offset %d", ErrFormat, r.off)
 	}
+	r.endSection() // of the section before (none for the first)
 	switch binary.LittleEndian.Uint32(hdr[8:12]) {
 	case byteOrderMagic:
 		r.order = binary.LittleEndian
@@ -106,7 +129,9 @@ func (r *Reader) readSHB(hdr []byte) error {
 		return fmt.Errorf("%w: unsupported pcapng major version %d", ErrFormat, major)
 	}
 	r.ifaces = r.ifaces[:0]
+	r.secLen = int64(r.order.Uint64(hdr[16:24]))
 	r.off += length
+	r.secStart = r.off
 	return nil
 }
 
