@@ -20,12 +20,6 @@ import (
 	"github.com/tapline/tapline/proto/stage"
 )
 
-// JetStream acknowledgement bodies (sent to a message's reply subject).
-var (
-	ackBody      = []byte("+ACK")
-	progressBody = []byte("+WPI")
-)
-
 // Run archives frames until ctx is done, then stores what it holds (within
 // DrainTimeout) and returns nil.
 func Run(ctx context.Context, cfg Config, d stage.Deps) error {
@@ -95,12 +89,7 @@ func run(ctx context.Context, cfg Config, d stage.Deps, st store.Store, level zs
 	}
 	defer nc.Close()
 	a.nc = nc
-	d.Health.Add("nats", func() error {
-		if !nc.IsConnected() {
-			return errors.New("not connected to NATS")
-		}
-		return nil
-	})
+	d.Health.Add("nats", stage.NATSCheck(nc))
 	d.Health.Add("store", func() error {
 		a.lastErr.Lock()
 		defer a.lastErr.Unlock()
@@ -535,7 +524,7 @@ func (a *archiver) ackReplies(replies []string) {
 		return
 	}
 	for _, r := range replies {
-		if err := a.nc.Publish(r, ackBody); err != nil {
+		if err := a.nc.Publish(r, proto.AckBody); err != nil {
 			a.log.Warn("ack failed; the batch will be redelivered and deduplicated by queries", "err", err)
 		}
 	}
@@ -556,7 +545,7 @@ func (a *archiver) heartbeat(ctx context.Context) {
 			return
 		case <-t.C:
 			for _, r := range a.tr.replies() {
-				_ = a.nc.Publish(r, progressBody)
+				_ = a.nc.Publish(r, proto.ProgressBody)
 			}
 		}
 	}

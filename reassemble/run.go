@@ -82,12 +82,7 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	d.Health.Add("nats", func() error {
-		if !nc.IsConnected() {
-			return fmt.Errorf("not connected (%s)", nc.Status())
-		}
-		return nil
-	})
+	d.Health.Add("nats", stage.NATSCheck(nc))
 	names := []string{proto.FramesStream, proto.MsgsStream, proto.EventsStream}
 	if cfg.TLS {
 		names = append(names, proto.KeysStream)

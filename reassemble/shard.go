@@ -47,13 +47,6 @@ type gathered struct {
 	touched time.Time // delivery or last in-progress ack
 }
 
-// JetStream acknowledgement bodies.
-var (
-	ackAck      = []byte("+ACK")
-	ackNak      = []byte("-NAK")
-	ackProgress = []byte("+WPI")
-)
-
 // worker consumes and reassembles one shard.
 type worker struct {
 	e        *engine
@@ -621,7 +614,7 @@ func (w *worker) release(b *batch) {
 			return
 		}
 		delete(w.bySeq, b.seq)
-		_ = w.e.nc.Publish(b.reply, ackAck)
+		_ = w.e.nc.Publish(b.reply, proto.AckBody)
 	}
 }
 
@@ -736,7 +729,7 @@ func (w *worker) pubTick() {
 			continue
 		}
 		if now.Sub(b.touched) > w.e.cfg.AckWait/3 {
-			_ = w.e.nc.Publish(b.reply, ackProgress)
+			_ = w.e.nc.Publish(b.reply, proto.ProgressBody)
 			b.touched = now
 		}
 		keep = append(keep, b)
@@ -745,7 +738,7 @@ func (w *worker) pubTick() {
 	w.pending = keep
 	for _, g := range w.redelivered {
 		if now.Sub(g.touched) > w.e.cfg.AckWait/3 {
-			_ = w.e.nc.Publish(g.m.Reply(), ackProgress)
+			_ = w.e.nc.Publish(g.m.Reply(), proto.ProgressBody)
 			g.touched = now
 		}
 	}
@@ -844,9 +837,9 @@ func (w *worker) handOver(msgs <-chan jetstream.Msg) {
 	// One at a time, each confirmed by the server: the redelivery queue
 	// then holds them in stream order, before the pin is released.
 	for _, u := range nak {
-		if _, err := w.e.nc.RequestWithContext(ctx, u.reply, ackNak); err != nil {
+		if _, err := w.e.nc.RequestWithContext(ctx, u.reply, proto.NakBody); err != nil {
 			log.Warn("hand-over: nak", "err", err)
-			_ = w.e.nc.Publish(u.reply, ackNak)
+			_ = w.e.nc.Publish(u.reply, proto.NakBody)
 		}
 	}
 	if w.owned {

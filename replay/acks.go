@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/tapline/tapline/proto"
 )
 
 // ackTracker holds the JetStream messages replay has received but not yet
@@ -50,7 +52,7 @@ func (a *ackTracker) ack(seq uint64) {
 		if a.before != nil {
 			a.before(seq, reply)
 		}
-		_ = a.nc.Publish(reply, []byte("+ACK"))
+		_ = a.nc.Publish(reply, proto.AckBody)
 	}
 }
 
@@ -88,7 +90,7 @@ func (a *ackTracker) keepAlive(ctx context.Context, period time.Duration) {
 		a.mu.Unlock()
 		for _, r := range replies {
 			if r != "" {
-				_ = a.nc.Publish(r, []byte("+WPI"))
+				_ = a.nc.Publish(r, proto.ProgressBody)
 			}
 		}
 	}
@@ -184,7 +186,7 @@ func (a *ackTracker) nakAll() {
 	slices.Sort(seqs)
 	for _, s := range seqs {
 		if r := held[s]; r != "" {
-			_ = a.nc.Publish(r, []byte("-NAK"))
+			_ = a.nc.Publish(r, proto.NakBody)
 		}
 	}
 }

@@ -84,12 +84,7 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 		return fmt.Errorf("register metrics: %w", err)
 	}
 	r.m = m
-	d.Health.Add("nats", func() error {
-		if !nc.IsConnected() {
-			return fmt.Errorf("not connected to NATS (%s)", nc.Status())
-		}
-		return nil
-	})
+	d.Health.Add("nats", stage.NATSCheck(nc))
 	// Results are published asynchronously on a JetStream context of our
 	// own; each connection's settler waits for their acknowledgements and
 	// publishes again what was not stored (an unanswered publish times out).

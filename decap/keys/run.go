@@ -69,12 +69,7 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 		return err
 	}
 	defer nc.Close()
-	d.Health.Add("nats", func() error {
-		if !nc.IsConnected() {
-			return errors.New("not connected to NATS")
-		}
-		return nil
-	})
+	d.Health.Add("nats", stage.NATSCheck(nc))
 	p := &publisher{cfg: cfg, nc: nc, js: js, subject: proto.KeysSubject(cfg.Source), log: d.Log, m: m, progress: time.Now()}
 	if !cfg.Follow {
 		p.stall = cfg.Timeout

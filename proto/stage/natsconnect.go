@@ -96,3 +96,14 @@ func permanent(err error) bool {
 		errors.Is(err, nats.ErrSecureConnRequired) || errors.Is(err, nats.ErrSecureConnWanted) ||
 		strings.Contains(err.Error(), "Authorization Violation") || strings.Contains(err.Error(), "x509:")
 }
+
+// NATSCheck is every stage's "nats" health check: it fails while nc is not
+// connected, saying in what state it is (reconnecting, closed).
+func NATSCheck(nc *nats.Conn) func() error {
+	return func() error {
+		if !nc.IsConnected() {
+			return fmt.Errorf("not connected to NATS (%s)", nc.Status())
+		}
+		return nil
+	}
+}
