@@ -215,10 +215,13 @@ func clusterStartup(t *testing.T, kill, noQuorum, msgsLeader bool) {
 		t.Errorf("%s: want every message exact", rep.Summary())
 	}
 	// What the node kill did: decap's retried publishes, reassemble's
-	// gaps by reason (a reorder-window gap here is a false loss report).
-	for _, name := range []string{"decap", "reassemble"} {
+	// gaps by reason (a reorder-window gap here is a false loss report),
+	// reassemble's and replay's retried publishes (results among the
+	// replay errors).
+	for _, name := range []string{"decap", "reassemble", "replay"} {
 		for _, l := range strings.Split(p.metricsDump(name), "\n") {
-			if strings.HasPrefix(l, "tapline_decap_publish_retries_total") || strings.HasPrefix(l, "tapline_reassemble_gaps_total") {
+			if strings.HasPrefix(l, "tapline_decap_publish_retries_total") || strings.HasPrefix(l, "tapline_reassemble_gaps_total") ||
+				strings.HasPrefix(l, "tapline_reassemble_publish_retries_total") || strings.HasPrefix(l, "tapline_replay_errors_total") {
 				t.Logf("%s: %s", name, l)
 			}
 		}
