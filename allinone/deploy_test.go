@@ -86,7 +86,7 @@ func stageFlagEnv(name string) map[string]bool {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	s.Register(fs)
 	envs := map[string]bool{}
-	fs.VisitAll(func(f *flag.Flag) { envs[stage.EnvName(f.Name)] = true })
+	fs.VisitAll(func(f *flag.Flag) { envs[stage.EnvNameIn(fs, f.Name)] = true })
 	for _, alias := range stage.Aliases {
 		envs[alias] = true
 	}

@@ -224,11 +224,11 @@ func checkRenderedStages(t *testing.T, objs []manifest) {
 				}
 				durables[d] = true
 			}
-			if list, ok := m.env("TAPLINE_SHARD"); ok {
+			if list, ok := m.env("TAPLINE_REPLAY_SHARD"); ok {
 				for _, s := range strings.Split(list, ",") {
 					n, err := strconv.Atoi(s)
 					if err != nil {
-						t.Fatalf("%s: TAPLINE_SHARD %q", m.Metadata.Name, list)
+						t.Fatalf("%s: TAPLINE_REPLAY_SHARD %q", m.Metadata.Name, list)
 					}
 					if other, dup := replayShards[n]; dup {
 						t.Errorf("shard %d replayed by %s and %s", n, other, m.Metadata.Name)
