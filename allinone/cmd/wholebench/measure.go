@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tapline/tapline/decap"
@@ -147,6 +149,7 @@ func runCeiling(ctx context.Context, dir, capture string) (time.Duration, error)
 	const piece, shards = 64 << 10, 16
 	total := (len(data) + piece - 1) / piece
 	pubJS, _ := jetstream.New(s.nc, jetstream.WithPublishAsyncMaxPending(256))
+	pubs := &retrying{js: pubJS}
 	t0 := time.Now()
 	var wg sync.WaitGroup
 	errs := make(chan error, shards+1)
@@ -155,12 +158,14 @@ func runCeiling(ctx context.Context, dir, capture string) (time.Duration, error)
 		defer wg.Done()
 		for i := 0; i < total; i++ {
 			b := data[i*piece : min((i+1)*piece, len(data))]
-			if _, err := pubJS.PublishAsync(proto.FramesSubject(0, i%shards), b); err != nil {
+			if err := pubs.add(proto.FramesSubject(0, i%shards), fmt.Sprint("f", i), b); err != nil {
 				errs <- err
 				return
 			}
 		}
-		<-pubJS.PublishAsyncComplete()
+		if err := pubs.finish(); err != nil {
+			errs <- err
+		}
 	}()
 	for sh := 0; sh < shards; sh++ {
 		want := total / shards
@@ -175,6 +180,7 @@ func runCeiling(ctx context.Context, dir, capture string) (time.Duration, error)
 		go func() {
 			defer wg.Done()
 			js, _ := jetstream.New(s.nc, jetstream.WithPublishAsyncMaxPending(256))
+			pubs := &retrying{js: js}
 			it, err := cons.Messages(jetstream.PullMaxMessages(64))
 			if err != nil {
 				errs <- err
@@ -187,13 +193,16 @@ func runCeiling(ctx context.Context, dir, capture string) (time.Duration, error)
 					errs <- err
 					return
 				}
-				if _, err := js.PublishAsync(proto.MsgsSubject(0, sh), m.Data()); err != nil {
+				md, _ := m.Metadata()
+				if err := pubs.add(proto.MsgsSubject(0, sh), fmt.Sprint("m", md.Sequence.Stream), m.Data()); err != nil {
 					errs <- err
 					return
 				}
 				_ = m.Ack()
 			}
-			<-js.PublishAsyncComplete()
+			if err := pubs.finish(); err != nil {
+				errs <- err
+			}
 		}()
 	}
 	wg.Wait()
@@ -207,6 +216,50 @@ func runCeiling(ctx context.Context, dir, capture string) (time.Duration, error)
 		return took, fmt.Errorf("ceiling: messages stream holds %d of %d", n, total)
 	}
 	return took, nil
+}
+
+// retrying publishes asynchronously and, at the end, sends again (same
+// message id: stored once) whatever failed (timeouts on a loaded machine).
+type retrying struct {
+	js   jetstream.JetStream
+	msgs []*nats.Msg
+	futs []jetstream.PubAckFuture
+}
+
+func (r *retrying) add(subject, id string, data []byte) error {
+	m := nats.NewMsg(subject)
+	m.Header.Set(nats.MsgIdHdr, id)
+	m.Data = data
+	f, err := r.js.PublishMsgAsync(m)
+	if err != nil {
+		return err
+	}
+	r.msgs, r.futs = append(r.msgs, m), append(r.futs, f)
+	return nil
+}
+
+func (r *retrying) finish() error {
+	for try := 0; try < 10; try++ {
+		<-r.js.PublishAsyncComplete()
+		var failed []*nats.Msg
+		for i, f := range r.futs {
+			select {
+			case <-f.Ok():
+			case <-f.Err():
+				failed = append(failed, r.msgs[i])
+			}
+		}
+		if len(failed) == 0 {
+			return nil
+		}
+		r.msgs, r.futs = nil, nil
+		for _, m := range failed {
+			if err := r.add(m.Subject, m.Header.Get(nats.MsgIdHdr), m.Data); err != nil {
+				return err
+			}
+		}
+	}
+	return errors.New("ceiling: publishes kept failing")
 }
 
 // nullOut counts what a decoder emits.
