@@ -181,24 +181,25 @@ func runCeiling(ctx context.Context, dir, capture string) (time.Duration, error)
 			defer wg.Done()
 			js, _ := jetstream.New(s.nc, jetstream.WithPublishAsyncMaxPending(256))
 			pubs := &retrying{js: js}
-			it, err := cons.Messages(jetstream.PullMaxMessages(64))
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer it.Stop()
-			for got := 0; got < want; got++ {
-				m, err := it.Next()
+			deadline := time.Now().Add(3 * time.Minute)
+			for got := 0; got < want; {
+				if time.Now().After(deadline) {
+					errs <- fmt.Errorf("ceiling: shard %d consumed %d of %d batches", sh, got, want)
+					return
+				}
+				mb, err := cons.Fetch(64, jetstream.FetchMaxWait(100*time.Millisecond))
 				if err != nil {
-					errs <- err
-					return
+					continue
 				}
-				md, _ := m.Metadata()
-				if err := pubs.add(proto.MsgsSubject(0, sh), fmt.Sprint("m", md.Sequence.Stream), m.Data()); err != nil {
-					errs <- err
-					return
+				for m := range mb.Messages() {
+					md, _ := m.Metadata()
+					if err := pubs.add(proto.MsgsSubject(0, sh), fmt.Sprint("m", md.Sequence.Stream), m.Data()); err != nil {
+						errs <- err
+						return
+					}
+					_ = m.Ack()
+					got++
 				}
-				_ = m.Ack()
 			}
 			if err := pubs.finish(); err != nil {
 				errs <- err
