@@ -232,6 +232,13 @@ func (r *retrying) add(subject, id string, data []byte) error {
 	m.Header.Set(nats.MsgIdHdr, id)
 	m.Data = data
 	f, err := r.js.PublishMsgAsync(m)
+	for errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+		select {
+		case <-r.js.PublishAsyncComplete():
+		case <-time.After(time.Second):
+		}
+		f, err = r.js.PublishMsgAsync(m)
+	}
 	if err != nil {
 		return err
 	}
