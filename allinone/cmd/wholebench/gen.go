@@ -26,6 +26,7 @@ type genSpec struct {
 // genResult is what the capture holds.
 type genResult struct {
 	fileBytes int64
+	conns     int
 	messages  int   // data messages, all complete
 	payload   int64 // inflated message bytes
 }
@@ -50,7 +51,7 @@ func generate(path string, s genSpec) (genResult, error) {
 	}
 	defer f.Close()
 	bw := bufio.NewWriterSize(f, 1<<20)
-	var res genResult
+	res := genResult{conns: s.conns}
 	hdr := make([]byte, 24)
 	binary.LittleEndian.PutUint32(hdr[0:], 0xa1b23c4d) // nanosecond pcap
 	binary.LittleEndian.PutUint16(hdr[4:], 2)

@@ -82,7 +82,7 @@ func runTapline(ctx context.Context, dir, capture string, g genResult, want *uin
 			return tapRun{}, err
 		}
 	}
-	n, err := waitPublished(ctx, s, reMetrics, *want, g.messages, *conns)
+	n, err := waitPublished(ctx, s, reMetrics, *want, g.messages, g.conns)
 	if err != nil {
 		return tapRun{}, err
 	}
