@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -23,6 +24,7 @@ type proc struct {
 	log  string
 	done chan struct{} // closed when it exited
 	err  error         // its exit, once done
+	hwm  atomic.Int64  // VmHWM last read while it ran
 }
 
 // start runs bin with args, its output in dir/<name>.log.
@@ -39,6 +41,7 @@ func start(dir, name, bin string, args ...string) (*proc, error) {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	go func() { p.err = p.cmd.Wait(); lf.Close(); close(p.done) }()
+	go p.sampleHWM()
 	return p, nil
 }
 
@@ -85,8 +88,11 @@ type usage struct {
 func (p *proc) usage() usage {
 	select {
 	case <-p.done:
+		// Not the rusage's maxrss: Linux carries the forking parent's
+		// peak over into the child's at exec, so it would be this
+		// program's size, not the stage's.
 		ru := p.cmd.ProcessState.SysUsage().(*syscall.Rusage)
-		return usage{cpu: tv(ru.Utime) + tv(ru.Stime), peak: ru.Maxrss << 10}
+		return usage{cpu: tv(ru.Utime) + tv(ru.Stime), peak: p.hwm.Load()}
 	default:
 	}
 	var u usage
@@ -97,17 +103,41 @@ func (p *proc) usage() usage {
 		st, _ := strconv.ParseFloat(f[12], 64)
 		u.cpu = (ut + st) / 100 // USER_HZ
 	}
-	if f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
-				kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-				u.peak = kb << 10
-			}
-		}
-		f.Close()
-	}
+	u.peak = max(vmHWM(pid), p.hwm.Load())
 	return u
+}
+
+// sampleHWM keeps the process's VmHWM (its peak RSS, which /proc no
+// longer shows once it exited) until it exits.
+func (p *proc) sampleHWM() {
+	for {
+		if v := vmHWM(p.cmd.Process.Pid); v > p.hwm.Load() {
+			p.hwm.Store(v)
+		}
+		select {
+		case <-p.done:
+			return
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// vmHWM is a running process's peak resident set size in bytes (0 when
+// it cannot be read).
+func vmHWM(pid int) int64 {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
 }
 
 func tv(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
