@@ -52,6 +52,7 @@ type Config struct {
 	// shard's bytes awaiting an ack (see publish.Config).
 	MaxInflightShardBytes int64
 	BufferBytes           int64         // --buffer-bytes
+	ReadAheadBytes        int64         // --read-ahead-bytes: the buffer of --read (it waits for room, never drops)
 	AckTimeout            time.Duration // --ack-timeout
 	DrainTimeout          time.Duration // --drain-timeout
 	EventsInterval        time.Duration // --events-interval
@@ -99,12 +100,18 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxInflight, "max-inflight", publish.DefaultMaxInflight, "batches awaiting a JetStream ack at most")
 	stage.SizeVar(fs, &c.MaxInflightShardBytes, "max-inflight-shard-bytes", publish.DefaultMaxInflightShardBytes, "bytes of one shard's batches awaiting a JetStream ack at most; keep it below reassemble's --reorder-window, so a batch resent after a lost ack lands within it")
 	stage.SizeVar(fs, &c.BufferBytes, "buffer-bytes", publish.DefaultBufferBytes, "bytes of batches buffered while JetStream is slow or down; past it batches are dropped and counted")
+	stage.SizeVar(fs, &c.ReadAheadBytes, "read-ahead-bytes", DefaultReadAheadBytes, "with --read: bytes of batches read ahead of JetStream's acks (the buffer of a file, which waits for room instead of dropping; at most --buffer-bytes)")
 	fs.DurationVar(&c.AckTimeout, "ack-timeout", publish.DefaultAckTimeout, "wait for a JetStream ack before retrying a batch")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 10*time.Second, "at shutdown, how long to keep publishing buffered batches")
 	fs.DurationVar(&c.EventsInterval, "events-interval", 10*time.Second, "how often drop reports are published on tapline.events.decap.drops (when drops grew)")
 	fs.BoolVar(&c.VerifyChecksums, "verify-checksums", true, "verify inner IPv4/TCP/UDP checksums and count bad ones (never drops)")
 	fs.IntVar(&c.FragTable, "frag-table", shard.DefaultFragTable, "fragmented datagrams remembered to keep their fragments on one shard")
 }
+
+// DefaultReadAheadBytes is --read-ahead-bytes: a file waits for room, so
+// a larger buffer only holds more of it in memory (with 256 MiB, decap
+// --read peaked at 116-320 MB RSS; issue 16).
+const DefaultReadAheadBytes = 8 << 20
 
 // Validate checks the configuration and returns one clear error.
 func (c *Config) Validate() error {
@@ -183,6 +190,9 @@ func (c *Config) Validate() error {
 	if c.BufferBytes < int64(c.BatchBytes) {
 		return fmt.Errorf("--buffer-bytes (%d) must hold at least one batch (--batch-bytes %d)", c.BufferBytes, c.BatchBytes)
 	}
+	if c.Read != "" && c.ReadAheadBytes > 0 && c.ReadAheadBytes < int64(c.BatchBytes) {
+		return fmt.Errorf("--read-ahead-bytes (%d) must hold at least one batch (--batch-bytes %d)", c.ReadAheadBytes, c.BatchBytes)
+	}
 	if c.AckTimeout <= 0 || c.DrainTimeout < 0 || c.EventsInterval <= 0 {
 		return errors.New("--ack-timeout and --events-interval must be positive, --drain-timeout not negative")
 	}
@@ -211,4 +221,19 @@ func (c *Config) checkPorts() error {
 		}
 	}
 	return nil
+}
+
+// publishBuffer is the publisher's buffer: --buffer-bytes for live
+// traffic; with --read, --read-ahead-bytes (at most --buffer-bytes): a
+// file is read only as fast as JetStream acknowledges it, so its memory
+// follows that flag, not the live buffer.
+func (c *Config) publishBuffer() int64 {
+	if c.Read != "" {
+		ra := c.ReadAheadBytes
+		if ra <= 0 {
+			ra = DefaultReadAheadBytes
+		}
+		return min(c.BufferBytes, max(ra, int64(c.BatchBytes)))
+	}
+	return c.BufferBytes
 }

@@ -131,7 +131,7 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 		e.pub.Submit(b, block)
 	})
 	reprovision := func() { e.reprovision(js) }
-	e.pub, err = publish.New(nc, publish.Config{MaxInflight: cfg.MaxInflight, MaxInflightShardBytes: cfg.MaxInflightShardBytes, BufferBytes: cfg.BufferBytes, AckTimeout: cfg.AckTimeout, NoStream: reprovision}, d.Metrics, d.Log, e.batcher.Release)
+	e.pub, err = publish.New(nc, publish.Config{MaxInflight: cfg.MaxInflight, MaxInflightShardBytes: cfg.MaxInflightShardBytes, BufferBytes: cfg.publishBuffer(), AckTimeout: cfg.AckTimeout, NoStream: reprovision}, d.Metrics, d.Log, e.batcher.Release)
 	if err != nil {
 		return err
 	}
