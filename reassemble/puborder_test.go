@@ -160,32 +160,9 @@ func chunkIndex(id string) int {
 // conn's entries.
 func storedEntries(t *testing.T, js jetstream.JetStream, conn string) []string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	st, err := js.Stream(ctx, proto.MsgsStream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	it, err := cons.Messages()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer it.Stop()
 	var out []string
 	seen := map[string]bool{}
-	for {
-		m, err := it.Next()
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, m := range natstest.StoredMsgs(t, js, proto.MsgsStream) {
 		id := m.Headers().Get(proto.HdrMsgID)
 		if seen[id] {
 			t.Errorf("%s stored twice", id)
@@ -194,9 +171,6 @@ func storedEntries(t *testing.T, js jetstream.JetStream, conn string) []string {
 		if m.Headers().Get(proto.HdrConn) == conn {
 			out = append(out, id)
 		}
-		md, _ := m.Metadata()
-		if md.Sequence.Stream >= info.State.LastSeq {
-			return out
-		}
 	}
+	return out
 }

@@ -91,32 +91,9 @@ func shardBatch(i int) *batch.Batch {
 // times (the submit order) of its n batches, each stored once.
 func storedOrder(t *testing.T, js jetstream.JetStream, n int) []int64 {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	st, err := js.Stream(ctx, proto.FramesStream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	it, err := cons.Messages()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer it.Stop()
 	var out []int64
 	seen := map[int64]bool{}
-	for {
-		m, err := it.Next()
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, m := range natstest.StoredMsgs(t, js, proto.FramesStream) {
 		var f framebatch.Frame
 		if err := framebatch.NewReader(m.Data()).Next(&f); err != nil {
 			t.Fatal(err)
@@ -126,10 +103,6 @@ func storedOrder(t *testing.T, js jetstream.JetStream, n int) []int64 {
 		}
 		seen[f.TimeNs] = true
 		out = append(out, f.TimeNs)
-		md, _ := m.Metadata()
-		if md.Sequence.Stream >= info.State.LastSeq {
-			break
-		}
 	}
 	if len(seen) != n {
 		t.Errorf("%d batches stored, want %d", len(seen), n)

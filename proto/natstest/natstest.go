@@ -3,6 +3,7 @@
 package natstest
 
 import (
+	"context"
 	"net"
 	"path/filepath"
 	"testing"
@@ -83,4 +84,44 @@ func Connect(t testing.TB, url string) (*nats.Conn, jetstream.JetStream) {
 		t.Fatal(err)
 	}
 	return nc, js
+}
+
+// StoredMsgs reads every message stream holds, in stream order, through an
+// ordered consumer: what a test checks the stored order and duplicates of.
+func StoredMsgs(t testing.TB, js jetstream.JetStream, stream string) []jetstream.Msg {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs == 0 {
+		return nil
+	}
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Stop()
+	var out []jetstream.Msg
+	for {
+		m, err := it.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, m)
+		md, _ := m.Metadata()
+		if md.Sequence.Stream >= info.State.LastSeq {
+			return out
+		}
+	}
 }
