@@ -213,6 +213,9 @@ func TestLeaderChangeIsNotMissingStream(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	close(sendStop)
 	<-sendDone
+	// Under load the last datagrams may still wait in the socket when the
+	// publish buffer is empty: stopping then would drop them unread.
+	poll(t, "every datagram read", func() bool { return metric(t, reg, "tapline_decap_udp_datagrams_total") >= float64(sent) })
 	poll(t, "everything sent stored", func() bool { return metric(t, reg, "tapline_decap_publish_buffer_bytes") == 0 })
 	retries := metric(t, reg, "tapline_decap_publish_retries_total")
 	stop()
