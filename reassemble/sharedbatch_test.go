@@ -48,36 +48,11 @@ func runSharedBatches(t *testing.T, closeResumed bool) {
 	var clock int64
 	a := newSynthConn(t, "10.4.0.1:42000", "10.4.0.2:443", 7, &clock)
 	b := newSynthConn(t, "10.4.0.3:42001", "10.4.0.2:443", 7, &clock)
-	type pkt func() framebatch.Frame
-	n := 0
-	send := func(ps ...pkt) {
-		clock = time.Now().UnixNano() // stamped now, as decap would
-		var fs []framebatch.Frame
-		for _, p := range ps {
-			fs = append(fs, p())
-		}
-		n++
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if _, err := js.Publish(ctx, proto.FramesSubject(7, 0), frameBatch(t, fs...), jetstream.WithMsgID(fmt.Sprintf("shared-%d", n))); err != nil {
-			t.Fatal(err)
-		}
-	}
-	p := func(c *synthConn, client bool, flags string, payload []byte) pkt {
-		return func() framebatch.Frame { return c.frame(client, flags, payload) }
-	}
+	f := &sharedBatches{t: t, js: js, msgID: "shared", size: 3000,
+		stamp: func() { clock = time.Now().UnixNano() }} // stamped now, as decap would
+	send, p, msg := f.send, f.pkt, f.msg
 	var wantA, wantB [][]byte
-	seed := byte(0)
-	msg := func(c *synthConn, want *[][]byte) pkt {
-		seed++
-		m := pattern(3000+int(seed)*7, seed)
-		*want = append(*want, m)
-		return p(c, false, "PA", wsFrame(2, m, false))
-	}
-	send(p(a, true, "S", nil), p(b, true, "S", nil))
-	send(p(a, false, "SA", nil), p(b, false, "SA", nil))
-	send(p(a, true, "PA", []byte(upgradeReq)), p(b, true, "PA", []byte(upgradeReq)))
-	send(p(a, false, "PA", []byte(upgradeResp)), p(b, false, "PA", []byte(upgradeResp)))
+	f.handshake(a, b)
 	send(msg(a, &wantA), msg(b, &wantB))
 	crash := startEngine(t, cfg)
 
@@ -284,35 +259,10 @@ func TestRecoverySharedBatchesOfUnheldConn(t *testing.T) {
 	clock := time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC).UnixNano()
 	a := newSynthConn(t, "10.4.1.1:43000", "10.4.1.2:443", 7, &clock)
 	b := newSynthConn(t, "10.4.1.3:43001", "10.4.1.2:443", 7, &clock)
-	type pkt func() framebatch.Frame
-	n := 0
-	send := func(ps ...pkt) {
-		var fs []framebatch.Frame
-		for _, p := range ps {
-			fs = append(fs, p())
-		}
-		n++
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if _, err := js.Publish(ctx, proto.FramesSubject(7, 0), frameBatch(t, fs...), jetstream.WithMsgID(fmt.Sprintf("unheld-%d", n))); err != nil {
-			t.Fatal(err)
-		}
-	}
-	p := func(c *synthConn, client bool, flags string, payload []byte) pkt {
-		return func() framebatch.Frame { return c.frame(client, flags, payload) }
-	}
+	f := &sharedBatches{t: t, js: js, msgID: "unheld", size: 2000}
+	send, p, msg := f.send, f.pkt, f.msg
 	var wantA, wantB [][]byte
-	seed := byte(0)
-	msg := func(c *synthConn, want *[][]byte) pkt {
-		seed++
-		m := pattern(2000+int(seed)*7, seed)
-		*want = append(*want, m)
-		return p(c, false, "PA", wsFrame(2, m, false))
-	}
-	send(p(a, true, "S", nil), p(b, true, "S", nil))
-	send(p(a, false, "SA", nil), p(b, false, "SA", nil))
-	send(p(a, true, "PA", []byte(upgradeReq)), p(b, true, "PA", []byte(upgradeReq)))
-	send(p(a, false, "PA", []byte(upgradeResp)), p(b, false, "PA", []byte(upgradeResp)))
+	f.handshake(a, b)
 	send(msg(a, &wantA), msg(b, &wantB))
 	for range 30 {
 		send(msg(a, &wantA)) // A alone past the limit: A stops holding
@@ -384,4 +334,61 @@ func TestRecoverySharedBatchesOfUnheldConn(t *testing.T) {
 			t.Errorf("%s: gap %+v reported, but no frame was lost", c.id, g)
 		}
 	}
+}
+
+// pkt makes one frame when its batch is built (so the clock it reads is
+// the batch's).
+type pkt func() framebatch.Frame
+
+// sharedBatches publishes frame batches that carry frames of several
+// synthetic connections (VNI 7, shard 0), as decap batches a shard's
+// frames, with Msg-Ids <msgID>-<n>, and makes their WebSocket messages.
+type sharedBatches struct {
+	t     *testing.T
+	js    jetstream.JetStream
+	msgID string
+	size  int    // messages are size+7·k bytes
+	stamp func() // optional: sets the connections' clock before a batch
+	n     int
+	seed  byte
+}
+
+// send publishes one batch of the frames ps make.
+func (f *sharedBatches) send(ps ...pkt) {
+	f.t.Helper()
+	if f.stamp != nil {
+		f.stamp()
+	}
+	var fs []framebatch.Frame
+	for _, p := range ps {
+		fs = append(fs, p())
+	}
+	f.n++
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := f.js.Publish(ctx, proto.FramesSubject(7, 0), frameBatch(f.t, fs...), jetstream.WithMsgID(fmt.Sprintf("%s-%d", f.msgID, f.n))); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// pkt is a frame of c.
+func (f *sharedBatches) pkt(c *synthConn, client bool, flags string, payload []byte) pkt {
+	return func() framebatch.Frame { return c.frame(client, flags, payload) }
+}
+
+// msg is the next server-to-client binary message of c, appended to want.
+func (f *sharedBatches) msg(c *synthConn, want *[][]byte) pkt {
+	f.seed++
+	m := pattern(f.size+int(f.seed)*7, f.seed)
+	*want = append(*want, m)
+	return f.pkt(c, false, "PA", wsFrame(2, m, false))
+}
+
+// handshake sends the TCP and WebSocket handshakes of a and b, a batch per
+// step with both connections' frames.
+func (f *sharedBatches) handshake(a, b *synthConn) {
+	f.send(f.pkt(a, true, "S", nil), f.pkt(b, true, "S", nil))
+	f.send(f.pkt(a, false, "SA", nil), f.pkt(b, false, "SA", nil))
+	f.send(f.pkt(a, true, "PA", []byte(upgradeReq)), f.pkt(b, true, "PA", []byte(upgradeReq)))
+	f.send(f.pkt(a, false, "PA", []byte(upgradeResp)), f.pkt(b, false, "PA", []byte(upgradeResp)))
 }
