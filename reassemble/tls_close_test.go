@@ -1,12 +1,9 @@
 package reassemble
 
 import (
-	"bytes"
 	"testing"
 
 	"github.com/coder/websocket"
-
-	"github.com/tapline/tapline/proto"
 )
 
 // TestTLSCloseNotifyInboundOnly: an inbound-only wss:// session (only
@@ -24,20 +21,7 @@ func TestTLSCloseNotifyInboundOnly(t *testing.T) {
 	if c.closeEv.TLS == nil || c.closeEv.TLS.Undecryptable || c.closeEv.S2C.BytesMissing != 0 {
 		t.Fatalf("close %+v", c.closeEv)
 	}
-	var data []*gotMsg
-	for _, m := range c.msgs[proto.ServerToClient] {
-		if m.opcode == proto.OpBinary {
-			data = append(data, m)
-		}
-	}
-	if len(data) != len(cp.msgs) {
-		t.Fatalf("%d messages", len(data))
-	}
-	for i, m := range data {
-		if !m.complete || !bytes.Equal(m.body, cp.msgs[i]) {
-			t.Errorf("message %d not exact", i)
-		}
-	}
+	requireBinaryExact(t, c, cp.msgs)
 }
 
 // TestTLSCloseNotifyBothWays: both directions mirrored, each sent its

@@ -263,13 +263,7 @@ func TestTLSWebSocketEngine(t *testing.T) {
 			if c.open.Path != "/feed" || c.open.Protocol != "websocket" {
 				t.Errorf("open %+v", c.open)
 			}
-			got := c.msgs[proto.ServerToClient]
-			var data []*gotMsg
-			for _, m := range got {
-				if m.opcode == proto.OpBinary {
-					data = append(data, m)
-				}
-			}
+			data := binaryMsgs(c, proto.ServerToClient)
 			if len(data) != len(cp.msgs) {
 				t.Fatalf("%d binary messages, want %d", len(data), len(cp.msgs))
 			}
@@ -319,12 +313,7 @@ func TestTLSDroppedSegment(t *testing.T) {
 	// Inside a message, not on a record boundary.
 	off := len(cp.s2c)*3/10 + 333
 	c, _ := runTLS(t, cp, tlsRun{dropS2C: []int{off}})
-	var data []*gotMsg
-	for _, m := range c.msgs[proto.ServerToClient] {
-		if m.opcode == proto.OpBinary {
-			data = append(data, m)
-		}
-	}
+	data := binaryMsgs(c, proto.ServerToClient)
 	if len(data) != len(sizes) {
 		t.Fatalf("%d messages", len(data))
 	}
@@ -395,20 +384,7 @@ func TestTLSInboundOnly(t *testing.T) {
 	if c.open == nil || c.open.TLS == nil || c.open.TLS.Version != "TLS 1.3" || c.open.TLS.Undecryptable || !c.open.TLS.ClientHelloMissing {
 		t.Fatalf("open %+v", c.open)
 	}
-	var data []*gotMsg
-	for _, m := range c.msgs[proto.ServerToClient] {
-		if m.opcode == proto.OpBinary {
-			data = append(data, m)
-		}
-	}
-	if len(data) != len(cp.msgs) {
-		t.Fatalf("%d messages", len(data))
-	}
-	for i, m := range data {
-		if !m.complete || !bytes.Equal(m.body, cp.msgs[i]) {
-			t.Errorf("message %d not exact", i)
-		}
-	}
+	requireBinaryExact(t, c, cp.msgs)
 	if n := c.bytes[proto.ClientToServer]; n != 0 || c.closeEv.C2S.BytesSeen != 0 || c.closeEv.S2C.BytesSeen != int64(len(cp.s2c)) {
 		t.Errorf("%d client bytes published, close %+v", n, c.closeEv)
 	}
@@ -564,5 +540,32 @@ func TestTLSHandOverWaitingForKeys(t *testing.T) {
 	}
 	if n != len(cp.msgs) {
 		t.Errorf("%d messages", n)
+	}
+}
+
+// binaryMsgs is the binary messages of c in direction dir (the test
+// payloads, without control frames).
+func binaryMsgs(c *connOut, dir proto.Direction) []*gotMsg {
+	var data []*gotMsg
+	for _, m := range c.msgs[dir] {
+		if m.opcode == proto.OpBinary {
+			data = append(data, m)
+		}
+	}
+	return data
+}
+
+// requireBinaryExact checks that c's server-to-client binary messages are
+// want, each complete and byte-identical.
+func requireBinaryExact(t *testing.T, c *connOut, want [][]byte) {
+	t.Helper()
+	data := binaryMsgs(c, proto.ServerToClient)
+	if len(data) != len(want) {
+		t.Fatalf("%d messages", len(data))
+	}
+	for i, m := range data {
+		if !m.complete || !bytes.Equal(m.body, want[i]) {
+			t.Errorf("message %d not exact", i)
+		}
 	}
 }
