@@ -137,6 +137,17 @@ func (c *conn) SwapDirections() {
 	c.tc.SwapDirections()
 	c.meta.Client, c.meta.Server = c.meta.Server, c.meta.Client
 	c.meta.ClientKnown = true
+	for i, g := range c.early {
+		// Held before the decoder knew the client: named with the old
+		// directions.
+		g.ev.Dir = flip(g.ev.Dir)
+		c.early[i].id = gapID(g.ev)
+	}
+}
+
+// gapID is the Msg-Id of a gap event: one per direction and offset.
+func gapID(ev *proto.GapEvent) string {
+	return ev.Conn + "/gap/" + string(ev.Dir) + "/" + strconv.FormatInt(ev.Offset, 10)
 }
 
 // Data passes in-order stream bytes to the decoder.
@@ -150,7 +161,7 @@ func (c *conn) Gap(dir proto.Direction, offset, n int64, tsNs int64, reason stri
 	c.w.e.m.gapBytes.WithLabelValues(c.vni).Add(float64(n))
 	c.w.e.m.gaps.WithLabelValues(c.vni, reason).Inc()
 	ev := &proto.GapEvent{Conn: c.meta.Conn, Dir: dir, Offset: offset, Bytes: n, AtNs: tsNs, Reason: reason}
-	id := c.meta.Conn + "/gap/" + string(dir) + "/" + strconv.FormatInt(offset, 10)
+	id := gapID(ev)
 	if !c.opened {
 		// The decoder has not decided the connection yet (its open event
 		// names what the first bytes say): the gap event waits for it.

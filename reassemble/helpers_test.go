@@ -102,6 +102,9 @@ func testConfig(url string, shards int, id string) Config {
 	c.PinnedTTL = 5 * time.Second
 	c.TakeoverSpread = 0
 	c.Consumer = "reassemble"
+	// TLS detection is on by default: every connection passes the TLS
+	// layer first, as in production.
+	c.TLS, c.TLSHoldBytes, c.TLSHoldTime, c.TLSMaxKeys, c.TLSKeyMaxAge = true, 4<<20, 30*time.Second, 200000, 24*time.Hour
 	c.NewDecoder = newRawDecoder
 	return c
 }

@@ -91,6 +91,12 @@ func runSegments(t *testing.T, withSYN bool, pre []tcpSeg, segs []tcpSeg, fin bo
 
 func runSegmentsReg(t *testing.T, withSYN bool, pre []tcpSeg, segs []tcpSeg, fin bool) (*connOut, *prometheus.Registry) {
 	t.Helper()
+	return runSegmentsAt(t, "10.9.0.1:51000", "10.9.0.2:443", withSYN, pre, segs, fin)
+}
+
+// runSegmentsAt is runSegmentsReg between the given client and server.
+func runSegmentsAt(t *testing.T, cli, srv string, withSYN bool, pre []tcpSeg, segs []tcpSeg, fin bool) (*connOut, *prometheus.Registry) {
+	t.Helper()
 	_, url := natstestRun(t)
 	_, js := connect(t, url)
 	col := collect(t, js)
@@ -99,7 +105,7 @@ func runSegmentsReg(t *testing.T, withSYN bool, pre []tcpSeg, segs []tcpSeg, fin
 	cfg.ReorderWindow = 64 << 10
 	_, reg := startEngineReg(t, cfg)
 	clock := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC).UnixNano()
-	c := newSynthConn(t, "10.9.0.1:51000", "10.9.0.2:443", 5, &clock)
+	c := newSynthConn(t, cli, srv, 5, &clock)
 	b := newBatcher(t, js, 4)
 	isn := c.seq
 	send := func(f framebatch.Frame) { b.add(&f, shardOf(t, &f, 2)) }
@@ -289,6 +295,54 @@ func TestSyntheticMidStream(t *testing.T) {
 	checkMessages(t, c, proto.ClientToServer, s.c2sMsgs, 0)
 	if c.closeEv.Reason != "idle" {
 		t.Fatalf("close %+v", c.closeEv)
+	}
+}
+
+// TestSyntheticMidStreamServerOnHigherPort: as TestSyntheticMidStream, but
+// the server listens on a higher port than the client's (the guess from
+// the ports is wrong) and its bytes come first, several segments in one
+// batch. The decoder learns the client from the first frames while the
+// TLS layer hands it what it held to rule out TLS records; the segments
+// after the first must stay the server's, not be read as the client's.
+// (Seen end to end: the second message after mirroring started mid-stream
+// was a 17-byte binary cut from the first frames.)
+func TestSyntheticMidStreamServerOnHigherPort(t *testing.T) {
+	// Text messages: their first frames verify the boundary within the
+	// bytes the TLS layer holds (about 16 KiB) before it decides.
+	var msgs [][]byte
+	var s2c []byte
+	for i := range 60 {
+		m := []byte(fmt.Sprintf(`{"type":"quote","n":%d,"pad":"%s"}`, i, bytes.Repeat([]byte{'q'}, 400+37*i)))
+		msgs = append(msgs, m)
+		s2c = append(s2c, wsFrame(1, m, false)...)
+	}
+	segs := cut(false, 0, s2c, 1400)
+	c, _ := runSegmentsAt(t, "10.9.0.1:42264", "10.9.0.2:42799", false, nil, segs, false)
+	if c.open == nil || !c.open.MidStream {
+		t.Fatalf("open %+v", c.open)
+	}
+	if c.client != "10.9.0.1:42264" || c.server != "10.9.0.2:42799" {
+		t.Fatalf("client %s server %s", c.client, c.server)
+	}
+	if n := len(c.msgs[proto.ClientToServer]); n != 0 {
+		t.Errorf("%d messages from the client, which sent none", n)
+	}
+	checkTail(t, c, proto.ServerToClient, msgs, 0)
+	if c.incomplete != 0 {
+		t.Fatalf("%d incomplete messages", c.incomplete)
+	}
+
+	// A segment lost before the decision: its gap event is the server's.
+	lost := append(append([]tcpSeg(nil), segs[:3]...), segs[4:]...)
+	c, _ = runSegmentsAt(t, "10.9.0.1:42264", "10.9.0.2:42799", false, nil, lost, false)
+	if c.client != "10.9.0.1:42264" {
+		t.Fatalf("with a gap: client %s server %s", c.client, c.server)
+	}
+	if len(c.gaps) != 1 || c.gaps[0].Dir != proto.ServerToClient || c.gaps[0].Bytes != int64(len(segs[3].b)) {
+		t.Fatalf("gap events %+v, want one of the server's %d bytes", c.gaps, len(segs[3].b))
+	}
+	if n := len(c.msgs[proto.ClientToServer]); n != 0 {
+		t.Errorf("with a gap: %d messages from the client, which sent none", n)
 	}
 }
 

@@ -174,20 +174,31 @@ func (l *tlsLayer) start(client proto.Direction) {
 	c.w.tlsActive(c)
 }
 
-// plain passes what was held to the decoder unchanged.
+// plain passes what was held to the decoder unchanged. The decoder may
+// learn the client from the first of them and swap the connection's
+// directions: the rest were named with the old ones.
 func (l *tlsLayer) plain() {
 	l.mode = tlsOff
 	pend := l.pend
 	l.pend, l.pendN, l.first = nil, 0, [2][]byte{}
+	client := l.c.meta.Client
 	for _, p := range pend {
-		l.inner.Data(p.dir, p.b, p.ts)
+		dir := p.dir
+		if l.c.meta.Client != client {
+			dir = flip(dir)
+		}
+		l.inner.Data(dir, p.b, p.ts)
 	}
 }
 
 // Gap implements message.Decoder.
 func (l *tlsLayer) Gap(dir proto.Direction, n int64, ts int64) {
 	if l.mode == tlsDetect {
+		client := l.c.meta.Client
 		l.records(true)
+		if l.c.meta.Client != client {
+			dir = flip(dir) // the bytes held decided the client (see plain)
+		}
 	}
 	switch l.mode {
 	case tlsOn:
