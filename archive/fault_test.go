@@ -272,8 +272,10 @@ func TestProgressAcks(t *testing.T) {
 	t0 := time.Date(2026, 11, 25, 8, 0, 0, 0, time.UTC).UnixNano()
 	in := synth(500, t0, int64(time.Millisecond), 4, 8, 2, 100)
 	cfg := testConfig(url, dir)
-	cfg.AckWait = 2 * time.Second
-	cfg.ChunkAge = 8 * time.Second // four ack waits
+	// Progress acks go out every third of the ack wait: 5 s leaves a
+	// loaded machine over 3 s of slack before a redelivery.
+	cfg.AckWait = 5 * time.Second
+	cfg.ChunkAge = 15 * time.Second // three ack waits
 	cfg.ChunkBytes = 4 << 20       // rotation by age only
 	start := time.Now()
 	stop, _, reg := runArchiveReg(t, cfg)
