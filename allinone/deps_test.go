@@ -16,6 +16,7 @@ func TestBinariesDoNotLinkTesting(t *testing.T) {
 		"testing",
 		"github.com/tapline/tapline/proto/natstest",
 		"github.com/tapline/tapline/proto/mirrorlab",
+		"github.com/tapline/tapline/proto/tlstest",
 	}
 	for _, cmd := range []string{"allinone/cmd/tapline", "decap/cmd/decap", "reassemble/cmd/reassemble", "replay/cmd/replay", "archive/cmd/archive"} {
 		out, err := exec.Command("go", "list", "-deps", "./"+filepath.ToSlash(filepath.Join(repoRoot, cmd))).CombinedOutput()

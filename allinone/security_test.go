@@ -7,16 +7,9 @@ package allinone
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"log/slog"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -29,6 +22,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/tapline/tapline/proto/stage"
+	"github.com/tapline/tapline/proto/tlstest"
 )
 
 // logBuf is a concurrency-safe log sink.
@@ -181,94 +175,20 @@ func TestNATSNKey(t *testing.T) {
 }
 
 // pki is a throwaway CA with a server certificate for 127.0.0.1 and a
-// client certificate, written as PEM files.
+// client certificate, written as PEM files, and another CA.
 type pki struct {
-	dir                      string
-	ca, srvCert, srvKey      string
-	cliCert, cliKey, otherCA string
-	caPool                   *x509.CertPool
-	serverTLS                tls.Certificate
-}
-
-func writePEM(t *testing.T, path, typ string, der []byte) {
-	t.Helper()
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func newCA(t *testing.T, cn string) (*x509.Certificate, *ecdsa.PrivateKey, []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: cn},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return cert, key, der
-}
-
-func issue(t *testing.T, ca *x509.Certificate, caKey *ecdsa.PrivateKey, serial int64, cn string, usage x509.ExtKeyUsage, ips []net.IP) ([]byte, *ecdsa.PrivateKey) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial),
-		Subject:      pkix.Name{CommonName: cn},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
-		IPAddresses:  ips,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return der, key
+	ca, cliCert, cliKey, otherCA string
+	caPool                       *x509.CertPool
+	serverTLS                    tls.Certificate
 }
 
 func newPKI(t *testing.T) *pki {
 	t.Helper()
-	p := &pki{dir: t.TempDir()}
-	ca, caKey, caDER := newCA(t, "tapline test CA")
-	p.ca = filepath.Join(p.dir, "ca.pem")
-	writePEM(t, p.ca, "CERTIFICATE", caDER)
-	_, _, otherDER := newCA(t, "some other CA")
-	p.otherCA = filepath.Join(p.dir, "other-ca.pem")
-	writePEM(t, p.otherCA, "CERTIFICATE", otherDER)
-	p.caPool = x509.NewCertPool()
-	p.caPool.AddCert(ca)
-
-	srvDER, srvKey := issue(t, ca, caKey, 2, "nats", x509.ExtKeyUsageServerAuth, []net.IP{net.ParseIP("127.0.0.1")})
-	srvKeyDER, _ := x509.MarshalECPrivateKey(srvKey)
-	p.srvCert, p.srvKey = filepath.Join(p.dir, "server.pem"), filepath.Join(p.dir, "server-key.pem")
-	writePEM(t, p.srvCert, "CERTIFICATE", srvDER)
-	writePEM(t, p.srvKey, "EC PRIVATE KEY", srvKeyDER)
-	var err error
-	if p.serverTLS, err = tls.LoadX509KeyPair(p.srvCert, p.srvKey); err != nil {
-		t.Fatal(err)
-	}
-
-	cliDER, cliKey := issue(t, ca, caKey, 3, "tapline-stage", x509.ExtKeyUsageClientAuth, nil)
-	cliKeyDER, _ := x509.MarshalECPrivateKey(cliKey)
-	p.cliCert, p.cliKey = filepath.Join(p.dir, "client.pem"), filepath.Join(p.dir, "client-key.pem")
-	writePEM(t, p.cliCert, "CERTIFICATE", cliDER)
-	writePEM(t, p.cliKey, "EC PRIVATE KEY", cliKeyDER)
+	ca := tlstest.SelfSigned(t)
+	p := &pki{caPool: ca.Pool(), serverTLS: ca.Issue(t, "127.0.0.1").TLS}
+	p.ca, _ = ca.Files(t)
+	p.otherCA, _ = tlstest.SelfSigned(t).Files(t)
+	p.cliCert, p.cliKey = ca.Issue(t).Files(t)
 	return p
 }
 

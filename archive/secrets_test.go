@@ -4,16 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/binary"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"net/netip"
@@ -36,6 +30,7 @@ import (
 	"github.com/tapline/tapline/proto/framebatch"
 	"github.com/tapline/tapline/proto/natstest"
 	"github.com/tapline/tapline/proto/stage"
+	"github.com/tapline/tapline/proto/tlstest"
 )
 
 // segment is one Write on one side of a recorded connection.
@@ -62,21 +57,6 @@ func (c recConn) Write(b []byte) (int, error) {
 	c.r.segs = append(c.r.segs, segment{c.fromClient, append([]byte(nil), b...)})
 	c.r.mu.Unlock()
 	return c.Conn.Write(b)
-}
-
-func testCert(t *testing.T) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "feed.example"}, DNSNames: []string{"feed.example"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
 
 // tlsSession runs a real TLS connection between crypto/tls client and
@@ -306,7 +286,7 @@ func TestQueryWithSecrets(t *testing.T) {
 	cfg.KeysFlush = 300 * time.Millisecond
 	stop, _ := runArchive(t, cfg)
 
-	cert := testCert(t)
+	cert := tlstest.SelfSigned(t, "feed.example").TLS
 	t0 := time.Now().Add(-time.Minute).Truncate(time.Millisecond)
 	f13, k13 := tlsSession(t, cert, tls.VersionTLS13, 50013, t0, "/secret-tls13")
 	f12, k12 := tlsSession(t, cert, tls.VersionTLS12, 50012, t0.Add(time.Second), "/secret-tls12")

@@ -3,15 +3,9 @@ package reassemble
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"sync"
@@ -24,6 +18,7 @@ import (
 
 	"github.com/tapline/tapline/proto"
 	"github.com/tapline/tapline/proto/framebatch"
+	"github.com/tapline/tapline/proto/tlstest"
 )
 
 // tlsRec records what one side wrote: its direction's TCP byte stream.
@@ -78,13 +73,7 @@ type wssCapture struct {
 
 func captureWSS(t testing.TB, sizes []int, mode websocket.CompressionMode) *wssCapture {
 	t.Helper()
-	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "feed.example"}, DNSNames: []string{"feed.example"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cert := tlstest.SelfSigned(t, "feed.example").TLS
 	cp := &wssCapture{}
 	for i, n := range sizes {
 		m := pattern(n, byte(i+1))
@@ -97,7 +86,7 @@ func captureWSS(t testing.TB, sizes []int, mode websocket.CompressionMode) *wssC
 	var c2s, s2c, kl bytes.Buffer
 	a, b := net.Pipe()
 	ln := &oneListener{c: make(chan net.Conn, 1), done: make(chan struct{})}
-	ln.c <- tls.Server(tlsRec{b, &mu, &s2c, 1, &cp.writes}, &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: k}}, NextProtos: []string{"http/1.1"}})
+	ln.c <- tls.Server(tlsRec{b, &mu, &s2c, 1, &cp.writes}, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}})
 	served := make(chan error, 1)
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: mode})

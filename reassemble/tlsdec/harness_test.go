@@ -2,19 +2,15 @@ package tlsdec
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/rsa"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"io"
-	"math/big"
 	"net"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tapline/tapline/proto/tlstest"
 )
 
 // recConn records every byte written through it (one direction of a
@@ -47,34 +43,15 @@ type capture struct {
 	resumed    bool
 }
 
-func selfSigned(t testing.TB, ec bool) tls.Certificate {
-	t.Helper()
-	var priv any
-	var pub any
-	if ec {
-		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		priv, pub = k, &k.PublicKey
-	} else {
-		k, _ := rsa.GenerateKey(rand.Reader, 2048)
-		priv, pub = k, &k.PublicKey
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "tapline.test"},
-		DNSNames: []string{"tapline.test"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, pub, priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: priv}
-}
-
 var (
 	certOnce       sync.Once
-	rsaCert, ecCrt tls.Certificate
+	rsaCert, ecCrt *tlstest.Cert
 )
 
 func certs(t testing.TB) {
-	certOnce.Do(func() { rsaCert, ecCrt = selfSigned(t, false), selfSigned(t, true) })
+	certOnce.Do(func() {
+		rsaCert, ecCrt = tlstest.SelfSignedRSA(t, "tapline.test"), tlstest.SelfSigned(t, "tapline.test")
+	})
 }
 
 // session describes one session to run.
@@ -93,9 +70,9 @@ type session struct {
 func runSession(t testing.TB, s session) *capture {
 	t.Helper()
 	certs(t)
-	cert := rsaCert
+	cert := rsaCert.TLS
 	if s.ec {
-		cert = ecCrt
+		cert = ecCrt.TLS
 	}
 	var kl bytes.Buffer
 	var klMu sync.Mutex

@@ -39,7 +39,7 @@ func opensslPair(t *testing.T, dir string, r opensslRun) (c2s, s2c, keylog []byt
 
 func opensslServe(t *testing.T, dir string, serverArgs []string, runs []*opensslRun) {
 	t.Helper()
-	cert, key := writePEMRSA(t, dir)
+	cert, key := writePEMRSA(t)
 	bin, sport, srvIn := startOpenSSLServer(t, cert, key, len(runs), serverArgs...)
 	defer srvIn.Close()
 	for i, r := range runs {
@@ -122,9 +122,9 @@ func opensslClient(t *testing.T, bin, dir string, sport int, srvIn io.Writer, r 
 	return bytes.Clone(up.Bytes()), bytes.Clone(down.Bytes()), keylog
 }
 
-func writePEMRSA(t *testing.T, dir string) (string, string) {
+func writePEMRSA(t *testing.T) (string, string) {
 	certs(t)
-	return writePEMOf(t, dir, rsaCert.Certificate[0], rsaCert.PrivateKey)
+	return rsaCert.Files(t)
 }
 
 func decryptPair(t *testing.T, c2s, s2c, keylog []byte) (*Conn, *collect) {

@@ -4,13 +4,9 @@ import (
 	"bytes"
 	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -38,21 +34,9 @@ func (r *recRW) Write(b []byte) (int, error) {
 	return r.Conn.Write(b)
 }
 
-func writePEM(t *testing.T, dir string) (string, string) {
+func writePEM(t *testing.T) (string, string) {
 	certs(t)
-	return writePEMOf(t, dir, ecCrt.Certificate[0], ecCrt.PrivateKey)
-}
-
-func writePEMOf(t *testing.T, dir string, certDER []byte, priv any) (string, string) {
-	cert := filepath.Join(dir, "cert.pem")
-	key := filepath.Join(dir, "key.pem")
-	os.WriteFile(cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: certDER}), 0o600)
-	der, err := x509.MarshalPKCS8PrivateKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.WriteFile(key, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
-	return cert, key
+	return ecCrt.Files(t)
 }
 
 // TestOpenSSLKeyUpdate: Go's crypto/tls client against `openssl
@@ -64,8 +48,7 @@ func TestOpenSSLKeyUpdate(t *testing.T) {
 	const rounds = 6
 	for _, suite := range []string{"TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"} {
 		t.Run(suite, func(t *testing.T) {
-			dir := t.TempDir()
-			cert, key := writePEM(t, dir)
+			cert, key := writePEM(t)
 			_, port, stdin := startOpenSSLServer(t, cert, key, 1, "-tls1_3", "-ciphersuites", suite)
 			raw, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 			if err != nil {
