@@ -3,6 +3,7 @@ package reassemble
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"os"
@@ -102,12 +103,20 @@ func testConfig(url string, shards int, id string) Config {
 	c.PinnedTTL = 5 * time.Second
 	c.TakeoverSpread = 0
 	c.Consumer = "reassemble"
-	// TLS detection is on by default: every connection passes the TLS
-	// layer first, as in production.
-	c.TLS, c.TLSHoldBytes, c.TLSHoldTime, c.TLSMaxKeys, c.TLSKeyMaxAge = true, 4<<20, 30*time.Second, 200000, 24*time.Hour
+	// TLS detection as the flags' defaults set it (on): every connection
+	// passes the TLS layer first, as in production.
+	d := flagDefaults()
+	c.TLS, c.TLSHoldBytes, c.TLSHoldTime, c.TLSMaxKeys, c.TLSKeyMaxAge = d.TLS, d.TLSHoldBytes, d.TLSHoldTime, d.TLSMaxKeys, d.TLSKeyMaxAge
 	c.NewDecoder = newRawDecoder
 	return c
 }
+
+// flagDefaults is the Config the command line gives when no flag is set.
+var flagDefaults = sync.OnceValue(func() Config {
+	var c Config
+	c.Register(flag.NewFlagSet("defaults", flag.ContinueOnError))
+	return c
+})
 
 // startEngine runs Run in the background; the returned cancel stops it and
 // waits for Run to return.
