@@ -276,7 +276,7 @@ func TestProgressAcks(t *testing.T) {
 	// loaded machine over 3 s of slack before a redelivery.
 	cfg.AckWait = 5 * time.Second
 	cfg.ChunkAge = 15 * time.Second // three ack waits
-	cfg.ChunkBytes = 4 << 20       // rotation by age only
+	cfg.ChunkBytes = 4 << 20        // rotation by age only
 	start := time.Now()
 	stop, _, reg := runArchiveReg(t, cfg)
 	publish(t, js, in, 16)
