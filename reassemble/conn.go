@@ -248,10 +248,10 @@ func (c *conn) finishClose(reason string, tsNs int64, c2s, s2c tcp.Loss) {
 }
 
 // Memory reports what the connection's decoder holds (tcp.Sizer); the
-// holds slice is charged too (the batches themselves are bounded by
-// --max-held-batches).
+// holds slice and the gap events held for the open event are charged too
+// (the batches themselves are bounded by --max-held-batches).
 func (c *conn) Memory() int64 {
-	n := int64(cap(c.holds)) * 8
+	n := int64(cap(c.holds))*8 + int64(len(c.early))*earlyGapSize
 	if s, ok := c.dec.(message.Sizer); ok {
 		n += s.Memory()
 	}

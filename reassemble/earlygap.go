@@ -11,6 +11,19 @@ import (
 // no path either way).
 const maxEarlyGaps = 16
 
+// maxEarlyGapsWaiting bounds them while the connection's TLS layer holds
+// ciphertext waiting for its keys: the decoder cannot know the protocol
+// before the keys come (a forced open would name a WebSocket "tcp", and
+// replay would leave its messages undelivered), and a congested mirror
+// loses a segment every few KiB of the held ciphertext. 4096 gap events
+// (about 150 B each) stay well below the --tls-hold-bytes the held
+// ciphertext itself may take.
+const maxEarlyGapsWaiting = 4096
+
+// earlyGapSize is what one held gap event is charged in the memory
+// budget: the event, its id and the slice entry.
+const earlyGapSize = 192
+
 // earlyGap is a gap event that came before the connection's open event.
 type earlyGap struct {
 	id string
@@ -24,9 +37,18 @@ type earlyGap struct {
 // knows the upgrade request.
 func (c *conn) holdGap(id string, ev *proto.GapEvent, tsNs int64) {
 	c.early = append(c.early, earlyGap{id, ev})
-	if len(c.early) > maxEarlyGaps {
+	if len(c.early) > c.earlyGapLimit() {
 		c.openNow(tsNs)
 	}
+}
+
+// earlyGapLimit is the number of gap events the connection holds for its
+// open event: more while its TLS layer waits for keys.
+func (c *conn) earlyGapLimit() int {
+	if l, ok := c.dec.(*tlsLayer); ok && l.waiting() {
+		return maxEarlyGapsWaiting
+	}
+	return maxEarlyGaps
 }
 
 // openNow makes the connection's open event published now: by the
