@@ -2,6 +2,7 @@ package replay
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -82,10 +83,13 @@ func (a *ackTracker) keepAlive(ctx context.Context, period time.Duration) {
 			return
 		case <-t.C:
 		}
+		// In stream order: the held entries' ack waits then expire in
+		// that order if this replay dies (see redeliverInOrder).
 		a.mu.Lock()
-		replies := make([]string, 0, len(a.held))
-		for _, r := range a.held {
-			replies = append(replies, r)
+		seqs := slices.Sorted(maps.Keys(a.held))
+		replies := make([]string, len(seqs))
+		for i, seq := range seqs {
+			replies[i] = a.held[seq]
 		}
 		a.mu.Unlock()
 		for _, r := range replies {

@@ -30,6 +30,7 @@ type entry struct {
 	streamSeq uint64
 	reply     string
 	arrived   time.Time // when the entry was stored in the stream
+	delivered uint64    // JetStream's delivery count (1: first delivery)
 	held      int64     // bytes held against the in-flight budget
 }
 

@@ -152,7 +152,7 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 		stopWorkers()
 		return nil
 	}
-	err = r.consume(ctx, wctx, cons)
+	err = r.consume(ctx, cons)
 	stopWorkers()
 	r.wg.Wait()
 	if !cfg.noNakOnStop {
@@ -287,7 +287,8 @@ func (r *runner) setup(ctx context.Context) (jetstream.Consumer, error) {
 
 // consume pulls entries and hands them to the connection workers until
 // ctx ends.
-func (r *runner) consume(ctx, wctx context.Context, cons jetstream.Consumer) error {
+func (r *runner) consume(ctx context.Context, cons jetstream.Consumer) error {
+	r.redeliverInOrder(ctx, cons)
 	it, err := cons.Messages(jetstream.PullMaxBytes(r.cfg.PullMaxBytes), jetstream.PullHeartbeat(2*time.Second))
 	if err != nil {
 		return err
@@ -314,7 +315,7 @@ func (r *runner) consume(ctx, wctx context.Context, cons jetstream.Consumer) err
 			}
 			continue
 		}
-		r.dispatch(wctx, msg)
+		r.dispatch(msg)
 		if r.cfg.afterDispatch != nil {
 			if meta, err := msg.Metadata(); err == nil {
 				r.cfg.afterDispatch(meta.Sequence.Stream, meta.NumDelivered)
@@ -323,15 +324,26 @@ func (r *runner) consume(ctx, wctx context.Context, cons jetstream.Consumer) err
 	}
 }
 
-func (r *runner) dispatch(wctx context.Context, msg jetstream.Msg) {
+// dispatch hands one pulled entry to its connection's worker.
+func (r *runner) dispatch(msg jetstream.Msg) {
+	if e := r.receive(msg); e != nil {
+		r.enqueue(e)
+	}
+}
+
+// receive holds a pulled entry for acknowledgement and decodes it; it
+// returns nil when nothing more is to be done with it (a redelivery of an
+// entry still being replayed, a malformed entry reported failed, a stale
+// redelivery acknowledged).
+func (r *runner) receive(msg jetstream.Msg) *entry {
 	meta, err := msg.Metadata()
 	if err != nil {
 		_ = msg.Term()
-		return
+		return nil
 	}
 	seq := meta.Sequence.Stream
 	if !r.acks.track(seq, msg.Reply()) {
-		return // a redelivery of an entry still being replayed
+		return nil // a redelivery of an entry still being replayed
 	}
 	e, err := parseEntry(msg.Subject(), msg.Headers(), msg.Data())
 	if err != nil {
@@ -345,13 +357,19 @@ func (r *runner) dispatch(wctx context.Context, msg jetstream.Msg) {
 				r.acks.ack(seq)
 			}
 		}()
-		return
+		return nil
 	}
-	e.streamSeq, e.reply, e.arrived = seq, msg.Reply(), meta.Timestamp
-	if r.staleRedelivery(e, meta.NumDelivered) {
+	e.streamSeq, e.reply, e.arrived, e.delivered = seq, msg.Reply(), meta.Timestamp, meta.NumDelivered
+	if r.staleRedelivery(e, e.delivered) {
 		r.acks.ack(seq)
-		return
+		return nil
 	}
+	return e
+}
+
+// enqueue queues a received entry on its connection's worker, its
+// payload held against the in-flight budget.
+func (r *runner) enqueue(e *entry) {
 	if len(e.data) > 0 {
 		// Wait a little for room (the usual flow control), then queue the
 		// entry without its payload rather than block every connection
@@ -363,11 +381,11 @@ func (r *runner) dispatch(wctx context.Context, msg jetstream.Msg) {
 		}
 	}
 	r.mu.Lock()
-	if r.staleRedeliveryLocked(e, meta.NumDelivered) {
+	if r.staleRedeliveryLocked(e, e.delivered) {
 		// The connection finished while the entry waited for room.
 		r.mu.Unlock()
 		r.release(e)
-		r.acks.ack(seq)
+		r.acks.ack(e.streamSeq)
 		return
 	}
 	r.workerFor(e).q.push(e)
