@@ -111,7 +111,7 @@ func TestCrashRedeliveredOutOfOrder(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	time.Sleep(300 * time.Millisecond) // a keep-alive round for all of them
-	a.stop(t)                           // as a crash: nothing handed back
+	a.stop(t)                          // as a crash: nothing handed back
 
 	// The open event and the first half of the chunks get their last
 	// in-progress acknowledgement a second later than the rest.
