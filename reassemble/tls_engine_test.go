@@ -5,7 +5,9 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"sync"
@@ -592,5 +594,44 @@ func TestTLSLateKeysManyGaps(t *testing.T) {
 		case i != 1 && !exact:
 			t.Errorf("message %d not exact", i)
 		}
+	}
+}
+
+// TestTLSCongestedEnd: a wss:// push through a mirror that loses half of
+// the server's segments, handshake included, up to the FIN (as a token
+// bucket does). With the keys present the connection closes at its FIN
+// (one whose ServerHello was lost, once its hold time has passed,
+// undecryptable): every message published complete is exact, the last
+// one flagged.
+// It lingered as if waiting for keys (the decoder, searching for a record
+// boundary after a lost header, held bytes that wait for nothing) until a
+// hand-over: no close event, the message without a last chunk.
+func TestTLSCongestedEnd(t *testing.T) {
+	sizes := []int{300000, 1000, 1 << 20}
+	cp := captureWSS(t, sizes, websocket.CompressionNoContextTakeover)
+	for _, seed := range []uint64{1, 2, 3, 4, 5, 6, 7, 8} {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(seed, 7))
+			var drop []int
+			for off := 0; off < len(cp.s2c); off += 1448 {
+				if rng.IntN(2) == 0 {
+					drop = append(drop, off)
+				}
+			}
+			// A short hold: a connection whose handshake was lost waits
+			// that long for keys it cannot use, then closes undecryptable.
+			c, _ := runTLS(t, cp, tlsRun{dropS2C: drop, holdTime: 2 * time.Second})
+			for i, m := range binaryMsgs(c, proto.ServerToClient) {
+				if m.complete && (m.seq > uint64(len(cp.msgs)) || !bytes.Equal(m.body, cp.msgs[m.seq-1])) {
+					t.Errorf("message %d (seq %d) published complete but not exact", i, m.seq)
+				}
+				if m.seq == uint64(len(sizes)) && m.complete {
+					t.Errorf("the last message (its end lost) published complete")
+				}
+			}
+			if c.closeEv.TLS == nil {
+				t.Errorf("close event without tls")
+			}
+		})
 	}
 }

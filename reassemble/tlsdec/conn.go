@@ -197,8 +197,14 @@ func (c *Conn) Undecryptable() bool { return c.undecryptable || c.failed != "" }
 // Failed returns why the connection cannot be decrypted at all, or "".
 func (c *Conn) Failed() string { return c.failed }
 
-// Waiting reports whether ciphertext is held waiting for keys.
+// Waiting reports whether ciphertext is held waiting for keys. Bytes held
+// once the keys are found (a record boundary searched after a loss, the
+// rest of a record) wait for more of the stream, not for keys: a
+// connection whose stream has ended has nothing to wait for.
 func (c *Conn) Waiting() bool {
+	if c.haveKeys || c.failed != "" {
+		return false
+	}
 	return c.h[0].held() > 0 || c.h[1].held() > 0
 }
 
