@@ -66,7 +66,8 @@ type Config struct {
 	// instead of opening sockets (tests open sockets inside a network
 	// namespace). Not a flag. The ports of its sockets must be VXLANPort
 	// and GENEVEPort (set those to the ports it opened). Run reads it until
-	// ctx ends, which closes it.
+	// ctx ends, which stops and closes it (with its own
+	// udpin.Config.StopRead, not StopRead).
 	Intake *udpin.Intake
 
 	vnis     []uint32

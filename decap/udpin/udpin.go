@@ -59,8 +59,8 @@ type Config struct {
 	MaxDatagram int
 	// StopRead bounds how long Run keeps reading the sockets' queues once
 	// its context ended (new datagrams are refused meanwhile); what is
-	// still queued then is counted in Stats.StopDropped.
-	// 0: DefaultStopRead.
+	// still queued then is counted in Stats.StopDropped. A handler call
+	// under way when it passes is finished first. 0: DefaultStopRead.
 	StopRead time.Duration
 }
 
