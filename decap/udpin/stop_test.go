@@ -228,6 +228,29 @@ func TestStopIsBounded(t *testing.T) {
 	}
 }
 
+// A context that ended before Run: the queue is still read.
+func TestStopBeforeRun(t *testing.T) {
+	in, err := Open(Config{Addrs: []string{"127.0.0.1:0"}, Sockets: 2}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(in.Close)
+	out := newSenders(t, in, 4)
+	for range 100 {
+		out.send(t)
+	}
+	waitQueued(t, in)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	var ids idSet
+	if err := in.Run(ctx, ids.add); err != nil {
+		t.Fatal(err)
+	}
+	if n := ids.check(t); n != 100 {
+		t.Errorf("handled %d of 100", n)
+	}
+}
+
 // syncBuffer is a bytes.Buffer safe for concurrent writers.
 type syncBuffer struct {
 	mu sync.Mutex
