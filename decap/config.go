@@ -30,6 +30,9 @@ type Config struct {
 	RcvBuf      int            // --rcvbuf: socket receive buffer in bytes
 	ReadBatch   int            // --read-batch: datagrams per recvmmsg
 	MaxDatagram int            // --max-datagram: largest datagram read whole
+	// StopRead (--stop-read) bounds how long the sockets' queues are read
+	// at shutdown, new datagrams refused; what is left is counted.
+	StopRead time.Duration
 
 	// Read is a pcap/pcapng file to read instead of the network (--read).
 	Read string
@@ -63,7 +66,8 @@ type Config struct {
 	// instead of opening sockets (tests open sockets inside a network
 	// namespace). Not a flag. The ports of its sockets must be VXLANPort
 	// and GENEVEPort (set those to the ports it opened). Run reads it until
-	// ctx ends, which closes it.
+	// ctx ends, which stops and closes it (with its own
+	// udpin.Config.StopRead, not StopRead).
 	Intake *udpin.Intake
 
 	vnis     []uint32
@@ -89,6 +93,7 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	stage.IntSizeVar(fs, &c.RcvBuf, "rcvbuf", 64<<20, "socket receive buffer in bytes (SO_RCVBUFFORCE when permitted)")
 	fs.IntVar(&c.ReadBatch, "read-batch", 64, "datagrams read per recvmmsg call")
 	stage.IntSizeVar(fs, &c.MaxDatagram, "max-datagram", 65535, "largest datagram read whole, in bytes")
+	fs.DurationVar(&c.StopRead, "stop-read", udpin.DefaultStopRead, "at shutdown, the sockets refuse new datagrams and their queues are read and published for at most this long; what is still queued then is dropped and counted (tapline_decap_udp_stop_dropped_total)")
 	fs.StringVar(&c.Read, "read", "", "read this pcap/pcapng file (encapsulated or plain) instead of the network, publish it, drain and exit")
 	fs.Var(&c.VNI, "vni", "allow list of VNIs, comma-separated (default: all)")
 	stage.SetEnvName(fs, "vni", "TAPLINE_DECAP_VNI", "TAPLINE_VNI")
@@ -171,6 +176,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxDatagram < 9216 || c.MaxDatagram > 65535 {
 		return fmt.Errorf("--max-datagram must be between 9216 and 65535, got %d", c.MaxDatagram)
+	}
+	if c.StopRead <= 0 {
+		return errors.New("--stop-read must be positive")
 	}
 	if c.ReadBatch < 1 || c.ReadBatch > 1024 {
 		return fmt.Errorf("--read-batch must be between 1 and 1024, got %d", c.ReadBatch)

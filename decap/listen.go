@@ -53,6 +53,7 @@ func (e *engine) listen(ctx context.Context) error {
 			RcvBuf:      e.cfg.RcvBuf,
 			Batch:       e.cfg.ReadBatch,
 			MaxDatagram: e.cfg.MaxDatagram,
+			StopRead:    e.cfg.StopRead,
 		}, e.d.Log)
 		if err != nil {
 			// A port another process holds is the user's to change.

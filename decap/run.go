@@ -247,22 +247,29 @@ func (e *engine) decodeConfig() decode.Config {
 // whenever something was lost since the previous report: totals since
 // start of batches dropped before JetStream stored them (by reason), the
 // kernel's receive drops on decap's sockets, datagrams too large to read,
-// and datagrams dropped as malformed or filtered (by reason: "src" outer
-// source not allowed, "vni" not in --vni, "vni_cap" beyond --max-vnis).
+// datagrams still queued on the sockets when the shutdown's --stop-read
+// ended (StopDropped) and datagrams the sockets refused once the shutdown
+// began (StopRefused), and datagrams dropped as malformed or filtered (by
+// reason: "src" outer source not allowed, "vni" not in --vni, "vni_cap"
+// beyond --max-vnis).
 // TrackedVNIs is how many distinct VNIs are tracked (at most MaxVNIs).
 //
 // Instance names the decap run that reports (stage.NewInstanceID:
 // "<host>/<pid>/<random>"): totals are per instance, so a reader sums the
 // latest report of each instance.
 type DropsEvent struct {
-	Stage     string                       `json:"stage"`
-	Instance  string                       `json:"instance"`
-	AtNs      int64                        `json:"at_ns"`
-	Drops     map[string]publish.DropCount `json:"drops"`
-	Kernel    uint64                       `json:"kernel_drops,omitempty"`
-	Oversize  uint64                       `json:"oversize_datagrams,omitempty"`
-	Malformed map[string]uint64            `json:"malformed,omitempty"`
-	Filtered  map[string]uint64            `json:"filtered,omitempty"`
+	Stage    string                       `json:"stage"`
+	Instance string                       `json:"instance"`
+	AtNs     int64                        `json:"at_ns"`
+	Drops    map[string]publish.DropCount `json:"drops"`
+	Kernel   uint64                       `json:"kernel_drops,omitempty"`
+	Oversize uint64                       `json:"oversize_datagrams,omitempty"`
+	// StopDropped and StopRefused: datagrams lost to the shutdown (see
+	// udpin.Stats).
+	StopDropped uint64            `json:"stop_dropped_datagrams,omitempty"`
+	StopRefused uint64            `json:"stop_refused_datagrams,omitempty"`
+	Malformed   map[string]uint64 `json:"malformed,omitempty"`
+	Filtered    map[string]uint64 `json:"filtered,omitempty"`
 	// TrackedVNIs and MaxVNIs: VNIs tracked so far and --max-vnis.
 	TrackedVNIs int `json:"tracked_vnis"`
 	MaxVNIs     int `json:"max_vnis"`
@@ -291,8 +298,9 @@ func (e *engine) publishDrops(final bool) {
 	if in := e.intake.Load(); in != nil {
 		st := in.Stats()
 		ev.Kernel, ev.Oversize = st.KernelDrops, st.Truncated
+		ev.StopDropped, ev.StopRefused = st.StopDropped, st.StopRefused
 	}
-	n := ev.Kernel + ev.Oversize
+	n := ev.Kernel + ev.Oversize + ev.StopDropped + ev.StopRefused
 	for _, c := range ev.Drops {
 		n += uint64(c.Batches)
 	}

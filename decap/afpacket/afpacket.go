@@ -22,10 +22,11 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
+
+	"github.com/tapline/tapline/decap/internal/sockfilter"
 )
 
 // Defaults of Config.
@@ -139,19 +140,11 @@ func Open(cfg Config) (*Capture, error) {
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
-// BPF programs of one instruction: ret 0 (drop) and ret 0xffffffff (keep
-// the whole frame).
-var (
-	dropAll   = []bpf.RawInstruction{{Op: 0x06, K: 0}}
-	acceptAll = []bpf.RawInstruction{{Op: 0x06, K: 0xffffffff}}
-)
-
 // attach sets the socket's filter (SO_ATTACH_FILTER replaces the previous
 // one atomically).
 func attach(fd int, prog []bpf.RawInstruction) error {
-	fp := unix.SockFprog{Len: uint16(len(prog)), Filter: (*unix.SockFilter)(unsafe.Pointer(&prog[0]))}
-	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &fp); err != nil {
-		return fmt.Errorf("afpacket: attach filter: %w", err)
+	if err := sockfilter.Attach(fd, prog); err != nil {
+		return fmt.Errorf("afpacket: %w", err)
 	}
 	return nil
 }
@@ -172,7 +165,7 @@ func openSock(idx, ifindex int, cfg Config, group uint16) (*sock, error) {
 	// Drop everything until the socket is in its fanout group: between
 	// bind and joining, a socket would see every frame, duplicating what
 	// the group's other sockets see.
-	if err := attach(fd, dropAll); err != nil {
+	if err := attach(fd, sockfilter.DropAll); err != nil {
 		return nil, err
 	}
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, cfg.RcvBuf); err != nil {
@@ -195,7 +188,7 @@ func openSock(idx, ifindex int, cfg Config, group uint16) (*sock, error) {
 	}
 	prog := cfg.Filter
 	if len(prog) == 0 {
-		prog = acceptAll
+		prog = sockfilter.AcceptAll
 	}
 	if err := attach(fd, prog); err != nil {
 		return nil, err

@@ -110,6 +110,37 @@ func (r *Reader[N]) Loop(raw syscall.RawConn, flags int, deliver func(n int)) er
 	}
 }
 
+// TryRead reads what is queued on raw with one recvmmsg (flags besides
+// MSG_DONTWAIT), without waiting and whatever the socket's read deadline:
+// the number of messages read, 0 when the queue is empty. A closed socket
+// returns 0 and an error IsClosed accepts.
+func (r *Reader[N]) TryRead(raw syscall.RawConn, flags int) (int, error) {
+	var n int
+	var errno unix.Errno
+	err := raw.Control(func(fd uintptr) {
+		for {
+			r.reset()
+			m, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.Hdrs[0])), uintptr(len(r.Hdrs)),
+				uintptr(unix.MSG_DONTWAIT|flags), 0, 0)
+			if e != unix.EINTR {
+				n, errno = int(m), e
+				return
+			}
+		}
+	})
+	switch {
+	case err != nil:
+		return 0, err
+	case errno == unix.EAGAIN:
+		return 0, nil
+	case errno == unix.EBADF:
+		return 0, os.ErrClosed
+	case errno != 0:
+		return 0, errno
+	}
+	return n, nil
+}
+
 // IsClosed reports whether err says the socket was closed.
 func IsClosed(err error) bool {
 	return errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed)

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"net"
 	"testing"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -65,5 +66,51 @@ func TestLoopReadsBatches(t *testing.T) {
 		if !bytes.Equal(got[i], want) || lens[i] != len(p) {
 			t.Errorf("message %d: %q (length %d), want %q (length %d)", i, got[i], lens[i], want, len(p))
 		}
+	}
+}
+
+// TryRead never waits: 0 on an empty queue, the messages queued otherwise
+// (also past the socket's read deadline), and an IsClosed error once the
+// socket is closed.
+func TestTryRead(t *testing.T) {
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := New[unix.RawSockaddrInet4](4, 64, 64)
+	if n, err := r.TryRead(raw, 0); n != 0 || err != nil {
+		t.Fatalf("empty queue: %d, %v", n, err)
+	}
+	out, err := net.DialUDP("udp4", nil, conn.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	for _, p := range []string{"a", "bb"} {
+		if _, err := out.Write([]byte(p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = conn.SetReadDeadline(time.Unix(0, 1))
+	var got []string
+	for deadline := time.Now().Add(5 * time.Second); len(got) < 2 && time.Now().Before(deadline); {
+		n, err := r.TryRead(raw, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range n {
+			got = append(got, string(r.Data(i)))
+		}
+	}
+	if len(got) != 2 || got[0] != "a" || got[1] != "bb" {
+		t.Fatalf("read %q, want a and bb", got)
+	}
+	conn.Close()
+	if n, err := r.TryRead(raw, 0); n != 0 || !IsClosed(err) {
+		t.Fatalf("closed: %d, %v", n, err)
 	}
 }

@@ -27,10 +27,15 @@ func newReader(n, maxDatagram int) *reader {
 	return &reader{Reader: mmsg.New[unix.RawSockaddrInet6](n, maxDatagram, oobSize), batch: make([]Datagram, 0, n)}
 }
 
-// readLoop reads the socket until it is closed.
-func (s *sock) readLoop(batch, maxDatagram int, handle func([]Datagram)) error {
-	r := newReader(batch, maxDatagram)
-	return r.Loop(s.raw, 0, func(n int) { s.deliver(r, n, handle) })
+// readLoop reads a socket until it is closed, or until the stop began
+// and its queue is read (stop.go).
+func (in *Intake) readLoop(s *sock, handle func([]Datagram)) error {
+	r := newReader(in.cfg.Batch, in.cfg.MaxDatagram)
+	err := r.Loop(s.raw, 0, func(n int) { s.deliver(r, n, handle) })
+	if deadline, ok := in.stopping(); ok && isWakeUp(err) {
+		return s.readQueue(r, deadline, handle)
+	}
+	return err
 }
 
 // deliver turns n received messages into Datagrams and hands them over.

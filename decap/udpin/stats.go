@@ -20,8 +20,15 @@ type Stats struct {
 	Truncated uint64
 	// KernelDrops counts datagrams the kernel dropped on the intake's
 	// sockets (receive buffer full): /proc/net/udp{,6} "drops", or the
-	// latest SO_RXQ_OVFL value when /proc is unreadable.
+	// latest SO_RXQ_OVFL value when /proc is unreadable. Drops after the
+	// stop began are StopRefused instead.
 	KernelDrops uint64
+	// StopDropped counts datagrams still queued when the stop read ended
+	// (Config.StopRead), discarded unread.
+	StopDropped uint64
+	// StopRefused counts datagrams the kernel refused once the stop began
+	// (the sockets' drop count since then, from /proc/net/udp{,6}).
+	StopRefused uint64
 	// QueuedBytes are waiting in the sockets' receive queues now.
 	QueuedBytes uint64
 	// RcvbufErrors and InErrors are the network namespace's UDP counters
@@ -176,13 +183,17 @@ func parseCounters(b []byte, prefix string) map[string]uint64 {
 }
 
 // sockDrops returns a socket's kernel drops and queued bytes from the last
-// refresh, with SO_RXQ_OVFL as a floor.
-func (p *procFiles) sockDrops(s *sock) (drops, queued uint64) {
+// refresh, with SO_RXQ_OVFL as a floor; once the stop began (callers hold
+// p.mu), the drops since then are refused instead.
+func (p *procFiles) sockDrops(s *sock) (drops, refused, queued uint64) {
 	drops, queued = p.lastDrops[s.inode], p.lastQueued[s.inode]
 	if o := s.ovfl.Load(); o > drops {
 		drops = o
 	}
-	return drops, queued
+	if s.stopping && drops > s.stopBase {
+		drops, refused = s.stopBase, drops-s.stopBase
+	}
+	return drops, refused, queued
 }
 
 // Stats returns the intake's counters now.
@@ -196,8 +207,10 @@ func (in *Intake) Stats() Stats {
 		st.Datagrams += s.packets.Load()
 		st.Bytes += s.bytes.Load()
 		st.Truncated += s.trunc.Load()
-		d, q := p.sockDrops(s)
+		d, r, q := p.sockDrops(s)
 		st.KernelDrops += d
+		st.StopDropped += s.stopDropped.Load()
+		st.StopRefused += r
 		st.QueuedBytes += q
 	}
 	st.RcvbufErrors, st.InErrors = p.lastRcvbuf, p.lastInErrs
@@ -209,6 +222,7 @@ func (in *Intake) Stats() Stats {
 type collector struct {
 	in                                                 *Intake
 	datagrams, bytes, trunc, drops, queued, rcvbuf, sk *prometheus.Desc
+	stopDropped, stopRefused                           *prometheus.Desc
 	rcvbufErrs, inErrs                                 *prometheus.Desc
 }
 
@@ -217,22 +231,24 @@ type collector struct {
 func (in *Intake) Register(reg prometheus.Registerer) error {
 	l := []string{"listen"}
 	c := &collector{
-		in:         in,
-		datagrams:  prometheus.NewDesc("tapline_decap_udp_datagrams_total", "UDP datagrams received whole and handed to decoding.", l, nil),
-		bytes:      prometheus.NewDesc("tapline_decap_udp_received_bytes_total", "UDP payload bytes received.", l, nil),
-		trunc:      prometheus.NewDesc("tapline_decap_udp_truncated_total", "UDP datagrams larger than --max-datagram, dropped.", l, nil),
-		drops:      prometheus.NewDesc("tapline_decap_udp_kernel_drops_total", "UDP datagrams the kernel dropped on decap's sockets (receive buffer full).", l, nil),
-		queued:     prometheus.NewDesc("tapline_decap_udp_queued_bytes", "Bytes waiting in decap's socket receive queues.", l, nil),
-		rcvbuf:     prometheus.NewDesc("tapline_decap_udp_rcvbuf_bytes", "Effective socket receive buffer size, per socket.", l, nil),
-		sk:         prometheus.NewDesc("tapline_decap_udp_sockets", "SO_REUSEPORT sockets (reader goroutines).", l, nil),
-		rcvbufErrs: prometheus.NewDesc("tapline_decap_udp_rcvbuf_errors_total", "The network namespace's UDP RcvbufErrors (IPv4+IPv6, all sockets).", nil, nil),
-		inErrs:     prometheus.NewDesc("tapline_decap_udp_in_errors_total", "The network namespace's UDP InErrors (IPv4+IPv6, all sockets).", nil, nil),
+		in:          in,
+		datagrams:   prometheus.NewDesc("tapline_decap_udp_datagrams_total", "UDP datagrams received whole and handed to decoding.", l, nil),
+		bytes:       prometheus.NewDesc("tapline_decap_udp_received_bytes_total", "UDP payload bytes received.", l, nil),
+		trunc:       prometheus.NewDesc("tapline_decap_udp_truncated_total", "UDP datagrams larger than --max-datagram, dropped.", l, nil),
+		drops:       prometheus.NewDesc("tapline_decap_udp_kernel_drops_total", "UDP datagrams the kernel dropped on decap's sockets (receive buffer full).", l, nil),
+		queued:      prometheus.NewDesc("tapline_decap_udp_queued_bytes", "Bytes waiting in decap's socket receive queues.", l, nil),
+		rcvbuf:      prometheus.NewDesc("tapline_decap_udp_rcvbuf_bytes", "Effective socket receive buffer size, per socket.", l, nil),
+		sk:          prometheus.NewDesc("tapline_decap_udp_sockets", "SO_REUSEPORT sockets (reader goroutines).", l, nil),
+		stopDropped: prometheus.NewDesc("tapline_decap_udp_stop_dropped_total", "UDP datagrams still queued on decap's sockets when the stop read (--stop-read) ended, dropped.", l, nil),
+		stopRefused: prometheus.NewDesc("tapline_decap_udp_stop_refused_total", "UDP datagrams decap's sockets refused once decap began to stop.", l, nil),
+		rcvbufErrs:  prometheus.NewDesc("tapline_decap_udp_rcvbuf_errors_total", "The network namespace's UDP RcvbufErrors (IPv4+IPv6, all sockets).", nil, nil),
+		inErrs:      prometheus.NewDesc("tapline_decap_udp_in_errors_total", "The network namespace's UDP InErrors (IPv4+IPv6, all sockets).", nil, nil),
 	}
 	return reg.Register(c)
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.datagrams, c.bytes, c.trunc, c.drops, c.queued, c.rcvbuf, c.sk, c.rcvbufErrs, c.inErrs} {
+	for _, d := range []*prometheus.Desc{c.datagrams, c.bytes, c.trunc, c.drops, c.queued, c.rcvbuf, c.sk, c.stopDropped, c.stopRefused, c.rcvbufErrs, c.inErrs} {
 		ch <- d
 	}
 }
@@ -242,7 +258,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	p := in.procs
 	p.mu.Lock()
 	p.refresh()
-	type agg struct{ datagrams, bytes, trunc, drops, queued, rcvbuf, sockets uint64 }
+	type agg struct {
+		datagrams, bytes, trunc, drops, queued, rcvbuf, sockets uint64
+		stopDropped, stopRefused                                uint64
+	}
 	by := map[string]*agg{}
 	var order []string
 	for _, s := range in.socks {
@@ -252,7 +271,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			by[s.listen] = a
 			order = append(order, s.listen)
 		}
-		d, q := p.sockDrops(s)
+		d, r, q := p.sockDrops(s)
+		a.stopDropped += s.stopDropped.Load()
+		a.stopRefused += r
 		a.datagrams += s.packets.Load()
 		a.bytes += s.bytes.Load()
 		a.trunc += s.trunc.Load()
@@ -272,6 +293,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.queued, prometheus.GaugeValue, float64(a.queued), l)
 		ch <- prometheus.MustNewConstMetric(c.rcvbuf, prometheus.GaugeValue, float64(a.rcvbuf), l)
 		ch <- prometheus.MustNewConstMetric(c.sk, prometheus.GaugeValue, float64(a.sockets), l)
+		ch <- prometheus.MustNewConstMetric(c.stopDropped, prometheus.CounterValue, float64(a.stopDropped), l)
+		ch <- prometheus.MustNewConstMetric(c.stopRefused, prometheus.CounterValue, float64(a.stopRefused), l)
 	}
 	ch <- prometheus.MustNewConstMetric(c.rcvbufErrs, prometheus.CounterValue, float64(rcvbufErrs))
 	ch <- prometheus.MustNewConstMetric(c.inErrs, prometheus.CounterValue, float64(inErrs))

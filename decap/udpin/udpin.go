@@ -24,6 +24,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -56,6 +57,11 @@ type Config struct {
 	// dropped and counted as truncated). 0: DefaultMaxDatagram (65535,
 	// every UDP datagram).
 	MaxDatagram int
+	// StopRead bounds how long Run keeps reading the sockets' queues once
+	// its context ended (new datagrams are refused meanwhile); what is
+	// still queued then is counted in Stats.StopDropped. A handler call
+	// under way when it passes is finished first. 0: DefaultStopRead.
+	StopRead time.Duration
 }
 
 // Datagram is one received UDP datagram.
@@ -81,6 +87,9 @@ type Intake struct {
 	closeMu sync.Mutex
 	closed  bool
 	running atomic.Bool
+	// stopDeadline is when the stop read ends (Unix ns), 0 until the
+	// stop began (stop.go).
+	stopDeadline atomic.Int64
 }
 
 // sock is one socket and its counters.
@@ -95,7 +104,14 @@ type sock struct {
 	bytes   atomic.Uint64
 	trunc   atomic.Uint64
 	ovfl    atomic.Uint64 // latest SO_RXQ_OVFL value: the socket's drops so far
-	_       [64]byte
+	// At stop (stop.go): datagrams read from the queue, datagrams still
+	// queued when the stop read ended (discarded), and, under procs.mu,
+	// the kernel's drop count when new datagrams began to be refused.
+	stopRead    atomic.Uint64
+	stopDropped atomic.Uint64
+	stopBase    uint64
+	stopping    bool
+	_           [64]byte
 }
 
 // Open creates the sockets. On error, nothing stays open.
@@ -118,6 +134,9 @@ func Open(cfg Config, log *slog.Logger) (*Intake, error) {
 	if cfg.MaxDatagram == 0 {
 		cfg.MaxDatagram = DefaultMaxDatagram
 	}
+	if cfg.StopRead == 0 {
+		cfg.StopRead = DefaultStopRead
+	}
 	switch {
 	case cfg.Sockets < 0 || cfg.Sockets > 1024:
 		return nil, fmt.Errorf("udpin: Sockets must be 0..1024, got %d", cfg.Sockets)
@@ -127,6 +146,8 @@ func Open(cfg Config, log *slog.Logger) (*Intake, error) {
 		return nil, fmt.Errorf("udpin: Batch must be 0..%d, got %d", maxBatch, cfg.Batch)
 	case cfg.MaxDatagram < 0 || cfg.MaxDatagram > 65535:
 		return nil, fmt.Errorf("udpin: MaxDatagram must be 0..65535, got %d", cfg.MaxDatagram)
+	case cfg.StopRead < 0:
+		return nil, fmt.Errorf("udpin: StopRead must not be negative, got %v", cfg.StopRead)
 	}
 	in := &Intake{cfg: cfg, log: log}
 	in.procs = openProcFiles() // before any socket: same thread, same namespace
@@ -247,14 +268,18 @@ func (in *Intake) Addrs() []netip.AddrPort {
 // Run reads every socket, one goroutine each, and calls handle with each
 // batch of datagrams it reads. handle is called concurrently from those
 // goroutines; the batch and its Data buffers are reused once it returns.
-// Run returns nil when ctx ends or the intake is closed (it closes the
-// sockets itself when ctx ends), or the first read error otherwise. Run may
-// be called once.
+//
+// When ctx ends, the sockets refuse new datagrams, their queues are read
+// (handle still gets them) until empty or Config.StopRead has passed,
+// what is left is counted (Stats.StopDropped), and Run closes the sockets
+// and returns nil. Close instead closes them at once: what is queued is
+// lost. Run returns nil when ctx ends or the intake is closed, or the
+// first read error otherwise. Run may be called once.
 func (in *Intake) Run(ctx context.Context, handle func(batch []Datagram)) error {
 	if !in.running.CompareAndSwap(false, true) {
 		return errors.New("udpin: Run called twice")
 	}
-	stop := context.AfterFunc(ctx, in.Close)
+	stop := context.AfterFunc(ctx, in.beginStop)
 	defer stop()
 	errc := make(chan error, len(in.socks))
 	var wg sync.WaitGroup
@@ -262,7 +287,7 @@ func (in *Intake) Run(ctx context.Context, handle func(batch []Datagram)) error 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errc <- s.readLoop(in.cfg.Batch, in.cfg.MaxDatagram, handle)
+			errc <- in.readLoop(s, handle)
 		}()
 	}
 	var first error
@@ -273,6 +298,8 @@ func (in *Intake) Run(ctx context.Context, handle func(batch []Datagram)) error 
 		}
 	}
 	wg.Wait()
+	in.Close()
+	in.logStop()
 	return first
 }
 

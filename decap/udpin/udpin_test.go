@@ -261,6 +261,8 @@ func TestMetrics(t *testing.T) {
 		"tapline_decap_udp_truncated_total":      0,
 		"tapline_decap_udp_kernel_drops_total":   0,
 		"tapline_decap_udp_sockets":              2,
+		"tapline_decap_udp_stop_dropped_total":   0,
+		"tapline_decap_udp_stop_refused_total":   0,
 	} {
 		if v, ok := got[name]; !ok || v != want {
 			t.Errorf("%s = %v (present %v), want %v", name, v, ok, want)
@@ -292,11 +294,12 @@ func TestRunAndCloseLifecycle(t *testing.T) {
 
 func TestOpenErrors(t *testing.T) {
 	for name, cfg := range map[string]Config{
-		"no address":   {},
-		"bad address":  {Addrs: []string{"nonsense"}},
-		"host name":    {Addrs: []string{"localhost:0"}},
-		"bad batch":    {Addrs: []string{"127.0.0.1:0"}, Batch: 5000},
-		"bad datagram": {Addrs: []string{"127.0.0.1:0"}, MaxDatagram: 70000},
+		"no address":    {},
+		"bad address":   {Addrs: []string{"nonsense"}},
+		"host name":     {Addrs: []string{"localhost:0"}},
+		"bad batch":     {Addrs: []string{"127.0.0.1:0"}, Batch: 5000},
+		"bad datagram":  {Addrs: []string{"127.0.0.1:0"}, MaxDatagram: 70000},
+		"bad stop read": {Addrs: []string{"127.0.0.1:0"}, StopRead: -time.Second},
 	} {
 		if in, err := Open(cfg, nil); err == nil {
 			in.Close()
