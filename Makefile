@@ -13,12 +13,11 @@ build:
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ $(foreach s,$(STAGES),./$(s)/cmd/$(s)) ./allinone/cmd/tapline
 
-## test: every module's tests (real JetStream, versitygw, kernel VXLAN lab as root).
-## TestSoak runs in `make soak` only until its ledger balances on every run
-## (the runs and what the last failing one found: docs/bench/e2e.md, "Soak").
+## test: every module's tests (real JetStream, versitygw, kernel VXLAN lab as root),
+## the 2-minute soak (TestSoak) included
 test:
 	$(GO) vet $(PKGS)
-	$(GO) test -count=1 -timeout 80m -skip '^TestSoak$$' $(PKGS)
+	$(GO) test -count=1 -timeout 80m $(PKGS)
 
 ## test-short: the tests that need neither root nor external tools
 test-short:
