@@ -27,6 +27,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tapline/tapline/decap/internal/sockfilter"
+	"github.com/tapline/tapline/decap/internal/stopread"
 )
 
 // Defaults of Config.
@@ -52,6 +53,11 @@ type Config struct {
 	Snaplen int
 	// Filter is the program attached to every socket (nil: every frame).
 	Filter []bpf.RawInstruction
+	// StopRead bounds how long Run keeps reading the sockets' queues once
+	// its context ended (new frames are refused meanwhile); what is still
+	// queued then is counted in SockStats.StopDropped. A handler call
+	// under way when it passes is finished first. 0: DefaultStopRead.
+	StopRead time.Duration
 }
 
 // Packet is one captured frame. Data aliases the reader's buffer: it is
@@ -74,13 +80,25 @@ type SockStats struct {
 	KernelPackets, KernelDrops uint64
 	// Cut counts frames longer than Snaplen.
 	Cut uint64
+	// At stop: frames read from the queue during the stop read
+	// (StopRead, also in Packets), frames still queued when it ended,
+	// discarded (StopDropped), and frames the kernel dropped once the
+	// stop began (StopRefused, not in KernelDrops). Frames the refusing
+	// filter turns away are not counted by the kernel at all.
+	StopRead, StopDropped, StopRefused uint64 `json:",omitempty"`
 }
 
 // Capture is an open set of sockets on one interface.
 type Capture struct {
-	cfg    Config
-	socks  []*sock
-	closed atomic.Bool
+	cfg     Config
+	socks   []*sock
+	closeMu sync.Mutex
+	closed  atomic.Bool
+	// stopDeadline is when the stop read ends (Unix ns), 0 until the
+	// stop began (stop.go); refuseErrs counts sockets that could not
+	// refuse new frames then.
+	stopDeadline atomic.Int64
+	refuseErrs   atomic.Uint64
 }
 
 type sock struct {
@@ -91,8 +109,14 @@ type sock struct {
 	bytes   atomic.Uint64
 	cut     atomic.Uint64
 
+	stop stopread.Counts
+
+	// Under mu: the kernel's running totals, and, once the stop began,
+	// kdrops at that moment.
 	mu            sync.Mutex
 	kpkts, kdrops uint64
+	stopBase      uint64
+	stopping      bool
 }
 
 // Open creates and binds the sockets. On error nothing stays open.
@@ -109,6 +133,9 @@ func Open(cfg Config) (*Capture, error) {
 	if cfg.Snaplen == 0 {
 		cfg.Snaplen = DefaultSnaplen
 	}
+	if cfg.StopRead == 0 {
+		cfg.StopRead = DefaultStopRead
+	}
 	switch {
 	case cfg.Sockets < 0 || cfg.Sockets > 64:
 		return nil, fmt.Errorf("afpacket: Sockets must be 0..64, got %d", cfg.Sockets)
@@ -118,6 +145,8 @@ func Open(cfg Config) (*Capture, error) {
 		return nil, fmt.Errorf("afpacket: Batch must be 0..1024, got %d", cfg.Batch)
 	case cfg.Snaplen < 64 || cfg.Snaplen > 1<<20:
 		return nil, fmt.Errorf("afpacket: Snaplen must be 64..1048576, got %d", cfg.Snaplen)
+	case cfg.StopRead < 0:
+		return nil, fmt.Errorf("afpacket: StopRead must not be negative, got %v", cfg.StopRead)
 	}
 	ifi, err := net.InterfaceByName(cfg.Iface)
 	if err != nil {
@@ -206,14 +235,21 @@ func openSock(idx, ifindex int, cfg Config, group uint16) (*sock, error) {
 
 // Run reads every socket until ctx ends or Close is called, handing each
 // batch of frames to handle (called from one goroutine per socket, with
-// the socket's index). It returns nil after a clean stop.
+// the socket's index).
+//
+// When ctx ends, the sockets refuse new frames, their queues are read
+// (handle still gets them) until empty or Config.StopRead has passed,
+// what is left is counted (SockStats.StopDropped), and Run closes the
+// sockets: when Run returns, handle has seen every frame it will see.
+// Close instead closes them at once: what is queued is lost. Run returns
+// nil after a clean stop, or the first read error.
 func (c *Capture) Run(ctx context.Context, handle func(sock int, pkts []Packet)) error {
-	stop := context.AfterFunc(ctx, c.Close)
+	stop := context.AfterFunc(ctx, c.beginStop)
 	defer stop()
 	errs := make(chan error, len(c.socks))
 	for _, s := range c.socks {
 		go func() {
-			err := s.readLoop(c.cfg, handle)
+			err := c.readLoop(s, handle)
 			if c.closed.Load() {
 				err = nil // the read failed because Close closed the socket
 			}
@@ -227,11 +263,24 @@ func (c *Capture) Run(ctx context.Context, handle func(sock int, pkts []Packet))
 			c.Close()
 		}
 	}
+	c.Close()
 	return first
 }
 
-// Close closes every socket; Run returns.
+// Close closes every socket (after a last reading of the kernel's
+// counters); Run returns. It is safe to call more than once and
+// concurrently with Run.
 func (c *Capture) Close() {
+	c.closeMu.Lock()
+	defer c.closeMu.Unlock()
+	if c.closed.Load() {
+		return
+	}
+	for _, s := range c.socks {
+		s.mu.Lock()
+		s.readKernel()
+		s.mu.Unlock()
+	}
 	c.closed.Store(true)
 	for _, s := range c.socks {
 		_ = s.f.Close()
@@ -245,19 +294,29 @@ func (c *Capture) Stats() []SockStats {
 	out := make([]SockStats, 0, len(c.socks))
 	for _, s := range c.socks {
 		s.mu.Lock()
-		_ = s.raw.Control(func(fd uintptr) {
-			if st, err := unix.GetsockoptTpacketStats(int(fd), unix.SOL_PACKET, unix.PACKET_STATISTICS); err == nil {
-				// tp_packets counts every frame queued or dropped.
-				s.kpkts += uint64(st.Packets)
-				s.kdrops += uint64(st.Drops)
-			}
-		})
+		s.readKernel()
 		st := SockStats{Socket: s.idx, Packets: s.packets.Load(), Bytes: s.bytes.Load(), Cut: s.cut.Load(),
-			KernelPackets: s.kpkts, KernelDrops: s.kdrops}
+			KernelPackets: s.kpkts, KernelDrops: s.kdrops,
+			StopRead: s.stop.Read.Load(), StopDropped: s.stop.Dropped.Load()}
+		if s.stopping && s.kdrops > s.stopBase {
+			st.KernelDrops, st.StopRefused = s.stopBase, s.kdrops-s.stopBase
+		}
 		s.mu.Unlock()
 		out = append(out, st)
 	}
 	return out
+}
+
+// readKernel adds the kernel's counters since the last reading to the
+// running totals; a closed socket adds nothing. Callers hold s.mu.
+func (s *sock) readKernel() {
+	_ = s.raw.Control(func(fd uintptr) {
+		if st, err := unix.GetsockoptTpacketStats(int(fd), unix.SOL_PACKET, unix.PACKET_STATISTICS); err == nil {
+			// tp_packets counts every frame queued or dropped.
+			s.kpkts += uint64(st.Packets)
+			s.kdrops += uint64(st.Drops)
+		}
+	})
 }
 
 // nowNs is the fallback timestamp when the kernel gave none.

@@ -5,6 +5,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tapline/tapline/decap/internal/stopread"
 	"github.com/tapline/tapline/decap/mmsg"
 )
 
@@ -20,11 +21,19 @@ func newReader(n, slot int) *reader {
 	return &reader{Reader: mmsg.New[unix.RawSockaddrLinklayer](n, slot, oobSize), pkts: make([]Packet, 0, n)}
 }
 
-func (s *sock) readLoop(cfg Config, handle func(int, []Packet)) error {
-	r := newReader(cfg.Batch, cfg.Snaplen)
-	// MSG_TRUNC: a packet socket then reports a frame's full length even
-	// when the slot cut it.
-	return r.Loop(s.raw, unix.MSG_TRUNC, func(n int) { s.deliver(r, n, handle) })
+// truncFlag makes a packet socket report a frame's full length even when
+// the slot cut it.
+const truncFlag = unix.MSG_TRUNC
+
+// readLoop reads a socket until it is closed, or until the stop began and
+// its queue is read (stop.go).
+func (c *Capture) readLoop(s *sock, handle func(int, []Packet)) error {
+	r := newReader(c.cfg.Batch, c.cfg.Snaplen)
+	err := r.Loop(s.raw, truncFlag, func(n int) { s.deliver(r, n, handle) })
+	if deadline, ok := c.stopping(); ok && stopread.IsWakeUp(err) {
+		return s.readQueue(r, deadline, handle)
+	}
+	return err
 }
 
 func (s *sock) deliver(r *reader, n int, handle func(int, []Packet)) {

@@ -55,6 +55,9 @@ type Config struct {
 	AckTimeout     time.Duration // --ack-timeout
 	EventsInterval time.Duration // --events-interval
 	DrainTimeout   time.Duration // --drain-timeout
+	// StopRead (--stop-read) bounds how long the sockets' queues are read
+	// at shutdown, new frames refused; what is left is counted.
+	StopRead time.Duration
 
 	prog []bpf.RawInstruction
 }
@@ -79,6 +82,7 @@ func (c *Config) Register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.BatchDelay, "batch-delay", batch.DefaultDelay, "longest a frame waits in a batch")
 	fs.DurationVar(&c.AckTimeout, "ack-timeout", 10*time.Second, "wait for a JetStream ack before sending a batch again")
 	fs.DurationVar(&c.EventsInterval, "events-interval", 10*time.Second, "how often drop reports are published on tapline.events.decap.drops (when drops grew)")
+	fs.DurationVar(&c.StopRead, "stop-read", afpacket.DefaultStopRead, "at shutdown, the sockets refuse new frames and their queues are read and spooled for at most this long; what is still queued then is dropped and counted (tapline_capture_stop_dropped_total)")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 10*time.Second, "at shutdown, how long to keep uploading the spool (what is left stays spooled)")
 }
 
@@ -115,6 +119,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--max-cpu must be at least 1, got %d", c.MaxCPU)
 	case c.BatchBytes < 1<<10 || c.BatchBytes > 1<<20:
 		return fmt.Errorf("--batch-bytes must be 1 KiB..1 MiB, got %d", c.BatchBytes)
+	case c.StopRead <= 0:
+		return errors.New("--stop-read must be positive")
 	case c.BatchDelay <= 0 || c.AckTimeout <= 0 || c.EventsInterval <= 0 || c.DrainTimeout < 0:
 		return errors.New("--batch-delay, --ack-timeout and --events-interval must be positive, --drain-timeout not negative")
 	}

@@ -28,7 +28,9 @@ type Downtime struct {
 // previous report: decap's DropsEvent (Stage "decap capture"; Drops by
 // reason: "spool_full" when the spool was full, "spool_error" when
 // writing it failed; Kernel: the kernel's capture drops summed over the
-// sockets), the per-socket kernel counters, and, in the first report
+// sockets; StopDropped: frames still queued when the shutdown's
+// --stop-read ended; StopRefused: frames the kernel dropped once the
+// shutdown began), the per-socket kernel counters, and, in the first report
 // after a start, the span capture was not running.
 type DropsEvent struct {
 	decap.DropsEvent
@@ -69,8 +71,10 @@ func (e *engine) publishDrops(down *Downtime, final bool) {
 	for _, s := range ev.Sockets {
 		ev.Kernel += s.KernelDrops
 		ev.Oversize += s.Cut
+		ev.StopDropped += s.StopDropped
+		ev.StopRefused += s.StopRefused
 	}
-	n += ev.Kernel + ev.Oversize
+	n += ev.Kernel + ev.Oversize + ev.StopDropped + ev.StopRefused
 	if down == nil && n == e.lastDrops.Load() {
 		return
 	}
@@ -133,15 +137,19 @@ func (e *engine) register() error {
 type sockCollector struct{ e *engine }
 
 var (
-	descKPkts  = prometheus.NewDesc("tapline_capture_kernel_packets_total", "Frames the kernel passed the filter and queued or dropped, per AF_PACKET socket (PACKET_STATISTICS).", []string{"socket"}, nil)
-	descKDrops = prometheus.NewDesc("tapline_capture_kernel_drops_total", "Frames the kernel dropped because the socket's queue (--ring-bytes) was full, per socket.", []string{"socket"}, nil)
-	descCut    = prometheus.NewDesc("tapline_capture_cut_total", "Frames longer than --snaplen (kept cut, original length recorded), per socket.", []string{"socket"}, nil)
+	descKPkts       = prometheus.NewDesc("tapline_capture_kernel_packets_total", "Frames the kernel passed the filter and queued or dropped, per AF_PACKET socket (PACKET_STATISTICS).", []string{"socket"}, nil)
+	descKDrops      = prometheus.NewDesc("tapline_capture_kernel_drops_total", "Frames the kernel dropped because the socket's queue (--ring-bytes) was full, per socket.", []string{"socket"}, nil)
+	descCut         = prometheus.NewDesc("tapline_capture_cut_total", "Frames longer than --snaplen (kept cut, original length recorded), per socket.", []string{"socket"}, nil)
+	descStopDropped = prometheus.NewDesc("tapline_capture_stop_dropped_total", "Frames still queued on a socket when the stop read (--stop-read) ended, dropped, per socket.", []string{"socket"}, nil)
+	descStopRefused = prometheus.NewDesc("tapline_capture_stop_refused_total", "Frames the kernel dropped on a socket once capture began to stop (not in tapline_capture_kernel_drops_total), per socket.", []string{"socket"}, nil)
 )
 
 func (c *sockCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descKPkts
 	ch <- descKDrops
 	ch <- descCut
+	ch <- descStopDropped
+	ch <- descStopRefused
 }
 
 func (c *sockCollector) Collect(ch chan<- prometheus.Metric) {
@@ -150,5 +158,7 @@ func (c *sockCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descKPkts, prometheus.CounterValue, float64(s.KernelPackets), l)
 		ch <- prometheus.MustNewConstMetric(descKDrops, prometheus.CounterValue, float64(s.KernelDrops), l)
 		ch <- prometheus.MustNewConstMetric(descCut, prometheus.CounterValue, float64(s.Cut), l)
+		ch <- prometheus.MustNewConstMetric(descStopDropped, prometheus.CounterValue, float64(s.StopDropped), l)
+		ch <- prometheus.MustNewConstMetric(descStopRefused, prometheus.CounterValue, float64(s.StopRefused), l)
 	}
 }

@@ -110,7 +110,7 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 		d.Log.Info("spool holds frames of an earlier run: uploading them first", "records", st.Records, "bytes", st.Pending)
 	}
 	e.cap, err = afpacket.Open(afpacket.Config{Iface: cfg.Iface, Sockets: cfg.Sockets, RcvBuf: cfg.RingBytes,
-		Batch: cfg.ReadBatch, Snaplen: cfg.Snaplen, Filter: cfg.prog})
+		Batch: cfg.ReadBatch, Snaplen: cfg.Snaplen, Filter: cfg.prog, StopRead: cfg.StopRead})
 	if err != nil {
 		return err
 	}
@@ -147,8 +147,11 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 	go func() { defer bg.Done(); uploadDone <- e.upload(uctx) }()
 	go e.provision(bctx)
 
+	// Run returns once the sockets' queues are read (or --stop-read
+	// passed): the flush then puts every frame read into the spool.
 	runErr := e.cap.Run(ctx, e.handle)
 	e.batcher.Flush()
+	e.logStop()
 
 	// Drain: upload for at most --drain-timeout; the rest waits in the
 	// spool for the next run.
@@ -168,6 +171,24 @@ func Run(ctx context.Context, cfg Config, d stage.Deps) error {
 		"spooled_records_left", st.Records, "spool_peak_bytes", st.Peak, "max_delay", time.Duration(e.up.MaxDelayNs.Load()))
 	_ = e.nc.Flush()
 	return runErr
+}
+
+// logStop reports the capture's stop once: at WARN when frames were still
+// queued when --stop-read ended.
+func (e *engine) logStop() {
+	st := e.cap.StopStats()
+	if !st.Stopped {
+		return
+	}
+	if st.RefuseErrors > 0 {
+		e.d.Log.Warn("capture sockets could not refuse new frames at stop: they were read until --stop-read passed", "sockets", st.RefuseErrors)
+	}
+	if st.Dropped > 0 {
+		e.d.Log.Warn("capture stopped with frames still queued after --stop-read: dropped",
+			"dropped", st.Dropped, "read", st.Read, "refused", st.Refused, "stop_read", e.cfg.StopRead)
+		return
+	}
+	e.d.Log.Info("capture stopped: queues read empty", "read", st.Read, "refused", st.Refused)
 }
 
 // handle turns captured frames into frames of the batches.

@@ -209,7 +209,7 @@ func (in *Intake) Stats() Stats {
 		st.Truncated += s.trunc.Load()
 		d, r, q := p.sockDrops(s)
 		st.KernelDrops += d
-		st.StopDropped += s.stopDropped.Load()
+		st.StopDropped += s.stop.Dropped.Load()
 		st.StopRefused += r
 		st.QueuedBytes += q
 	}
@@ -272,7 +272,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			order = append(order, s.listen)
 		}
 		d, r, q := p.sockDrops(s)
-		a.stopDropped += s.stopDropped.Load()
+		a.stopDropped += s.stop.Dropped.Load()
 		a.stopRefused += r
 		a.datagrams += s.packets.Load()
 		a.bytes += s.bytes.Load()

@@ -1,22 +1,13 @@
 package udpin
 
 import (
-	"errors"
-	"os"
 	"time"
 
-	"github.com/tapline/tapline/decap/internal/sockfilter"
-	"github.com/tapline/tapline/decap/mmsg"
+	"github.com/tapline/tapline/decap/internal/stopread"
 )
 
 // DefaultStopRead is Config.StopRead when zero.
 const DefaultStopRead = 2 * time.Second
-
-// discardBound caps the final count-and-discard of a socket's queue. With
-// the refusing filter attached the queue only shrinks, so the count ends
-// long before; the bound matters only when the filter could not be
-// attached and new datagrams keep coming.
-const discardBound = time.Second
 
 // A stop without loss: when Run's context ends, each socket first refuses
 // new datagrams (a BPF filter that accepts nothing; what is queued stays
@@ -44,26 +35,14 @@ func (in *Intake) beginStop() {
 	}
 	p.mu.Unlock()
 	for _, s := range in.socks {
-		if err := s.refuse(); err != nil {
+		if err := stopread.Refuse(s.raw); err != nil {
 			in.log.Warn("udp intake cannot refuse new datagrams at stop: they are read until --stop-read passes",
 				"addr", s.listen, "err", err)
 		}
 		// Wake the reader: its blocking read returns os.ErrDeadlineExceeded
 		// and it reads the queue without waiting from then on.
-		_ = s.conn.SetReadDeadline(time.Unix(0, 1))
+		_ = stopread.Wake(s.conn)
 	}
-}
-
-// refuse attaches a filter that accepts nothing.
-func (s *sock) refuse() error {
-	var aerr error
-	err := s.raw.Control(func(fd uintptr) {
-		aerr = sockfilter.Attach(int(fd), sockfilter.DropAll)
-	})
-	if err != nil {
-		return err
-	}
-	return aerr
 }
 
 // stopping reports whether beginStop ran, and the end of the stop read.
@@ -74,38 +53,10 @@ func (in *Intake) stopping() (deadline time.Time, ok bool) {
 
 // readQueue hands what is queued on s to handle, batch by batch, until
 // the queue is empty or deadline passes; then it counts and discards the
-// rest. A socket closed meanwhile (Close) ends it with nil.
+// rest (stopread.Drain).
 func (s *sock) readQueue(r *reader, deadline time.Time, handle func([]Datagram)) error {
-	for time.Now().Before(deadline) {
-		n, err := r.TryRead(s.raw, 0)
-		if err != nil || n == 0 {
-			return closedIsNil(err)
-		}
-		s.stopRead.Add(uint64(n))
-		s.deliver(r, n, handle)
-	}
-	end := time.Now().Add(discardBound)
-	for time.Now().Before(end) {
-		n, err := r.TryRead(s.raw, 0)
-		if err != nil || n == 0 {
-			return closedIsNil(err)
-		}
-		s.stopDropped.Add(uint64(n))
-	}
-	return nil
-}
-
-// closedIsNil is err, or nil when err says the socket was closed.
-func closedIsNil(err error) error {
-	if mmsg.IsClosed(err) {
-		return nil
-	}
-	return err
-}
-
-// isWakeUp reports whether a read error is beginStop waking the reader.
-func isWakeUp(err error) bool {
-	return errors.Is(err, os.ErrDeadlineExceeded)
+	return stopread.Drain(&s.stop, deadline, func() (int, error) { return r.TryRead(s.raw, 0) },
+		func(n int) { s.deliver(r, n, handle) })
 }
 
 // logStop reports the stop once Run closed the sockets: at WARN when
@@ -117,7 +68,7 @@ func (in *Intake) logStop() {
 	st := in.Stats()
 	var read uint64
 	for _, s := range in.socks {
-		read += s.stopRead.Load()
+		read += s.stop.Read.Load()
 	}
 	if st.StopDropped > 0 {
 		in.log.Warn("udp intake stopped with datagrams still queued after --stop-read: dropped",

@@ -27,6 +27,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tapline/tapline/decap/internal/stopread"
 )
 
 // Defaults for zero Config fields.
@@ -107,11 +109,10 @@ type sock struct {
 	// At stop (stop.go): datagrams read from the queue, datagrams still
 	// queued when the stop read ended (discarded), and, under procs.mu,
 	// the kernel's drop count when new datagrams began to be refused.
-	stopRead    atomic.Uint64
-	stopDropped atomic.Uint64
-	stopBase    uint64
-	stopping    bool
-	_           [64]byte
+	stop     stopread.Counts
+	stopBase uint64
+	stopping bool
+	_        [64]byte
 }
 
 // Open creates the sockets. On error, nothing stays open.
