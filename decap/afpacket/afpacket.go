@@ -94,11 +94,10 @@ type Capture struct {
 	socks   []*sock
 	closeMu sync.Mutex
 	closed  atomic.Bool
-	// stopDeadline is when the stop read ends (Unix ns), 0 until the
-	// stop began (stop.go); refuseErrs counts sockets that could not
-	// refuse new frames then.
-	stopDeadline atomic.Int64
-	refuseErrs   atomic.Uint64
+	// stop is the stop read's end, once the stop began (stop.go);
+	// refuseErrs counts sockets that could not refuse new frames then.
+	stop       stopread.Deadline
+	refuseErrs atomic.Uint64
 }
 
 type sock struct {

@@ -30,7 +30,7 @@ const truncFlag = unix.MSG_TRUNC
 func (c *Capture) readLoop(s *sock, handle func(int, []Packet)) error {
 	r := newReader(c.cfg.Batch, c.cfg.Snaplen)
 	err := r.Loop(s.raw, truncFlag, func(n int) { s.deliver(r, n, handle) })
-	if deadline, ok := c.stopping(); ok && stopread.IsWakeUp(err) {
+	if deadline, ok := c.stop.Get(); ok && stopread.IsWakeUp(err) {
 		return s.readQueue(r, deadline, handle)
 	}
 	return err

@@ -7,7 +7,7 @@ import (
 )
 
 // DefaultStopRead is Config.StopRead when zero.
-const DefaultStopRead = 2 * time.Second
+const DefaultStopRead = stopread.Default
 
 // A stop without loss (decap/internal/stopread): when Run's context ends,
 // each socket first refuses new frames (a filter that accepts nothing;
@@ -24,7 +24,7 @@ func (c *Capture) beginStop() {
 	if c.closed.Load() {
 		return
 	}
-	c.stopDeadline.Store(time.Now().Add(c.cfg.StopRead).UnixNano())
+	c.stop.Begin(c.cfg.StopRead)
 	// The kernel's drop count before the filter: drops after it are
 	// counted as StopRefused, not as drops while capturing.
 	for _, s := range c.socks {
@@ -39,12 +39,6 @@ func (c *Capture) beginStop() {
 		}
 		_ = stopread.Wake(s.f)
 	}
-}
-
-// stopping reports whether beginStop ran, and the end of the stop read.
-func (c *Capture) stopping() (deadline time.Time, ok bool) {
-	ns := c.stopDeadline.Load()
-	return time.Unix(0, ns), ns != 0
 }
 
 // readQueue hands what is queued on s to handle until the queue is empty
@@ -69,7 +63,7 @@ type StopStats struct {
 
 // StopStats sums the stop counters of every socket.
 func (c *Capture) StopStats() StopStats {
-	_, ok := c.stopping()
+	_, ok := c.stop.Get()
 	st := StopStats{Stopped: ok, RefuseErrors: c.refuseErrs.Load()}
 	for _, s := range c.Stats() {
 		st.Read += s.StopRead

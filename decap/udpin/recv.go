@@ -33,7 +33,7 @@ func newReader(n, maxDatagram int) *reader {
 func (in *Intake) readLoop(s *sock, handle func([]Datagram)) error {
 	r := newReader(in.cfg.Batch, in.cfg.MaxDatagram)
 	err := r.Loop(s.raw, 0, func(n int) { s.deliver(r, n, handle) })
-	if deadline, ok := in.stopping(); ok && stopread.IsWakeUp(err) {
+	if deadline, ok := in.stop.Get(); ok && stopread.IsWakeUp(err) {
 		return s.readQueue(r, deadline, handle)
 	}
 	return err

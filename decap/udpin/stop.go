@@ -7,7 +7,7 @@ import (
 )
 
 // DefaultStopRead is Config.StopRead when zero.
-const DefaultStopRead = 2 * time.Second
+const DefaultStopRead = stopread.Default
 
 // A stop without loss: when Run's context ends, each socket first refuses
 // new datagrams (a BPF filter that accepts nothing; what is queued stays
@@ -24,7 +24,7 @@ func (in *Intake) beginStop() {
 	if in.closed {
 		return
 	}
-	in.stopDeadline.Store(time.Now().Add(in.cfg.StopRead).UnixNano())
+	in.stop.Begin(in.cfg.StopRead)
 	// The drop counts before the filter: drops after it are refusals.
 	p := in.procs
 	p.mu.Lock()
@@ -45,12 +45,6 @@ func (in *Intake) beginStop() {
 	}
 }
 
-// stopping reports whether beginStop ran, and the end of the stop read.
-func (in *Intake) stopping() (deadline time.Time, ok bool) {
-	ns := in.stopDeadline.Load()
-	return time.Unix(0, ns), ns != 0
-}
-
 // readQueue hands what is queued on s to handle, batch by batch, until
 // the queue is empty or deadline passes; then it counts and discards the
 // rest (stopread.Drain).
@@ -62,7 +56,7 @@ func (s *sock) readQueue(r *reader, deadline time.Time, handle func([]Datagram))
 // logStop reports the stop once Run closed the sockets: at WARN when
 // datagrams were still queued when the stop read ended.
 func (in *Intake) logStop() {
-	if _, ok := in.stopping(); !ok {
+	if _, ok := in.stop.Get(); !ok {
 		return
 	}
 	st := in.Stats()

@@ -89,9 +89,7 @@ type Intake struct {
 	closeMu sync.Mutex
 	closed  bool
 	running atomic.Bool
-	// stopDeadline is when the stop read ends (Unix ns), 0 until the
-	// stop began (stop.go).
-	stopDeadline atomic.Int64
+	stop    stopread.Deadline // the stop read's end, once the stop began (stop.go)
 }
 
 // sock is one socket and its counters.

@@ -18,6 +18,22 @@ import (
 	"github.com/tapline/tapline/decap/mmsg"
 )
 
+// Default is the stop read of a reader whose configuration names none.
+const Default = 2 * time.Second
+
+// Deadline is when a reader's stop read ends. The zero value is a stop
+// not begun; safe for concurrent use.
+type Deadline struct{ ns atomic.Int64 }
+
+// Begin starts the stop: it ends read from now.
+func (d *Deadline) Begin(read time.Duration) { d.ns.Store(time.Now().Add(read).UnixNano()) }
+
+// Get returns the end of the stop read; ok is false until Begin.
+func (d *Deadline) Get() (end time.Time, ok bool) {
+	ns := d.ns.Load()
+	return time.Unix(0, ns), ns != 0
+}
+
 // discardBound caps the final count-and-discard of a queue. With the
 // refusing filter attached the queue only shrinks, so the count ends long
 // before; the bound matters only when the filter could not be attached
