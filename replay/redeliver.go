@@ -30,14 +30,14 @@ const redeliverFetchWait = time.Second
 //
 // It collects until it has the entries the previous replay left
 // (prevPending), an entry delivered for the first time comes (the
-// redeliveries are over), a fetch finds nothing, or heldWait has passed.
+// redeliveries are over), a fetch finds nothing, or redeliveryWait has passed.
 // Payloads beyond half of --max-inflight are dropped and fetched again at
 // their turn, so collecting costs metadata only past the budget.
 func (r *runner) redeliverInOrder(ctx context.Context, cons jetstream.Consumer) {
 	if r.prevPending == 0 {
 		return
 	}
-	deadline := time.Now().Add(2*r.cfg.AckWait + 5*time.Second)
+	deadline := time.Now().Add(r.redeliveryWait())
 	var got []*entry
 	var payload int64
 	seen, fresh := 0, false

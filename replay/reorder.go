@@ -44,7 +44,12 @@ func (w *worker) holdAhead(m *outMsg, e *entry) bool {
 // ack wait, noticed at the server's next check, and meanwhile the
 // message's writer holds its test connection (in listen mode, every
 // connection of the listen address).
-func (w *worker) heldWait() time.Duration { return 2*w.r.cfg.AckWait + 5*time.Second }
+func (w *worker) heldWait() time.Duration { return w.r.redeliveryWait() }
+
+// redeliveryWait bounds how long an entry JetStream must redeliver can
+// take to come: its ack wait expires, the server notices at its next
+// check (up to another ack wait), plus a margin.
+func (r *runner) redeliveryWait() time.Duration { return 2*r.cfg.AckWait + 5*time.Second }
 
 // heldLeft is the time left before the current message's wait for a
 // missing chunk ends; ok is false when nothing is held.
