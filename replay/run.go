@@ -186,7 +186,8 @@ func (r *runner) closeHubs() {
 // crashed): JetStream redelivers them only once their ack wait expires, and
 // would meanwhile deliver their connections' later entries first. So when
 // entries are pending, replay waits one ack wait before pulling; the
-// expired entries then come first, in stream order.
+// expired entries then come first, and redeliverInOrder puts them back in
+// stream order.
 func (r *runner) awaitRedelivery(ctx context.Context) error {
 	if r.prevPending == 0 {
 		return nil
