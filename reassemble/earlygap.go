@@ -16,8 +16,8 @@ const maxEarlyGaps = 16
 // before the keys come (a forced open would name a WebSocket "tcp", and
 // replay would leave its messages undelivered), and a congested mirror
 // loses a segment every few KiB of the held ciphertext. 4096 gap events
-// (about 150 B each) stay well below the --tls-hold-bytes the held
-// ciphertext itself may take.
+// (768 KiB at earlyGapSize each, charged to the memory budget) stay below
+// the --tls-hold-bytes (4 MiB) the held ciphertext itself may take.
 const maxEarlyGapsWaiting = 4096
 
 // earlyGapSize is what one held gap event is charged in the memory
@@ -45,7 +45,7 @@ func (c *conn) holdGap(id string, ev *proto.GapEvent, tsNs int64) {
 // earlyGapLimit is the number of gap events the connection holds for its
 // open event: more while its TLS layer waits for keys.
 func (c *conn) earlyGapLimit() int {
-	if l, ok := c.dec.(*tlsLayer); ok && l.waiting() {
+	if c.tls != nil && c.tls.waiting() {
 		return maxEarlyGapsWaiting
 	}
 	return maxEarlyGaps
