@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"net"
+	"syscall"
 	"testing"
 	"time"
 	"unsafe"
@@ -16,19 +17,7 @@ import (
 // its source address; the headers are reset for the next call; closing
 // the socket ends Loop with nil.
 func TestLoopReadsBatches(t *testing.T) {
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := conn.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := net.DialUDP("udp4", nil, conn.LocalAddr().(*net.UDPAddr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer out.Close()
+	conn, raw, out := loopback(t)
 	sent := [][]byte{[]byte("one"), bytes.Repeat([]byte("x"), 100), []byte("three")}
 	for _, p := range sent {
 		if _, err := out.Write(p); err != nil {
@@ -73,23 +62,11 @@ func TestLoopReadsBatches(t *testing.T) {
 // (also past the socket's read deadline), and an IsClosed error once the
 // socket is closed.
 func TestTryRead(t *testing.T) {
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := conn.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn, raw, out := loopback(t)
 	r := New[unix.RawSockaddrInet4](4, 64, 64)
 	if n, err := r.TryRead(raw, 0); n != 0 || err != nil {
 		t.Fatalf("empty queue: %d, %v", n, err)
 	}
-	out, err := net.DialUDP("udp4", nil, conn.LocalAddr().(*net.UDPAddr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer out.Close()
 	for _, p := range []string{"a", "bb"} {
 		if _, err := out.Write([]byte(p)); err != nil {
 			t.Fatal(err)
@@ -113,4 +90,24 @@ func TestTryRead(t *testing.T) {
 	if n, err := r.TryRead(raw, 0); n != 0 || !IsClosed(err) {
 		t.Fatalf("closed: %d, %v", n, err)
 	}
+}
+
+// loopback is a UDP socket on 127.0.0.1, its raw connection, and a socket
+// sending to it; the test closes the sender, each test its receiver.
+func loopback(t *testing.T) (conn *net.UDPConn, raw syscall.RawConn, out *net.UDPConn) {
+	t.Helper()
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err = conn.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err = net.DialUDP("udp4", nil, conn.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { out.Close() })
+	return conn, raw, out
 }
